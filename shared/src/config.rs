@@ -1,0 +1,234 @@
+//! Service configuration as data: participating banks, pilot regions, agreement version
+//! and every duration of the product rules. Loaded and checked once at start-up, so a
+//! bad entry stops the function before it serves anyone.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Deserialize;
+use time::Duration;
+
+use crate::model::bank::{Bank, BankCode, BankRegistry};
+use crate::model::region::RegionCode;
+
+/// The configuration shipped with the code (`config/service.json`).
+pub const DEFAULT_CONFIG: &str = include_str!("../../config/service.json");
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read service configuration {path}: {message}")]
+    Read { path: String, message: String },
+    #[error("service configuration is not valid JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("service configuration: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    agreement_version: String,
+    rules: RawRules,
+    regions: Vec<RawRegion>,
+    banks: Vec<RawBank>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRules {
+    sms_code_validity_secs: u32,
+    sms_code_max_attempts: u32,
+    sms_min_interval_secs: u32,
+    sms_daily_limit: u32,
+    face_token_max_age_secs: u32,
+    password_max_failures: u32,
+    password_lock_secs: u32,
+    cooldown_secs: u32,
+    report_deadline_secs: u32,
+    report_retention_secs: u32,
+    idempotency_retention_secs: u32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRegion {
+    code: String,
+    name: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBank {
+    code: String,
+    name: String,
+    name_en: String,
+    service_phone: String,
+    endpoint: String,
+}
+
+/// Durations and limits of the product rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rules {
+    pub sms_code_validity: Duration,
+    pub sms_code_max_attempts: u32,
+    pub sms_min_interval: Duration,
+    pub sms_daily_limit: u32,
+    pub face_token_max_age: Duration,
+    pub password_max_failures: u32,
+    pub password_lock: Duration,
+    pub cooldown: Duration,
+    pub report_deadline: Duration,
+    pub report_retention: Duration,
+    pub idempotency_retention: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    pub agreement_version: String,
+    pub rules: Rules,
+    /// Pilot regions by GB/T 2260 province code.
+    pub regions: BTreeMap<RegionCode, String>,
+    pub banks: BankRegistry,
+}
+
+impl ServiceConfig {
+    /// From `SERVICE_CONFIG` (a file path) when set, else the shipped default.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        match std::env::var("SERVICE_CONFIG") {
+            Ok(path) if !path.is_empty() => Self::from_file(Path::new(&path)),
+            _ => Self::parse(DEFAULT_CONFIG),
+        }
+    }
+
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        Self::parse(&text)
+    }
+
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let raw: RawConfig = serde_json::from_str(text)?;
+        let invalid = |m: String| ConfigError::Invalid(m);
+        if raw.agreement_version.trim().is_empty() {
+            return Err(invalid("agreement_version is empty".into()));
+        }
+        let r = raw.rules;
+        let secs = |name: &str, v: u32| {
+            if v == 0 {
+                Err(invalid(format!("rules.{name} must be positive")))
+            } else {
+                Ok(Duration::seconds(i64::from(v)))
+            }
+        };
+        let count = |name: &str, v: u32| {
+            if v == 0 {
+                Err(invalid(format!("rules.{name} must be positive")))
+            } else {
+                Ok(v)
+            }
+        };
+        let rules = Rules {
+            sms_code_validity: secs("sms_code_validity_secs", r.sms_code_validity_secs)?,
+            sms_code_max_attempts: count("sms_code_max_attempts", r.sms_code_max_attempts)?,
+            sms_min_interval: secs("sms_min_interval_secs", r.sms_min_interval_secs)?,
+            sms_daily_limit: count("sms_daily_limit", r.sms_daily_limit)?,
+            face_token_max_age: secs("face_token_max_age_secs", r.face_token_max_age_secs)?,
+            password_max_failures: count("password_max_failures", r.password_max_failures)?,
+            password_lock: secs("password_lock_secs", r.password_lock_secs)?,
+            cooldown: secs("cooldown_secs", r.cooldown_secs)?,
+            report_deadline: secs("report_deadline_secs", r.report_deadline_secs)?,
+            report_retention: secs("report_retention_secs", r.report_retention_secs)?,
+            idempotency_retention: secs(
+                "idempotency_retention_secs",
+                r.idempotency_retention_secs,
+            )?,
+        };
+
+        let mut regions = BTreeMap::new();
+        for region in raw.regions {
+            let code = RegionCode::parse(&region.code)
+                .map_err(|e| invalid(format!("region {:?}: {e}", region.code)))?;
+            if regions.insert(code, region.name).is_some() {
+                return Err(invalid(format!("region {} is listed twice", region.code)));
+            }
+        }
+        if regions.is_empty() {
+            return Err(invalid("no pilot regions".into()));
+        }
+
+        let mut banks = Vec::new();
+        for b in raw.banks {
+            let code = BankCode::new_unchecked_format(&b.code)
+                .map_err(|e| invalid(format!("bank {:?}: {e}", b.code)))?;
+            if b.name.trim().is_empty() || b.service_phone.trim().is_empty() {
+                return Err(invalid(format!("bank {}: name and service_phone are required", b.code)));
+            }
+            let endpoint = b.endpoint.trim_end_matches('/').to_owned();
+            if !(endpoint.starts_with("https://") || endpoint.starts_with("http://")) {
+                return Err(invalid(format!("bank {}: endpoint must be an http(s) URL", b.code)));
+            }
+            banks.push(Bank {
+                code,
+                name: b.name,
+                name_en: b.name_en,
+                service_phone: b.service_phone,
+                endpoint,
+            });
+        }
+        let banks = BankRegistry::new(banks).map_err(invalid)?;
+        Ok(Self {
+            agreement_version: raw.agreement_version,
+            rules,
+            regions,
+            banks,
+        })
+    }
+
+    pub fn in_pilot(&self, region: &RegionCode) -> bool {
+        self.regions.contains_key(region)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_configuration_has_the_pilot_scope() {
+        let c = ServiceConfig::parse(DEFAULT_CONFIG).unwrap();
+        assert_eq!(c.banks.len(), 16);
+        assert_eq!(c.regions.len(), 16);
+        assert_eq!(c.rules.cooldown, Duration::days(7));
+        assert_eq!(c.rules.report_deadline, Duration::hours(24));
+        assert_eq!(c.rules.sms_code_validity, Duration::minutes(5));
+        assert!(c.in_pilot(&RegionCode::parse("31").unwrap()));
+        assert!(!c.in_pilot(&RegionCode::parse("44").unwrap()));
+    }
+
+    fn with(edit: impl FnOnce(&mut serde_json::Value)) -> Result<ServiceConfig, ConfigError> {
+        let mut v: serde_json::Value = serde_json::from_str(DEFAULT_CONFIG).unwrap();
+        edit(&mut v);
+        ServiceConfig::parse(&v.to_string())
+    }
+
+    #[test]
+    fn duplicate_or_malformed_entries_are_start_up_errors() {
+        let dup_bank = with(|v| {
+            let first = v["banks"][0].clone();
+            v["banks"].as_array_mut().unwrap().push(first);
+        });
+        assert!(dup_bank.unwrap_err().to_string().contains("ICBC"));
+        let dup_region = with(|v| {
+            let first = v["regions"][0].clone();
+            v["regions"].as_array_mut().unwrap().push(first);
+        });
+        assert!(dup_region.unwrap_err().to_string().contains("twice"));
+        assert!(with(|v| v["regions"][0]["code"] = "3a".into()).is_err());
+        assert!(with(|v| v["banks"][0]["code"] = "icbc".into()).is_err());
+        assert!(with(|v| v["rules"]["cooldown_secs"] = 0.into()).is_err());
+        assert!(with(|v| v["rules"]["surprise"] = 1.into()).is_err());
+        assert!(with(|v| v["banks"][0]["endpoint"] = "ftp://x".into()).is_err());
+    }
+}

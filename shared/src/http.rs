@@ -1,0 +1,153 @@
+//! HTTP glue shared by the API functions: JSON bodies with a size limit and unknown
+//! fields refused, the caller's identity, and responses in the contract's shape.
+
+use lambda_http::request::RequestContext;
+use lambda_http::{Body, Request, RequestExt, Response};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::ServiceError;
+
+/// Bodies over this many bytes get 413.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
+pub fn body_bytes(req: &Request) -> &[u8] {
+    match req.body() {
+        Body::Empty => &[],
+        Body::Text(t) => t.as_bytes(),
+        Body::Binary(b) => b,
+        _ => &[],
+    }
+}
+
+/// The request's JSON body: the raw value (for fingerprints) and the typed one.
+pub fn json_body<T: DeserializeOwned>(req: &Request) -> Result<(serde_json::Value, T), ServiceError> {
+    let bytes = body_bytes(req);
+    if bytes.len() > MAX_BODY_BYTES {
+        return Err(ServiceError::PayloadTooLarge {
+            limit: MAX_BODY_BYTES,
+        });
+    }
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ServiceError::Malformed("a JSON body is required".into()));
+    }
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
+        ServiceError::Malformed(format!(
+            "the body is not valid JSON (line {}, column {})",
+            e.line(),
+            e.column()
+        ))
+    })?;
+    let typed = serde_json::from_value(value.clone()).map_err(|e| describe(&e))?;
+    Ok((value, typed))
+}
+
+/// A schema error without echoing values: bodies carry passwords and codes, and serde's
+/// messages quote what they could not accept.
+fn describe(e: &serde_json::Error) -> ServiceError {
+    let msg = e.to_string();
+    let field = |prefix: &str| {
+        msg.strip_prefix(prefix)
+            .and_then(|rest| rest.split('`').next())
+            .filter(|f| {
+                !f.is_empty()
+                    && f.len() <= 40
+                    && f.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+            })
+            .map(str::to_owned)
+    };
+    if let Some(f) = field("unknown field `") {
+        return ServiceError::Malformed(format!("unknown field `{f}`"));
+    }
+    if msg.starts_with("unknown field") {
+        return ServiceError::Malformed("unknown field in the body".into());
+    }
+    if let Some(f) = field("missing field `") {
+        return ServiceError::Malformed(format!("missing field `{f}`"));
+    }
+    if msg.starts_with("unknown variant") {
+        return ServiceError::Malformed("a field has a value outside its allowed set".into());
+    }
+    ServiceError::Malformed("the body does not match the expected fields and types".into())
+}
+
+/// `sub` from the API Gateway JWT authorizer, when API Gateway checked the token.
+pub fn authorizer_sub(req: &Request) -> Option<String> {
+    match req.request_context_ref()? {
+        RequestContext::ApiGatewayV2(ctx) => ctx
+            .authorizer
+            .as_ref()?
+            .jwt
+            .as_ref()?
+            .claims
+            .get("sub")
+            .cloned(),
+        _ => None,
+    }
+}
+
+pub fn header<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
+    req.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+pub fn source_ip(req: &Request) -> Option<String> {
+    match req.request_context_ref()? {
+        RequestContext::ApiGatewayV2(ctx) => ctx.http.source_ip.clone(),
+        _ => None,
+    }
+}
+
+/// API Gateway's request id, else the Lambda invocation id.
+pub fn request_id(req: &Request) -> String {
+    let from_ctx = match req.request_context_ref() {
+        Some(RequestContext::ApiGatewayV2(ctx)) => ctx.request_id.clone(),
+        _ => None,
+    };
+    from_ctx
+        .or_else(|| req.lambda_context_ref().map(|c| c.request_id.clone()))
+        .unwrap_or_default()
+}
+
+pub fn json_response<T: Serialize>(status: u16, body: &T) -> Response<Body> {
+    let text = serde_json::to_string(body).unwrap_or_else(|_| "{}".into());
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json; charset=utf-8")
+        .header("cache-control", "no-store")
+        .body(Body::Text(text))
+        .expect("status and headers are valid")
+}
+
+pub fn empty_response(status: u16) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header("cache-control", "no-store")
+        .body(Body::Empty)
+        .expect("status is valid")
+}
+
+/// The contract's error response; server-side detail goes to the log, not the client.
+pub fn error_response(e: &ServiceError) -> Response<Body> {
+    match e {
+        ServiceError::Internal(detail) => tracing::error!(error = %detail, "internal error"),
+        ServiceError::Unavailable(detail) => tracing::warn!(error = %detail, "dependency unavailable"),
+        other => tracing::info!(status = other.status(), code = other.code(), "request refused"),
+    }
+    let mut resp = json_response(e.status(), &e.body());
+    let headers = resp.headers_mut();
+    match e {
+        ServiceError::TooManyRequests { retry_after_secs } => {
+            headers.insert("retry-after", retry_after_secs.to_string().parse().expect("digits"));
+        }
+        ServiceError::MethodNotAllowed { allow } => {
+            headers.insert("allow", allow.parse().expect("a method list is a valid header"));
+        }
+        _ => {}
+    }
+    resp
+}
+
+/// Splits a path into its segments (`/v1/card-queries/X` → `["v1", "card-queries", "X"]`).
+pub fn segments(path: &str) -> Vec<&str> {
+    path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect()
+}

@@ -1,0 +1,15 @@
+//! Domain library of the one-click card lookup (一键查卡): model, rules, ports and their
+//! DynamoDB/SNS adapters. Lambda functions are thin shells around it.
+
+pub mod adapters;
+pub mod bootstrap;
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod model;
+pub mod ports;
+pub mod records;
+pub mod security;
+pub mod submission;
+pub mod telemetry;

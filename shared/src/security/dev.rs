@@ -1,0 +1,111 @@
+//! Key generation and token minting for local tooling and tests. In production the app's
+//! identity provider and the face-verification provider hold the private keys; this
+//! service only ever verifies.
+
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
+use base64::Engine;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::json;
+use time::OffsetDateTime;
+
+/// DER prefix of an Ed25519 SubjectPublicKeyInfo (RFC 8410), before the 32 key bytes.
+const ED25519_SPKI_PREFIX: [u8; 12] = [
+    0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+];
+
+fn pem(label: &str, der: &[u8]) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let lines: Vec<&str> = b64
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).expect("base64 is ASCII"))
+        .collect();
+    format!("-----BEGIN {label}-----\n{}\n-----END {label}-----\n", lines.join("\n"))
+}
+
+/// A fresh Ed25519 key pair as (PKCS#8 private PEM, SPKI public PEM).
+pub fn generate_ed25519() -> (String, String) {
+    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new())
+        .expect("the system RNG works");
+    let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).expect("a key just generated parses");
+    let mut spki = ED25519_SPKI_PREFIX.to_vec();
+    spki.extend_from_slice(pair.public_key().as_ref());
+    (pem("PRIVATE KEY", pkcs8.as_ref()), pem("PUBLIC KEY", &spki))
+}
+
+fn sign(private_pem: &str, claims: &serde_json::Value) -> Result<String, String> {
+    let key = EncodingKey::from_ed_pem(private_pem.as_bytes()).map_err(|e| e.to_string())?;
+    jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), claims, &key).map_err(|e| e.to_string())
+}
+
+/// An app JWT for `sub`, valid from `now` for `ttl_secs`.
+pub fn app_token(
+    private_pem: &str,
+    issuer: &str,
+    audience: &str,
+    sub: &str,
+    now: OffsetDateTime,
+    ttl_secs: i64,
+) -> Result<String, String> {
+    let iat = now.unix_timestamp();
+    sign(
+        private_pem,
+        &json!({ "iss": issuer, "aud": audience, "sub": sub, "iat": iat, "nbf": iat, "exp": iat + ttl_secs }),
+    )
+}
+
+/// A face-verification token as the provider issues it after a passed check.
+pub fn face_token(
+    private_pem: &str,
+    issuer: &str,
+    sub: &str,
+    result: &str,
+    issued_at: OffsetDateTime,
+    nonce: &str,
+) -> Result<String, String> {
+    sign(
+        private_pem,
+        &json!({ "iss": issuer, "sub": sub, "result": result, "iat": issued_at.unix_timestamp(), "nonce": nonce }),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::security::app_jwt::AppAuthenticator;
+    use crate::security::face::FaceVerifier;
+    use time::macros::datetime;
+    use time::Duration;
+
+    #[test]
+    fn minted_tokens_verify_and_forgeries_do_not() {
+        let (private, public) = generate_ed25519();
+        let (other_private, _) = generate_ed25519();
+        let now = datetime!(2026-11-28 10:00 UTC);
+        let auth = AppAuthenticator::new(&public, "iss", "aud").unwrap();
+        let token = app_token(&private, "iss", "aud", "user-1", now, 600).unwrap();
+        let header = format!("Bearer {token}");
+        assert_eq!(auth.authenticate(None, Some(&header), now).unwrap().as_str(), "user-1");
+        assert!(auth.authenticate(None, Some(&header), now + Duration::hours(1)).is_err(), "expired");
+        assert!(auth.authenticate(None, Some(&header), now - Duration::hours(1)).is_err(), "not yet valid");
+        let forged = app_token(&other_private, "iss", "aud", "user-1", now, 600).unwrap();
+        assert!(auth.authenticate(None, Some(&format!("Bearer {forged}")), now).is_err());
+        let wrong_aud = app_token(&private, "iss", "other", "user-1", now, 600).unwrap();
+        assert!(auth.authenticate(None, Some(&format!("Bearer {wrong_aud}")), now).is_err());
+        assert!(auth.authenticate(None, None, now).is_err());
+        assert!(auth.authenticate(None, Some(&token), now).is_err(), "no Bearer prefix");
+
+        let face = FaceVerifier::new(&public, "face", Duration::minutes(5)).unwrap();
+        let user = crate::model::ids::UserId::parse("user-1").unwrap();
+        let ok = face_token(&private, "face", "user-1", "pass", now, "n1").unwrap();
+        assert_eq!(face.verify(&ok, &user, now + Duration::minutes(5)).unwrap().nonce, "n1");
+        assert!(face.verify(&ok, &user, now + Duration::minutes(5) + Duration::seconds(1)).is_err());
+        let other_user = crate::model::ids::UserId::parse("user-2").unwrap();
+        assert!(face.verify(&ok, &other_user, now).is_err());
+        let failed = face_token(&private, "face", "user-1", "fail", now, "n2").unwrap();
+        assert!(face.verify(&failed, &user, now).is_err());
+        let forged = face_token(&other_private, "face", "user-1", "pass", now, "n3").unwrap();
+        assert!(face.verify(&forged, &user, now).is_err());
+    }
+}

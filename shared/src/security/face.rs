@@ -1,0 +1,89 @@
+//! Face-verification tokens: a compact JWS (EdDSA) issued by the face-verification
+//! provider after liveness and match. Claims: `sub` (the user), `result` ("pass"),
+//! `iat`, `nonce` (single use, enforced by the store).
+
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+use time::{Duration, OffsetDateTime};
+
+use crate::error::ServiceError;
+use crate::model::ids::UserId;
+
+const FUTURE_SKEW_SECS: i64 = 30;
+const MAX_TOKEN_LEN: usize = 4096;
+
+pub struct FaceVerifier {
+    key: DecodingKey,
+    validation: Validation,
+    max_age: Duration,
+}
+
+#[derive(Deserialize)]
+struct FaceClaims {
+    sub: String,
+    result: String,
+    iat: i64,
+    nonce: String,
+}
+
+/// A face token that passed every check but the nonce's single use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FacePass {
+    pub nonce: String,
+    pub issued_at: OffsetDateTime,
+}
+
+impl FaceVerifier {
+    pub fn new(public_key_pem: &str, issuer: &str, max_age: Duration) -> Result<Self, String> {
+        let key = DecodingKey::from_ed_pem(public_key_pem.as_bytes())
+            .map_err(|e| format!("face provider public key: {e}"))?;
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.set_issuer(&[issuer]);
+        validation.set_required_spec_claims(&["iss", "sub"]);
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.validate_aud = false;
+        Ok(Self {
+            key,
+            validation,
+            max_age,
+        })
+    }
+
+    /// From `FACE_PUBLIC_KEY[_FILE]` and `FACE_ISSUER`.
+    pub fn from_env(max_age: Duration) -> Result<Self, String> {
+        let pem = super::pem_from_env("FACE_PUBLIC_KEY")?;
+        let issuer = std::env::var("FACE_ISSUER").map_err(|_| "FACE_ISSUER must be set")?;
+        Self::new(&pem, &issuer, max_age)
+    }
+
+    pub fn verify(
+        &self,
+        token: &str,
+        user: &UserId,
+        now: OffsetDateTime,
+    ) -> Result<FacePass, ServiceError> {
+        let fail = || ServiceError::FaceVerificationFailed;
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(fail());
+        }
+        let c = jsonwebtoken::decode::<FaceClaims>(token, &self.key, &self.validation)
+            .map_err(|_| fail())?
+            .claims;
+        let issued_at = OffsetDateTime::from_unix_timestamp(c.iat).map_err(|_| fail())?;
+        let age = now - issued_at;
+        if c.sub != user.as_str()
+            || c.result != "pass"
+            || c.nonce.is_empty()
+            || c.nonce.len() > 128
+            || age > self.max_age
+            || age < Duration::seconds(-FUTURE_SKEW_SECS)
+        {
+            return Err(fail());
+        }
+        Ok(FacePass {
+            nonce: c.nonce,
+            issued_at,
+        })
+    }
+}

@@ -1,0 +1,8 @@
+//! The submission path: banks, eligibility, SMS verification codes and query submission.
+
+pub mod api;
+pub mod http;
+pub mod rules;
+pub mod service;
+
+pub use service::{SubmissionDeps, SubmissionService};

@@ -1,0 +1,418 @@
+//! The submission use cases, on ports only.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use tracing::{info, warn};
+
+use super::api::{
+    BanksResponse, EligibilityResponse, SubmitAccepted, SubmitRequest, VerificationCreated,
+    VerificationRequest,
+};
+use super::rules;
+use crate::clock::Clock;
+use crate::config::ServiceConfig;
+use crate::error::ServiceError;
+use crate::model::bank::BankCode;
+use crate::model::ids::{IdempotencyKey, QueryId, UserId, VerificationId};
+use crate::model::profile::UserProfile;
+use crate::ports::{ProfileStore, SmsSender, StoreError, SubmissionStore, SubmitError};
+use crate::records::{
+    ConsentRecord, IdempotencyRecord, QueryRecord, QueryStatus, Submission, SubmitConflict,
+    UserState, VerificationRecord,
+};
+use crate::security::face::FaceVerifier;
+use crate::security::password;
+use crate::security::sms_code::{self, CodeHasher, Purpose};
+
+/// How often a write that lost a race on the user's state is re-evaluated.
+const STATE_RETRIES: usize = 8;
+
+pub struct SubmissionDeps {
+    pub config: Arc<ServiceConfig>,
+    pub profiles: Arc<dyn ProfileStore>,
+    pub store: Arc<dyn SubmissionStore>,
+    pub sms: Arc<dyn SmsSender>,
+    pub clock: Arc<dyn Clock>,
+    pub codes: CodeHasher,
+    pub face: Arc<FaceVerifier>,
+}
+
+pub struct SubmissionService {
+    d: SubmissionDeps,
+}
+
+fn store_err(e: StoreError) -> ServiceError {
+    match e {
+        StoreError::Unavailable(m) => ServiceError::Unavailable(m),
+        other => ServiceError::internal(other),
+    }
+}
+
+/// The SMS text of a verification code: zh-CN, no link, an anti-fraud reminder.
+pub fn code_sms_text(code: &str, purpose: Purpose, validity_minutes: i64) -> String {
+    let action = match purpose {
+        Purpose::SubmitQuery => "提交一键查卡申请",
+        Purpose::ViewReport => "查看一键查卡报告",
+    };
+    format!(
+        "【云闪付】您正在{action}，验证码{code}，{validity_minutes}分钟内有效。\
+         验证码仅限本人使用，切勿告知他人；任何索要验证码的都是骗子。"
+    )
+}
+
+impl SubmissionService {
+    pub fn new(deps: SubmissionDeps) -> Self {
+        Self { d: deps }
+    }
+
+    pub fn config(&self) -> &ServiceConfig {
+        &self.d.config
+    }
+
+    pub fn now(&self) -> time::OffsetDateTime {
+        self.d.clock.now()
+    }
+
+    pub fn banks(&self) -> BanksResponse {
+        BanksResponse::from_registry(&self.d.config.banks)
+    }
+
+    async fn profile(&self, user: &UserId) -> Result<Option<UserProfile>, ServiceError> {
+        self.d.profiles.profile(user).await.map_err(store_err)
+    }
+
+    /// The profile of a real-name user in a pilot region.
+    async fn eligible_profile(&self, user: &UserId) -> Result<UserProfile, ServiceError> {
+        let profile = self
+            .profile(user)
+            .await?
+            .filter(|p| p.real_name_verified)
+            .ok_or(ServiceError::NotRealNameVerified)?;
+        if !self.d.config.in_pilot(&profile.region) {
+            return Err(ServiceError::RegionNotInPilot);
+        }
+        Ok(profile)
+    }
+
+    pub async fn eligibility(&self, user: &UserId) -> Result<EligibilityResponse, ServiceError> {
+        let now = self.now();
+        let profile = self.profile(user).await?;
+        let state = self.d.store.user_state(user).await.map_err(store_err)?;
+        let real_name_verified = profile.as_ref().is_some_and(|p| p.real_name_verified);
+        let in_pilot_region = profile
+            .as_ref()
+            .is_some_and(|p| self.d.config.in_pilot(&p.region));
+        let next_allowed_at = state.next_allowed_at.filter(|t| *t > now);
+        Ok(EligibilityResponse {
+            real_name_verified,
+            in_pilot_region,
+            active_query_id: state.active_query_id.map(|q| q.to_string()),
+            next_allowed_at,
+            eligible: real_name_verified
+                && in_pilot_region
+                && rules::check_can_submit(&state, now).is_ok(),
+            agreement_version: self.d.config.agreement_version.clone(),
+        })
+    }
+
+    /// Sends a 6-digit code to the registered phone (at most one a minute, a daily cap).
+    pub async fn create_verification(
+        &self,
+        user: &UserId,
+        req: VerificationRequest,
+    ) -> Result<VerificationCreated, ServiceError> {
+        let profile = match req.purpose {
+            Purpose::SubmitQuery => self.eligible_profile(user).await?,
+            // Viewing a report only needs the person to be who they are.
+            Purpose::ViewReport => self
+                .profile(user)
+                .await?
+                .filter(|p| p.real_name_verified)
+                .ok_or(ServiceError::NotRealNameVerified)?,
+        };
+        let rules = &self.d.config.rules;
+        let mut attempt = 0;
+        let now = loop {
+            let now = self.now();
+            let state = self.d.store.user_state(user).await.map_err(store_err)?;
+            let next = rules::take_sms_slot(&state, now, rules)?;
+            match self.d.store.put_user_state(user, &next, state.version).await {
+                Ok(()) => break now,
+                Err(StoreError::Conflict) if attempt < STATE_RETRIES => attempt += 1,
+                Err(e) => return Err(store_err(e)),
+            }
+        };
+        let id = VerificationId::generate();
+        let code = sms_code::generate_code();
+        let record = VerificationRecord {
+            verification_id: id,
+            user_id: user.clone(),
+            purpose: req.purpose,
+            code_hash: self.d.codes.hash(user, &id, req.purpose, &code),
+            expires_at: now + rules.sms_code_validity,
+            attempts: 0,
+            used: false,
+        };
+        self.d
+            .store
+            .put_verification(&record)
+            .await
+            .map_err(store_err)?;
+        let text = code_sms_text(&code, req.purpose, rules.sms_code_validity.whole_minutes());
+        self.d
+            .sms
+            .send_sms(&profile.phone, &text)
+            .await
+            .map_err(|e| ServiceError::Unavailable(e.to_string()))?;
+        info!(user_id = %user, verification_id = %id, purpose = req.purpose.as_str(), "verification code sent");
+        Ok(VerificationCreated {
+            verification_id: id.to_string(),
+            masked_phone: profile.phone.masked(),
+            expires_at: record.expires_at,
+        })
+    }
+
+    /// Checks an SMS code without consuming it; a wrong code counts against it.
+    pub async fn check_code(
+        &self,
+        user: &UserId,
+        purpose: Purpose,
+        verification_id: &str,
+        code: &str,
+    ) -> Result<VerificationId, ServiceError> {
+        let id =
+            VerificationId::parse(verification_id).map_err(|_| ServiceError::VerificationFailed)?;
+        if !sms_code::is_well_formed(code) {
+            return Err(ServiceError::VerificationFailed);
+        }
+        let record = self
+            .d
+            .store
+            .verification(user, &id)
+            .await
+            .map_err(store_err)?
+            .ok_or(ServiceError::VerificationFailed)?;
+        let max = self.d.config.rules.sms_code_max_attempts;
+        if record.purpose != purpose
+            || record.used
+            || record.attempts >= max
+            || self.now() >= record.expires_at
+        {
+            return Err(ServiceError::VerificationFailed);
+        }
+        if !self
+            .d
+            .codes
+            .matches(&record.code_hash, user, &id, purpose, code)
+        {
+            self.d
+                .store
+                .record_code_failure(user, &id)
+                .await
+                .map_err(store_err)?;
+            return Err(ServiceError::VerificationFailed);
+        }
+        Ok(id)
+    }
+
+    fn parse_banks(&self, codes: &[String]) -> Result<Vec<BankCode>, ServiceError> {
+        if codes.is_empty() {
+            return Err(ServiceError::InvalidBanks("choose at least one bank".into()));
+        }
+        let mut seen = BTreeSet::new();
+        let mut banks = Vec::with_capacity(codes.len());
+        for code in codes {
+            let bank = self.d.config.banks.parse(code).ok_or_else(|| {
+                ServiceError::InvalidBanks(format!(
+                    "{} is not a participating bank",
+                    code.chars().take(16).collect::<String>()
+                ))
+            })?;
+            if !seen.insert(bank.clone()) {
+                return Err(ServiceError::InvalidBanks(format!("{bank} is listed twice")));
+            }
+            banks.push(bank);
+        }
+        Ok(banks)
+    }
+
+    fn replay(
+        &self,
+        record: &IdempotencyRecord,
+        fingerprint: &str,
+    ) -> Result<(u16, serde_json::Value), ServiceError> {
+        if record.request_fingerprint != fingerprint {
+            return Err(ServiceError::IdempotencyKeyReused);
+        }
+        let body = serde_json::from_str(&record.response_body).map_err(ServiceError::internal)?;
+        Ok((record.status, body))
+    }
+
+    /// Submits a card query. `body` is the request's JSON (for the idempotency
+    /// fingerprint); `req` the same, parsed.
+    pub async fn submit(
+        &self,
+        user: &UserId,
+        idempotency_key: Option<&str>,
+        body: &serde_json::Value,
+        req: SubmitRequest,
+        source_ip: Option<String>,
+    ) -> Result<(u16, serde_json::Value), ServiceError> {
+        let key = idempotency_key.ok_or(ServiceError::IdempotencyKeyRequired)?;
+        let key = IdempotencyKey::parse(key).map_err(|_| ServiceError::IdempotencyKeyRequired)?;
+        let fingerprint = self
+            .d
+            .codes
+            .fingerprint(&serde_json::to_vec(body).map_err(ServiceError::internal)?);
+        let start = self.now();
+        if let Some(done) = self
+            .d
+            .store
+            .idempotency(user, key.as_str(), start)
+            .await
+            .map_err(store_err)?
+        {
+            return self.replay(&done, &fingerprint);
+        }
+
+        let profile = self.eligible_profile(user).await?;
+        let banks = self.parse_banks(&req.banks)?;
+        let config = &self.d.config;
+        if !req.consent.accepted || req.consent.agreement_version != config.agreement_version {
+            return Err(ServiceError::ConsentRequired);
+        }
+        let state = self.d.store.user_state(user).await.map_err(store_err)?;
+        rules::check_can_submit(&state, start)?;
+        rules::check_password_lock(&state, start)?;
+
+        let verification_id = self
+            .check_code(
+                user,
+                Purpose::SubmitQuery,
+                &req.verification.verification_id,
+                &req.verification.sms_code,
+            )
+            .await?;
+        let face = self.d.face.verify(&req.face_token, user, start)?;
+        if !password::verify(&req.payment_password, &profile.payment_password_hash) {
+            return Err(self.password_failed(user).await);
+        }
+
+        let mut attempt = 0;
+        let mut state = state;
+        loop {
+            let now = self.now();
+            rules::check_can_submit(&state, now)?;
+            rules::check_password_lock(&state, now)?;
+            let query_id = QueryId::generate();
+            let accepted = SubmitAccepted {
+                query_id: query_id.to_string(),
+                status: "PENDING".into(),
+                submitted_at: now,
+                report_due_by: now + config.rules.report_deadline,
+                banks: banks.iter().map(ToString::to_string).collect(),
+            };
+            let response = serde_json::to_value(&accepted).map_err(ServiceError::internal)?;
+            let submission = Submission {
+                query: QueryRecord {
+                    query_id,
+                    user_id: user.clone(),
+                    status: QueryStatus::Pending,
+                    submitted_at: now,
+                    report_due_by: accepted.report_due_by,
+                    banks: banks.clone(),
+                    report_generated_at: None,
+                    report_expires_at: None,
+                    last_viewed_at: None,
+                },
+                consent: ConsentRecord {
+                    query_id,
+                    user_id: user.clone(),
+                    agreement_version: req.consent.agreement_version.clone(),
+                    accepted_at: now,
+                    source_ip: source_ip.clone(),
+                },
+                idempotency: IdempotencyRecord {
+                    user_id: user.clone(),
+                    key: key.as_str().to_owned(),
+                    request_fingerprint: fingerprint.clone(),
+                    status: 202,
+                    response_body: response.to_string(),
+                    expires_at: now + config.rules.idempotency_retention,
+                },
+                state: UserState {
+                    version: state.version + 1,
+                    active_query_id: Some(query_id),
+                    password_failures: 0,
+                    password_locked_until: None,
+                    ..state.clone()
+                },
+                expected_state_version: state.version,
+                verification_id,
+                max_code_attempts: config.rules.sms_code_max_attempts,
+                face_nonce: face.nonce.clone(),
+                face_nonce_expires_at: face.issued_at + config.rules.face_token_max_age,
+            };
+            match self.d.store.submit(&submission).await {
+                Ok(()) => {
+                    info!(user_id = %user, query_id = %query_id, banks = banks.len(), "card query submitted");
+                    return Ok((202, response));
+                }
+                Err(SubmitError::Conflict(SubmitConflict::StateChanged))
+                    if attempt < STATE_RETRIES =>
+                {
+                    attempt += 1;
+                    state = self.d.store.user_state(user).await.map_err(store_err)?;
+                }
+                Err(SubmitError::Conflict(SubmitConflict::StateChanged)) => {
+                    return Err(ServiceError::Unavailable("user state contention".into()))
+                }
+                Err(SubmitError::Conflict(SubmitConflict::IdempotencyKeyTaken)) => {
+                    let done = self
+                        .d
+                        .store
+                        .idempotency(user, key.as_str(), now)
+                        .await
+                        .map_err(store_err)?
+                        .ok_or_else(|| ServiceError::internal("idempotency record vanished"))?;
+                    return self.replay(&done, &fingerprint);
+                }
+                Err(SubmitError::Conflict(SubmitConflict::VerificationUsed)) => {
+                    return Err(ServiceError::VerificationFailed)
+                }
+                Err(SubmitError::Conflict(SubmitConflict::FaceNonceUsed)) => {
+                    return Err(ServiceError::FaceVerificationFailed)
+                }
+                Err(SubmitError::Store(e)) => return Err(store_err(e)),
+            }
+        }
+    }
+
+    /// Counts a wrong payment password; the error to answer with.
+    async fn password_failed(&self, user: &UserId) -> ServiceError {
+        let rules = &self.d.config.rules;
+        for _ in 0..STATE_RETRIES {
+            let now = self.now();
+            let state = match self.d.store.user_state(user).await {
+                Ok(s) => s,
+                Err(e) => return store_err(e),
+            };
+            let next = rules::after_password_failure(&state, now, rules);
+            match self.d.store.put_user_state(user, &next, state.version).await {
+                Ok(()) => {
+                    return match next.password_locked_until {
+                        Some(until) => {
+                            warn!(user_id = %user, "payment password locked after repeated failures");
+                            ServiceError::PaymentPasswordLocked { until }
+                        }
+                        None => ServiceError::PaymentPasswordInvalid,
+                    }
+                }
+                Err(StoreError::Conflict) => continue,
+                Err(e) => return store_err(e),
+            }
+        }
+        ServiceError::Unavailable("user state contention".into())
+    }
+}

@@ -1,0 +1,16 @@
+//! Structured JSON logs. Handlers open a span with the request or query id, so every
+//! line carries it.
+
+use tracing_subscriber::EnvFilter;
+
+/// JSON lines to stdout (CloudWatch in AWS), level from `RUST_LOG` (default `info`).
+pub fn init() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_current_span(true)
+        .with_span_list(false)
+        .with_target(false)
+        .try_init();
+}

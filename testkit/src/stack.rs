@@ -1,0 +1,64 @@
+//! Where the local AWS services listen, starting them once per process when needed.
+//!
+//! `make test` starts the stack once and exports its endpoints (`AWS_ENDPOINT_URL_*`);
+//! a bare `cargo test` or `cargo nextest run` finds no endpoints and starts a private
+//! stack through `tools/local/stack.py up`, which stops by itself when this process
+//! exits (its `--parent-pid` watchdog), so no test leaves a JVM behind.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+
+use serde::Deserialize;
+
+/// Endpoints of the running local services.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Endpoints {
+    pub dynamodb_endpoint: String,
+    pub sns_endpoint: String,
+}
+
+static ENDPOINTS: OnceLock<Endpoints> = OnceLock::new();
+
+/// The local stack's endpoints; starts a private stack on first use if none is
+/// configured. Panics (it is test support) with the launcher's own message if the stack
+/// cannot start.
+pub fn endpoints() -> &'static Endpoints {
+    ENDPOINTS.get_or_init(|| {
+        from_env().unwrap_or_else(|| start_private().unwrap_or_else(|e| panic!("{e}")))
+    })
+}
+
+fn from_env() -> Option<Endpoints> {
+    Some(Endpoints {
+        dynamodb_endpoint: std::env::var("AWS_ENDPOINT_URL_DYNAMODB").ok()?,
+        sns_endpoint: std::env::var("AWS_ENDPOINT_URL_SNS").ok()?,
+    })
+}
+
+fn start_private() -> Result<Endpoints, String> {
+    let script = crate::workspace_root().join("tools/local/stack.py");
+    let mut child = Command::new("python3")
+        .arg(&script)
+        .args(["up", "--dynamodb-port", "0", "--sns-port", "0"])
+        .arg("--parent-pid")
+        .arg(std::process::id().to_string())
+        .arg("--state-file")
+        .arg(std::env::temp_dir().join(format!("card-lookup-stack-{}.json", std::process::id())))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
+    let stdout = child.stdout.take().ok_or("launcher has no stdout")?;
+    for line in BufReader::new(stdout).lines() {
+        let line = line.map_err(|e| format!("reading launcher output: {e}"))?;
+        if let Some(json) = line.strip_prefix("READY ") {
+            // The child keeps running; its watchdog ends it with this process.
+            std::mem::forget(child);
+            return serde_json::from_str(json).map_err(|e| format!("launcher state: {e}"));
+        }
+    }
+    let status = child.wait().map_err(|e| e.to_string())?;
+    Err(format!("local stack did not start ({status}); see .local/logs/"))
+}

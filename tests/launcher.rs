@@ -1,0 +1,89 @@
+//! The local stack launcher starts every service, reports it healthy, and on SIGTERM
+//! stops them all, leaving no process and no listening port behind.
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn alive(pid: u64) -> bool {
+    // A reaped process has no /proc entry; a zombie would still count as left behind.
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+fn port_of(endpoint: &str) -> u16 {
+    endpoint.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+fn listening(port: u16) -> bool {
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+}
+
+#[tokio::test]
+async fn launcher_starts_healthy_services_and_stops_them_all() {
+    let root = testkit::workspace_root();
+    let state_file = std::env::temp_dir().join(format!(
+        "launcher-test-{}.json",
+        ulid::Ulid::generate().to_string().to_lowercase()
+    ));
+    let mut launcher = Command::new("python3")
+        .arg(root.join("tools/local/stack.py"))
+        .args(["up", "--dynamodb-port", "0", "--sns-port", "0"])
+        .arg("--state-file")
+        .arg(&state_file)
+        .arg("--parent-pid")
+        .arg(std::process::id().to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let ready = BufReader::new(launcher.stdout.take().unwrap())
+        .lines()
+        .map(Result::unwrap)
+        .find_map(|l| l.strip_prefix("READY ").map(str::to_owned))
+        .expect("launcher reports ready");
+    let state: serde_json::Value = serde_json::from_str(&ready).unwrap();
+    let on_disk: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&state_file).unwrap()).unwrap();
+    assert_eq!(state, on_disk, "the state file says what stdout said");
+
+    let endpoints: testkit::Endpoints = serde_json::from_value(state.clone()).unwrap();
+    let pids: Vec<u64> = state["pids"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|p| p.as_u64().unwrap())
+        .collect();
+    assert!(pids.len() >= 2, "one pid per service: {state}");
+    assert!(pids.iter().all(|&p| alive(p)));
+
+    // Healthy means usable: a real call to each service.
+    let clients = testkit::LocalClients::new(&endpoints);
+    clients.dynamodb.list_tables().send().await.unwrap();
+    clients.sns.list_topics().send().await.unwrap();
+
+    let ports = [
+        port_of(&endpoints.dynamodb_endpoint),
+        port_of(&endpoints.sns_endpoint),
+    ];
+    assert!(ports.iter().all(|&p| listening(p)));
+
+    let status = Command::new("kill")
+        .args(["-TERM", &launcher.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = launcher.wait().unwrap();
+    assert!(exit.success(), "launcher exits cleanly on SIGTERM: {exit}");
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline && (pids.iter().any(|&p| alive(p))) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let left: Vec<_> = pids.iter().filter(|&&p| alive(p)).collect();
+    assert!(left.is_empty(), "processes left behind: {left:?}");
+    let busy: Vec<_> = ports.iter().filter(|&&p| listening(p)).collect();
+    assert!(busy.is_empty(), "ports still listening: {busy:?}");
+    assert!(!state_file.exists(), "the state file is removed on stop");
+}

