@@ -195,7 +195,12 @@ async fn a_put_is_readable_from_the_stream() {
         // An open shard returns empty pages until the record is there; a few pages suffice.
         for _ in 0..10 {
             let Some(it) = iterator.take() else { break };
-            let page = streams.get_records().shard_iterator(it).send().await.unwrap();
+            let page = streams
+                .get_records()
+                .shard_iterator(it)
+                .send()
+                .await
+                .unwrap();
             for record in page.records() {
                 let image = record.dynamodb().and_then(|d| d.new_image());
                 if let Some(image) = image {

@@ -37,7 +37,9 @@ pub async fn submission_api() -> Result<SubmissionApi, StartupError> {
     ));
     let sms = Arc::new(SnsSms::new(
         aws_sdk_sns::Client::new(&sdk),
-        std::env::var("SMS_SENDER_ID").ok().filter(|s| !s.is_empty()),
+        std::env::var("SMS_SENDER_ID")
+            .ok()
+            .filter(|s| !s.is_empty()),
     ));
     let face = Arc::new(FaceVerifier::from_env(config.rules.face_token_max_age).map_err(err)?);
     let service = SubmissionService::new(SubmissionDeps {

@@ -163,11 +163,17 @@ impl ServiceConfig {
             let code = BankCode::new_unchecked_format(&b.code)
                 .map_err(|e| invalid(format!("bank {:?}: {e}", b.code)))?;
             if b.name.trim().is_empty() || b.service_phone.trim().is_empty() {
-                return Err(invalid(format!("bank {}: name and service_phone are required", b.code)));
+                return Err(invalid(format!(
+                    "bank {}: name and service_phone are required",
+                    b.code
+                )));
             }
             let endpoint = b.endpoint.trim_end_matches('/').to_owned();
             if !(endpoint.starts_with("https://") || endpoint.starts_with("http://")) {
-                return Err(invalid(format!("bank {}: endpoint must be an http(s) URL", b.code)));
+                return Err(invalid(format!(
+                    "bank {}: endpoint must be an http(s) URL",
+                    b.code
+                )));
             }
             banks.push(Bank {
                 code,

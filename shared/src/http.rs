@@ -21,7 +21,9 @@ pub fn body_bytes(req: &Request) -> &[u8] {
 }
 
 /// The request's JSON body: the raw value (for fingerprints) and the typed one.
-pub fn json_body<T: DeserializeOwned>(req: &Request) -> Result<(serde_json::Value, T), ServiceError> {
+pub fn json_body<T: DeserializeOwned>(
+    req: &Request,
+) -> Result<(serde_json::Value, T), ServiceError> {
     let bytes = body_bytes(req);
     if bytes.len() > MAX_BODY_BYTES {
         return Err(ServiceError::PayloadTooLarge {
@@ -130,17 +132,29 @@ pub fn empty_response(status: u16) -> Response<Body> {
 pub fn error_response(e: &ServiceError) -> Response<Body> {
     match e {
         ServiceError::Internal(detail) => tracing::error!(error = %detail, "internal error"),
-        ServiceError::Unavailable(detail) => tracing::warn!(error = %detail, "dependency unavailable"),
-        other => tracing::info!(status = other.status(), code = other.code(), "request refused"),
+        ServiceError::Unavailable(detail) => {
+            tracing::warn!(error = %detail, "dependency unavailable")
+        }
+        other => tracing::info!(
+            status = other.status(),
+            code = other.code(),
+            "request refused"
+        ),
     }
     let mut resp = json_response(e.status(), &e.body());
     let headers = resp.headers_mut();
     match e {
         ServiceError::TooManyRequests { retry_after_secs } => {
-            headers.insert("retry-after", retry_after_secs.to_string().parse().expect("digits"));
+            headers.insert(
+                "retry-after",
+                retry_after_secs.to_string().parse().expect("digits"),
+            );
         }
         ServiceError::MethodNotAllowed { allow } => {
-            headers.insert("allow", allow.parse().expect("a method list is a valid header"));
+            headers.insert(
+                "allow",
+                allow.parse().expect("a method list is a valid header"),
+            );
         }
         _ => {}
     }
@@ -149,5 +163,8 @@ pub fn error_response(e: &ServiceError) -> Response<Body> {
 
 /// Splits a path into its segments (`/v1/card-queries/X` → `["v1", "card-queries", "X"]`).
 pub fn segments(path: &str) -> Vec<&str> {
-    path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect()
+    path.trim_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect()
 }

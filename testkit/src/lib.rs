@@ -2,11 +2,14 @@
 //! emulator), tables created from `infra/template.yaml`, and SMS read back from the
 //! emulator.
 
+pub mod api;
+pub mod counting;
 pub mod localkeys;
 pub mod openapi;
 pub mod seed;
 pub mod sms;
 pub mod stack;
+pub mod submission;
 pub mod tables;
 pub mod template;
 

@@ -950,8 +950,10 @@ mod tests {
             "POST",
             "/v1/card-queries",
             423,
-            Some(json!({"error": {"code": "PAYMENT_PASSWORD_LOCKED", "message": "locked",
-                "locked_until": "2026-11-29T13:20:25Z"}})),
+            Some(
+                json!({"error": {"code": "PAYMENT_PASSWORD_LOCKED", "message": "locked",
+                "locked_until": "2026-11-29T13:20:25Z"}}),
+            ),
         );
         ok(
             "POST",

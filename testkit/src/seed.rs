@@ -114,7 +114,12 @@ pub async fn put_user(
         let item = shared::adapters::dynamo::to_item(
             &state,
             &[
-                ("pk", shared::adapters::dynamo::s(shared::adapters::dynamo::user_pk(&user.profile.user_id))),
+                (
+                    "pk",
+                    shared::adapters::dynamo::s(shared::adapters::dynamo::user_pk(
+                        &user.profile.user_id,
+                    )),
+                ),
                 ("sk", shared::adapters::dynamo::s("STATE")),
                 ("entity", shared::adapters::dynamo::s("USER_STATE")),
             ],

@@ -3,7 +3,8 @@
 //! `make test` starts the stack once and exports its endpoints (`AWS_ENDPOINT_URL_*`);
 //! a bare `cargo test` or `cargo nextest run` finds no endpoints and starts a private
 //! stack through `tools/local/stack.py up`, which stops by itself when this process
-//! exits (its `--parent-pid` watchdog), so no test leaves a JVM behind.
+//! exits (its `--parent-pid` watchdog), so no test leaves a JVM behind. Such a private
+//! stack also serves the functions (`--with-api`).
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -16,6 +17,12 @@ use serde::Deserialize;
 pub struct Endpoints {
     pub dynamodb_endpoint: String,
     pub sns_endpoint: String,
+    /// `cargo lambda watch` serving every function (stacks started `--with-api`).
+    #[serde(default)]
+    pub api_endpoint: Option<String>,
+    /// Prefix of the tables the functions use.
+    #[serde(default)]
+    pub table_prefix: Option<String>,
 }
 
 static ENDPOINTS: OnceLock<Endpoints> = OnceLock::new();
@@ -33,6 +40,8 @@ fn from_env() -> Option<Endpoints> {
     Some(Endpoints {
         dynamodb_endpoint: std::env::var("AWS_ENDPOINT_URL_DYNAMODB").ok()?,
         sns_endpoint: std::env::var("AWS_ENDPOINT_URL_SNS").ok()?,
+        api_endpoint: std::env::var("LOCAL_API_URL").ok(),
+        table_prefix: std::env::var("LOCAL_TABLE_PREFIX").ok(),
     })
 }
 
@@ -40,7 +49,16 @@ fn start_private() -> Result<Endpoints, String> {
     let script = crate::workspace_root().join("tools/local/stack.py");
     let mut child = Command::new("python3")
         .arg(&script)
-        .args(["up", "--dynamodb-port", "0", "--sns-port", "0"])
+        .args([
+            "up",
+            "--with-api",
+            "--dynamodb-port",
+            "0",
+            "--sns-port",
+            "0",
+            "--api-port",
+            "0",
+        ])
         .arg("--parent-pid")
         .arg(std::process::id().to_string())
         .arg("--state-file")
@@ -60,5 +78,7 @@ fn start_private() -> Result<Endpoints, String> {
         }
     }
     let status = child.wait().map_err(|e| e.to_string())?;
-    Err(format!("local stack did not start ({status}); see .local/logs/"))
+    Err(format!(
+        "local stack did not start ({status}); see .local/logs/"
+    ))
 }

@@ -16,7 +16,9 @@ pub enum TablesError {
     Dynamo(String),
 }
 
-fn dynamo<E: std::error::Error + Send + Sync + 'static>(e: aws_sdk_dynamodb::error::SdkError<E>) -> TablesError {
+fn dynamo<E: std::error::Error + Send + Sync + 'static>(
+    e: aws_sdk_dynamodb::error::SdkError<E>,
+) -> TablesError {
     TablesError::Dynamo(aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string())
 }
 
@@ -42,9 +44,17 @@ pub async fn create_tables(
     let mut names = BTreeMap::new();
     for spec in template.tables()? {
         let name = format!("{prefix}{}", spec.logical_id);
-        let exists = client.describe_table().table_name(&name).send().await.is_ok();
+        let exists = client
+            .describe_table()
+            .table_name(&name)
+            .send()
+            .await
+            .is_ok();
         if !exists {
-            spec.create_table(client, &name).send().await.map_err(dynamo)?;
+            spec.create_table(client, &name)
+                .send()
+                .await
+                .map_err(dynamo)?;
             wait_active(client, &name).await?;
             if let Some(attr) = &spec.ttl_attribute {
                 client
@@ -80,7 +90,9 @@ async fn wait_active(client: &Client, name: &str) -> Result<(), TablesError> {
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    Err(TablesError::Dynamo(format!("table {name} did not become active")))
+    Err(TablesError::Dynamo(format!(
+        "table {name} did not become active"
+    )))
 }
 
 /// Deletes the tables (test clean-up).

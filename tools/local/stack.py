@@ -64,6 +64,11 @@ CARGO_LAMBDA_SPEC = "cargo-lambda==1.9.2"
 
 DEFAULT_DYNAMODB_PORT = 8000
 DEFAULT_SNS_PORT = 5055
+DEFAULT_API_PORT = 9000
+# The functions' tables on a stack with the API: `<prefix>CardLookupTable`, ...
+TABLE_PREFIX = "local-"
+# The first start of `cargo lambda watch` may compile the functions (debug build).
+API_STARTUP_TIMEOUT_S = 900.0
 
 STARTUP_TIMEOUT_S = 60.0
 STOP_GRACE_S = 5.0
@@ -210,6 +215,16 @@ def sns_healthy(endpoint: str, timeout: float = 2.0) -> bool:
     try:
         status, _ = http("GET", endpoint.rstrip("/") + "/moto-api/data.json", None, None, timeout)
         return status == 200
+    except (OSError, ValueError):
+        return False
+
+
+def api_healthy(endpoint: str, timeout: float = 5.0) -> bool:
+    """The function behind /v1/banks answers: 401 without a token proves it is built,
+    started and refusing anonymous calls."""
+    try:
+        status, _ = http("GET", endpoint + "/v1/banks", timeout=timeout)
+        return status == 401
     except (OSError, ValueError):
         return False
 
@@ -486,8 +501,10 @@ def _child_preexec(parent_pid: int) -> Callable[[], None]:
 class Service:
     def __init__(self, name: str, label: str, flag: str, port: int,
                  argv_for: Callable[[int], list[str]], cwd: Path,
-                 healthy: Callable[[str], bool], log: Path) -> None:
+                 healthy: Callable[[str], bool], log: Path,
+                 env: dict[str, str] | None = None) -> None:
         self.name, self.label, self.flag = name, label, flag
+        self.env = env
         self.auto_port = port == 0
         self.port = port
         self.argv_for, self.cwd, self.healthy, self.log = argv_for, cwd, healthy, log
@@ -511,7 +528,7 @@ class Service:
                       f"$ {' '.join(argv)}\n".encode())
             out.flush()
             self.proc = subprocess.Popen(
-                argv, cwd=self.cwd, stdin=subprocess.DEVNULL, stdout=out,
+                argv, cwd=self.cwd, env=self.env, stdin=subprocess.DEVNULL, stdout=out,
                 stderr=subprocess.STDOUT, start_new_session=True,
                 preexec_fn=_child_preexec(os.getpid()))
         self.ready = False
@@ -634,20 +651,93 @@ class Stack:
     def start(self) -> None:
         """Start every service and wait until all are healthy. Raises StackError."""
         self.prepare()
-        attempts = {s.name: 0 for s in self.services}
-        for s in self.services:
+        if not self._start_and_wait(self.services, STARTUP_TIMEOUT_S):
+            return
+        by = {s.name: s for s in self.services}
+        self.state = {
+            "dynamodb_endpoint": by["dynamodb"].endpoint,
+            "sns_endpoint": by["sns"].endpoint,
+            "pids": {"dynamodb": by["dynamodb"].proc.pid, "sns": by["sns"].proc.pid},  # type: ignore[union-attr]
+            "launcher_pid": os.getpid(),
+        }
+        if self.opts.with_api:
+            api = self._prepare_api(self.state)
+            self.services.append(api)
+            if not self._start_and_wait([api], API_STARTUP_TIMEOUT_S):
+                return
+            self.state["api_endpoint"] = api.endpoint
+            self.state["table_prefix"] = TABLE_PREFIX
+            self.state["pids"]["api"] = api.proc.pid  # type: ignore[union-attr]
+        line = json.dumps(self.state)
+        atomic_write(self.state_file, line + "\n")
+        out = sys.stderr if self.quiet_ready else sys.stdout
+        print("READY " + line, file=out, flush=True)
+
+    def aws_env(self, state: dict[str, Any]) -> dict[str, str]:
+        """The environment of a process that talks to this stack."""
+        env = dict(os.environ)
+        env.pop("AWS_SESSION_TOKEN", None)
+        env.update({
+            "AWS_ENDPOINT_URL_DYNAMODB": state["dynamodb_endpoint"],
+            "AWS_ENDPOINT_URL_SNS": state["sns_endpoint"],
+            "AWS_REGION": REGION,
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_ACCESS_KEY_ID": "test",
+            "AWS_SECRET_ACCESS_KEY": "test",
+            # `cargo lambda ...` finds the pinned cargo-lambda first.
+            "PATH": os.pathsep.join(x for x in (str(BIN_DIR), env.get("PATH")) if x),
+        })
+        for k in ("NO_PROXY", "no_proxy"):
+            env[k] = ",".join(x for x in (env.get(k), "127.0.0.1", "localhost") if x)
+        return env
+
+    def _prepare_api(self, state: dict[str, Any]) -> Service:
+        """Tables (from infra/template.yaml) and the functions' environment, then the
+        `cargo lambda watch` service that serves every function."""
+        env = self.aws_env(state)
+        devtools = ["cargo", "run", "--quiet", "--locked", "-p", "devtools", "--"]
+        say("creating the functions' tables from infra/template.yaml (devtools tables)")
+        tables = subprocess.run(devtools + ["tables", "--prefix", TABLE_PREFIX], cwd=ROOT,
+                                env=env, stdin=subprocess.DEVNULL, capture_output=True,
+                                text=True)
+        if tables.returncode != 0:
+            raise StackError(f"devtools tables failed:\n{tables.stderr[-3000:]}")
+        fn_env = subprocess.run(devtools + ["env", "--prefix", TABLE_PREFIX], cwd=ROOT,
+                                env=env, stdin=subprocess.DEVNULL, capture_output=True,
+                                text=True)
+        if fn_env.returncode != 0:
+            raise StackError(f"devtools env failed:\n{fn_env.stderr[-3000:]}")
+        env_file = LOCAL / f"functions-{os.getpid()}.env"
+        atomic_write(env_file, fn_env.stdout)
+        self.env_file = env_file
+
+        def watch_argv(port: int) -> list[str]:
+            return [str(BIN_DIR / "cargo-lambda"), "lambda", "watch", "-A", HOST, "-P", str(port),
+                    "--env-file", str(env_file)]
+
+        return Service("api", "cargo lambda watch", "--api-port", self.opts.api_port,
+                       watch_argv, ROOT, api_healthy, self._log_path("api"), env=env)
+
+    def _start_and_wait(self, services: list[Service], timeout: float) -> bool:
+        """Start `services` and wait until healthy. False if interrupted. Raises StackError."""
+        attempts = {s.name: 0 for s in services}
+        for s in services:
+            if not s.auto_port and not port_free(s.port):
+                raise StackError(f"port {s.port} on {HOST} is already in use; cannot start "
+                                 f"{s.label} there (choose another {s.flag}, or 0 for any "
+                                 f"free port)")
             s.start()
             attempts[s.name] += 1
             say(f"started {s.label} (pid {s.proc.pid}) on {s.endpoint}, log {rel(s.log)}")
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while not all(s.ready for s in self.services):
+        deadline = time.monotonic() + timeout
+        while not all(s.ready for s in services):
             if self.interrupted():
-                return
+                return False
             if self.parent_gone():
                 say(f"parent process {self.parent_pid} is gone; stopping")
                 self.signal_received = signal.SIGTERM
-                return
-            for s in self.services:
+                return False
+            for s in services:
                 if s.ready:
                     continue
                 assert s.proc is not None
@@ -664,23 +754,12 @@ class Stack:
                     s.ready = True
                     say(f"{s.label} healthy on {s.endpoint}")
             if time.monotonic() > deadline:
-                late = [s for s in self.services if not s.ready]
+                late = [s for s in services if not s.ready]
                 raise StackError("; ".join(
-                    f"{s.label} not healthy on {s.endpoint} after {STARTUP_TIMEOUT_S:.0f}s, "
+                    f"{s.label} not healthy on {s.endpoint} after {timeout:.0f}s, "
                     f"last lines of {rel(s.log)}:\n{log_tail(s.log)}" for s in late))
             time.sleep(0.2)
-
-        by = {s.name: s for s in self.services}
-        self.state = {
-            "dynamodb_endpoint": by["dynamodb"].endpoint,
-            "sns_endpoint": by["sns"].endpoint,
-            "pids": {"dynamodb": by["dynamodb"].proc.pid, "sns": by["sns"].proc.pid},  # type: ignore[union-attr]
-            "launcher_pid": os.getpid(),
-        }
-        line = json.dumps(self.state)
-        atomic_write(self.state_file, line + "\n")
-        out = sys.stderr if self.quiet_ready else sys.stdout
-        print("READY " + line, file=out, flush=True)
+        return True
 
     # ---- watch ---------------------------------------------------------------------
 
@@ -726,6 +805,12 @@ class Stack:
             except subprocess.TimeoutExpired:
                 say(f"{s.label} (pid {s.proc.pid}) survived SIGKILL?")  # type: ignore[union-attr]
         self._remove_state()
+        env_file = getattr(self, "env_file", None)
+        if env_file is not None:
+            try:
+                env_file.unlink()
+            except OSError:
+                pass
         if clean and self.per_run_logs:
             for s in self.services:
                 try:
@@ -813,21 +898,11 @@ def cmd_exec(opts: argparse.Namespace, cmd: list[str]) -> int:
         stack.stop()
         return 128 + (stack.signal_received or signal.SIGTERM)
 
-    env = dict(os.environ)
-    env.pop("AWS_SESSION_TOKEN", None)
-    env.update({
-        "AWS_ENDPOINT_URL_DYNAMODB": stack.state["dynamodb_endpoint"],
-        "AWS_ENDPOINT_URL_SNS": stack.state["sns_endpoint"],
-        "AWS_REGION": REGION,
-        "AWS_DEFAULT_REGION": REGION,
-        "AWS_ACCESS_KEY_ID": "test",
-        "AWS_SECRET_ACCESS_KEY": "test",
-        "LOCAL_STACK_STATE": str(state_file),
-        # `cargo lambda ...` finds the pinned cargo-lambda first.
-        "PATH": os.pathsep.join(x for x in (str(BIN_DIR), env.get("PATH")) if x),
-    })
-    for k in ("NO_PROXY", "no_proxy"):
-        env[k] = ",".join(x for x in (env.get(k), "127.0.0.1", "localhost") if x)
+    env = stack.aws_env(stack.state)
+    env["LOCAL_STACK_STATE"] = str(state_file)
+    if "api_endpoint" in stack.state:
+        env["LOCAL_API_URL"] = stack.state["api_endpoint"]
+        env["LOCAL_TABLE_PREFIX"] = stack.state["table_prefix"]
     try:
         child = subprocess.Popen(cmd, env=env)
     except OSError as e:
@@ -970,7 +1045,13 @@ def _port(text: str) -> int:
 
 
 def _add_up_options(p: argparse.ArgumentParser, dynamodb_default: int, sns_default: int,
-                    state_help: str) -> None:
+                    state_help: str, api_default: int = DEFAULT_API_PORT) -> None:
+    p.add_argument("--with-api", action="store_true",
+                   help="also create the functions' tables and serve every function with "
+                        "`cargo lambda watch` (the API at the contract's paths)")
+    p.add_argument("--api-port", type=_port, default=api_default, metavar="N",
+                   help=f"cargo lambda watch port on 127.0.0.1, 0 = any free port "
+                        f"(default {api_default})")
     p.add_argument("--dynamodb-port", type=_port, default=dynamodb_default, metavar="N",
                    help=f"DynamoDB Local port on 127.0.0.1, 0 = any free port "
                         f"(default {dynamodb_default})")
@@ -998,7 +1079,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="start a private stack, run CMD against it, stop it, exit with "
                              "CMD's code")
     _add_up_options(ex, 0, 0, "where to write the state JSON "
-                              "(default .local/stack-exec-<pid>.json)")
+                              "(default .local/stack-exec-<pid>.json)", api_default=0)
 
     for name, help_ in (("sms", "list the SMS the moto server has recorded"),
                         ("status", "show the state file, pids and endpoint health"),

@@ -88,7 +88,9 @@ pub fn to_item<T: Serialize>(
 }
 
 pub fn from_item<T: DeserializeOwned>(mut item: Item) -> Result<T, StoreError> {
-    for k in ["pk", "sk", "entity", "ttl", "gsi1pk", "gsi1sk", "due_pk", "due_at"] {
+    for k in [
+        "pk", "sk", "entity", "ttl", "gsi1pk", "gsi1sk", "due_pk", "due_at",
+    ] {
         item.remove(k);
     }
     serde_dynamo::from_item(item).map_err(|e| StoreError::Corrupt(e.to_string()))
@@ -318,7 +320,10 @@ impl SubmissionStore for DynamoStore {
                 ("gsi1pk", s(user_pk(user))),
                 ("gsi1sk", s(format!("QUERY#{}", q.query_id))),
                 ("due_pk", s("QUERY_DEADLINE")),
-                ("due_at", s(crate::model::timestamp::format(q.report_due_by))),
+                (
+                    "due_at",
+                    s(crate::model::timestamp::format(q.report_due_by)),
+                ),
             ],
         )?;
         let consent_item = to_item(
@@ -342,7 +347,10 @@ impl SubmissionStore for DynamoStore {
             ("pk".to_owned(), s(format!("FACENONCE#{}", sub.face_nonce))),
             ("sk".to_owned(), s("FACENONCE")),
             ("entity".to_owned(), s("FACE_NONCE")),
-            ("ttl".to_owned(), ttl_at(sub.face_nonce_expires_at + TTL_GRACE)),
+            (
+                "ttl".to_owned(),
+                ttl_at(sub.face_nonce_expires_at + TTL_GRACE),
+            ),
         ]);
         let consume_code = Update::builder()
             .table_name(&self.tables.main)

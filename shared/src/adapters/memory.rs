@@ -10,7 +10,9 @@ use time::OffsetDateTime;
 use crate::model::ids::{QueryId, UserId, VerificationId};
 use crate::model::phone::PhoneNumber;
 use crate::model::profile::UserProfile;
-use crate::ports::{NotifyError, ProfileStore, SmsSender, StoreError, SubmissionStore, SubmitError};
+use crate::ports::{
+    NotifyError, ProfileStore, SmsSender, StoreError, SubmissionStore, SubmitError,
+};
 use crate::records::{
     ConsentRecord, IdempotencyRecord, QueryRecord, Submission, SubmitConflict, UserState,
     VerificationRecord,
@@ -38,7 +40,9 @@ impl MemoryStore {
     }
 
     pub fn insert_profile(&self, profile: UserProfile) {
-        self.lock().profiles.insert(profile.user_id.clone(), profile);
+        self.lock()
+            .profiles
+            .insert(profile.user_id.clone(), profile);
     }
 
     pub fn queries(&self) -> Vec<QueryRecord> {

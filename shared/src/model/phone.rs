@@ -62,7 +62,13 @@ mod tests {
         let p = PhoneNumber::parse("+8613800138000").unwrap();
         assert_eq!(p.masked(), "138****8000");
         assert_eq!(format!("{p:?}"), "PhoneNumber(138****8000)");
-        for bad in ["13800138000", "+861380013800", "+8623800138000", "+86138001380a0", ""] {
+        for bad in [
+            "13800138000",
+            "+861380013800",
+            "+8623800138000",
+            "+86138001380a0",
+            "",
+        ] {
             assert!(PhoneNumber::parse(bad).is_err(), "{bad}");
         }
     }

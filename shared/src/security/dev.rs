@@ -21,13 +21,15 @@ fn pem(label: &str, der: &[u8]) -> String {
         .chunks(64)
         .map(|c| std::str::from_utf8(c).expect("base64 is ASCII"))
         .collect();
-    format!("-----BEGIN {label}-----\n{}\n-----END {label}-----\n", lines.join("\n"))
+    format!(
+        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+        lines.join("\n")
+    )
 }
 
 /// A fresh Ed25519 key pair as (PKCS#8 private PEM, SPKI public PEM).
 pub fn generate_ed25519() -> (String, String) {
-    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new())
-        .expect("the system RNG works");
+    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).expect("the system RNG works");
     let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).expect("a key just generated parses");
     let mut spki = ED25519_SPKI_PREFIX.to_vec();
     spki.extend_from_slice(pair.public_key().as_ref());
@@ -86,21 +88,52 @@ mod tests {
         let auth = AppAuthenticator::new(&public, "iss", "aud").unwrap();
         let token = app_token(&private, "iss", "aud", "user-1", now, 600).unwrap();
         let header = format!("Bearer {token}");
-        assert_eq!(auth.authenticate(None, Some(&header), now).unwrap().as_str(), "user-1");
-        assert!(auth.authenticate(None, Some(&header), now + Duration::hours(1)).is_err(), "expired");
-        assert!(auth.authenticate(None, Some(&header), now - Duration::hours(1)).is_err(), "not yet valid");
+        assert_eq!(
+            auth.authenticate(None, Some(&header), now)
+                .unwrap()
+                .as_str(),
+            "user-1"
+        );
+        assert!(
+            auth.authenticate(None, Some(&header), now + Duration::hours(1))
+                .is_err(),
+            "expired"
+        );
+        assert!(
+            auth.authenticate(None, Some(&header), now - Duration::hours(1))
+                .is_err(),
+            "not yet valid"
+        );
         let forged = app_token(&other_private, "iss", "aud", "user-1", now, 600).unwrap();
-        assert!(auth.authenticate(None, Some(&format!("Bearer {forged}")), now).is_err());
+        assert!(auth
+            .authenticate(None, Some(&format!("Bearer {forged}")), now)
+            .is_err());
         let wrong_aud = app_token(&private, "iss", "other", "user-1", now, 600).unwrap();
-        assert!(auth.authenticate(None, Some(&format!("Bearer {wrong_aud}")), now).is_err());
+        assert!(auth
+            .authenticate(None, Some(&format!("Bearer {wrong_aud}")), now)
+            .is_err());
         assert!(auth.authenticate(None, None, now).is_err());
-        assert!(auth.authenticate(None, Some(&token), now).is_err(), "no Bearer prefix");
+        assert!(
+            auth.authenticate(None, Some(&token), now).is_err(),
+            "no Bearer prefix"
+        );
 
         let face = FaceVerifier::new(&public, "face", Duration::minutes(5)).unwrap();
         let user = crate::model::ids::UserId::parse("user-1").unwrap();
         let ok = face_token(&private, "face", "user-1", "pass", now, "n1").unwrap();
-        assert_eq!(face.verify(&ok, &user, now + Duration::minutes(5)).unwrap().nonce, "n1");
-        assert!(face.verify(&ok, &user, now + Duration::minutes(5) + Duration::seconds(1)).is_err());
+        assert_eq!(
+            face.verify(&ok, &user, now + Duration::minutes(5))
+                .unwrap()
+                .nonce,
+            "n1"
+        );
+        assert!(face
+            .verify(
+                &ok,
+                &user,
+                now + Duration::minutes(5) + Duration::seconds(1)
+            )
+            .is_err());
         let other_user = crate::model::ids::UserId::parse("user-2").unwrap();
         assert!(face.verify(&ok, &other_user, now).is_err());
         let failed = face_token(&private, "face", "user-1", "fail", now, "n2").unwrap();

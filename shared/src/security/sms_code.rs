@@ -46,13 +46,7 @@ impl CodeHasher {
         Self::new(&key)
     }
 
-    pub fn hash(
-        &self,
-        user: &UserId,
-        id: &VerificationId,
-        purpose: Purpose,
-        code: &str,
-    ) -> String {
+    pub fn hash(&self, user: &UserId, id: &VerificationId, purpose: Purpose, code: &str) -> String {
         let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes any key");
         for part in [user.as_str(), &id.to_string(), purpose.as_str(), code] {
             mac.update(part.as_bytes());
@@ -98,7 +92,13 @@ mod tests {
         assert!(h.matches(&stored, &u, &v, Purpose::SubmitQuery, "123456"));
         assert!(!h.matches(&stored, &u, &v, Purpose::SubmitQuery, "123457"));
         assert!(!h.matches(&stored, &u, &v, Purpose::ViewReport, "123456"));
-        assert!(!h.matches(&stored, &UserId::parse("u2").unwrap(), &v, Purpose::SubmitQuery, "123456"));
+        assert!(!h.matches(
+            &stored,
+            &UserId::parse("u2").unwrap(),
+            &v,
+            Purpose::SubmitQuery,
+            "123456"
+        ));
         let other_key = CodeHasher::new(&[8; 32]).unwrap();
         assert!(!other_key.matches(&stored, &u, &v, Purpose::SubmitQuery, "123456"));
         assert!(CodeHasher::new(&[1; 16]).is_err());

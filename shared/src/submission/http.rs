@@ -57,7 +57,11 @@ impl SubmissionApi {
         };
         if method != allowed {
             return Err(ServiceError::MethodNotAllowed {
-                allow: if allowed == Method::GET { "GET" } else { "POST" },
+                allow: if allowed == Method::GET {
+                    "GET"
+                } else {
+                    "POST"
+                },
             });
         }
         let user = self.caller(req)?;

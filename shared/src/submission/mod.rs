@@ -6,3 +6,6 @@ pub mod rules;
 pub mod service;
 
 pub use service::{SubmissionDeps, SubmissionService};
+
+#[cfg(test)]
+mod tests;

@@ -71,7 +71,11 @@ pub fn check_password_lock(state: &UserState, now: OffsetDateTime) -> Result<(),
 /// locks for `password_lock`.
 pub fn after_password_failure(state: &UserState, now: OffsetDateTime, rules: &Rules) -> UserState {
     let lock_expired = state.password_locked_until.is_some_and(|u| now >= u);
-    let failures = if lock_expired { 0 } else { state.password_failures } + 1;
+    let failures = if lock_expired {
+        0
+    } else {
+        state.password_failures
+    } + 1;
     if failures >= rules.password_max_failures {
         UserState {
             password_failures: 0,

@@ -137,7 +137,12 @@ impl SubmissionService {
             let now = self.now();
             let state = self.d.store.user_state(user).await.map_err(store_err)?;
             let next = rules::take_sms_slot(&state, now, rules)?;
-            match self.d.store.put_user_state(user, &next, state.version).await {
+            match self
+                .d
+                .store
+                .put_user_state(user, &next, state.version)
+                .await
+            {
                 Ok(()) => break now,
                 Err(StoreError::Conflict) if attempt < STATE_RETRIES => attempt += 1,
                 Err(e) => return Err(store_err(e)),
@@ -218,7 +223,9 @@ impl SubmissionService {
 
     fn parse_banks(&self, codes: &[String]) -> Result<Vec<BankCode>, ServiceError> {
         if codes.is_empty() {
-            return Err(ServiceError::InvalidBanks("choose at least one bank".into()));
+            return Err(ServiceError::InvalidBanks(
+                "choose at least one bank".into(),
+            ));
         }
         let mut seen = BTreeSet::new();
         let mut banks = Vec::with_capacity(codes.len());
@@ -230,7 +237,9 @@ impl SubmissionService {
                 ))
             })?;
             if !seen.insert(bank.clone()) {
-                return Err(ServiceError::InvalidBanks(format!("{bank} is listed twice")));
+                return Err(ServiceError::InvalidBanks(format!(
+                    "{bank} is listed twice"
+                )));
             }
             banks.push(bank);
         }
@@ -286,14 +295,18 @@ impl SubmissionService {
         rules::check_can_submit(&state, start)?;
         rules::check_password_lock(&state, start)?;
 
-        let verification_id = self
+        let verification_id = match self
             .check_code(
                 user,
                 Purpose::SubmitQuery,
                 &req.verification.verification_id,
                 &req.verification.sms_code,
             )
-            .await?;
+            .await
+        {
+            Ok(id) => id,
+            Err(e) => return Err(self.overtaken_or(user, e).await),
+        };
         let face = self.d.face.verify(&req.face_token, user, start)?;
         if !password::verify(&req.payment_password, &profile.payment_password_hash) {
             return Err(self.password_failed(user).await);
@@ -389,6 +402,17 @@ impl SubmissionService {
         }
     }
 
+    /// A concurrent submission that won the race consumes the shared SMS code; the loser
+    /// must hear "query in progress", not "verification failed".
+    async fn overtaken_or(&self, user: &UserId, refusal: ServiceError) -> ServiceError {
+        match self.d.store.user_state(user).await {
+            Ok(state) => rules::check_can_submit(&state, self.now())
+                .err()
+                .unwrap_or(refusal),
+            Err(e) => store_err(e),
+        }
+    }
+
     /// Counts a wrong payment password; the error to answer with.
     async fn password_failed(&self, user: &UserId) -> ServiceError {
         let rules = &self.d.config.rules;
@@ -399,7 +423,12 @@ impl SubmissionService {
                 Err(e) => return store_err(e),
             };
             let next = rules::after_password_failure(&state, now, rules);
-            match self.d.store.put_user_state(user, &next, state.version).await {
+            match self
+                .d
+                .store
+                .put_user_state(user, &next, state.version)
+                .await
+            {
                 Ok(()) => {
                     return match next.password_locked_until {
                         Some(until) => {

@@ -13,7 +13,6 @@
 
 use std::process::ExitCode;
 
-use shared::security::dev;
 use testkit::localkeys::LocalKeys;
 
 fn usage() -> ExitCode {
@@ -54,7 +53,8 @@ async fn run(cmd: &str, args: &[String]) -> Result<bool, String> {
             println!("{}", keys.dir.display());
         }
         "env" => {
-            let prefix = flag(args, "--prefix").unwrap_or_else(|| testkit::localkeys::RUN_PREFIX.into());
+            let prefix =
+                flag(args, "--prefix").unwrap_or_else(|| testkit::localkeys::RUN_PREFIX.into());
             for (k, v) in keys.function_env(&prefix) {
                 println!("{k}={v}");
             }
@@ -78,11 +78,7 @@ async fn run(cmd: &str, args: &[String]) -> Result<bool, String> {
                 testkit::seed::put_user(&client, &tables, &user, now)
                     .await
                     .map_err(|e| e.to_string())?;
-                println!(
-                    "{}\t{}",
-                    user.profile.user_id,
-                    user.description
-                );
+                println!("{}\t{}", user.profile.user_id, user.description);
             }
         }
         "user-token" => {

@@ -1,0 +1,272 @@
+//! Calling the local API as the app does, in tests: seeded users of a test's own, tokens,
+//! SMS codes read back from the emulator, and a snapshot of everything stored for a user
+//! (to assert that a refused request changed nothing). Every response is checked against
+//! the OpenAPI document.
+
+use std::collections::BTreeMap;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use reqwest::header::HeaderMap;
+use serde_json::Value;
+
+use crate::localkeys::LocalKeys;
+use crate::openapi::OpenApi;
+use crate::seed::{self, SeedUser, TableRefs};
+use crate::LocalClients;
+
+pub struct Api {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub keys: LocalKeys,
+    pub clients: LocalClients,
+    pub tables: TableRefs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserKind {
+    /// Real-name, in a pilot region (Shanghai).
+    Eligible,
+    NotRealName,
+    /// Real-name, in Guangdong (44), outside the pilot.
+    OutsidePilot,
+    /// Eligible, with the payment password locked for 24 hours.
+    Locked,
+}
+
+#[derive(Debug, Clone)]
+pub struct TestUser {
+    pub id: String,
+    /// E.164
+    pub phone: String,
+}
+
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Option<Value>,
+}
+
+impl Reply {
+    /// `error.code` of an error body.
+    pub fn code(&self) -> Option<&str> {
+        self.body.as_ref()?.get("error")?.get("code")?.as_str()
+    }
+}
+
+impl Api {
+    /// The API of the running local stack (started `--with-api`).
+    pub async fn get() -> Self {
+        let endpoints = crate::stack::endpoints();
+        let base = endpoints.api_endpoint.clone().expect(
+            "the local stack serves no API: run the tests with `make test` \
+             (stack.py exec --with-api) or without AWS_ENDPOINT_URL_* set",
+        );
+        let prefix = endpoints
+            .table_prefix
+            .clone()
+            .unwrap_or_else(|| "local-".into());
+        Self {
+            base,
+            http: reqwest::Client::new(),
+            keys: LocalKeys::ensure().expect("local keys"),
+            clients: LocalClients::new(endpoints),
+            tables: TableRefs::from_prefix(&prefix),
+        }
+    }
+
+    /// A new user of this test alone, stored in the users table.
+    pub async fn new_user(&self, kind: UserKind) -> TestUser {
+        let ulid = ulid::Ulid::generate();
+        let id = format!("t-{}", ulid.to_string().to_lowercase());
+        let n = (ulid.random() % 100_000_000) as u32;
+        let (real_name, region) = match kind {
+            UserKind::NotRealName => (false, "31"),
+            UserKind::OutsidePilot => (true, "44"),
+            UserKind::Eligible | UserKind::Locked => (true, "31"),
+        };
+        let user = SeedUser {
+            profile: seed::profile(&id, n, real_name, region),
+            description: "test user",
+            locked: kind == UserKind::Locked,
+        };
+        let phone = user.profile.phone.e164().to_owned();
+        seed::put_user(
+            &self.clients.dynamodb,
+            &self.tables,
+            &user,
+            time::OffsetDateTime::now_utc(),
+        )
+        .await
+        .expect("test user is stored");
+        TestUser { id, phone }
+    }
+
+    pub fn token(&self, user: &TestUser) -> String {
+        self.keys
+            .user_token(&user.id, time::OffsetDateTime::now_utc(), 3600)
+            .expect("token")
+    }
+
+    pub fn face_token(&self, user: &TestUser) -> String {
+        self.keys
+            .face_token(&user.id, time::OffsetDateTime::now_utc())
+            .expect("face token")
+    }
+
+    /// Sends a request; the response must conform to the OpenAPI document.
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Option<String>,
+    ) -> Reply {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).expect("a valid method");
+        let mut req = self.http.request(m, format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Some(b) = body {
+            req = req.header("content-type", "application/json").body(b);
+        }
+        let resp = req.send().await.expect("the local API answers");
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.expect("a readable body");
+        let body = if text.is_empty() {
+            None
+        } else {
+            Some(serde_json::from_str(&text).unwrap_or_else(|e| {
+                panic!("{method} {path} → {status}: body is not JSON ({e}): {text}")
+            }))
+        };
+        if let Err(e) = OpenApi::shared().check_response(method, path, status, body.as_ref()) {
+            panic!("{method} {path} → {status} does not conform to the OpenAPI document: {e}");
+        }
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub async fn get_json(&self, path: &str, token: &str) -> Reply {
+        self.call("GET", path, Some(token), &[], None).await
+    }
+
+    pub async fn post_json(&self, path: &str, token: &str, body: &Value) -> Reply {
+        self.call("POST", path, Some(token), &[], Some(body.to_string()))
+            .await
+    }
+
+    /// Asks for a code and reads it back from the SMS emulator: (verification_id, code).
+    pub async fn verification(&self, user: &TestUser, purpose: &str) -> (String, String) {
+        let before = self.sms_to(&user.phone).await.len();
+        let reply = self
+            .post_json(
+                "/v1/verifications",
+                &self.token(user),
+                &serde_json::json!({ "purpose": purpose }),
+            )
+            .await;
+        assert_eq!(reply.status, 201, "{reply:?}");
+        let id = reply.body.as_ref().unwrap()["verification_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let sms = self.sms_to(&user.phone).await;
+        assert_eq!(sms.len(), before + 1, "exactly one SMS per code");
+        (id, sms_code(&sms[sms.len() - 1]))
+    }
+
+    /// The SMS sent to a phone number, oldest first.
+    pub async fn sms_to(&self, phone: &str) -> Vec<String> {
+        crate::sms::sent_sms_to(&self.clients.endpoints.sns_endpoint, phone)
+            .await
+            .expect("the SNS emulator answers")
+            .into_iter()
+            .map(|m| m.message)
+            .collect()
+    }
+
+    /// Every item stored for the user: under `USER#<id>` and the user's query records
+    /// (with their consent records), in a stable order.
+    pub async fn snapshot(&self, user: &TestUser) -> Vec<BTreeMap<String, String>> {
+        let db = &self.clients.dynamodb;
+        let mut items = Vec::new();
+        let own = db
+            .query()
+            .table_name(&self.tables.main)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", AttributeValue::S(format!("USER#{}", user.id)))
+            .consistent_read(true)
+            .send()
+            .await
+            .expect("query the user's items");
+        items.extend(own.items().iter().cloned());
+        let queries = db
+            .query()
+            .table_name(&self.tables.main)
+            .index_name("gsi1")
+            .key_condition_expression("gsi1pk = :pk")
+            .expression_attribute_values(":pk", AttributeValue::S(format!("USER#{}", user.id)))
+            .send()
+            .await
+            .expect("query the user's query records");
+        for q in queries.items() {
+            let pk = q.get("pk").cloned().expect("pk");
+            let all = db
+                .query()
+                .table_name(&self.tables.main)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", pk)
+                .consistent_read(true)
+                .send()
+                .await
+                .expect("query a query's items");
+            items.extend(all.items().iter().cloned());
+        }
+        let mut out: Vec<BTreeMap<String, String>> = items
+            .into_iter()
+            .map(|i| i.into_iter().map(|(k, v)| (k, format!("{v:?}"))).collect())
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Is a face-token nonce recorded as used?
+    pub async fn nonce_used(&self, nonce: &str) -> bool {
+        self.clients
+            .dynamodb
+            .get_item()
+            .table_name(&self.tables.main)
+            .key("pk", AttributeValue::S(format!("FACENONCE#{nonce}")))
+            .key("sk", AttributeValue::S("FACENONCE".into()))
+            .consistent_read(true)
+            .send()
+            .await
+            .expect("get the nonce")
+            .item
+            .is_some()
+    }
+}
+
+/// The 6-digit code in an SMS text.
+pub fn sms_code(text: &str) -> String {
+    let digits: Vec<char> = text.chars().collect();
+    digits
+        .windows(6)
+        .enumerate()
+        .find(|(i, w)| {
+            w.iter().all(char::is_ascii_digit)
+                && !digits.get(i + 6).is_some_and(char::is_ascii_digit)
+                && (*i == 0 || !digits[i - 1].is_ascii_digit())
+        })
+        .map(|(_, w)| w.iter().collect())
+        .unwrap_or_else(|| panic!("no 6-digit code in the SMS: {text}"))
+}
