@@ -10,6 +10,14 @@ use crate::adapters::dynamo::{DynamoStore, Tables};
 use crate::adapters::sns::SnsSms;
 use crate::clock::SystemClock;
 use crate::config::ServiceConfig;
+use crate::dispatch::callback::{CallbackApi, CallbackService};
+use crate::dispatch::client::HttpBankClient;
+use crate::dispatch::fanout::{Fanout, FanoutDeps};
+use crate::dispatch::secrets::BankSecrets;
+use crate::report::aggregate::{Aggregator, AggregatorDeps};
+use crate::report::crypto::{ReportOpener, ReportSealer};
+use crate::report::sweep::Sweeper;
+use crate::report::view::{ViewApi, ViewDeps, ViewService};
 use crate::security::app_jwt::AppAuthenticator;
 use crate::security::face::FaceVerifier;
 use crate::security::sms_code::CodeHasher;
@@ -28,13 +36,135 @@ pub async fn aws_config() -> aws_config::SdkConfig {
     aws_config::defaults(BehaviorVersion::latest()).load().await
 }
 
-pub async fn submission_api() -> Result<SubmissionApi, StartupError> {
+/// What every function needs: configuration, AWS configuration, the store.
+struct Common {
+    config: Arc<ServiceConfig>,
+    sdk: aws_config::SdkConfig,
+    store: Arc<DynamoStore>,
+}
+
+async fn common() -> Result<Common, StartupError> {
     let config = Arc::new(ServiceConfig::from_env().map_err(err)?);
     let sdk = aws_config().await;
     let store = Arc::new(DynamoStore::new(
         aws_sdk_dynamodb::Client::new(&sdk),
         Tables::from_env().map_err(err)?,
     ));
+    Ok(Common { config, sdk, store })
+}
+
+fn env_millis(name: &str, default: u64) -> Result<std::time::Duration, StartupError> {
+    match std::env::var(name) {
+        Ok(v) => v
+            .parse()
+            .map(std::time::Duration::from_millis)
+            .map_err(|_| StartupError(format!("{name} must be a number of milliseconds"))),
+        Err(_) => Ok(std::time::Duration::from_millis(default)),
+    }
+}
+
+pub async fn fanout() -> Result<Fanout, StartupError> {
+    fanout_from(&common().await?)
+}
+
+fn fanout_from(c: &Common) -> Result<Fanout, StartupError> {
+    let (config, store) = (c.config.clone(), c.store.clone());
+    let callback_base = std::env::var("CALLBACK_BASE_URL")
+        .map_err(|_| err("CALLBACK_BASE_URL must be set"))?
+        .trim_end_matches('/')
+        .to_owned();
+    Ok(Fanout::new(FanoutDeps {
+        secrets: BankSecrets::from_env(&config.banks).map_err(err)?,
+        config,
+        profiles: store.clone(),
+        store,
+        client: Arc::new(HttpBankClient::new().map_err(err)?),
+        clock: Arc::new(SystemClock),
+        callback_base,
+        bank_timeout: env_millis("BANK_TIMEOUT_MS", 10_000)?,
+    }))
+}
+
+pub async fn callback_api() -> Result<CallbackApi, StartupError> {
+    let Common { config, store, .. } = common().await?;
+    Ok(CallbackApi {
+        service: CallbackService {
+            secrets: BankSecrets::from_env(&config.banks).map_err(err)?,
+            config,
+            store,
+            clock: Arc::new(SystemClock),
+        },
+    })
+}
+
+fn sms(sdk: &aws_config::SdkConfig) -> Arc<SnsSms> {
+    Arc::new(SnsSms::new(
+        aws_sdk_sns::Client::new(sdk),
+        std::env::var("SMS_SENDER_ID")
+            .ok()
+            .filter(|s| !s.is_empty()),
+    ))
+}
+
+fn aggregator_from(c: &Common) -> Result<Aggregator, StartupError> {
+    let public = crate::security::pem_from_env("REPORT_PUBLIC_KEY").map_err(err)?;
+    let key_id = std::env::var("REPORT_KEY_ID").unwrap_or_else(|_| "report-1".into());
+    Ok(Aggregator::new(AggregatorDeps {
+        config: c.config.clone(),
+        queries: c.store.clone(),
+        reports: c.store.clone(),
+        users: c.store.clone(),
+        profiles: c.store.clone(),
+        sms: sms(&c.sdk),
+        sealer: ReportSealer::new(&key_id, &public).map_err(err)?,
+        clock: Arc::new(SystemClock),
+    }))
+}
+
+/// The aggregate-report function: holds only the report *public* key.
+pub async fn aggregator() -> Result<Aggregator, StartupError> {
+    aggregator_from(&common().await?)
+}
+
+/// The view-report function: the only holder of the report private key.
+pub async fn view_api() -> Result<ViewApi, StartupError> {
+    let Common {
+        config,
+        sdk: _,
+        store,
+    } = common().await?;
+    let private = crate::security::pem_from_env("REPORT_PRIVATE_KEY").map_err(err)?;
+    let key_id = std::env::var("REPORT_KEY_ID").unwrap_or_else(|_| "report-1".into());
+    Ok(ViewApi {
+        service: ViewService::new(ViewDeps {
+            face: Arc::new(FaceVerifier::from_env(config.rules.face_token_max_age).map_err(err)?),
+            config,
+            queries: store.clone(),
+            reports: store.clone(),
+            verifications: store,
+            codes: CodeHasher::from_env().map_err(err)?,
+            opener: ReportOpener::new(&key_id, &private).map_err(err)?,
+            clock: Arc::new(SystemClock),
+        }),
+        auth: AppAuthenticator::from_env().map_err(err)?,
+    })
+}
+
+pub async fn sweeper() -> Result<Sweeper, StartupError> {
+    let c = common().await?;
+    let aggregator = Arc::new(aggregator_from(&c)?);
+    let fanout = Arc::new(fanout_from(&c)?);
+    Ok(Sweeper {
+        queries: c.store.clone(),
+        reports: c.store,
+        fanout,
+        aggregator,
+        clock: Arc::new(SystemClock),
+    })
+}
+
+pub async fn submission_api() -> Result<SubmissionApi, StartupError> {
+    let Common { config, sdk, store } = common().await?;
     let sms = Arc::new(SnsSms::new(
         aws_sdk_sns::Client::new(&sdk),
         std::env::var("SMS_SENDER_ID")
@@ -52,7 +182,7 @@ pub async fn submission_api() -> Result<SubmissionApi, StartupError> {
         face,
     });
     Ok(SubmissionApi {
-        service,
+        service: Arc::new(service),
         auth: AppAuthenticator::from_env().map_err(err)?,
     })
 }

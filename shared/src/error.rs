@@ -31,6 +31,8 @@ pub enum ServiceError {
     ReportExpired { query: serde_json::Value },
     #[error("the request body is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    #[error("the request body must be JSON (Content-Type: application/json)")]
+    UnsupportedMediaType,
     #[error("{0}")]
     InvalidBanks(String),
     #[error("the current user agreement must be accepted")]
@@ -74,6 +76,7 @@ impl ServiceError {
             QueryInProgress | ReportNotReady | AlreadyAnswered => 409,
             ReportExpired { .. } => 410,
             PayloadTooLarge { .. } => 413,
+            UnsupportedMediaType => 415,
             InvalidBanks(_)
             | ConsentRequired
             | VerificationFailed
@@ -103,6 +106,7 @@ impl ServiceError {
             AlreadyAnswered => "ALREADY_ANSWERED",
             ReportExpired { .. } => "REPORT_EXPIRED",
             PayloadTooLarge { .. } => "PAYLOAD_TOO_LARGE",
+            UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
             InvalidBanks(_) => "INVALID_BANKS",
             ConsentRequired => "CONSENT_REQUIRED",
             VerificationFailed => "VERIFICATION_FAILED",

@@ -20,6 +20,17 @@ pub fn body_bytes(req: &Request) -> &[u8] {
     }
 }
 
+/// A declared body type must be JSON; no declared type is read as JSON.
+pub fn check_json_content_type(req: &Request) -> Result<(), ServiceError> {
+    if let Some(ct) = header(req, "content-type") {
+        let essence = ct.split(';').next().unwrap_or("").trim();
+        if !essence.eq_ignore_ascii_case("application/json") {
+            return Err(ServiceError::UnsupportedMediaType);
+        }
+    }
+    Ok(())
+}
+
 /// The request's JSON body: the raw value (for fingerprints) and the typed one.
 pub fn json_body<T: DeserializeOwned>(
     req: &Request,
@@ -30,6 +41,7 @@ pub fn json_body<T: DeserializeOwned>(
             limit: MAX_BODY_BYTES,
         });
     }
+    check_json_content_type(req)?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ServiceError::Malformed("a JSON body is required".into()));
     }
@@ -40,8 +52,26 @@ pub fn json_body<T: DeserializeOwned>(
             e.column()
         ))
     })?;
+    // serde reads a JSON array into a struct field by field; the contract is objects.
+    if !value.is_object() {
+        return Err(ServiceError::Malformed(
+            "the body must be a JSON object".into(),
+        ));
+    }
     let typed = serde_json::from_value(value.clone()).map_err(|e| describe(&e))?;
     Ok((value, typed))
+}
+
+/// serde would read a JSON array into a struct; these fields of `value` must be objects.
+pub fn require_objects(value: &serde_json::Value, fields: &[&str]) -> Result<(), ServiceError> {
+    for f in fields {
+        if value.get(f).is_some_and(|v| !v.is_object()) {
+            return Err(ServiceError::Malformed(format!(
+                "`{f}` must be a JSON object"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// A schema error without echoing values: bodies carry passwords and codes, and serde's

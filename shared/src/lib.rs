@@ -2,14 +2,19 @@
 //! DynamoDB/SNS adapters. Lambda functions are thin shells around it.
 
 pub mod adapters;
+pub mod bank;
 pub mod bootstrap;
 pub mod clock;
 pub mod config;
+pub mod dispatch;
 pub mod error;
 pub mod http;
 pub mod model;
 pub mod ports;
 pub mod records;
+pub mod report;
 pub mod security;
+pub mod stream;
 pub mod submission;
 pub mod telemetry;
+pub mod verification;

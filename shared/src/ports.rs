@@ -4,11 +4,14 @@
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
-use crate::model::ids::{UserId, VerificationId};
+use crate::model::bank::BankCode;
+use crate::model::card::MaskedCard;
+use crate::model::ids::{QueryId, UserId, VerificationId};
 use crate::model::phone::PhoneNumber;
 use crate::model::profile::UserProfile;
 use crate::records::{
-    IdempotencyRecord, Submission, SubmitConflict, UserState, VerificationRecord,
+    DueWork, IdempotencyRecord, LegRecord, LegState, Publication, PublishOutcome, QueryRecord,
+    StoredReport, Submission, SubmitConflict, UserState, VerificationRecord,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +68,21 @@ pub trait SubmissionStore: Send + Sync {
         id: &VerificationId,
     ) -> Result<(), StoreError>;
 
+    /// Uses up an unused, unburnt code (step-up for viewing); `false` if it was not.
+    async fn consume_verification(
+        &self,
+        user: &UserId,
+        id: &VerificationId,
+        max_attempts: u32,
+    ) -> Result<bool, StoreError>;
+
+    /// Records a face-token nonce; `false` if it was seen before.
+    async fn consume_face_nonce(
+        &self,
+        nonce: &str,
+        expires_at: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
+
     async fn idempotency(
         &self,
         user: &UserId,
@@ -86,4 +104,111 @@ pub enum NotifyError {
 #[async_trait]
 pub trait SmsSender: Send + Sync {
     async fn send_sms(&self, to: &PhoneNumber, text: &str) -> Result<(), NotifyError>;
+}
+
+/// How a leg ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settlement {
+    pub state: LegState,
+    pub failure: Option<String>,
+    pub cards: Vec<MaskedCard>,
+    pub answer_digest: Option<String>,
+    pub at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SettleOutcome {
+    /// This call settled the leg (and counted it on the query).
+    Settled,
+    /// The leg was settled before; here it is.
+    AlreadySettled(LegRecord),
+    NoSuchLeg,
+    /// The message's nonce was used before: nothing was written.
+    NonceReused,
+}
+
+/// Queries and their per-bank legs (fan-out, callbacks, sweeper).
+#[async_trait]
+pub trait QueryStore: Send + Sync {
+    async fn query(&self, id: &QueryId) -> Result<Option<QueryRecord>, StoreError>;
+
+    async fn legs(&self, id: &QueryId) -> Result<Vec<LegRecord>, StoreError>;
+
+    async fn leg(&self, id: &QueryId, bank: &BankCode) -> Result<Option<LegRecord>, StoreError>;
+
+    /// Takes attempt `seen_attempts + 1` of a pending leg; `false` when another sender
+    /// got there first (or the leg is no longer pending).
+    async fn claim_attempt(
+        &self,
+        id: &QueryId,
+        bank: &BankCode,
+        seen_attempts: u32,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
+
+    /// After attempt `attempt` failed transiently: try again at `at` (the sweeper finds it
+    /// through the due index).
+    async fn schedule_retry(
+        &self,
+        id: &QueryId,
+        bank: &BankCode,
+        attempt: u32,
+        at: OffsetDateTime,
+    ) -> Result<(), StoreError>;
+
+    /// The bank accepted attempt `attempt` and will call back.
+    async fn mark_accepted(
+        &self,
+        id: &QueryId,
+        bank: &BankCode,
+        attempt: u32,
+    ) -> Result<(), StoreError>;
+
+    /// Ends a pending or accepted leg and counts it on the query, atomically. With a
+    /// bank nonce, records it in the same write: refused ([`SettleOutcome::NonceReused`])
+    /// if seen before, and not consumed if the settle fails.
+    async fn settle(
+        &self,
+        id: &QueryId,
+        bank: &BankCode,
+        settlement: &Settlement,
+        nonce: Option<&BankNonce>,
+    ) -> Result<SettleOutcome, StoreError>;
+}
+
+/// A bank message's nonce, kept until it could no longer pass the timestamp check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BankNonce {
+    pub nonce: String,
+    pub expires_at: OffsetDateTime,
+}
+
+/// Reports and their query records (aggregation, viewing, sweeping).
+#[async_trait]
+pub trait ReportStore: Send + Sync {
+    async fn publish(&self, publication: &Publication) -> Result<PublishOutcome, StoreError>;
+
+    async fn report(&self, id: &QueryId) -> Result<Option<StoredReport>, StoreError>;
+
+    /// Takes the right to send the "report ready" SMS: only while none was confirmed sent
+    /// and no other claim is younger than `lease`.
+    async fn claim_notice(
+        &self,
+        id: &QueryId,
+        now: OffsetDateTime,
+        lease: time::Duration,
+    ) -> Result<bool, StoreError>;
+
+    async fn notice_sent(&self, id: &QueryId, at: OffsetDateTime) -> Result<(), StoreError>;
+
+    async fn record_view(&self, id: &QueryId, at: OffsetDateTime) -> Result<(), StoreError>;
+
+    /// The user's query records, newest first.
+    async fn user_queries(&self, user: &UserId) -> Result<Vec<QueryRecord>, StoreError>;
+
+    /// Deletes the report and marks its query expired.
+    async fn expire(&self, id: &QueryId) -> Result<(), StoreError>;
+
+    /// Timed work due at `now`, at most `limit` entries of each kind.
+    async fn due(&self, now: OffsetDateTime, limit: usize) -> Result<Vec<DueWork>, StoreError>;
 }

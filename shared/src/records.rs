@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::model::bank::BankCode;
+use crate::model::card::MaskedCard;
 use crate::model::ids::{QueryId, UserId, VerificationId};
 use crate::model::timestamp::rfc3339;
 use crate::security::sms_code::Purpose;
@@ -46,11 +47,19 @@ pub struct VerificationRecord {
     pub used: bool,
 }
 
+/// Where a query is in its life. The API's `status`/`report_status` derive from it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
-pub enum QueryStatus {
-    Pending,
-    Ready,
+pub enum QueryPhase {
+    /// Legs out at the banks; answers coming in.
+    Collecting,
+    /// Every leg settled or the deadline passed: the report is being built.
+    Aggregating,
+    /// The report exists (until `report_expires_at`).
+    Reported,
+    /// The report was deleted after its 7 days; only this record remains.
+    Expired,
+    /// No report could be built.
     Failed,
 }
 
@@ -58,7 +67,7 @@ pub enum QueryStatus {
 pub struct QueryRecord {
     pub query_id: QueryId,
     pub user_id: UserId,
-    pub status: QueryStatus,
+    pub phase: QueryPhase,
     #[serde(with = "rfc3339")]
     pub submitted_at: OffsetDateTime,
     #[serde(with = "rfc3339")]
@@ -70,6 +79,9 @@ pub struct QueryRecord {
     pub report_expires_at: Option<OffsetDateTime>,
     #[serde(default, with = "rfc3339::option")]
     pub last_viewed_at: Option<OffsetDateTime>,
+    /// When the "report ready" SMS went out.
+    #[serde(default, with = "rfc3339::option")]
+    pub notified_at: Option<OffsetDateTime>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,10 +107,60 @@ pub struct IdempotencyRecord {
     pub expires_at: OffsetDateTime,
 }
 
+/// One bank's part of a query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum LegState {
+    /// Not yet sent, or to be sent again at `next_attempt_at`.
+    Pending,
+    /// The bank accepted the inquiry (202) and will call back.
+    Accepted,
+    /// The bank answered (FOUND or NONE).
+    Answered,
+    /// The bank answered ERROR, refused the inquiry, or sent an answer we must refuse.
+    Failed,
+    /// No answer by the deadline.
+    NoResponse,
+}
+
+impl LegState {
+    pub fn is_settled(self) -> bool {
+        matches!(
+            self,
+            LegState::Answered | LegState::Failed | LegState::NoResponse
+        )
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LegRecord {
+    pub query_id: QueryId,
+    pub bank: BankCode,
+    /// Sent with every attempt: the bank's key for de-duplicating retries.
+    pub inquiry_id: String,
+    pub state: LegState,
+    pub attempts: u32,
+    #[serde(default, with = "rfc3339::option")]
+    pub next_attempt_at: Option<OffsetDateTime>,
+    /// Why the leg failed (stable code, for operators), if it did.
+    #[serde(default)]
+    pub failure: Option<String>,
+    /// Masked cards of the answer, kept until the report is built.
+    #[serde(default)]
+    pub cards: Vec<MaskedCard>,
+    /// SHA-256 of the accepted answer body: a byte-identical repeat is a success.
+    #[serde(default)]
+    pub answer_digest: Option<String>,
+    #[serde(default, with = "rfc3339::option")]
+    pub settled_at: Option<OffsetDateTime>,
+}
+
 /// Everything one accepted submission writes, all or nothing.
 #[derive(Debug, Clone)]
 pub struct Submission {
     pub query: QueryRecord,
+    /// One per chosen bank, all `Pending`.
+    pub legs: Vec<LegRecord>,
     pub consent: ConsentRecord,
     pub idempotency: IdempotencyRecord,
     /// The new user state (active query lock taken); written only if the stored state
@@ -124,4 +186,50 @@ pub enum SubmitConflict {
     VerificationUsed,
     #[error("the face token nonce was seen before")]
     FaceNonceUsed,
+}
+
+/// A report as stored: sealed (see `report::crypto`), with its lifetime.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredReport {
+    pub query_id: QueryId,
+    pub user_id: UserId,
+    pub sealed: crate::report::crypto::Sealed,
+    #[serde(with = "rfc3339")]
+    pub generated_at: OffsetDateTime,
+    #[serde(with = "rfc3339")]
+    pub expires_at: OffsetDateTime,
+}
+
+/// Everything that publishing a report writes, all or nothing.
+#[derive(Debug, Clone)]
+pub struct Publication {
+    pub report: StoredReport,
+    /// The user's state with the active-query lock released and the cooldown set;
+    /// written only if the stored version is still `expected_state_version`.
+    pub state: UserState,
+    pub expected_state_version: u64,
+    /// Legs whose raw answers (cards) are removed now that the report holds them.
+    pub legs_with_cards: Vec<BankCode>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PublishOutcome {
+    Published,
+    /// The query already has its report (or was closed otherwise): nothing written.
+    AlreadyClosed,
+    /// The user's state changed since it was read: read again and retry.
+    StateChanged,
+}
+
+/// One entry of the sweeper's due index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DueWork {
+    /// A query's 24-hour deadline.
+    Deadline(QueryId),
+    /// A leg due to be sent again.
+    Retry(QueryId, BankCode),
+    /// A report past its 7 days.
+    Expiry(QueryId),
+    /// A report whose SMS notice is not confirmed sent.
+    Notify(QueryId),
 }

@@ -16,6 +16,8 @@ use crate::LocalClients;
 
 pub struct Api {
     pub base: String,
+    /// The bank simulator's base URL.
+    pub sim: String,
     pub http: reqwest::Client,
     pub keys: LocalKeys,
     pub clients: LocalClients,
@@ -38,6 +40,8 @@ pub struct TestUser {
     pub id: String,
     /// E.164
     pub phone: String,
+    /// What the banks (the simulator) know the person by.
+    pub id_number: String,
 }
 
 #[derive(Debug)]
@@ -66,8 +70,13 @@ impl Api {
             .table_prefix
             .clone()
             .unwrap_or_else(|| "local-".into());
+        let sim = endpoints
+            .bank_sim_endpoint
+            .clone()
+            .expect("the local stack runs no bank simulator");
         Self {
             base,
+            sim,
             http: reqwest::Client::new(),
             keys: LocalKeys::ensure().expect("local keys"),
             clients: LocalClients::new(endpoints),
@@ -91,6 +100,7 @@ impl Api {
             locked: kind == UserKind::Locked,
         };
         let phone = user.profile.phone.e164().to_owned();
+        let id_number = user.profile.id_number.expose().to_owned();
         seed::put_user(
             &self.clients.dynamodb,
             &self.tables,
@@ -99,7 +109,11 @@ impl Api {
         )
         .await
         .expect("test user is stored");
-        TestUser { id, phone }
+        TestUser {
+            id,
+            phone,
+            id_number,
+        }
     }
 
     pub fn token(&self, user: &TestUser) -> String {
@@ -132,7 +146,13 @@ impl Api {
             req = req.header(*k, *v);
         }
         if let Some(b) = body {
-            req = req.header("content-type", "application/json").body(b);
+            if !headers
+                .iter()
+                .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+            {
+                req = req.header("content-type", "application/json");
+            }
+            req = req.body(b);
         }
         let resp = req.send().await.expect("the local API answers");
         let status = resp.status().as_u16();
@@ -218,6 +238,21 @@ impl Api {
             .send()
             .await
             .expect("query the user's query records");
+        // The pipeline moves a query on by itself (legs, report, phase): a snapshot keeps
+        // what a request could have written — the query and consent records, without
+        // the attributes the pipeline changes.
+        const PIPELINE: [&str; 10] = [
+            "phase",
+            "unsettled",
+            "due_pk",
+            "due_at",
+            "report_generated_at",
+            "report_expires_at",
+            "notified_at",
+            "notice_claimed_at",
+            "last_viewed_at",
+            "ttl",
+        ];
         for q in queries.items() {
             let pk = q.get("pk").cloned().expect("pk");
             let all = db
@@ -229,7 +264,17 @@ impl Api {
                 .send()
                 .await
                 .expect("query a query's items");
-            items.extend(all.items().iter().cloned());
+            for item in all.items() {
+                let sk = match item.get("sk") {
+                    Some(AttributeValue::S(sk)) => sk.as_str(),
+                    _ => "",
+                };
+                if sk == "QUERY" || sk == "CONSENT" {
+                    let mut item = item.clone();
+                    item.retain(|k, _| !PIPELINE.contains(&k.as_str()));
+                    items.push(item);
+                }
+            }
         }
         let mut out: Vec<BTreeMap<String, String>> = items
             .into_iter()
@@ -253,6 +298,137 @@ impl Api {
             .expect("get the nonce")
             .item
             .is_some()
+    }
+}
+
+impl Api {
+    /// What the simulated banks hold for the person: `{"ICBC": [{kind, first4, last4}], ...}`.
+    pub async fn sim_truth(&self, user: &TestUser) -> Value {
+        let url = format!("{}/_admin/truth/{}", self.sim, user.id_number);
+        let v: Value = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .expect("simulator")
+            .json()
+            .await
+            .expect("json");
+        v["banks"].clone()
+    }
+
+    /// Sets how one bank behaves for this person only (see tools/bank-sim/README.md).
+    pub async fn sim_behave(&self, user: &TestUser, bank: &str, behaviour: Value) {
+        let url = format!(
+            "{}/_admin/subjects/{}/banks/{bank}",
+            self.sim, user.id_number
+        );
+        let resp = self
+            .http
+            .put(url)
+            .json(&behaviour)
+            .send()
+            .await
+            .expect("simulator");
+        assert!(
+            resp.status().is_success(),
+            "simulator refused {behaviour}: {}",
+            resp.status()
+        );
+    }
+
+    /// The inquiries the simulator received about this person.
+    pub async fn sim_inquiries(&self, user: &TestUser) -> Vec<Value> {
+        let url = format!("{}/_admin/inquiries/{}", self.sim, user.id_number);
+        self.http
+            .get(url)
+            .send()
+            .await
+            .expect("simulator")
+            .json()
+            .await
+            .expect("json")
+    }
+
+    /// Submits a query for `banks` the way the app does (code, face, password); the 202
+    /// body.
+    pub async fn submit_query(&self, user: &TestUser, banks: &[&str]) -> Value {
+        let (vid, code) = self.verification(user, "SUBMIT_QUERY").await;
+        let agreement = self.get_json("/v1/eligibility", &self.token(user)).await;
+        let body = serde_json::json!({
+            "banks": banks,
+            "consent": {"agreement_version": agreement.body.unwrap()["agreement_version"], "accepted": true},
+            "verification": {"verification_id": vid, "sms_code": code},
+            "face_token": self.face_token(user),
+            "payment_password": seed::PAYMENT_PASSWORD,
+        });
+        let key = ulid::Ulid::generate().to_string();
+        let reply = self
+            .call(
+                "POST",
+                "/v1/card-queries",
+                Some(&self.token(user)),
+                &[("idempotency-key", &key)],
+                Some(body.to_string()),
+            )
+            .await;
+        assert_eq!(reply.status, 202, "{reply:?}");
+        reply.body.expect("a 202 body")
+    }
+
+    /// Polls `GET /v1/card-queries/{id}` until `report_status` is not PENDING.
+    pub async fn wait_report(
+        &self,
+        user: &TestUser,
+        query_id: &str,
+        timeout: std::time::Duration,
+    ) -> Value {
+        let start = std::time::Instant::now();
+        loop {
+            let reply = self
+                .get_json(&format!("/v1/card-queries/{query_id}"), &self.token(user))
+                .await;
+            assert_eq!(reply.status, 200, "{reply:?}");
+            let body = reply.body.expect("a body");
+            if body["report_status"] != "PENDING" {
+                return body;
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "no report after {timeout:?}: {body}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Views the report with a fresh VIEW_REPORT code.
+    pub async fn view_report(&self, user: &TestUser, query_id: &str) -> Reply {
+        let (vid, code) = self.verification(user, "VIEW_REPORT").await;
+        self.post_json(
+            &format!("/v1/card-queries/{query_id}/report"),
+            &self.token(user),
+            &serde_json::json!({"verification": {"verification_id": vid, "sms_code": code}}),
+        )
+        .await
+    }
+
+    /// Moves the user's SMS rate-limit clock back, so a test can ask for another code
+    /// at once (the one-a-minute rule has tests of its own).
+    pub async fn allow_next_sms(&self, user: &TestUser) {
+        let db = &self.clients.dynamodb;
+        let past = shared::model::timestamp::format(
+            time::OffsetDateTime::now_utc() - time::Duration::minutes(2),
+        );
+        let _ = db
+            .update_item()
+            .table_name(&self.tables.main)
+            .key("pk", AttributeValue::S(format!("USER#{}", user.id)))
+            .key("sk", AttributeValue::S("STATE".into()))
+            .update_expression("SET last_sms_at = :t")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":t", AttributeValue::S(past))
+            .send()
+            .await;
     }
 }
 

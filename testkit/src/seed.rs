@@ -32,10 +32,18 @@ pub struct SeedUser {
     pub locked: bool,
 }
 
-/// A valid 18-character ID number derived from `n` (region 310101, born 1990-01-01).
+/// A valid 18-character ID number derived from `n` (region 310101; the birth date and
+/// sequence number spread 18 million values of `n` over distinct numbers).
 pub fn id_number(n: u32) -> IdNumber {
     const WEIGHTS: [u32; 17] = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
-    let body = format!("31010119900101{:03}", n % 1000);
+    let born = time::macros::date!(1950 - 01 - 01) + time::Duration::days(i64::from(n % 18_000));
+    let body = format!(
+        "310101{:04}{:02}{:02}{:03}",
+        born.year(),
+        u8::from(born.month()),
+        born.day(),
+        (n / 18_000) % 1000
+    );
     let sum: u32 = body
         .bytes()
         .zip(WEIGHTS)

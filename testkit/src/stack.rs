@@ -23,6 +23,9 @@ pub struct Endpoints {
     /// Prefix of the tables the functions use.
     #[serde(default)]
     pub table_prefix: Option<String>,
+    /// The bank simulator (stacks started `--with-api`).
+    #[serde(default)]
+    pub bank_sim_endpoint: Option<String>,
 }
 
 static ENDPOINTS: OnceLock<Endpoints> = OnceLock::new();
@@ -42,6 +45,7 @@ fn from_env() -> Option<Endpoints> {
         sns_endpoint: std::env::var("AWS_ENDPOINT_URL_SNS").ok()?,
         api_endpoint: std::env::var("LOCAL_API_URL").ok(),
         table_prefix: std::env::var("LOCAL_TABLE_PREFIX").ok(),
+        bank_sim_endpoint: std::env::var("LOCAL_BANK_SIM_URL").ok(),
     })
 }
 

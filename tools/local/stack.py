@@ -65,10 +65,15 @@ CARGO_LAMBDA_SPEC = "cargo-lambda==1.9.2"
 DEFAULT_DYNAMODB_PORT = 8000
 DEFAULT_SNS_PORT = 5055
 DEFAULT_API_PORT = 9000
+DEFAULT_BANK_SIM_PORT = 9100
 # The functions' tables on a stack with the API: `<prefix>CardLookupTable`, ...
 TABLE_PREFIX = "local-"
 # The first start of `cargo lambda watch` may compile the functions (debug build).
 API_STARTUP_TIMEOUT_S = 900.0
+# The event pump (tools/event-pump) follows this table's stream; it says so on stdout.
+PUMP_TABLE = TABLE_PREFIX + "CardLookupTable"
+PUMP_READY_LINE = "EVENT-PUMP READY"
+DEFAULT_SCHEDULE_EVERY_S = 3.0
 
 STARTUP_TIMEOUT_S = 60.0
 STOP_GRACE_S = 5.0
@@ -225,6 +230,14 @@ def api_healthy(endpoint: str, timeout: float = 5.0) -> bool:
     try:
         status, _ = http("GET", endpoint + "/v1/banks", timeout=timeout)
         return status == 401
+    except (OSError, ValueError):
+        return False
+
+
+def bank_sim_healthy(endpoint: str, timeout: float = 2.0) -> bool:
+    try:
+        status, _ = http("GET", endpoint + "/_admin/health", timeout=timeout)
+        return status == 200
     except (OSError, ValueError):
         return False
 
@@ -499,7 +512,10 @@ def _child_preexec(parent_pid: int) -> Callable[[], None]:
 
 
 class Service:
-    def __init__(self, name: str, label: str, flag: str, port: int,
+    """A child process of the stack. `port` None: it listens on no port (the pump);
+    `healthy` then gets "" and typically reads the log (see `log_says`)."""
+
+    def __init__(self, name: str, label: str, flag: str, port: int | None,
                  argv_for: Callable[[int], list[str]], cwd: Path,
                  healthy: Callable[[str], bool], log: Path,
                  env: dict[str, str] | None = None) -> None:
@@ -514,12 +530,23 @@ class Service:
 
     @property
     def endpoint(self) -> str:
-        return f"http://{HOST}:{self.port}"
+        return f"http://{HOST}:{self.port}" if self.port is not None else ""
+
+    @property
+    def where(self) -> str:
+        return f" on {self.endpoint}" if self.port is not None else ""
+
+    def log_says(self, text: str) -> bool:
+        """Whether this run's log contains `text` (a ready line on stdout, say)."""
+        try:
+            return text.encode() in self.log.read_bytes()
+        except OSError:
+            return False
 
     def start(self) -> None:
         if self.auto_port:
             self.port = pick_free_port()
-        argv = self.argv_for(self.port)
+        argv = self.argv_for(self.port or 0)
         self.log.parent.mkdir(parents=True, exist_ok=True)
         # A fresh log per run; a retry on another port appends to it.
         with open(self.log, "ab" if self.starts else "wb") as out:
@@ -661,13 +688,27 @@ class Stack:
             "launcher_pid": os.getpid(),
         }
         if self.opts.with_api:
-            api = self._prepare_api(self.state)
+            env = self.aws_env(self.state)
+            self.bins = self._build_bins(env)
+            self._run_devtools(env, ["keys"])
+            sim = self._prepare_bank_sim(env)
+            self.services.append(sim)
+            if not self._start_and_wait([sim], STARTUP_TIMEOUT_S):
+                return
+            self.state["bank_sim_endpoint"] = sim.endpoint
+            self.state["pids"]["bank_sim"] = sim.proc.pid  # type: ignore[union-attr]
+            api = self._prepare_api(self.state, sim.endpoint)
             self.services.append(api)
             if not self._start_and_wait([api], API_STARTUP_TIMEOUT_S):
                 return
             self.state["api_endpoint"] = api.endpoint
             self.state["table_prefix"] = TABLE_PREFIX
             self.state["pids"]["api"] = api.proc.pid  # type: ignore[union-attr]
+            pump = self._prepare_pump(self.state, api.endpoint)
+            self.services.append(pump)
+            if not self._start_and_wait([pump], STARTUP_TIMEOUT_S):
+                return
+            self.state["pids"]["pump"] = pump.proc.pid  # type: ignore[union-attr]
         line = json.dumps(self.state)
         atomic_write(self.state_file, line + "\n")
         out = sys.stderr if self.quiet_ready else sys.stdout
@@ -691,44 +732,101 @@ class Stack:
             env[k] = ",".join(x for x in (env.get(k), "127.0.0.1", "localhost") if x)
         return env
 
-    def _prepare_api(self, state: dict[str, Any]) -> Service:
-        """Tables (from infra/template.yaml) and the functions' environment, then the
-        `cargo lambda watch` service that serves every function."""
+    def _run_devtools(self, env: dict[str, str], args: list[str]) -> str:
+        run = subprocess.run([str(self.bins["devtools"])] + args, cwd=ROOT, env=env,
+                             stdin=subprocess.DEVNULL, capture_output=True, text=True)
+        if run.returncode != 0:
+            raise StackError(f"devtools {args[0]} failed:\n{run.stderr[-3000:]}")
+        return run.stdout
+
+    def _prepare_bank_sim(self, env: dict[str, str]) -> Service:
+        """The 16 simulated banks (tools/bank-sim), with the local bank secrets."""
+        secrets = LOCAL / "keys" / "bank_secrets.json"
+
+        def argv(port: int) -> list[str]:
+            return [str(self.bins["bank-sim"]), "--port", str(port), "--secrets", str(secrets)]
+
+        return Service("bank_sim", "bank simulator", "--bank-sim-port", self.opts.bank_sim_port,
+                       argv, ROOT, bank_sim_healthy, self._log_path("bank-sim"), env=env)
+
+    def _prepare_api(self, state: dict[str, Any], bank_sim: str) -> Service:
+        """Tables (from infra/template.yaml) and the functions' environment (banks at the
+        simulator, callbacks to the API), then `cargo lambda watch` serving every
+        function."""
         env = self.aws_env(state)
-        devtools = ["cargo", "run", "--quiet", "--locked", "-p", "devtools", "--"]
         say("creating the functions' tables from infra/template.yaml (devtools tables)")
-        tables = subprocess.run(devtools + ["tables", "--prefix", TABLE_PREFIX], cwd=ROOT,
-                                env=env, stdin=subprocess.DEVNULL, capture_output=True,
-                                text=True)
-        if tables.returncode != 0:
-            raise StackError(f"devtools tables failed:\n{tables.stderr[-3000:]}")
-        fn_env = subprocess.run(devtools + ["env", "--prefix", TABLE_PREFIX], cwd=ROOT,
-                                env=env, stdin=subprocess.DEVNULL, capture_output=True,
-                                text=True)
-        if fn_env.returncode != 0:
-            raise StackError(f"devtools env failed:\n{fn_env.stderr[-3000:]}")
+        self._run_devtools(env, ["tables", "--prefix", TABLE_PREFIX])
+        # The callback URL names the API's port, so it is chosen before the API starts.
+        port = self.opts.api_port or pick_free_port()
+        if not port_free(port):
+            raise StackError(f"port {port} on {HOST} is already in use; cannot start cargo "
+                             f"lambda watch there (choose another --api-port, or 0)")
+        config = LOCAL / f"service-{os.getpid()}.json"
+        fn_env = self._run_devtools(env, [
+            "env", "--prefix", TABLE_PREFIX, "--api-url", f"http://{HOST}:{port}",
+            "--bank-sim-url", bank_sim, "--config-out", str(config)])
         env_file = LOCAL / f"functions-{os.getpid()}.env"
-        atomic_write(env_file, fn_env.stdout)
-        self.env_file = env_file
+        atomic_write(env_file, fn_env)
+        self.generated_files = [env_file, config]
+        self.pump_bin = self.bins["event-pump"]
 
         def watch_argv(port: int) -> list[str]:
             return [str(BIN_DIR / "cargo-lambda"), "lambda", "watch", "-A", HOST, "-P", str(port),
                     "--env-file", str(env_file)]
 
-        return Service("api", "cargo lambda watch", "--api-port", self.opts.api_port,
+        return Service("api", "cargo lambda watch", "--api-port", port,
                        watch_argv, ROOT, api_healthy, self._log_path("api"), env=env)
+
+    def _build_bins(self, env: dict[str, str]) -> dict[str, Path]:
+        """Builds the local tools (debug) in one cargo call and returns their executables."""
+        names = ["event-pump", "bank-sim", "devtools"]
+        say("building the local tools (cargo build -p event-pump -p bank-sim -p devtools)")
+        argv = ["cargo", "build", "--quiet", "--locked", "--message-format=json-render-diagnostics"]
+        for n in names:
+            argv += ["-p", n]
+        build = subprocess.run(argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
+                               capture_output=True, text=True)
+        if build.returncode != 0:
+            raise StackError(f"building the local tools failed:\n{build.stderr[-3000:]}")
+        found: dict[str, Path] = {}
+        for line in build.stdout.splitlines():
+            try:
+                msg = json.loads(line)
+            except ValueError:
+                continue
+            name = msg.get("target", {}).get("name")
+            if msg.get("reason") == "compiler-artifact" and msg.get("executable") and name in names:
+                found[name] = Path(msg["executable"])
+        missing = [n for n in names if n not in found]
+        if missing:
+            raise StackError(f"cargo named no executable for {', '.join(missing)}")
+        return found
+
+    def _prepare_pump(self, state: dict[str, Any], api_endpoint: str) -> Service:
+        """The event pump: the table's stream and the schedules to the functions served
+        by `cargo lambda watch`, as infra/template.yaml declares them."""
+        argv = [str(self.pump_bin),
+                "--dynamodb-endpoint", state["dynamodb_endpoint"],
+                "--table", PUMP_TABLE,
+                "--invoke-endpoint", api_endpoint,
+                "--template", str(ROOT / "infra" / "template.yaml"),
+                "--schedule-every", f"{self.opts.schedule_every:g}"]
+        pump = Service("pump", "event pump", "", None, lambda _port: argv, ROOT,
+                       lambda _endpoint: pump.log_says(PUMP_READY_LINE),
+                       self._log_path("pump"), env=self.aws_env(state))
+        return pump
 
     def _start_and_wait(self, services: list[Service], timeout: float) -> bool:
         """Start `services` and wait until healthy. False if interrupted. Raises StackError."""
         attempts = {s.name: 0 for s in services}
         for s in services:
-            if not s.auto_port and not port_free(s.port):
+            if s.port is not None and not s.auto_port and not port_free(s.port):
                 raise StackError(f"port {s.port} on {HOST} is already in use; cannot start "
                                  f"{s.label} there (choose another {s.flag}, or 0 for any "
                                  f"free port)")
             s.start()
             attempts[s.name] += 1
-            say(f"started {s.label} (pid {s.proc.pid}) on {s.endpoint}, log {rel(s.log)}")
+            say(f"started {s.label} (pid {s.proc.pid}){s.where}, log {rel(s.log)}")
         deadline = time.monotonic() + timeout
         while not all(s.ready for s in services):
             if self.interrupted():
@@ -752,11 +850,11 @@ class Stack:
                                      f"of {rel(s.log)}:\n{log_tail(s.log)}")
                 if s.healthy(s.endpoint):
                     s.ready = True
-                    say(f"{s.label} healthy on {s.endpoint}")
+                    say(f"{s.label} healthy{s.where}")
             if time.monotonic() > deadline:
                 late = [s for s in services if not s.ready]
                 raise StackError("; ".join(
-                    f"{s.label} not healthy on {s.endpoint} after {timeout:.0f}s, "
+                    f"{s.label} not healthy{s.where} after {timeout:.0f}s, "
                     f"last lines of {rel(s.log)}:\n{log_tail(s.log)}" for s in late))
             time.sleep(0.2)
         return True
@@ -805,10 +903,9 @@ class Stack:
             except subprocess.TimeoutExpired:
                 say(f"{s.label} (pid {s.proc.pid}) survived SIGKILL?")  # type: ignore[union-attr]
         self._remove_state()
-        env_file = getattr(self, "env_file", None)
-        if env_file is not None:
+        for generated in getattr(self, "generated_files", []):
             try:
-                env_file.unlink()
+                generated.unlink()
             except OSError:
                 pass
         if clean and self.per_run_logs:
@@ -903,6 +1000,7 @@ def cmd_exec(opts: argparse.Namespace, cmd: list[str]) -> int:
     if "api_endpoint" in stack.state:
         env["LOCAL_API_URL"] = stack.state["api_endpoint"]
         env["LOCAL_TABLE_PREFIX"] = stack.state["table_prefix"]
+        env["LOCAL_BANK_SIM_URL"] = stack.state["bank_sim_endpoint"]
     try:
         child = subprocess.Popen(cmd, env=env)
     except OSError as e:
@@ -1044,11 +1142,30 @@ def _port(text: str) -> int:
     return v
 
 
+def _seconds(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 <= v < 86400 or v != v:
+        raise argparse.ArgumentTypeError(f"seconds out of range: {v}")
+    return v
+
+
 def _add_up_options(p: argparse.ArgumentParser, dynamodb_default: int, sns_default: int,
-                    state_help: str, api_default: int = DEFAULT_API_PORT) -> None:
+                    state_help: str, api_default: int = DEFAULT_API_PORT,
+                    bank_sim_default: int = DEFAULT_BANK_SIM_PORT) -> None:
+    p.add_argument("--bank-sim-port", type=_port, default=bank_sim_default, metavar="N",
+                   help=f"with --with-api: the bank simulator's port on 127.0.0.1, 0 = any "
+                        f"free port (default {bank_sim_default})")
     p.add_argument("--with-api", action="store_true",
                    help="also create the functions' tables and serve every function with "
                         "`cargo lambda watch` (the API at the contract's paths)")
+    p.add_argument("--schedule-every", type=_seconds, default=DEFAULT_SCHEDULE_EVERY_S,
+                   metavar="SECS",
+                   help="with --with-api: the event pump delivers the template's scheduled "
+                        f"events every SECS seconds, 0 = never (default "
+                        f"{DEFAULT_SCHEDULE_EVERY_S:g})")
     p.add_argument("--api-port", type=_port, default=api_default, metavar="N",
                    help=f"cargo lambda watch port on 127.0.0.1, 0 = any free port "
                         f"(default {api_default})")
@@ -1079,7 +1196,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="start a private stack, run CMD against it, stop it, exit with "
                              "CMD's code")
     _add_up_options(ex, 0, 0, "where to write the state JSON "
-                              "(default .local/stack-exec-<pid>.json)", api_default=0)
+                              "(default .local/stack-exec-<pid>.json)", api_default=0,
+                   bank_sim_default=0)
 
     for name, help_ in (("sms", "list the SMS the moto server has recorded"),
                         ("status", "show the state file, pids and endpoint health"),

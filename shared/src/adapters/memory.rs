@@ -7,14 +7,17 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
+use crate::model::bank::BankCode;
 use crate::model::ids::{QueryId, UserId, VerificationId};
 use crate::model::phone::PhoneNumber;
 use crate::model::profile::UserProfile;
 use crate::ports::{
-    NotifyError, ProfileStore, SmsSender, StoreError, SubmissionStore, SubmitError,
+    BankNonce, NotifyError, ProfileStore, QueryStore, ReportStore, SettleOutcome, Settlement,
+    SmsSender, StoreError, SubmissionStore, SubmitError,
 };
 use crate::records::{
-    ConsentRecord, IdempotencyRecord, QueryRecord, Submission, SubmitConflict, UserState,
+    ConsentRecord, DueWork, IdempotencyRecord, LegRecord, LegState, Publication, PublishOutcome,
+    QueryPhase, QueryRecord, StoredReport, Submission, SubmitConflict, UserState,
     VerificationRecord,
 };
 
@@ -27,6 +30,11 @@ struct Data {
     face_nonces: HashSet<String>,
     queries: HashMap<QueryId, QueryRecord>,
     consents: HashMap<QueryId, ConsentRecord>,
+    legs: HashMap<(QueryId, BankCode), LegRecord>,
+    unsettled: HashMap<QueryId, usize>,
+    bank_nonces: HashSet<(BankCode, String)>,
+    reports: HashMap<QueryId, StoredReport>,
+    notice_claims: HashMap<QueryId, OffsetDateTime>,
 }
 
 #[derive(Default)]
@@ -51,6 +59,11 @@ impl MemoryStore {
 
     pub fn consents(&self) -> Vec<ConsentRecord> {
         self.lock().consents.values().cloned().collect()
+    }
+
+    /// Legs of the query not yet settled, as the store counts them.
+    pub fn unsettled(&self, id: &QueryId) -> Option<usize> {
+        self.lock().unsettled.get(id).copied()
     }
 
     pub fn state_of(&self, user: &UserId) -> UserState {
@@ -126,6 +139,29 @@ impl SubmissionStore for MemoryStore {
         Ok(())
     }
 
+    async fn consume_verification(
+        &self,
+        user: &UserId,
+        id: &VerificationId,
+        max_attempts: u32,
+    ) -> Result<bool, StoreError> {
+        match self.lock().verifications.get_mut(&(user.clone(), *id)) {
+            Some(v) if !v.used && v.attempts < max_attempts => {
+                v.used = true;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn consume_face_nonce(
+        &self,
+        nonce: &str,
+        _expires_at: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        Ok(self.lock().face_nonces.insert(nonce.to_owned()))
+    }
+
     async fn idempotency(
         &self,
         user: &UserId,
@@ -178,8 +214,251 @@ impl SubmissionStore for MemoryStore {
         }
         d.face_nonces.insert(s.face_nonce.clone());
         d.queries.insert(s.query.query_id, s.query.clone());
+        d.unsettled.insert(s.query.query_id, s.legs.len());
+        for leg in &s.legs {
+            d.legs.insert((leg.query_id, leg.bank.clone()), leg.clone());
+        }
         d.consents.insert(s.query.query_id, s.consent.clone());
         Ok(())
+    }
+}
+
+#[async_trait]
+impl QueryStore for MemoryStore {
+    async fn query(&self, id: &QueryId) -> Result<Option<QueryRecord>, StoreError> {
+        Ok(self.lock().queries.get(id).cloned())
+    }
+
+    async fn legs(&self, id: &QueryId) -> Result<Vec<LegRecord>, StoreError> {
+        let mut legs: Vec<LegRecord> = self
+            .lock()
+            .legs
+            .values()
+            .filter(|l| &l.query_id == id)
+            .cloned()
+            .collect();
+        legs.sort_by(|a, b| a.bank.cmp(&b.bank));
+        Ok(legs)
+    }
+
+    async fn leg(&self, id: &QueryId, bank: &BankCode) -> Result<Option<LegRecord>, StoreError> {
+        Ok(self.lock().legs.get(&(*id, bank.clone())).cloned())
+    }
+
+    async fn claim_attempt(
+        &self,
+        id: &QueryId,
+        bank: &BankCode,
+        seen_attempts: u32,
+        _now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let mut d = self.lock();
+        match d.legs.get_mut(&(*id, bank.clone())) {
+            Some(l) if l.state == LegState::Pending && l.attempts == seen_attempts => {
+                l.attempts += 1;
+                l.next_attempt_at = None;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn schedule_retry(
+        &self,
+        id: &QueryId,
+        bank: &BankCode,
+        attempt: u32,
+        at: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        if let Some(l) = self.lock().legs.get_mut(&(*id, bank.clone())) {
+            if l.state == LegState::Pending && l.attempts == attempt {
+                l.next_attempt_at = Some(at);
+            }
+        }
+        Ok(())
+    }
+
+    async fn mark_accepted(
+        &self,
+        id: &QueryId,
+        bank: &BankCode,
+        attempt: u32,
+    ) -> Result<(), StoreError> {
+        if let Some(l) = self.lock().legs.get_mut(&(*id, bank.clone())) {
+            if l.state == LegState::Pending && l.attempts == attempt {
+                l.state = LegState::Accepted;
+            }
+        }
+        Ok(())
+    }
+
+    async fn settle(
+        &self,
+        id: &QueryId,
+        bank: &BankCode,
+        st: &Settlement,
+        nonce: Option<&BankNonce>,
+    ) -> Result<SettleOutcome, StoreError> {
+        let mut d = self.lock();
+        let Some(leg) = d.legs.get(&(*id, bank.clone())).cloned() else {
+            return Ok(SettleOutcome::NoSuchLeg);
+        };
+        if leg.state.is_settled() {
+            return Ok(SettleOutcome::AlreadySettled(leg));
+        }
+        if let Some(n) = nonce {
+            if !d.bank_nonces.insert((bank.clone(), n.nonce.clone())) {
+                return Ok(SettleOutcome::NonceReused);
+            }
+        }
+        if let Some(l) = d.legs.get_mut(&(*id, bank.clone())) {
+            l.state = st.state;
+            l.failure = st.failure.clone();
+            l.cards = st.cards.clone();
+            l.answer_digest = st.answer_digest.clone();
+            l.settled_at = Some(st.at);
+            l.next_attempt_at = None;
+        }
+        if let Some(u) = d.unsettled.get_mut(id) {
+            *u = u.saturating_sub(1);
+        }
+        Ok(SettleOutcome::Settled)
+    }
+}
+
+#[async_trait]
+impl ReportStore for MemoryStore {
+    async fn publish(&self, p: &Publication) -> Result<PublishOutcome, StoreError> {
+        let mut d = self.lock();
+        let id = p.report.query_id;
+        let open = d
+            .queries
+            .get(&id)
+            .is_some_and(|q| matches!(q.phase, QueryPhase::Collecting | QueryPhase::Aggregating));
+        if !open || d.reports.contains_key(&id) {
+            return Ok(PublishOutcome::AlreadyClosed);
+        }
+        let user = &p.report.user_id;
+        if d.states.get(user).map_or(0, |s| s.version) != p.expected_state_version {
+            return Ok(PublishOutcome::StateChanged);
+        }
+        d.states.insert(
+            user.clone(),
+            UserState {
+                version: p.expected_state_version + 1,
+                ..p.state.clone()
+            },
+        );
+        d.reports.insert(id, p.report.clone());
+        if let Some(q) = d.queries.get_mut(&id) {
+            q.phase = QueryPhase::Reported;
+            q.report_generated_at = Some(p.report.generated_at);
+            q.report_expires_at = Some(p.report.expires_at);
+        }
+        for bank in &p.legs_with_cards {
+            if let Some(l) = d.legs.get_mut(&(id, bank.clone())) {
+                l.cards.clear();
+                l.answer_digest = None;
+            }
+        }
+        Ok(PublishOutcome::Published)
+    }
+
+    async fn report(&self, id: &QueryId) -> Result<Option<StoredReport>, StoreError> {
+        Ok(self.lock().reports.get(id).cloned())
+    }
+
+    async fn claim_notice(
+        &self,
+        id: &QueryId,
+        now: OffsetDateTime,
+        lease: time::Duration,
+    ) -> Result<bool, StoreError> {
+        let mut d = self.lock();
+        let ready = d
+            .queries
+            .get(id)
+            .is_some_and(|q| q.phase == QueryPhase::Reported && q.notified_at.is_none());
+        let free = d.notice_claims.get(id).is_none_or(|t| *t < now - lease);
+        if ready && free {
+            d.notice_claims.insert(*id, now);
+            Ok(true)
+        } else {
+            Ok(false)
+        }
+    }
+
+    async fn notice_sent(&self, id: &QueryId, at: OffsetDateTime) -> Result<(), StoreError> {
+        if let Some(q) = self.lock().queries.get_mut(id) {
+            q.notified_at = Some(at);
+        }
+        Ok(())
+    }
+
+    async fn record_view(&self, id: &QueryId, at: OffsetDateTime) -> Result<(), StoreError> {
+        if let Some(q) = self.lock().queries.get_mut(id) {
+            q.last_viewed_at = Some(at);
+        }
+        Ok(())
+    }
+
+    async fn user_queries(&self, user: &UserId) -> Result<Vec<QueryRecord>, StoreError> {
+        let mut out: Vec<QueryRecord> = self
+            .lock()
+            .queries
+            .values()
+            .filter(|q| &q.user_id == user)
+            .cloned()
+            .collect();
+        out.sort_by_key(|q| std::cmp::Reverse(q.query_id));
+        Ok(out)
+    }
+
+    async fn expire(&self, id: &QueryId) -> Result<(), StoreError> {
+        let mut d = self.lock();
+        d.reports.remove(id);
+        if let Some(q) = d.queries.get_mut(id) {
+            q.phase = QueryPhase::Expired;
+        }
+        Ok(())
+    }
+
+    async fn due(&self, now: OffsetDateTime, limit: usize) -> Result<Vec<DueWork>, StoreError> {
+        let d = self.lock();
+        let mut out = Vec::new();
+        let mut deadlines: Vec<_> = d
+            .queries
+            .values()
+            .filter(|q| q.phase == QueryPhase::Collecting && q.report_due_by <= now)
+            .map(|q| DueWork::Deadline(q.query_id))
+            .take(limit)
+            .collect();
+        out.append(&mut deadlines);
+        let mut retries: Vec<_> = d
+            .legs
+            .values()
+            .filter(|l| l.state == LegState::Pending && l.next_attempt_at.is_some_and(|t| t <= now))
+            .map(|l| DueWork::Retry(l.query_id, l.bank.clone()))
+            .take(limit)
+            .collect();
+        out.append(&mut retries);
+        let mut expiries: Vec<_> = d
+            .reports
+            .values()
+            .filter(|r| r.expires_at <= now)
+            .map(|r| DueWork::Expiry(r.query_id))
+            .take(limit)
+            .collect();
+        out.append(&mut expiries);
+        let mut notices: Vec<_> = d
+            .queries
+            .values()
+            .filter(|q| q.phase == QueryPhase::Reported && q.notified_at.is_none())
+            .map(|q| DueWork::Notify(q.query_id))
+            .take(limit)
+            .collect();
+        out.append(&mut notices);
+        Ok(out)
     }
 }
 

@@ -78,6 +78,17 @@ pub fn is_well_formed(code: &str) -> bool {
     code.len() == 6 && code.bytes().all(|b| b.is_ascii_digit())
 }
 
+impl CodeHasher {
+    /// Keyed fingerprint of a request body (idempotency): bodies hold passwords and codes
+    /// from small spaces, so a plain hash would give them away.
+    pub fn fingerprint(&self, data: &[u8]) -> String {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes any key");
+        mac.update(b"request-fingerprint\n");
+        mac.update(data);
+        hex::encode(mac.finalize().into_bytes())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,16 +122,5 @@ mod tests {
         }
         assert!(!is_well_formed("12345"));
         assert!(!is_well_formed("12345a"));
-    }
-}
-
-impl CodeHasher {
-    /// Keyed fingerprint of a request body (idempotency): bodies hold passwords and codes
-    /// from small spaces, so a plain hash would give them away.
-    pub fn fingerprint(&self, data: &[u8]) -> String {
-        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes any key");
-        mac.update(b"request-fingerprint\n");
-        mac.update(data);
-        hex::encode(mac.finalize().into_bytes())
     }
 }

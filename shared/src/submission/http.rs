@@ -13,7 +13,7 @@ use crate::model::ids::UserId;
 use crate::security::app_jwt::AppAuthenticator;
 
 pub struct SubmissionApi {
-    pub service: SubmissionService,
+    pub service: std::sync::Arc<SubmissionService>,
     pub auth: AppAuthenticator,
 }
 
@@ -79,6 +79,7 @@ impl SubmissionApi {
             }
             _ => {
                 let (raw, body): (_, SubmitRequest) = http::json_body(req)?;
+                http::require_objects(&raw, &["consent", "verification"])?;
                 let (status, resp) = self
                     .service
                     .submit(

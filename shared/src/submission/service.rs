@@ -18,8 +18,8 @@ use crate::model::ids::{IdempotencyKey, QueryId, UserId, VerificationId};
 use crate::model::profile::UserProfile;
 use crate::ports::{ProfileStore, SmsSender, StoreError, SubmissionStore, SubmitError};
 use crate::records::{
-    ConsentRecord, IdempotencyRecord, QueryRecord, QueryStatus, Submission, SubmitConflict,
-    UserState, VerificationRecord,
+    ConsentRecord, IdempotencyRecord, LegRecord, LegState, QueryPhase, QueryRecord, Submission,
+    SubmitConflict, UserState, VerificationRecord,
 };
 use crate::security::face::FaceVerifier;
 use crate::security::password;
@@ -42,12 +42,7 @@ pub struct SubmissionService {
     d: SubmissionDeps,
 }
 
-fn store_err(e: StoreError) -> ServiceError {
-    match e {
-        StoreError::Unavailable(m) => ServiceError::Unavailable(m),
-        other => ServiceError::internal(other),
-    }
-}
+use crate::verification::store_err;
 
 /// The SMS text of a verification code: zh-CN, no link, an anti-fraud reminder.
 pub fn code_sms_text(code: &str, purpose: Purpose, validity_minutes: i64) -> String {
@@ -186,39 +181,17 @@ impl SubmissionService {
         verification_id: &str,
         code: &str,
     ) -> Result<VerificationId, ServiceError> {
-        let id =
-            VerificationId::parse(verification_id).map_err(|_| ServiceError::VerificationFailed)?;
-        if !sms_code::is_well_formed(code) {
-            return Err(ServiceError::VerificationFailed);
-        }
-        let record = self
-            .d
-            .store
-            .verification(user, &id)
-            .await
-            .map_err(store_err)?
-            .ok_or(ServiceError::VerificationFailed)?;
-        let max = self.d.config.rules.sms_code_max_attempts;
-        if record.purpose != purpose
-            || record.used
-            || record.attempts >= max
-            || self.now() >= record.expires_at
-        {
-            return Err(ServiceError::VerificationFailed);
-        }
-        if !self
-            .d
-            .codes
-            .matches(&record.code_hash, user, &id, purpose, code)
-        {
-            self.d
-                .store
-                .record_code_failure(user, &id)
-                .await
-                .map_err(store_err)?;
-            return Err(ServiceError::VerificationFailed);
-        }
-        Ok(id)
+        crate::verification::check_code(
+            self.d.store.as_ref(),
+            &self.d.codes,
+            self.d.config.rules.sms_code_max_attempts,
+            self.now(),
+            user,
+            purpose,
+            verification_id,
+            code,
+        )
+        .await
     }
 
     fn parse_banks(&self, codes: &[String]) -> Result<Vec<BankCode>, ServiceError> {
@@ -327,17 +300,34 @@ impl SubmissionService {
                 banks: banks.iter().map(ToString::to_string).collect(),
             };
             let response = serde_json::to_value(&accepted).map_err(ServiceError::internal)?;
+            let legs = banks
+                .iter()
+                .map(|bank| LegRecord {
+                    query_id,
+                    bank: bank.clone(),
+                    inquiry_id: ulid::Ulid::generate().to_string(),
+                    state: LegState::Pending,
+                    attempts: 0,
+                    next_attempt_at: None,
+                    failure: None,
+                    cards: Vec::new(),
+                    answer_digest: None,
+                    settled_at: None,
+                })
+                .collect();
             let submission = Submission {
+                legs,
                 query: QueryRecord {
                     query_id,
                     user_id: user.clone(),
-                    status: QueryStatus::Pending,
+                    phase: QueryPhase::Collecting,
                     submitted_at: now,
                     report_due_by: accepted.report_due_by,
                     banks: banks.clone(),
                     report_generated_at: None,
                     report_expires_at: None,
                     last_viewed_at: None,
+                    notified_at: None,
                 },
                 consent: ConsentRecord {
                     query_id,

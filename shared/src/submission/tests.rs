@@ -23,7 +23,7 @@ use crate::model::region::RegionCode;
 use crate::model::timestamp;
 use crate::ports::{StoreError, SubmissionStore, SubmitError};
 use crate::records::{
-    ConsentRecord, IdempotencyRecord, QueryRecord, QueryStatus, Submission, UserState,
+    ConsentRecord, IdempotencyRecord, QueryPhase, QueryRecord, Submission, UserState,
     VerificationRecord,
 };
 use crate::security::face::FaceVerifier;
@@ -370,7 +370,7 @@ async fn happy_path_records_query_consent_and_lock_and_answers_202() {
     let q = &queries[0];
     assert_eq!(q.query_id, query_id);
     assert_eq!(q.user_id, alice);
-    assert_eq!(q.status, QueryStatus::Pending);
+    assert_eq!(q.phase, QueryPhase::Collecting);
     assert_eq!(q.submitted_at, START);
     assert_eq!(q.report_due_by, START + Duration::hours(24));
     let q_banks: Vec<&str> = q.banks.iter().map(BankCode::as_str).collect();
@@ -1070,6 +1070,23 @@ impl SubmissionStore for RaceStore {
     ) -> Result<(), StoreError> {
         self.inner.record_code_failure(user, id).await
     }
+    async fn consume_verification(
+        &self,
+        user: &UserId,
+        id: &VerificationId,
+        max_attempts: u32,
+    ) -> Result<bool, StoreError> {
+        self.inner
+            .consume_verification(user, id, max_attempts)
+            .await
+    }
+    async fn consume_face_nonce(
+        &self,
+        nonce: &str,
+        expires_at: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        self.inner.consume_face_nonce(nonce, expires_at).await
+    }
     async fn idempotency(
         &self,
         user: &UserId,
@@ -1092,16 +1109,18 @@ fn winning_submission(
 ) -> Submission {
     let query_id = QueryId::generate();
     Submission {
+        legs: vec![],
         query: QueryRecord {
             query_id,
             user_id: user.clone(),
-            status: QueryStatus::Pending,
+            phase: QueryPhase::Collecting,
             submitted_at: now,
             report_due_by: now + Duration::hours(24),
             banks: vec![],
             report_generated_at: None,
             report_expires_at: None,
             last_viewed_at: None,
+            notified_at: None,
         },
         consent: ConsentRecord {
             query_id,

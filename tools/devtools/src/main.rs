@@ -3,7 +3,9 @@
 //!
 //! ```text
 //! devtools keys                         create the local signing keys (once; never committed)
-//! devtools env                          print the functions' environment for the local stack
+//! devtools env --api-url U --bank-sim-url S [--prefix P] [--config-out F]
+//!                                       write the local service config (banks at the
+//!                                       simulator) and print the functions' environment
 //! devtools tables --prefix P            create the template's tables as P<LogicalId>
 //! devtools seed --prefix P              seed the demo users
 //! devtools user-token --user U          print an app JWT for U (valid 1 hour)
@@ -17,7 +19,8 @@ use testkit::localkeys::LocalKeys;
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: devtools keys | env [--prefix P] | tables --prefix P | seed --prefix P | \
+        "usage: devtools keys | env --api-url U --bank-sim-url S [--prefix P] [--config-out F] | \
+         tables --prefix P | seed --prefix P | \
          user-token --user U | face-token --user U"
     );
     ExitCode::from(2)
@@ -55,7 +58,16 @@ async fn run(cmd: &str, args: &[String]) -> Result<bool, String> {
         "env" => {
             let prefix =
                 flag(args, "--prefix").unwrap_or_else(|| testkit::localkeys::RUN_PREFIX.into());
-            for (k, v) in keys.function_env(&prefix) {
+            let api = flag(args, "--api-url").ok_or("--api-url is required")?;
+            let sim = flag(args, "--bank-sim-url").ok_or("--bank-sim-url is required")?;
+            let default_path = keys
+                .dir
+                .parent()
+                .expect("the keys live in .local/keys")
+                .join(format!("service-{}.json", std::process::id()));
+            let config_path = flag(args, "--config-out").map_or(default_path, Into::into);
+            testkit::localkeys::write_local_service_config(&sim, &config_path)?;
+            for (k, v) in keys.function_env(&prefix, &api, &config_path) {
                 println!("{k}={v}");
             }
         }

@@ -1,0 +1,17 @@
+use aws_lambda_events::event::dynamodb::Event;
+use lambda_runtime::{service_fn, Error, LambdaEvent};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    shared::telemetry::init();
+    let aggregator = shared::bootstrap::aggregator().await?;
+    let aggregator = &aggregator;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Event>| async move {
+        let response = shared::stream::for_each_query(event.payload, |id| async move {
+            aggregator.aggregate(&id).await.map(drop)
+        })
+        .await;
+        Ok::<_, Error>(response)
+    }))
+    .await
+}

@@ -1,0 +1,205 @@
+//! DynamoDB adapter. Item layout (single table, see docs/data-model.md):
+//!
+//! | item | pk | sk |
+//! |---|---|---|
+//! | user state | `USER#<user>` | `STATE` |
+//! | verification code | `USER#<user>` | `VERIF#<verification>` |
+//! | idempotency record | `USER#<user>` | `IDEM#<key>` |
+//! | face-token nonce | `FACENONCE#<nonce>` | `FACENONCE` |
+//! | query | `QUERY#<query>` | `QUERY` (gsi1: `USER#<user>` / `QUERY#<query>`) |
+//! | consent | `QUERY#<query>` | `CONSENT` |
+//! | bank leg | `QUERY#<query>` | `LEG#<bank>` |
+//! | bank nonce | `BANKNONCE#<bank>#<nonce>` | `BANKNONCE` |
+//!
+//! Every item carries `entity` (stream filters match on it); short-lived items carry
+//! `ttl` (epoch seconds). Items with timed work carry `due_pk`/`due_at` (the sparse
+//! `due` index the sweeper reads), `due_pk` sharded as `<KIND>#<0-7>`.
+
+mod queries;
+mod reports;
+mod submission;
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::types::{AttributeValue, Put};
+use aws_sdk_dynamodb::Client;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use time::{Duration, OffsetDateTime};
+
+use crate::model::ids::{QueryId, UserId};
+use crate::model::profile::UserProfile;
+use crate::ports::{ProfileStore, StoreError};
+use crate::records::UserState;
+
+/// Shards of each kind of timed work in the `due` index.
+pub const DUE_SHARDS: u8 = 8;
+
+/// `due_pk` of timed work about a query: spread over [`DUE_SHARDS`] partitions.
+pub fn due_pk(kind: &str, query: &QueryId) -> String {
+    let last = query.to_string().bytes().last().unwrap_or(0);
+    format!("{kind}#{}", last % DUE_SHARDS)
+}
+
+pub fn query_pk(query: &QueryId) -> String {
+    format!("QUERY#{query}")
+}
+
+pub type Item = HashMap<String, AttributeValue>;
+
+/// Physical table names (from the SAM template's outputs, through the environment).
+#[derive(Debug, Clone)]
+pub struct Tables {
+    pub main: String,
+    pub users: String,
+}
+
+impl Tables {
+    /// From `TABLE_NAME` and `USERS_TABLE_NAME`.
+    pub fn from_env() -> Result<Self, String> {
+        let var = |n: &str| std::env::var(n).map_err(|_| format!("{n} must be set"));
+        Ok(Self {
+            main: var("TABLE_NAME")?,
+            users: var("USERS_TABLE_NAME")?,
+        })
+    }
+}
+
+#[derive(Clone)]
+pub struct DynamoStore {
+    client: Client,
+    tables: Tables,
+}
+
+pub fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+pub fn n(v: impl ToString) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+pub fn unavailable<E, R>(e: SdkError<E, R>) -> StoreError
+where
+    E: std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    StoreError::Unavailable(DisplayErrorContext(e).to_string())
+}
+
+/// A record plus its keys and extra attributes, as an item.
+pub fn to_item<T: Serialize>(
+    record: &T,
+    keys: &[(&str, AttributeValue)],
+) -> Result<Item, StoreError> {
+    let mut item: Item =
+        serde_dynamo::to_item(record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    // Absent optional fields are left out rather than stored as NULL.
+    item.retain(|_, v| !matches!(v, AttributeValue::Null(true)));
+    for (k, v) in keys {
+        item.insert((*k).to_owned(), v.clone());
+    }
+    Ok(item)
+}
+
+pub fn from_item<T: DeserializeOwned>(mut item: Item) -> Result<T, StoreError> {
+    for k in [
+        "pk", "sk", "entity", "ttl", "gsi1pk", "gsi1sk", "due_pk", "due_at",
+    ] {
+        item.remove(k);
+    }
+    serde_dynamo::from_item(item).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// TTL value: DynamoDB deletes the item some time after this instant.
+pub fn ttl_at(t: OffsetDateTime) -> AttributeValue {
+    n(t.unix_timestamp())
+}
+
+pub fn user_pk(user: &UserId) -> String {
+    format!("USER#{user}")
+}
+
+pub(crate) fn key(pk: String, sk: String) -> Item {
+    HashMap::from([("pk".to_owned(), s(pk)), ("sk".to_owned(), s(sk))])
+}
+
+/// How long after expiry short-lived records linger before TTL removes them (reads
+/// check expiry themselves).
+pub(crate) const TTL_GRACE: Duration = Duration::days(1);
+
+impl DynamoStore {
+    pub fn new(client: Client, tables: Tables) -> Self {
+        Self { client, tables }
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub fn tables(&self) -> &Tables {
+        &self.tables
+    }
+
+    pub(crate) async fn get(&self, pk: String, sk: String) -> Result<Option<Item>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.tables.main)
+            .set_key(Some(key(pk, sk)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(out.item)
+    }
+
+    fn state_put(
+        &self,
+        user: &UserId,
+        state: &UserState,
+        expected_version: u64,
+    ) -> Result<Put, StoreError> {
+        let stored = UserState {
+            version: expected_version + 1,
+            ..state.clone()
+        };
+        let item = to_item(
+            &stored,
+            &[
+                ("pk", s(user_pk(user))),
+                ("sk", s("STATE")),
+                ("entity", s("USER_STATE")),
+            ],
+        )?;
+        let put = Put::builder()
+            .table_name(&self.tables.main)
+            .set_item(Some(item));
+        let put = if expected_version == 0 {
+            put.condition_expression("attribute_not_exists(pk)")
+        } else {
+            put.condition_expression("version = :v")
+                .expression_attribute_values(":v", n(expected_version))
+        };
+        put.build().map_err(|e| StoreError::Corrupt(e.to_string()))
+    }
+}
+
+#[async_trait]
+impl ProfileStore for DynamoStore {
+    async fn profile(&self, user: &UserId) -> Result<Option<UserProfile>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.tables.users)
+            .key("user_id", s(user.as_str()))
+            .send()
+            .await
+            .map_err(unavailable)?;
+        out.item
+            .map(|i| serde_dynamo::from_item(i).map_err(|e| StoreError::Corrupt(e.to_string())))
+            .transpose()
+    }
+}

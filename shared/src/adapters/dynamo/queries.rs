@@ -1,0 +1,293 @@
+//! Queries and legs on DynamoDB: fan-out, callbacks and the sweeper.
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem, Update};
+use sha2::Digest;
+use time::OffsetDateTime;
+
+use super::*;
+use crate::model::bank::BankCode;
+use crate::model::ids::QueryId;
+use crate::ports::{BankNonce, QueryStore, SettleOutcome, Settlement, StoreError};
+use crate::records::{LegRecord, LegState, QueryRecord};
+
+fn leg_sk(bank: &BankCode) -> String {
+    format!("LEG#{bank}")
+}
+
+fn state_name(state: LegState) -> AttributeValue {
+    s(serde_json::to_value(state)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default())
+}
+
+fn conditional_failed<E, R>(e: &SdkError<E, R>) -> bool
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata,
+{
+    e.as_service_error()
+        .and_then(|e| e.code())
+        .is_some_and(|c| c == "ConditionalCheckFailedException")
+}
+
+fn nonce_item(bank: &BankCode, n: &BankNonce) -> Item {
+    // Hashed: the nonce is the sender's text and needs no storing as such.
+    let digest = hex::encode(sha2::Sha256::digest(n.nonce.as_bytes()));
+    HashMap::from([
+        ("pk".to_owned(), s(format!("BANKNONCE#{bank}#{digest}"))),
+        ("sk".to_owned(), s("BANKNONCE")),
+        ("entity".to_owned(), s("BANK_NONCE")),
+        ("ttl".to_owned(), ttl_at(n.expires_at + TTL_GRACE)),
+    ])
+}
+
+/// How often a settle that collided with a concurrent one on the query item is retried.
+const CONFLICT_RETRIES: u32 = 10;
+
+impl DynamoStore {
+    async fn update_leg(
+        &self,
+        id: &QueryId,
+        bank: &BankCode,
+        update: &str,
+        condition: &str,
+        values: &[(&str, AttributeValue)],
+    ) -> Result<bool, StoreError> {
+        let mut req = self
+            .client
+            .update_item()
+            .table_name(&self.tables.main)
+            .set_key(Some(key(query_pk(id), leg_sk(bank))))
+            .update_expression(update)
+            .condition_expression(condition)
+            .expression_attribute_names("#state", "state");
+        for (k, v) in values {
+            req = req.expression_attribute_values(*k, v.clone());
+        }
+        match req.send().await {
+            Ok(_) => Ok(true),
+            Err(e) if conditional_failed(&e) => Ok(false),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+}
+
+#[async_trait]
+impl QueryStore for DynamoStore {
+    async fn query(&self, id: &QueryId) -> Result<Option<QueryRecord>, StoreError> {
+        self.get(query_pk(id), "QUERY".into())
+            .await?
+            .map(from_item)
+            .transpose()
+    }
+
+    async fn legs(&self, id: &QueryId) -> Result<Vec<LegRecord>, StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.tables.main)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :leg)")
+            .expression_attribute_values(":pk", s(query_pk(id)))
+            .expression_attribute_values(":leg", s("LEG#"))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        out.items
+            .unwrap_or_default()
+            .into_iter()
+            .map(from_item)
+            .collect()
+    }
+
+    async fn leg(&self, id: &QueryId, bank: &BankCode) -> Result<Option<LegRecord>, StoreError> {
+        self.get(query_pk(id), leg_sk(bank))
+            .await?
+            .map(from_item)
+            .transpose()
+    }
+
+    async fn claim_attempt(
+        &self,
+        id: &QueryId,
+        bank: &BankCode,
+        seen_attempts: u32,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        self.update_leg(
+            id,
+            bank,
+            "SET attempts = :next, last_attempt_at = :now REMOVE next_attempt_at, due_pk, due_at",
+            "#state = :pending AND attempts = :seen",
+            &[
+                (":next", n(seen_attempts + 1)),
+                (":seen", n(seen_attempts)),
+                (":now", s(crate::model::timestamp::format(now))),
+                (":pending", state_name(LegState::Pending)),
+            ],
+        )
+        .await
+    }
+
+    async fn schedule_retry(
+        &self,
+        id: &QueryId,
+        bank: &BankCode,
+        attempt: u32,
+        at: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let at = crate::model::timestamp::format(at);
+        self.update_leg(
+            id,
+            bank,
+            "SET next_attempt_at = :at, due_pk = :due_pk, due_at = :at",
+            "#state = :pending AND attempts = :attempt",
+            &[
+                (":at", s(at)),
+                (":due_pk", s(due_pk("RETRY", id))),
+                (":attempt", n(attempt)),
+                (":pending", state_name(LegState::Pending)),
+            ],
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn mark_accepted(
+        &self,
+        id: &QueryId,
+        bank: &BankCode,
+        attempt: u32,
+    ) -> Result<(), StoreError> {
+        self.update_leg(
+            id,
+            bank,
+            "SET #state = :accepted",
+            "#state = :pending AND attempts = :attempt",
+            &[
+                (":accepted", state_name(LegState::Accepted)),
+                (":pending", state_name(LegState::Pending)),
+                (":attempt", n(attempt)),
+            ],
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn settle(
+        &self,
+        id: &QueryId,
+        bank: &BankCode,
+        st: &Settlement,
+        nonce: Option<&BankNonce>,
+    ) -> Result<SettleOutcome, StoreError> {
+        let cards: AttributeValue = serde_dynamo::to_attribute_value(&st.cards)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let mut leg_update = Update::builder()
+            .table_name(&self.tables.main)
+            .set_key(Some(key(query_pk(id), leg_sk(bank))))
+            .update_expression(
+                "SET #state = :state, cards = :cards, settled_at = :at \
+                 REMOVE next_attempt_at, due_pk, due_at",
+            )
+            .condition_expression("attribute_exists(pk) AND #state IN (:pending, :accepted)")
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_values(":state", state_name(st.state))
+            .expression_attribute_values(":cards", cards)
+            .expression_attribute_values(":at", s(crate::model::timestamp::format(st.at)))
+            .expression_attribute_values(":pending", state_name(LegState::Pending))
+            .expression_attribute_values(":accepted", state_name(LegState::Accepted));
+        // Optional attributes go in as SETs only when present.
+        let mut extra = Vec::new();
+        if let Some(f) = &st.failure {
+            extra.push("failure = :failure");
+            leg_update = leg_update.expression_attribute_values(":failure", s(f.clone()));
+        }
+        if let Some(d) = &st.answer_digest {
+            extra.push("answer_digest = :digest");
+            leg_update = leg_update.expression_attribute_values(":digest", s(d.clone()));
+        }
+        if !extra.is_empty() {
+            leg_update = leg_update.update_expression(format!(
+                "SET #state = :state, cards = :cards, settled_at = :at, {} \
+                 REMOVE next_attempt_at, due_pk, due_at",
+                extra.join(", ")
+            ));
+        }
+        let leg_update = leg_update
+            .build()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let count = Update::builder()
+            .table_name(&self.tables.main)
+            .set_key(Some(key(query_pk(id), "QUERY".into())))
+            .update_expression("SET unsettled = unsettled - :one")
+            .condition_expression("attribute_exists(pk) AND unsettled > :zero")
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":zero", n(0))
+            .build()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+
+        let nonce_put = nonce
+            .map(|n| {
+                aws_sdk_dynamodb::types::Put::builder()
+                    .table_name(&self.tables.main)
+                    .set_item(Some(nonce_item(bank, n)))
+                    .condition_expression("attribute_not_exists(pk)")
+                    .build()
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))
+            })
+            .transpose()?;
+
+        for attempt in 0..=CONFLICT_RETRIES {
+            let mut req = self
+                .client
+                .transact_write_items()
+                .transact_items(
+                    TransactWriteItem::builder()
+                        .update(leg_update.clone())
+                        .build(),
+                )
+                .transact_items(TransactWriteItem::builder().update(count.clone()).build());
+            if let Some(put) = &nonce_put {
+                req = req.transact_items(TransactWriteItem::builder().put(put.clone()).build());
+            }
+            let result = req.send().await;
+            let err = match result {
+                Ok(_) => return Ok(SettleOutcome::Settled),
+                Err(e) => e,
+            };
+            let reasons: Vec<String> = match err.as_service_error() {
+                Some(TransactWriteItemsError::TransactionCanceledException(ex)) => ex
+                    .cancellation_reasons()
+                    .iter()
+                    .map(|r| r.code().unwrap_or("None").to_owned())
+                    .collect(),
+                _ => return Err(unavailable(err)),
+            };
+            let failed =
+                |i: usize| reasons.get(i).map(String::as_str) == Some("ConditionalCheckFailed");
+            if failed(0) {
+                return Ok(match self.leg(id, bank).await? {
+                    Some(leg) => SettleOutcome::AlreadySettled(leg),
+                    None => SettleOutcome::NoSuchLeg,
+                });
+            }
+            if failed(2) {
+                return Ok(SettleOutcome::NonceReused);
+            }
+            if reasons.iter().any(|r| r == "TransactionConflict") && attempt < CONFLICT_RETRIES {
+                // Concurrent settles of the same query collide on its counter: back off a
+                // little, with jitter, and go again.
+                let ms = 10 * (1 << attempt.min(6)) + rand::random::<u64>() % 20;
+                tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                continue;
+            }
+            return Err(StoreError::Unavailable(format!(
+                "settle cancelled: {reasons:?}"
+            )));
+        }
+        Err(StoreError::Unavailable("settle kept colliding".into()))
+    }
+}

@@ -1,0 +1,291 @@
+//! Reports and the sweeper's due index on DynamoDB.
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{AttributeValue, Delete, TransactWriteItem, Update};
+use time::OffsetDateTime;
+
+use super::*;
+use crate::model::timestamp;
+use crate::ports::{ReportStore, StoreError};
+use crate::records::{DueWork, Publication, PublishOutcome, QueryPhase, QueryRecord, StoredReport};
+
+fn phase(p: QueryPhase) -> AttributeValue {
+    s(serde_json::to_value(p)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default())
+}
+
+fn ts(t: OffsetDateTime) -> AttributeValue {
+    s(timestamp::format(t))
+}
+
+fn build_err(e: aws_sdk_dynamodb::error::BuildError) -> StoreError {
+    StoreError::Corrupt(e.to_string())
+}
+
+fn conditional_failed<E, R>(e: &SdkError<E, R>) -> bool
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata,
+{
+    e.as_service_error()
+        .and_then(|e| e.code())
+        .is_some_and(|c| c == "ConditionalCheckFailedException")
+}
+
+#[async_trait]
+impl ReportStore for DynamoStore {
+    async fn publish(&self, p: &Publication) -> Result<PublishOutcome, StoreError> {
+        let r = &p.report;
+        let pk = query_pk(&r.query_id);
+        let report_item = to_item(
+            r,
+            &[
+                ("pk", s(pk.clone())),
+                ("sk", s("REPORT")),
+                ("entity", s("REPORT")),
+                // DynamoDB's own deletion is the backstop; the sweeper deletes on time.
+                ("ttl", ttl_at(r.expires_at)),
+                ("due_pk", s(due_pk("EXPIRY", &r.query_id))),
+                ("due_at", ts(r.expires_at)),
+            ],
+        )?;
+        let put_report = Put::builder()
+            .table_name(&self.tables.main)
+            .set_item(Some(report_item))
+            .condition_expression("attribute_not_exists(pk)")
+            .build()
+            .map_err(build_err)?;
+        let close_query = Update::builder()
+            .table_name(&self.tables.main)
+            .set_key(Some(key(pk.clone(), "QUERY".into())))
+            .update_expression(
+                "SET phase = :reported, report_generated_at = :gen, report_expires_at = :exp, \
+                 due_pk = :due_pk, due_at = :gen",
+            )
+            .condition_expression("phase IN (:collecting, :aggregating)")
+            .expression_attribute_values(":reported", phase(QueryPhase::Reported))
+            .expression_attribute_values(":collecting", phase(QueryPhase::Collecting))
+            .expression_attribute_values(":aggregating", phase(QueryPhase::Aggregating))
+            .expression_attribute_values(":gen", ts(r.generated_at))
+            .expression_attribute_values(":exp", ts(r.expires_at))
+            .expression_attribute_values(":due_pk", s(due_pk("NOTIFY", &r.query_id)))
+            .build()
+            .map_err(build_err)?;
+        let mut items = vec![
+            TransactWriteItem::builder().put(put_report).build(),
+            TransactWriteItem::builder().update(close_query).build(),
+            TransactWriteItem::builder()
+                .put(self.state_put(&r.user_id, &p.state, p.expected_state_version)?)
+                .build(),
+        ];
+        for bank in &p.legs_with_cards {
+            let strip = Update::builder()
+                .table_name(&self.tables.main)
+                .set_key(Some(key(pk.clone(), format!("LEG#{bank}"))))
+                .update_expression("REMOVE cards, answer_digest")
+                .condition_expression("attribute_exists(pk)")
+                .build()
+                .map_err(build_err)?;
+            items.push(TransactWriteItem::builder().update(strip).build());
+        }
+        let result = self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await;
+        let err = match result {
+            Ok(_) => return Ok(PublishOutcome::Published),
+            Err(e) => e,
+        };
+        let reasons: Vec<String> = match err.as_service_error() {
+            Some(TransactWriteItemsError::TransactionCanceledException(ex)) => ex
+                .cancellation_reasons()
+                .iter()
+                .map(|r| r.code().unwrap_or("None").to_owned())
+                .collect(),
+            _ => return Err(unavailable(err)),
+        };
+        let failed =
+            |i: usize| reasons.get(i).map(String::as_str) == Some("ConditionalCheckFailed");
+        if failed(0) || failed(1) {
+            Ok(PublishOutcome::AlreadyClosed)
+        } else if failed(2) || reasons.iter().any(|r| r == "TransactionConflict") {
+            Ok(PublishOutcome::StateChanged)
+        } else {
+            Err(StoreError::Unavailable(format!(
+                "publish cancelled: {reasons:?}"
+            )))
+        }
+    }
+
+    async fn report(&self, id: &QueryId) -> Result<Option<StoredReport>, StoreError> {
+        self.get(query_pk(id), "REPORT".into())
+            .await?
+            .map(from_item)
+            .transpose()
+    }
+
+    async fn claim_notice(
+        &self,
+        id: &QueryId,
+        now: OffsetDateTime,
+        lease: time::Duration,
+    ) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.tables.main)
+            .set_key(Some(key(query_pk(id), "QUERY".into())))
+            .update_expression("SET notice_claimed_at = :now")
+            .condition_expression(
+                "phase = :reported AND attribute_not_exists(notified_at) AND \
+                 (attribute_not_exists(notice_claimed_at) OR notice_claimed_at < :stale)",
+            )
+            .expression_attribute_values(":now", ts(now))
+            .expression_attribute_values(":stale", ts(now - lease))
+            .expression_attribute_values(":reported", phase(QueryPhase::Reported))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if conditional_failed(&e) => Ok(false),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn notice_sent(&self, id: &QueryId, at: OffsetDateTime) -> Result<(), StoreError> {
+        self.client
+            .update_item()
+            .table_name(&self.tables.main)
+            .set_key(Some(key(query_pk(id), "QUERY".into())))
+            .update_expression("SET notified_at = :at REMOVE due_pk, due_at")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":at", ts(at))
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn record_view(&self, id: &QueryId, at: OffsetDateTime) -> Result<(), StoreError> {
+        self.client
+            .update_item()
+            .table_name(&self.tables.main)
+            .set_key(Some(key(query_pk(id), "QUERY".into())))
+            .update_expression("SET last_viewed_at = :at")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":at", ts(at))
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn user_queries(&self, user: &UserId) -> Result<Vec<QueryRecord>, StoreError> {
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.tables.main)
+                .index_name("gsi1")
+                .key_condition_expression("gsi1pk = :pk")
+                .expression_attribute_values(":pk", s(user_pk(user)))
+                .scan_index_forward(false)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(unavailable)?;
+            for item in page.items.unwrap_or_default() {
+                out.push(from_item(item)?);
+            }
+            start = page.last_evaluated_key;
+            if start.is_none() {
+                return Ok(out);
+            }
+        }
+    }
+
+    async fn expire(&self, id: &QueryId) -> Result<(), StoreError> {
+        let pk = query_pk(id);
+        let delete = Delete::builder()
+            .table_name(&self.tables.main)
+            .set_key(Some(key(pk.clone(), "REPORT".into())))
+            .build()
+            .map_err(build_err)?;
+        let mark = Update::builder()
+            .table_name(&self.tables.main)
+            .set_key(Some(key(pk, "QUERY".into())))
+            .update_expression("SET phase = :expired")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":expired", phase(QueryPhase::Expired))
+            .build()
+            .map_err(build_err)?;
+        self.client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().delete(delete).build())
+            .transact_items(TransactWriteItem::builder().update(mark).build())
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn due(&self, now: OffsetDateTime, limit: usize) -> Result<Vec<DueWork>, StoreError> {
+        let mut out = Vec::new();
+        for kind in ["DEADLINE", "RETRY", "EXPIRY", "NOTIFY"] {
+            let mut taken = 0;
+            for shard in 0..DUE_SHARDS {
+                if taken >= limit {
+                    break;
+                }
+                let page = self
+                    .client
+                    .query()
+                    .table_name(&self.tables.main)
+                    .index_name("due")
+                    .key_condition_expression("due_pk = :pk AND due_at <= :now")
+                    .expression_attribute_values(":pk", s(format!("{kind}#{shard}")))
+                    .expression_attribute_values(":now", ts(now))
+                    .limit((limit - taken) as i32)
+                    .send()
+                    .await
+                    .map_err(unavailable)?;
+                for item in page.items.unwrap_or_default() {
+                    let text = |k: &str| match item.get(k) {
+                        Some(AttributeValue::S(v)) => v.clone(),
+                        _ => String::new(),
+                    };
+                    let Some(query) = text("pk")
+                        .strip_prefix("QUERY#")
+                        .and_then(|q| QueryId::parse(q).ok())
+                    else {
+                        continue;
+                    };
+                    let work = match kind {
+                        "DEADLINE" => DueWork::Deadline(query),
+                        "EXPIRY" => DueWork::Expiry(query),
+                        "NOTIFY" => DueWork::Notify(query),
+                        _ => {
+                            let bank = text("sk");
+                            let Some(code) = bank.strip_prefix("LEG#") else {
+                                continue;
+                            };
+                            let Ok(code) = serde_json::from_value(code.into()) else {
+                                continue;
+                            };
+                            DueWork::Retry(query, code)
+                        }
+                    };
+                    out.push(work);
+                    taken += 1;
+                }
+            }
+        }
+        Ok(out)
+    }
+}

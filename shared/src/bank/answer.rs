@@ -1,0 +1,149 @@
+//! Messages of the bank protocol.
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::card::MaskedCard;
+use crate::model::ids::QueryId;
+
+/// Who is asked about: name and ID number (only in the outbound inquiry).
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Subject {
+    pub name: String,
+    pub id_number: String,
+}
+
+/// `POST {bank endpoint}/card-inquiries`
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Inquiry {
+    pub query_id: QueryId,
+    pub inquiry_id: String,
+    pub subject: Subject,
+    pub callback_url: String,
+    /// RFC 3339
+    pub respond_by: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum AnswerStatus {
+    Found,
+    None,
+    Error,
+}
+
+/// A bank's answer, at once (200) or by callback. Cards can hold no more than first 4 +
+/// last 4 digits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Answer {
+    pub query_id: QueryId,
+    pub inquiry_id: String,
+    pub status: AnswerStatus,
+    pub cards: Vec<MaskedCard>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AnswerError {
+    #[error("the payload holds what looks like a full card number")]
+    CardNumber,
+    #[error("the answer is malformed: {0}")]
+    Malformed(String),
+}
+
+/// At most this many cards per bank answer (a person with more is an anomaly to refuse,
+/// not to store).
+pub const MAX_CARDS: usize = 200;
+
+impl Answer {
+    /// Parses a raw answer body: a card-number-like run anywhere refuses the whole body
+    /// before anything of it is looked at further.
+    pub fn parse(body: &[u8]) -> Result<Self, AnswerError> {
+        let text =
+            std::str::from_utf8(body).map_err(|_| AnswerError::Malformed("not UTF-8".into()))?;
+        if super::card_number::contains_card_number(text) {
+            return Err(AnswerError::CardNumber);
+        }
+        let answer: Answer = serde_json::from_str(text).map_err(|e| {
+            AnswerError::Malformed(format!("line {} column {}", e.line(), e.column()))
+        })?;
+        match answer.status {
+            AnswerStatus::Found if answer.cards.is_empty() => {
+                Err(AnswerError::Malformed("FOUND without cards".into()))
+            }
+            AnswerStatus::None | AnswerStatus::Error if !answer.cards.is_empty() => Err(
+                AnswerError::Malformed("cards with a NONE or ERROR status".into()),
+            ),
+            _ if answer.cards.len() > MAX_CARDS => {
+                Err(AnswerError::Malformed("too many cards".into()))
+            }
+            _ => Ok(answer),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const Q: &str = "01KBZ8Y4B6Z0Q9V7T3J2M1N0PX";
+
+    fn body(status: &str, cards: &str) -> String {
+        format!(r#"{{"query_id":"{Q}","inquiry_id":"inq-1","status":"{status}","cards":{cards}}}"#)
+    }
+
+    #[test]
+    fn parses_answers() {
+        let a = Answer::parse(
+            body(
+                "FOUND",
+                r#"[{"kind":"DEBIT","first4":"6222","last4":"1234"}]"#,
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(a.cards[0].masked_number(), "6222 **** **** 1234");
+        assert!(Answer::parse(body("NONE", "[]").as_bytes()).is_ok());
+        assert!(Answer::parse(body("ERROR", "[]").as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn refuses_full_numbers_and_inconsistent_answers() {
+        let leak = body(
+            "FOUND",
+            r#"[{"kind":"DEBIT","first4":"6222","last4":"1234","pan":"6222021234567891234"}]"#,
+        );
+        assert_eq!(Answer::parse(leak.as_bytes()), Err(AnswerError::CardNumber));
+        let spaced = body(
+            "FOUND",
+            r#"[{"kind":"DEBIT","first4":"6222 0212 3456 7","last4":"7891"}]"#,
+        );
+        assert_eq!(
+            Answer::parse(spaced.as_bytes()),
+            Err(AnswerError::CardNumber)
+        );
+        assert!(matches!(
+            Answer::parse(body("FOUND", "[]").as_bytes()),
+            Err(AnswerError::Malformed(_))
+        ));
+        assert!(matches!(
+            Answer::parse(
+                body(
+                    "NONE",
+                    r#"[{"kind":"DEBIT","first4":"6222","last4":"1234"}]"#
+                )
+                .as_bytes()
+            ),
+            Err(AnswerError::Malformed(_))
+        ));
+        assert!(matches!(
+            Answer::parse(b"{}"),
+            Err(AnswerError::Malformed(_))
+        ));
+        assert!(matches!(
+            Answer::parse(b"\xff"),
+            Err(AnswerError::Malformed(_))
+        ));
+    }
+}

@@ -1,0 +1,199 @@
+//! Builds a query's report exactly once, stores it sealed with its 7-day expiry, closes
+//! the query (lock released, cooldown set, raw bank answers removed) in one write, then
+//! sends the "report ready" SMS once.
+//!
+//! The SMS cannot be made exactly-once with SNS, so it is made as close as it gets: a
+//! claim with a lease is taken before sending and `notified_at` is recorded after. A
+//! crash before sending leaves the claim to lapse and the message is sent on retry (the
+//! stream redelivers, the sweeper's NOTIFY entry catches the rest); a crash between
+//! sending and recording is the one window in which a second SMS is possible.
+
+use std::sync::Arc;
+
+use time::Duration;
+use tracing::{info, warn};
+
+use super::body;
+use super::crypto::ReportSealer;
+use crate::clock::Clock;
+use crate::config::ServiceConfig;
+use crate::model::ids::QueryId;
+use crate::ports::{
+    ProfileStore, QueryStore, ReportStore, Settlement, SmsSender, StoreError, SubmissionStore,
+};
+use crate::records::{LegState, Publication, PublishOutcome, QueryPhase, StoredReport, UserState};
+
+/// How long a notice claim holds before another attempt may send.
+pub const NOTICE_LEASE: Duration = Duration::minutes(2);
+const STATE_RETRIES: usize = 8;
+
+/// The "report ready" SMS: no link, an anti-fraud reminder.
+pub const REPORT_READY_SMS: &str =
+    "【云闪付】您申请的一键查卡报告已生成，请登录云闪付App查看，报告保留7天。\
+云闪付不会以任何理由索要您的验证码或密码，谨防诈骗。";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AggregateOutcome {
+    Published,
+    /// Some leg is still open and the deadline has not passed.
+    NotReady,
+    /// Reported before (the notice is still made sure of).
+    AlreadyReported,
+    UnknownQuery,
+}
+
+pub struct AggregatorDeps {
+    pub config: Arc<ServiceConfig>,
+    pub queries: Arc<dyn QueryStore>,
+    pub reports: Arc<dyn ReportStore>,
+    pub users: Arc<dyn SubmissionStore>,
+    pub profiles: Arc<dyn ProfileStore>,
+    pub sms: Arc<dyn SmsSender>,
+    pub sealer: ReportSealer,
+    pub clock: Arc<dyn Clock>,
+}
+
+pub struct Aggregator {
+    d: AggregatorDeps,
+}
+
+impl Aggregator {
+    pub fn new(deps: AggregatorDeps) -> Self {
+        Self { d: deps }
+    }
+
+    pub async fn aggregate(&self, id: &QueryId) -> Result<AggregateOutcome, StoreError> {
+        let outcome = self.publish(id).await?;
+        if matches!(
+            outcome,
+            AggregateOutcome::Published | AggregateOutcome::AlreadyReported
+        ) {
+            self.notify(id).await?;
+        }
+        Ok(outcome)
+    }
+
+    async fn publish(&self, id: &QueryId) -> Result<AggregateOutcome, StoreError> {
+        for _ in 0..STATE_RETRIES {
+            let Some(query) = self.d.queries.query(id).await? else {
+                return Ok(AggregateOutcome::UnknownQuery);
+            };
+            match query.phase {
+                QueryPhase::Collecting | QueryPhase::Aggregating => {}
+                _ => return Ok(AggregateOutcome::AlreadyReported),
+            }
+            let now = self.d.clock.now();
+            let legs = self.d.queries.legs(id).await?;
+            let open: Vec<_> = legs.iter().filter(|l| !l.state.is_settled()).collect();
+            if !open.is_empty() {
+                if now < query.report_due_by {
+                    return Ok(AggregateOutcome::NotReady);
+                }
+                // The deadline passed: whoever has not answered is NO_RESPONSE, settled
+                // first so that no late callback can add to a published report.
+                for leg in open {
+                    let st = Settlement {
+                        state: LegState::NoResponse,
+                        failure: None,
+                        cards: Vec::new(),
+                        answer_digest: None,
+                        at: now,
+                    };
+                    self.d.queries.settle(id, &leg.bank, &st, None).await?;
+                }
+                continue;
+            }
+            let rules = &self.d.config.rules;
+            let generated_at = now.replace_nanosecond(0).unwrap_or(now);
+            let expires_at = generated_at + rules.report_retention;
+            let report = body::build(
+                &query,
+                &legs,
+                &self.d.config.banks,
+                generated_at,
+                expires_at,
+            );
+            let json =
+                serde_json::to_vec(&report).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let sealed = self
+                .d
+                .sealer
+                .seal(&query.query_id.to_string(), &json)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let state = self.d.users.user_state(&query.user_id).await?;
+            let next = UserState {
+                active_query_id: state.active_query_id.filter(|a| a != id),
+                next_allowed_at: Some(generated_at + rules.cooldown),
+                ..state.clone()
+            };
+            let publication = Publication {
+                report: StoredReport {
+                    query_id: query.query_id,
+                    user_id: query.user_id.clone(),
+                    sealed,
+                    generated_at,
+                    expires_at,
+                },
+                state: next,
+                expected_state_version: state.version,
+                legs_with_cards: legs
+                    .iter()
+                    .filter(|l| !l.cards.is_empty() || l.answer_digest.is_some())
+                    .map(|l| l.bank.clone())
+                    .collect(),
+            };
+            match self.d.reports.publish(&publication).await? {
+                PublishOutcome::Published => {
+                    let no_answer = legs
+                        .iter()
+                        .filter(|l| l.state != LegState::Answered)
+                        .count();
+                    let latency_ms = (generated_at - query.submitted_at).whole_milliseconds();
+                    info!(
+                        query_id = %id,
+                        banks = legs.len(),
+                        banks_without_answer = no_answer,
+                        cards = report.summary.total_cards,
+                        submit_to_report_ms = latency_ms as i64,
+                        "report published"
+                    );
+                    crate::telemetry::emit_metric(
+                        "SubmitToReportLatency",
+                        latency_ms as f64,
+                        "Milliseconds",
+                    );
+                    return Ok(AggregateOutcome::Published);
+                }
+                PublishOutcome::AlreadyClosed => return Ok(AggregateOutcome::AlreadyReported),
+                PublishOutcome::StateChanged => continue,
+            }
+        }
+        Err(StoreError::Unavailable(
+            "user state contention while publishing".into(),
+        ))
+    }
+
+    /// Sends the "report ready" SMS unless it was sent or another sender holds the claim.
+    pub async fn notify(&self, id: &QueryId) -> Result<bool, StoreError> {
+        let now = self.d.clock.now();
+        if !self.d.reports.claim_notice(id, now, NOTICE_LEASE).await? {
+            return Ok(false);
+        }
+        let Some(query) = self.d.queries.query(id).await? else {
+            return Ok(false);
+        };
+        let Some(profile) = self.d.profiles.profile(&query.user_id).await? else {
+            warn!(query_id = %id, "no profile to notify; notice dropped");
+            self.d.reports.notice_sent(id, now).await?;
+            return Ok(false);
+        };
+        self.d
+            .sms
+            .send_sms(&profile.phone, REPORT_READY_SMS)
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        self.d.reports.notice_sent(id, self.d.clock.now()).await?;
+        info!(query_id = %id, "report-ready SMS sent");
+        Ok(true)
+    }
+}

@@ -1,0 +1,10 @@
+//! Reports: built once from the legs, sealed, kept 7 days, shown after step-up.
+
+pub mod aggregate;
+pub mod body;
+pub mod crypto;
+pub mod sweep;
+pub mod view;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,1937 @@
+//! Reports end to end on the in-memory store: building, aggregating (once, sealed, one
+//! SMS), viewing (step-up every time, 404 for others, 410 after 7 days) and sweeping.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration as StdDuration;
+
+use async_trait::async_trait;
+use base64::Engine;
+use serde_json::{json, Value};
+use time::macros::datetime;
+use time::{Duration, OffsetDateTime};
+
+use super::aggregate::{
+    AggregateOutcome, Aggregator, AggregatorDeps, NOTICE_LEASE, REPORT_READY_SMS,
+};
+use super::body::{self, BankStatus, Report, NOTICES, PARTIAL_NOTICE};
+use super::crypto::{generate_keypair, ReportOpener, ReportSealer};
+use super::sweep::{SweepStats, Sweeper};
+use super::view::{ViewDeps, ViewService};
+use crate::adapters::memory::{MemorySms, MemoryStore};
+use crate::bank::signing::{self, SignatureHeaders};
+use crate::clock::{Clock, ManualClock};
+use crate::config::{ServiceConfig, DEFAULT_CONFIG};
+use crate::dispatch::client::{BankClient, BankReply, TransportError};
+use crate::dispatch::fanout::{Fanout, FanoutDeps, LegOutcome};
+use crate::dispatch::secrets::BankSecrets;
+use crate::error::ServiceError;
+use crate::model::bank::BankCode;
+use crate::model::card::{CardKind, FourDigits, MaskedCard};
+use crate::model::ids::{QueryId, UserId, VerificationId};
+use crate::model::phone::PhoneNumber;
+use crate::model::profile::{IdNumber, UserProfile};
+use crate::model::region::RegionCode;
+use crate::ports::{NotifyError, QueryStore, ReportStore, Settlement, SmsSender, SubmissionStore};
+use crate::records::*;
+use crate::security::dev;
+use crate::security::face::FaceVerifier;
+use crate::security::sms_code::{CodeHasher, Purpose};
+
+const T0: OffsetDateTime = datetime!(2026-11-28 10:00 UTC);
+const PHONE: &str = "+8613800138000";
+const FACE_ISSUER: &str = "face-issuer";
+
+// ---------------------------------------------------------------------------------------
+// Fakes
+// ---------------------------------------------------------------------------------------
+
+/// Records sent SMS (through `MemorySms`); fails the next `fail_next` sends.
+#[derive(Default)]
+struct TestSms {
+    inner: MemorySms,
+    fail_next: AtomicUsize,
+    attempts: AtomicUsize,
+}
+
+impl TestSms {
+    fn sent(&self) -> Vec<(PhoneNumber, String)> {
+        self.inner.sent()
+    }
+    fn fail(&self, n: usize) {
+        self.fail_next.store(n, Ordering::SeqCst);
+    }
+}
+
+#[async_trait]
+impl SmsSender for TestSms {
+    async fn send_sms(&self, to: &PhoneNumber, text: &str) -> Result<(), NotifyError> {
+        self.attempts.fetch_add(1, Ordering::SeqCst);
+        if self
+            .fail_next
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(NotifyError::Failed("SNS is down".into()));
+        }
+        self.inner.send_sms(to, text).await
+    }
+}
+
+#[derive(Clone)]
+enum Script {
+    Cards(&'static [(&'static str, &'static str)]),
+    Accept,
+    Status(u16),
+}
+
+/// Plays the banks: each call pops the bank's next scripted reply (the last one repeats).
+struct ScriptedBanks {
+    secrets: HashMap<String, signing::BankSecret>,
+    scripts: Mutex<HashMap<String, Vec<Script>>>,
+    calls: Mutex<Vec<String>>,
+    clock: Arc<ManualClock>,
+}
+
+impl ScriptedBanks {
+    fn calls_to(&self, bank: &str) -> usize {
+        self.calls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|b| *b == bank)
+            .count()
+    }
+    fn total_calls(&self) -> usize {
+        self.calls.lock().unwrap().len()
+    }
+}
+
+#[async_trait]
+impl BankClient for ScriptedBanks {
+    async fn post(
+        &self,
+        url: &str,
+        headers: &SignatureHeaders,
+        body: Vec<u8>,
+        _timeout: StdDuration,
+    ) -> Result<BankReply, TransportError> {
+        let bank = headers.bank_code.clone();
+        let path = reqwest::Url::parse(url).unwrap().path().to_owned();
+        let secret = &self.secrets[&bank];
+        let now = self.clock.now();
+        signing::verify(secret, headers, now, "POST", &path, &body).expect("inquiries are signed");
+        let inquiry: Value = serde_json::from_slice(&body).unwrap();
+        self.calls.lock().unwrap().push(bank.clone());
+        let script = {
+            let mut scripts = self.scripts.lock().unwrap();
+            let list = scripts
+                .get_mut(&bank)
+                .expect("a script for every bank called");
+            if list.len() > 1 {
+                list.remove(0)
+            } else {
+                list[0].clone()
+            }
+        };
+        match script {
+            Script::Cards(cards) => {
+                let reply = json!({
+                    "query_id": inquiry["query_id"], "inquiry_id": inquiry["inquiry_id"],
+                    "status": if cards.is_empty() { "NONE" } else { "FOUND" },
+                    "cards": cards.iter().map(|(k, d)| json!({"kind": k, "first4": &d[..4], "last4": &d[4..]})).collect::<Vec<_>>(),
+                })
+                .to_string()
+                .into_bytes();
+                Ok(BankReply {
+                    status: 200,
+                    signature: Some(signing::sign(secret, &bank, now, "POST", &path, &reply)),
+                    body: reply,
+                })
+            }
+            Script::Accept => Ok(BankReply {
+                status: 202,
+                signature: None,
+                body: b"{}".to_vec(),
+            }),
+            Script::Status(s) => Ok(BankReply {
+                status: s,
+                signature: None,
+                body: Vec::new(),
+            }),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// World
+// ---------------------------------------------------------------------------------------
+
+struct World {
+    config: Arc<ServiceConfig>,
+    clock: Arc<ManualClock>,
+    store: Arc<MemoryStore>,
+    sms: Arc<TestSms>,
+    banks: Arc<ScriptedBanks>,
+    fanout: Arc<Fanout>,
+    aggregator: Arc<Aggregator>,
+    view: ViewService,
+    sweeper: Sweeper,
+    codes: CodeHasher,
+    face_private: String,
+    report_private: String,
+}
+
+fn world() -> World {
+    world_with(&[])
+}
+
+fn world_with(scripts: &[(&str, Vec<Script>)]) -> World {
+    let config = Arc::new(ServiceConfig::parse(DEFAULT_CONFIG).unwrap());
+    let clock = Arc::new(ManualClock::new(T0));
+    let store = Arc::new(MemoryStore::default());
+    let sms = Arc::new(TestSms::default());
+    let (report_private, report_public) = generate_keypair();
+    let (face_private, face_public) = dev::generate_ed25519();
+    let codes = CodeHasher::new(&[7; 32]).unwrap();
+
+    let secrets_json: HashMap<String, String> = config
+        .banks
+        .all()
+        .iter()
+        .enumerate()
+        .map(|(i, b)| (b.code.to_string(), hex::encode([i as u8 + 1; 32])))
+        .collect();
+    let secrets = BankSecrets::parse(
+        &serde_json::to_string(&secrets_json).unwrap(),
+        &config.banks,
+    )
+    .unwrap();
+    let banks = Arc::new(ScriptedBanks {
+        secrets: secrets_json
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    signing::BankSecret::new(hex::decode(v).unwrap()).unwrap(),
+                )
+            })
+            .collect(),
+        scripts: Mutex::new(
+            scripts
+                .iter()
+                .map(|(b, s)| (b.to_string(), s.clone()))
+                .collect(),
+        ),
+        calls: Mutex::new(Vec::new()),
+        clock: clock.clone(),
+    });
+    let fanout = Arc::new(Fanout::new(FanoutDeps {
+        config: config.clone(),
+        store: store.clone(),
+        profiles: store.clone(),
+        client: banks.clone(),
+        secrets,
+        clock: clock.clone(),
+        callback_base: "https://api.example".into(),
+        bank_timeout: StdDuration::from_secs(5),
+    }));
+    let aggregator = Arc::new(Aggregator::new(AggregatorDeps {
+        config: config.clone(),
+        queries: store.clone(),
+        reports: store.clone(),
+        users: store.clone(),
+        profiles: store.clone(),
+        sms: sms.clone(),
+        sealer: ReportSealer::new("k1", &report_public).unwrap(),
+        clock: clock.clone(),
+    }));
+    let view = ViewService::new(ViewDeps {
+        config: config.clone(),
+        queries: store.clone(),
+        reports: store.clone(),
+        verifications: store.clone(),
+        codes: codes.clone(),
+        face: Arc::new(
+            FaceVerifier::new(&face_public, FACE_ISSUER, config.rules.face_token_max_age).unwrap(),
+        ),
+        opener: ReportOpener::new("k1", &report_private).unwrap(),
+        clock: clock.clone(),
+    });
+    let sweeper = Sweeper {
+        queries: store.clone(),
+        reports: store.clone(),
+        fanout: fanout.clone(),
+        aggregator: aggregator.clone(),
+        clock: clock.clone(),
+    };
+    let w = World {
+        config,
+        clock,
+        store,
+        sms,
+        banks,
+        fanout,
+        aggregator,
+        view,
+        sweeper,
+        codes,
+        face_private,
+        report_private,
+    };
+    w.profile("u1", PHONE);
+    w.profile("u2", "+8613900139000");
+    w
+}
+
+fn user(s: &str) -> UserId {
+    UserId::parse(s).unwrap()
+}
+
+fn card(kind: CardKind, digits: &str) -> MaskedCard {
+    MaskedCard {
+        kind,
+        first4: FourDigits::parse(&digits[..4]).unwrap(),
+        last4: FourDigits::parse(&digits[4..]).unwrap(),
+    }
+}
+
+/// Query ids sort by the (manual) clock, as real ones sort by submission time.
+fn query_id_at(t: OffsetDateTime) -> QueryId {
+    static SEQ: AtomicU64 = AtomicU64::new(1);
+    let ms = (t.unix_timestamp_nanos() / 1_000_000) as u64;
+    // A random part like a real one (a long run of zeros would look like a card number).
+    let u = ulid::Ulid::from_parts(
+        ms,
+        ulid::Ulid::generate().random() ^ u128::from(SEQ.fetch_add(1, Ordering::SeqCst)),
+    );
+    QueryId::parse(&u.to_string()).unwrap()
+}
+
+fn code_body(vid: &str, code: &str) -> Vec<u8> {
+    json!({"verification": {"verification_id": vid, "sms_code": code}})
+        .to_string()
+        .into_bytes()
+}
+
+fn face_body(token: &str) -> Vec<u8> {
+    json!({ "face_token": token }).to_string().into_bytes()
+}
+
+/// The longest run of ASCII digits in `s`, spaces ignored.
+fn longest_digit_run(s: &str) -> usize {
+    let mut best = 0;
+    let mut run = 0;
+    for c in s.chars().filter(|c| *c != ' ') {
+        if c.is_ascii_digit() {
+            run += 1;
+            best = best.max(run);
+        } else {
+            run = 0;
+        }
+    }
+    best
+}
+
+impl World {
+    fn code(&self, c: &str) -> BankCode {
+        self.config.banks.parse(c).unwrap()
+    }
+
+    fn now(&self) -> OffsetDateTime {
+        self.clock.now()
+    }
+
+    fn profile(&self, id: &str, phone: &str) {
+        self.store.insert_profile(UserProfile {
+            user_id: user(id),
+            real_name_verified: true,
+            name: "张三".into(),
+            id_number: IdNumber::parse("11010519491231002X").unwrap(),
+            phone: PhoneNumber::parse(phone).unwrap(),
+            region: RegionCode::parse("31").unwrap(),
+            payment_password_hash: String::new(),
+        });
+    }
+
+    /// A submitted query (holding the user's active-query lock) for the given banks.
+    async fn submit(&self, uid: &str, banks: &[&str]) -> QueryId {
+        let user = user(uid);
+        let now = self.now();
+        let vid = VerificationId::generate();
+        self.store
+            .put_verification(&VerificationRecord {
+                verification_id: vid,
+                user_id: user.clone(),
+                purpose: Purpose::SubmitQuery,
+                code_hash: String::new(),
+                expires_at: now + Duration::minutes(5),
+                attempts: 0,
+                used: false,
+            })
+            .await
+            .unwrap();
+        let q = query_id_at(now);
+        let legs = banks
+            .iter()
+            .map(|b| LegRecord {
+                query_id: q,
+                bank: self.code(b),
+                inquiry_id: format!("inq-{b}-{q}"),
+                state: LegState::Pending,
+                attempts: 0,
+                next_attempt_at: None,
+                failure: None,
+                cards: vec![],
+                answer_digest: None,
+                settled_at: None,
+            })
+            .collect();
+        let state = self.store.state_of(&user);
+        self.store
+            .submit(&Submission {
+                query: QueryRecord {
+                    query_id: q,
+                    user_id: user.clone(),
+                    phase: QueryPhase::Collecting,
+                    submitted_at: now,
+                    report_due_by: now + self.config.rules.report_deadline,
+                    banks: banks.iter().map(|b| self.code(b)).collect(),
+                    report_generated_at: None,
+                    report_expires_at: None,
+                    last_viewed_at: None,
+                    notified_at: None,
+                },
+                legs,
+                consent: ConsentRecord {
+                    query_id: q,
+                    user_id: user.clone(),
+                    agreement_version: self.config.agreement_version.clone(),
+                    accepted_at: now,
+                    source_ip: None,
+                },
+                idempotency: IdempotencyRecord {
+                    user_id: user.clone(),
+                    key: format!("k-{q}"),
+                    request_fingerprint: String::new(),
+                    status: 202,
+                    response_body: "{}".into(),
+                    expires_at: now + Duration::days(1),
+                },
+                state: UserState {
+                    active_query_id: Some(q),
+                    ..state.clone()
+                },
+                expected_state_version: state.version,
+                verification_id: vid,
+                max_code_attempts: 5,
+                face_nonce: format!("n-{q}"),
+                face_nonce_expires_at: now + Duration::minutes(5),
+            })
+            .await
+            .unwrap();
+        q
+    }
+
+    async fn settle(&self, q: &QueryId, bank: &str, state: LegState, cards: Vec<MaskedCard>) {
+        let st = Settlement {
+            state,
+            failure: (state == LegState::Failed).then(|| "BANK_ERROR".to_owned()),
+            answer_digest: (state != LegState::NoResponse).then(|| format!("digest-{bank}")),
+            cards,
+            at: self.now(),
+        };
+        self.store
+            .settle(q, &self.code(bank), &st, None)
+            .await
+            .unwrap();
+    }
+
+    async fn answer(&self, q: &QueryId, bank: &str, cards: Vec<MaskedCard>) {
+        self.settle(q, bank, LegState::Answered, cards).await;
+    }
+
+    /// The leg was sent and the bank accepted it (a callback is awaited).
+    async fn accept(&self, q: &QueryId, bank: &str) {
+        assert!(self
+            .store
+            .claim_attempt(q, &self.code(bank), 0, self.now())
+            .await
+            .unwrap());
+        self.store
+            .mark_accepted(q, &self.code(bank), 1)
+            .await
+            .unwrap();
+    }
+
+    async fn query(&self, q: &QueryId) -> QueryRecord {
+        QueryStore::query(self.store.as_ref(), q)
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
+    async fn leg(&self, q: &QueryId, bank: &str) -> LegRecord {
+        self.store.leg(q, &self.code(bank)).await.unwrap().unwrap()
+    }
+
+    async fn stored(&self, q: &QueryId) -> Option<StoredReport> {
+        ReportStore::report(self.store.as_ref(), q).await.unwrap()
+    }
+
+    fn open(&self, stored: &StoredReport) -> Report {
+        let opener = ReportOpener::new("k1", &self.report_private).unwrap();
+        let plain = opener
+            .open(&stored.query_id.to_string(), &stored.sealed)
+            .unwrap();
+        serde_json::from_slice(&plain).unwrap()
+    }
+
+    /// u1's query to ICBC (two debit, one credit) and CMB (no cards), reported now.
+    async fn reported(&self, uid: &str) -> QueryId {
+        let q = self.submit(uid, &["ICBC", "CMB"]).await;
+        self.answer(
+            &q,
+            "ICBC",
+            vec![
+                card(CardKind::Debit, "62221234"),
+                card(CardKind::Credit, "62583456"),
+                card(CardKind::Debit, "62225678"),
+            ],
+        )
+        .await;
+        self.answer(&q, "CMB", vec![]).await;
+        assert_eq!(
+            self.aggregator.aggregate(&q).await.unwrap(),
+            AggregateOutcome::Published
+        );
+        q
+    }
+
+    /// A VIEW_REPORT (or other purpose) code as the SMS path stores it; its id.
+    async fn sms_code(&self, uid: &str, purpose: Purpose, code: &str) -> String {
+        let user = user(uid);
+        let vid = VerificationId::generate();
+        self.store
+            .put_verification(&VerificationRecord {
+                verification_id: vid,
+                user_id: user.clone(),
+                purpose,
+                code_hash: self.codes.hash(&user, &vid, purpose, code),
+                expires_at: self.now() + self.config.rules.sms_code_validity,
+                attempts: 0,
+                used: false,
+            })
+            .await
+            .unwrap();
+        vid.to_string()
+    }
+
+    async fn view_code_body(&self, uid: &str) -> Vec<u8> {
+        let vid = self.sms_code(uid, Purpose::ViewReport, "246810").await;
+        code_body(&vid, "246810")
+    }
+
+    fn face_token(&self, uid: &str, nonce: &str) -> String {
+        dev::face_token(
+            &self.face_private,
+            FACE_ISSUER,
+            uid,
+            "pass",
+            self.now(),
+            nonce,
+        )
+        .unwrap()
+    }
+
+    fn report_status(views: &[super::view::QueryView], q: &QueryId) -> &'static str {
+        views
+            .iter()
+            .find(|v| v.query_id == q.to_string())
+            .unwrap()
+            .report_status
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// body::build
+// ---------------------------------------------------------------------------------------
+
+fn leg_record(q: QueryId, bank: &BankCode, state: LegState, cards: Vec<MaskedCard>) -> LegRecord {
+    LegRecord {
+        query_id: q,
+        bank: bank.clone(),
+        inquiry_id: format!("inq-{bank}"),
+        state,
+        attempts: 1,
+        next_attempt_at: None,
+        failure: None,
+        cards,
+        answer_digest: None,
+        settled_at: None,
+    }
+}
+
+fn query_record(w: &World, banks: &[&str]) -> QueryRecord {
+    QueryRecord {
+        query_id: QueryId::generate(),
+        user_id: user("u1"),
+        phase: QueryPhase::Aggregating,
+        submitted_at: T0,
+        report_due_by: T0 + Duration::hours(24),
+        banks: banks.iter().map(|b| w.code(b)).collect(),
+        report_generated_at: None,
+        report_expires_at: None,
+        last_viewed_at: None,
+        notified_at: None,
+    }
+}
+
+#[tokio::test]
+async fn build_summarises_each_bank_in_the_users_order() {
+    let w = world();
+    // Not the configuration's order (ICBC, ABC, BOC, CCB, ..., CMB).
+    let q = query_record(&w, &["CMB", "ICBC", "ABC", "CCB", "BOC"]);
+    let id = q.query_id;
+    let legs = vec![
+        // Legs come from the store in bank-code order, not the user's.
+        leg_record(id, &w.code("ABC"), LegState::NoResponse, vec![]),
+        leg_record(
+            id,
+            &w.code("BOC"),
+            LegState::Accepted,
+            vec![card(CardKind::Debit, "62160001")],
+        ),
+        leg_record(
+            id,
+            &w.code("CCB"),
+            LegState::Failed,
+            vec![card(CardKind::Debit, "43670002")],
+        ),
+        leg_record(id, &w.code("CMB"), LegState::Answered, vec![]),
+        leg_record(
+            id,
+            &w.code("ICBC"),
+            LegState::Answered,
+            vec![
+                card(CardKind::Credit, "62583456"),
+                card(CardKind::Debit, "62221234"),
+                card(CardKind::Debit, "62225678"),
+            ],
+        ),
+    ];
+    let gen = T0 + Duration::hours(1);
+    let r = body::build(&q, &legs, &w.config.banks, gen, gen + Duration::days(7));
+
+    assert_eq!(r.query_id, id.to_string());
+    assert_eq!(
+        (r.generated_at, r.expires_at),
+        (gen, gen + Duration::days(7))
+    );
+    let rows: Vec<(&str, &str, BankStatus, u32, u32)> = r
+        .summary
+        .banks
+        .iter()
+        .map(|b| {
+            (
+                b.bank_code.as_str(),
+                b.bank_name.as_str(),
+                b.status,
+                b.debit_cards,
+                b.credit_cards,
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            ("CMB", "招商银行", BankStatus::Responded, 0, 0),
+            ("ICBC", "工商银行", BankStatus::Responded, 2, 1),
+            ("ABC", "农业银行", BankStatus::NoResponse, 0, 0),
+            ("CCB", "建设银行", BankStatus::Failed, 0, 0),
+            // Still waiting for a callback when the report is built: no answer.
+            ("BOC", "中国银行", BankStatus::NoResponse, 0, 0),
+        ]
+    );
+    assert_eq!(
+        (
+            r.summary.total_cards,
+            r.summary.debit_cards,
+            r.summary.credit_cards
+        ),
+        (3, 2, 1)
+    );
+
+    // Cards only from answered legs, masked 4 + 4.
+    assert_eq!(r.cards.len(), 3);
+    assert!(r
+        .cards
+        .iter()
+        .all(|c| c.bank_code == "ICBC" && c.bank_name == "工商银行"));
+    let mut masked: Vec<(CardKind, &str)> = r
+        .cards
+        .iter()
+        .map(|c| (c.kind, c.masked_number.as_str()))
+        .collect();
+    masked.sort();
+    assert_eq!(
+        masked,
+        vec![
+            (CardKind::Debit, "6222 **** **** 1234"),
+            (CardKind::Debit, "6222 **** **** 5678"),
+            (CardKind::Credit, "6258 **** **** 3456"),
+        ]
+    );
+    for c in &r.cards {
+        let b = c.masked_number.as_bytes();
+        assert_eq!(c.masked_number.len(), 19, "{}", c.masked_number);
+        assert!(b[..4].iter().all(u8::is_ascii_digit) && b[15..].iter().all(u8::is_ascii_digit));
+        assert_eq!(&c.masked_number[4..15], " **** **** ");
+    }
+
+    // The five notices, plus the partial one: some banks did not answer.
+    assert_eq!(r.notices.len(), 6);
+    assert_eq!(&r.notices[..5], NOTICES.map(str::to_owned).as_slice());
+    assert_eq!(r.notices[5], PARTIAL_NOTICE);
+}
+
+#[tokio::test]
+async fn build_adds_the_partial_notice_only_when_a_bank_did_not_respond() {
+    let w = world();
+    let q = query_record(&w, &["ICBC", "CMB"]);
+    let all = vec![
+        leg_record(q.query_id, &w.code("CMB"), LegState::Answered, vec![]),
+        leg_record(
+            q.query_id,
+            &w.code("ICBC"),
+            LegState::Answered,
+            vec![card(CardKind::Debit, "62221234")],
+        ),
+    ];
+    let r = body::build(&q, &all, &w.config.banks, T0, T0 + Duration::days(7));
+    assert_eq!(r.notices, NOTICES.map(str::to_owned).to_vec());
+    assert!(r
+        .summary
+        .banks
+        .iter()
+        .all(|b| b.status == BankStatus::Responded));
+    // The notices say what the brief asks, in Chinese.
+    let text = r.notices.join("");
+    for phrase in [
+        "以银行记录为准",
+        "预留手机号",
+        "无卡支付",
+        "联系发卡银行",
+        "验证码",
+        "不影响",
+        "征信",
+    ] {
+        assert!(text.contains(phrase), "{phrase}");
+    }
+
+    for state in [LegState::Failed, LegState::NoResponse, LegState::Pending] {
+        let mut legs = all.clone();
+        legs[0].state = state;
+        let r = body::build(&q, &legs, &w.config.banks, T0, T0 + Duration::days(7));
+        assert_eq!(r.notices.len(), 6, "{state:?}");
+        assert_eq!(r.notices[5], PARTIAL_NOTICE);
+    }
+    // A bank without any leg record did not respond either.
+    let r = body::build(&q, &all[1..], &w.config.banks, T0, T0 + Duration::days(7));
+    assert_eq!(r.summary.banks[1].status, BankStatus::NoResponse);
+    assert_eq!(r.notices.last().unwrap(), PARTIAL_NOTICE);
+}
+
+#[tokio::test]
+async fn the_report_json_follows_the_contract_and_holds_no_card_number() {
+    let w = world();
+    let q = query_record(&w, &["ICBC", "CCB", "ABC"]);
+    let legs = vec![
+        leg_record(
+            q.query_id,
+            &w.code("ICBC"),
+            LegState::Answered,
+            vec![
+                card(CardKind::Debit, "62221234"),
+                card(CardKind::Credit, "62583456"),
+            ],
+        ),
+        leg_record(q.query_id, &w.code("CCB"), LegState::Failed, vec![]),
+    ];
+    let r = body::build(&q, &legs, &w.config.banks, T0, T0 + Duration::days(7));
+    let v = serde_json::to_value(&r).unwrap();
+    let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "cards",
+            "expires_at",
+            "generated_at",
+            "notices",
+            "query_id",
+            "summary"
+        ]
+    );
+    assert_eq!(v["generated_at"], "2026-11-28T10:00:00Z");
+    assert_eq!(v["expires_at"], "2026-12-05T10:00:00Z");
+    assert_eq!(v["summary"]["total_cards"], 2);
+    assert_eq!(v["summary"]["debit_cards"], 1);
+    assert_eq!(v["summary"]["credit_cards"], 1);
+    assert_eq!(
+        v["summary"]["banks"],
+        json!([
+            {"bank_code": "ICBC", "bank_name": "工商银行", "status": "RESPONDED", "debit_cards": 1, "credit_cards": 1},
+            {"bank_code": "CCB", "bank_name": "建设银行", "status": "FAILED", "debit_cards": 0, "credit_cards": 0},
+            {"bank_code": "ABC", "bank_name": "农业银行", "status": "NO_RESPONSE", "debit_cards": 0, "credit_cards": 0},
+        ])
+    );
+    let cards = v["cards"].as_array().unwrap();
+    assert_eq!(cards.len(), 2);
+    for c in cards {
+        let mut k: Vec<&str> = c.as_object().unwrap().keys().map(String::as_str).collect();
+        k.sort();
+        assert_eq!(k, ["bank_code", "bank_name", "kind", "masked_number"]);
+        assert!(c["kind"] == "DEBIT" || c["kind"] == "CREDIT");
+    }
+    assert!(cards
+        .iter()
+        .any(|c| c["kind"] == "DEBIT" && c["masked_number"] == "6222 **** **** 1234"));
+    assert!(cards
+        .iter()
+        .any(|c| c["kind"] == "CREDIT" && c["masked_number"] == "6258 **** **** 3456"));
+    // Nothing in the card list is longer than four digits in a row, spaces ignored.
+    assert!(
+        longest_digit_run(&v["cards"].to_string()) <= 4,
+        "{}",
+        v["cards"]
+    );
+    // It reads back as the same report (the viewing path parses it).
+    assert_eq!(serde_json::from_value::<Report>(v).unwrap(), r);
+}
+
+// ---------------------------------------------------------------------------------------
+// Aggregator
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn settled_legs_publish_one_sealed_report_close_the_query_and_send_one_sms() {
+    let w = world();
+    let q = w.submit("u1", &["ICBC", "CMB"]).await;
+    w.answer(
+        &q,
+        "ICBC",
+        vec![
+            card(CardKind::Debit, "62221234"),
+            card(CardKind::Credit, "62583456"),
+        ],
+    )
+    .await;
+    w.answer(&q, "CMB", vec![]).await;
+    let before = w.store.state_of(&user("u1"));
+    assert_eq!(before.active_query_id, Some(q));
+    w.clock.advance(Duration::seconds(3));
+    let now = w.now();
+
+    assert_eq!(
+        w.aggregator.aggregate(&q).await.unwrap(),
+        AggregateOutcome::Published
+    );
+
+    // Stored sealed: no card digits, bank names or field names in the clear.
+    let stored = w.stored(&q).await.expect("a report is stored");
+    assert_eq!(stored.user_id, user("u1"));
+    let ct = base64::engine::general_purpose::STANDARD
+        .decode(&stored.sealed.ciphertext)
+        .unwrap();
+    for needle in [
+        &b"6222"[..],
+        b"1234",
+        b"3456",
+        b"masked_number",
+        "工商银行".as_bytes(),
+        b"RESPONDED",
+    ] {
+        assert!(
+            !ct.windows(needle.len()).any(|win| win == needle),
+            "{}",
+            String::from_utf8_lossy(needle)
+        );
+    }
+    let item = serde_json::to_string(&stored).unwrap();
+    for needle in [
+        "6222 ****",
+        "masked_number",
+        "工商银行",
+        "summary",
+        "notices",
+    ] {
+        assert!(
+            !item.contains(needle),
+            "{needle} readable in the stored item"
+        );
+    }
+    // ... and it opens with the private key to the report of these legs.
+    let report = w.open(&stored);
+    assert_eq!(report.query_id, q.to_string());
+    assert_eq!(report.generated_at, now);
+    assert_eq!(stored.generated_at, now);
+    assert_eq!(stored.expires_at, now + Duration::days(7));
+    assert_eq!(report.expires_at, now + Duration::days(7));
+    assert_eq!(
+        (
+            report.summary.total_cards,
+            report.summary.debit_cards,
+            report.summary.credit_cards
+        ),
+        (2, 1, 1)
+    );
+    assert!(report
+        .summary
+        .banks
+        .iter()
+        .all(|b| b.status == BankStatus::Responded));
+    let mut masked: Vec<&str> = report
+        .cards
+        .iter()
+        .map(|c| c.masked_number.as_str())
+        .collect();
+    masked.sort();
+    assert_eq!(masked, ["6222 **** **** 1234", "6258 **** **** 3456"]);
+    assert_eq!(report.notices, NOTICES.map(str::to_owned).to_vec());
+
+    // The query record.
+    let rec = w.query(&q).await;
+    assert_eq!(rec.phase, QueryPhase::Reported);
+    assert_eq!(rec.report_generated_at, Some(now));
+    assert_eq!(rec.report_expires_at, Some(now + Duration::days(7)));
+    assert!(rec.notified_at.is_some());
+    // The user: lock released, next query 7 days after generation.
+    let state = w.store.state_of(&user("u1"));
+    assert_eq!(state.active_query_id, None);
+    assert_eq!(state.next_allowed_at, Some(now + Duration::days(7)));
+    assert_eq!(state.version, before.version + 1);
+    // The raw bank answers are gone.
+    for bank in ["ICBC", "CMB"] {
+        let leg = w.leg(&q, bank).await;
+        assert!(leg.cards.is_empty(), "{bank}");
+        assert!(leg.answer_digest.is_none(), "{bank}");
+        assert_eq!(leg.state, LegState::Answered);
+    }
+    // One SMS to the registered phone: Chinese, no link.
+    let sent = w.sms.sent();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].0.e164(), PHONE);
+    assert_eq!(sent[0].1, REPORT_READY_SMS);
+    let text = &sent[0].1;
+    assert!(text.contains("一键查卡") && text.contains("报告"), "{text}");
+    for link in ["http", "://", "www.", ".com", ".cn"] {
+        assert!(!text.to_lowercase().contains(link), "{text}");
+    }
+}
+
+#[tokio::test]
+async fn a_redelivered_ready_record_publishes_nothing_and_sends_nothing() {
+    let w = world();
+    let q = w.reported("u1").await;
+    let stored = w.stored(&q).await.unwrap();
+    let record = w.query(&q).await;
+    let state = w.store.state_of(&user("u1"));
+    assert_eq!(w.sms.sent().len(), 1);
+
+    w.clock.advance(Duration::minutes(10));
+    assert_eq!(
+        w.aggregator.aggregate(&q).await.unwrap(),
+        AggregateOutcome::AlreadyReported
+    );
+    assert_eq!(
+        w.aggregator.aggregate(&q).await.unwrap(),
+        AggregateOutcome::AlreadyReported
+    );
+
+    assert_eq!(
+        w.stored(&q).await.unwrap(),
+        stored,
+        "the report is not rebuilt"
+    );
+    assert_eq!(w.query(&q).await, record);
+    assert_eq!(w.store.state_of(&user("u1")), state);
+    assert_eq!(w.sms.sent().len(), 1);
+    assert_eq!(w.sms.attempts.load(Ordering::SeqCst), 1);
+
+    // An unknown query.
+    assert_eq!(
+        w.aggregator.aggregate(&QueryId::generate()).await.unwrap(),
+        AggregateOutcome::UnknownQuery
+    );
+}
+
+#[tokio::test]
+async fn an_open_leg_waits_until_the_deadline_then_reports_it_as_no_response() {
+    let w = world();
+    let q = w.submit("u1", &["ICBC", "CMB"]).await;
+    w.answer(&q, "ICBC", vec![card(CardKind::Debit, "62221234")])
+        .await;
+    w.accept(&q, "CMB").await;
+    let record = w.query(&q).await;
+    let state = w.store.state_of(&user("u1"));
+    let icbc = w.leg(&q, "ICBC").await;
+
+    for at in [
+        T0 + Duration::seconds(1),
+        T0 + Duration::hours(23),
+        record.report_due_by - Duration::seconds(1),
+    ] {
+        w.clock.set(at);
+        assert_eq!(
+            w.aggregator.aggregate(&q).await.unwrap(),
+            AggregateOutcome::NotReady,
+            "{at}"
+        );
+    }
+    // Nothing written.
+    assert!(w.stored(&q).await.is_none());
+    assert_eq!(w.query(&q).await, record);
+    assert_eq!(w.store.state_of(&user("u1")), state);
+    assert_eq!(
+        w.leg(&q, "ICBC").await,
+        icbc,
+        "the answer is kept until the report holds it"
+    );
+    assert!(w.sms.sent().is_empty());
+
+    w.clock.set(record.report_due_by);
+    assert_eq!(
+        w.aggregator.aggregate(&q).await.unwrap(),
+        AggregateOutcome::Published
+    );
+    let report = w.open(&w.stored(&q).await.unwrap());
+    let status: Vec<(&str, BankStatus)> = report
+        .summary
+        .banks
+        .iter()
+        .map(|b| (b.bank_code.as_str(), b.status))
+        .collect();
+    assert_eq!(
+        status,
+        [
+            ("ICBC", BankStatus::Responded),
+            ("CMB", BankStatus::NoResponse)
+        ]
+    );
+    assert_eq!(report.summary.total_cards, 1);
+    assert_eq!(report.notices.last().unwrap(), PARTIAL_NOTICE);
+    assert_eq!(report.generated_at, record.report_due_by);
+    assert_eq!(
+        w.store.state_of(&user("u1")).next_allowed_at,
+        Some(record.report_due_by + Duration::days(7))
+    );
+    assert_eq!(w.sms.sent().len(), 1);
+}
+
+/// The report says CMB did not respond; the query's per-bank progress should say the
+/// same once the query is reported, not "PENDING" forever.
+#[tokio::test]
+async fn a_report_published_at_the_deadline_leaves_no_bank_pending() {
+    let w = world();
+    let q = w.submit("u1", &["ICBC", "CMB"]).await;
+    w.answer(&q, "ICBC", vec![]).await;
+    w.accept(&q, "CMB").await;
+    w.clock.set(T0 + Duration::hours(24));
+    assert_eq!(
+        w.aggregator.aggregate(&q).await.unwrap(),
+        AggregateOutcome::Published
+    );
+    let report = w.open(&w.stored(&q).await.unwrap());
+    assert_eq!(report.summary.banks[1].status, BankStatus::NoResponse);
+
+    let detail = w.view.detail(&user("u1"), &q.to_string()).await.unwrap();
+    assert_eq!(detail.record.report_status, "READY");
+    let progress: Vec<(&str, &str)> = detail
+        .progress
+        .iter()
+        .map(|p| (p.bank_code.as_str(), p.status))
+        .collect();
+    assert_eq!(
+        progress,
+        [("ICBC", "RESPONDED"), ("CMB", "NO_RESPONSE")],
+        "a reported query shows a bank as still pending (its leg was left {:?})",
+        w.leg(&q, "CMB").await.state
+    );
+}
+
+#[tokio::test]
+async fn a_failed_sms_leaves_the_report_published_and_is_sent_once_after_the_lease() {
+    let w = world();
+    w.sms.fail(1);
+    let q = w.submit("u1", &["ICBC"]).await;
+    w.answer(&q, "ICBC", vec![card(CardKind::Debit, "62221234")])
+        .await;
+    let claimed_at = w.now();
+
+    // Publishing stands; the error only tells the stream to deliver again.
+    let result = w.aggregator.aggregate(&q).await;
+    assert!(
+        result.is_err(),
+        "an unsent notice is reported as a failure: {result:?}"
+    );
+    assert!(w.stored(&q).await.is_some());
+    let rec = w.query(&q).await;
+    assert_eq!(rec.phase, QueryPhase::Reported);
+    assert_eq!(rec.notified_at, None);
+    assert_eq!(w.store.state_of(&user("u1")).active_query_id, None);
+    assert!(w.sms.sent().is_empty());
+    assert_eq!(w.sms.attempts.load(Ordering::SeqCst), 1);
+
+    // Within the lease nothing is sent, not by notify nor by a redelivery.
+    w.clock
+        .set(claimed_at + NOTICE_LEASE - Duration::seconds(1));
+    assert!(!w.aggregator.notify(&q).await.unwrap());
+    assert_eq!(
+        w.aggregator.aggregate(&q).await.unwrap(),
+        AggregateOutcome::AlreadyReported
+    );
+    assert_eq!(w.sms.attempts.load(Ordering::SeqCst), 1);
+
+    // After the 2-minute lease: sent once.
+    w.clock
+        .set(claimed_at + Duration::minutes(2) + Duration::seconds(1));
+    assert!(w.aggregator.notify(&q).await.unwrap());
+    let sent = w.sms.sent();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].0.e164(), PHONE);
+    assert_eq!(w.query(&q).await.notified_at, Some(w.now()));
+
+    // Confirmed: never again.
+    assert!(!w.aggregator.notify(&q).await.unwrap());
+    w.clock.advance(Duration::hours(1));
+    assert!(!w.aggregator.notify(&q).await.unwrap());
+    assert_eq!(
+        w.aggregator.aggregate(&q).await.unwrap(),
+        AggregateOutcome::AlreadyReported
+    );
+    assert_eq!(w.sms.sent().len(), 1);
+    assert_eq!(w.sms.attempts.load(Ordering::SeqCst), 2);
+}
+
+// ---------------------------------------------------------------------------------------
+// ViewService
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn the_list_is_newest_first_and_moves_from_pending_to_ready_to_expired() {
+    let w = world();
+    let u1 = user("u1");
+    let q1 = w.submit("u1", &["ICBC"]).await;
+    let list = w.view.list(&u1).await.unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(
+        (list[0].status, list[0].report_status),
+        ("PENDING", "PENDING")
+    );
+    assert_eq!(list[0].report_generated_at, None);
+
+    w.clock.advance(Duration::seconds(5));
+    w.answer(&q1, "ICBC", vec![]).await;
+    w.aggregator.aggregate(&q1).await.unwrap();
+    let generated = w.now();
+    let list = w.view.list(&u1).await.unwrap();
+    assert_eq!((list[0].status, list[0].report_status), ("READY", "READY"));
+    assert_eq!(list[0].report_generated_at, Some(generated));
+    assert_eq!(
+        list[0].report_expires_at,
+        Some(generated + Duration::days(7))
+    );
+
+    // A week later, a second query.
+    w.clock
+        .set(generated + Duration::days(7) - Duration::minutes(1));
+    let q2 = w.submit("u1", &["CMB", "ABC"]).await;
+    let list = w.view.list(&u1).await.unwrap();
+    let ids: Vec<&str> = list.iter().map(|v| v.query_id.as_str()).collect();
+    assert_eq!(ids, [q2.to_string(), q1.to_string()], "newest first");
+    assert_eq!(World::report_status(&list, &q2), "PENDING");
+    assert_eq!(World::report_status(&list, &q1), "READY");
+    assert_eq!(list[0].banks, ["CMB", "ABC"]);
+
+    // Expired the moment its 7 days are over, though the item is still there.
+    w.clock.set(generated + Duration::days(7));
+    assert!(w.stored(&q1).await.is_some());
+    let list = w.view.list(&u1).await.unwrap();
+    assert_eq!(World::report_status(&list, &q1), "EXPIRED");
+    assert_eq!(World::report_status(&list, &q2), "PENDING");
+    let v = serde_json::to_value(&list[1]).unwrap();
+    assert_eq!(v["report_status"], "EXPIRED");
+    assert_eq!(v["query_id"], q1.to_string());
+
+    // Nobody else sees them.
+    assert!(w.view.list(&user("u2")).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn detail_shows_per_bank_progress_in_the_chosen_order() {
+    let w = world();
+    let q = w.submit("u1", &["CCB", "ICBC", "ABC", "BOC", "CMB"]).await;
+    w.answer(&q, "ICBC", vec![card(CardKind::Debit, "62221234")])
+        .await;
+    w.settle(&q, "ABC", LegState::NoResponse, vec![]).await;
+    w.settle(&q, "BOC", LegState::Failed, vec![]).await;
+    w.accept(&q, "CMB").await;
+
+    let d = w.view.detail(&user("u1"), &q.to_string()).await.unwrap();
+    assert_eq!(d.record.query_id, q.to_string());
+    assert_eq!(
+        (d.record.status, d.record.report_status),
+        ("PENDING", "PENDING")
+    );
+    let progress: Vec<(&str, &str, &str)> = d
+        .progress
+        .iter()
+        .map(|p| (p.bank_code.as_str(), p.bank_name.as_str(), p.status))
+        .collect();
+    assert_eq!(
+        progress,
+        [
+            ("CCB", "建设银行", "PENDING"),
+            ("ICBC", "工商银行", "RESPONDED"),
+            ("ABC", "农业银行", "NO_RESPONSE"),
+            ("BOC", "中国银行", "FAILED"),
+            ("CMB", "招商银行", "PENDING"),
+        ]
+    );
+    let v = serde_json::to_value(&d).unwrap();
+    assert_eq!(v["query_id"], q.to_string());
+    assert_eq!(v["report_status"], "PENDING");
+    assert_eq!(
+        v["progress"][3],
+        json!({"bank_code": "BOC", "bank_name": "中国银行", "status": "FAILED"})
+    );
+    // No card of the answered leg shows here.
+    assert!(!v.to_string().contains("6222"));
+}
+
+#[tokio::test]
+async fn another_users_or_a_malformed_query_id_is_not_found() {
+    let w = world();
+    let q = w.reported("u1").await;
+    let u2 = user("u2");
+    assert!(matches!(
+        w.view.detail(&u2, &q.to_string()).await,
+        Err(ServiceError::NotFound)
+    ));
+    let body = w.view_code_body("u2").await;
+    let e = w.view.report(&u2, &q.to_string(), &body).await.unwrap_err();
+    assert!(matches!(e, ServiceError::NotFound), "{e:?}");
+    assert_eq!(e.status(), 404);
+    // u2's code was not used up by it.
+    let q2 = w.reported("u2").await;
+    assert!(w.view.report(&u2, &q2.to_string(), &body).await.is_ok());
+
+    for bad in [
+        "nope",
+        "",
+        &q.to_string().to_lowercase(),
+        "01ARZ3NDEKTSV4RRFFQ69G5FAVX",
+        "../x",
+    ] {
+        assert!(
+            matches!(
+                w.view.detail(&user("u1"), bad).await,
+                Err(ServiceError::NotFound)
+            ),
+            "{bad}"
+        );
+        let body = w.view_code_body("u1").await;
+        assert!(
+            matches!(
+                w.view.report(&user("u1"), bad, &body).await,
+                Err(ServiceError::NotFound)
+            ),
+            "{bad}"
+        );
+    }
+    // A well-formed id that does not exist.
+    assert!(matches!(
+        w.view
+            .detail(&user("u1"), &QueryId::generate().to_string())
+            .await,
+        Err(ServiceError::NotFound)
+    ));
+    assert!(w.query(&q).await.last_viewed_at.is_none());
+}
+
+#[tokio::test]
+async fn a_report_is_shown_only_after_a_fresh_sms_code_each_time() {
+    let w = world();
+    let u1 = user("u1");
+    let q = w.submit("u1", &["ICBC", "CMB"]).await;
+    w.answer(
+        &q,
+        "ICBC",
+        vec![
+            card(CardKind::Debit, "62221234"),
+            card(CardKind::Credit, "62583456"),
+        ],
+    )
+    .await;
+
+    // Not ready yet: refused before the code is looked at, which stays usable.
+    let vid = w.sms_code("u1", Purpose::ViewReport, "135790").await;
+    let e = w
+        .view
+        .report(&u1, &q.to_string(), &code_body(&vid, "135790"))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ServiceError::ReportNotReady), "{e:?}");
+    assert_eq!(e.status(), 409);
+
+    w.answer(&q, "CMB", vec![]).await;
+    w.clock.advance(Duration::seconds(30));
+    assert_eq!(
+        w.aggregator.aggregate(&q).await.unwrap(),
+        AggregateOutcome::Published
+    );
+    let generated = w.now();
+
+    w.clock.advance(Duration::minutes(1));
+    let shown = w
+        .view
+        .report(&u1, &q.to_string(), &code_body(&vid, "135790"))
+        .await
+        .unwrap();
+    assert_eq!(shown["query_id"], q.to_string());
+    assert_eq!(shown["summary"]["total_cards"], 2);
+    assert_eq!(shown["summary"]["banks"][0]["bank_code"], "ICBC");
+    assert_eq!(shown["summary"]["banks"][0]["status"], "RESPONDED");
+    assert_eq!(shown["cards"].as_array().unwrap().len(), 2);
+    assert!(shown["cards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["masked_number"] == "6222 **** **** 1234"));
+    assert_eq!(shown["notices"].as_array().unwrap().len(), 5);
+    let expected = w.open(&w.stored(&q).await.unwrap());
+    assert_eq!(serde_json::from_value::<Report>(shown).unwrap(), expected);
+    assert_eq!(expected.generated_at, generated);
+    let viewed = w.now();
+    assert_eq!(w.query(&q).await.last_viewed_at, Some(viewed));
+
+    // The same code again: every view needs a fresh step-up.
+    w.clock.advance(Duration::seconds(10));
+    let e = w
+        .view
+        .report(&u1, &q.to_string(), &code_body(&vid, "135790"))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ServiceError::VerificationFailed), "{e:?}");
+    assert_eq!(e.status(), 422);
+    assert_eq!(
+        w.query(&q).await.last_viewed_at,
+        Some(viewed),
+        "a refused view is not recorded"
+    );
+
+    // A wrong code: refused, nothing shown, nothing recorded.
+    let vid2 = w.sms_code("u1", Purpose::ViewReport, "112233").await;
+    let e = w
+        .view
+        .report(&u1, &q.to_string(), &code_body(&vid2, "332211"))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ServiceError::VerificationFailed), "{e:?}");
+    assert_eq!(w.query(&q).await.last_viewed_at, Some(viewed));
+
+    // A code for submitting a query does not open a report.
+    let sub = w.sms_code("u1", Purpose::SubmitQuery, "445566").await;
+    let e = w
+        .view
+        .report(&u1, &q.to_string(), &code_body(&sub, "445566"))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ServiceError::VerificationFailed), "{e:?}");
+    // Nor does another user's code, a malformed code or an unknown verification id.
+    let other = w.sms_code("u2", Purpose::ViewReport, "778899").await;
+    for body in [
+        code_body(&other, "778899"),
+        code_body(&vid2, "11223"),
+        code_body(&VerificationId::generate().to_string(), "112233"),
+        code_body("not-an-id", "112233"),
+    ] {
+        let e = w.view.report(&u1, &q.to_string(), &body).await.unwrap_err();
+        assert!(matches!(e, ServiceError::VerificationFailed), "{e:?}");
+    }
+    // An expired code.
+    let late = w.sms_code("u1", Purpose::ViewReport, "990011").await;
+    w.clock.advance(Duration::minutes(5));
+    let e = w
+        .view
+        .report(&u1, &q.to_string(), &code_body(&late, "990011"))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ServiceError::VerificationFailed), "{e:?}");
+    assert_eq!(w.query(&q).await.last_viewed_at, Some(viewed));
+
+    // A fresh right code works again and records the new view.
+    let fresh = w.view_code_body("u1").await;
+    assert!(w.view.report(&u1, &q.to_string(), &fresh).await.is_ok());
+    assert_eq!(w.query(&q).await.last_viewed_at, Some(w.now()));
+}
+
+#[tokio::test]
+async fn wrong_codes_burn_a_view_code_after_five_tries() {
+    let w = world();
+    let u1 = user("u1");
+    let q = w.reported("u1").await;
+    let vid = w.sms_code("u1", Purpose::ViewReport, "123456").await;
+    for _ in 0..5 {
+        let e = w
+            .view
+            .report(&u1, &q.to_string(), &code_body(&vid, "000000"))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, ServiceError::VerificationFailed));
+    }
+    let e = w
+        .view
+        .report(&u1, &q.to_string(), &code_body(&vid, "123456"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, ServiceError::VerificationFailed),
+        "a burnt code stays burnt: {e:?}"
+    );
+    assert!(w.query(&q).await.last_viewed_at.is_none());
+}
+
+#[tokio::test]
+async fn a_face_token_opens_the_report_once() {
+    let w = world();
+    let u1 = user("u1");
+    let q = w.reported("u1").await;
+    let token = w.face_token("u1", "face-nonce-1");
+    let shown = w
+        .view
+        .report(&u1, &q.to_string(), &face_body(&token))
+        .await
+        .unwrap();
+    assert_eq!(shown["query_id"], q.to_string());
+    assert_eq!(w.query(&q).await.last_viewed_at, Some(w.now()));
+
+    w.clock.advance(Duration::seconds(5));
+    let e = w
+        .view
+        .report(&u1, &q.to_string(), &face_body(&token))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ServiceError::FaceVerificationFailed), "{e:?}");
+    assert_eq!(e.status(), 422);
+
+    // Another user's token, a failed check, a stale token, garbage: refused.
+    let others = dev::face_token(
+        &w.face_private,
+        FACE_ISSUER,
+        "u2",
+        "pass",
+        w.now(),
+        "face-nonce-2",
+    )
+    .unwrap();
+    let failed = dev::face_token(
+        &w.face_private,
+        FACE_ISSUER,
+        "u1",
+        "fail",
+        w.now(),
+        "face-nonce-3",
+    )
+    .unwrap();
+    let stale = dev::face_token(
+        &w.face_private,
+        FACE_ISSUER,
+        "u1",
+        "pass",
+        w.now() - Duration::minutes(6),
+        "face-nonce-4",
+    )
+    .unwrap();
+    let (forger, _) = dev::generate_ed25519();
+    let forged =
+        dev::face_token(&forger, FACE_ISSUER, "u1", "pass", w.now(), "face-nonce-5").unwrap();
+    for t in [others, failed, stale, forged, "garbage".to_owned()] {
+        let e = w
+            .view
+            .report(&u1, &q.to_string(), &face_body(&t))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, ServiceError::FaceVerificationFailed), "{e:?}");
+    }
+    // A new token (new nonce) works.
+    let again = w.face_token("u1", "face-nonce-6");
+    assert!(w
+        .view
+        .report(&u1, &q.to_string(), &face_body(&again))
+        .await
+        .is_ok());
+}
+
+#[tokio::test]
+async fn malformed_report_requests_are_refused_and_use_up_nothing() {
+    let w = world();
+    let u1 = user("u1");
+    let q = w.reported("u1").await;
+    let vid = w.sms_code("u1", Purpose::ViewReport, "123456").await;
+    let token = w.face_token("u1", "face-nonce-x");
+    let verification = json!({"verification_id": vid, "sms_code": "123456"});
+    let bodies: Vec<Vec<u8>> = vec![
+        json!({"verification": verification, "face_token": token})
+            .to_string()
+            .into_bytes(),
+        b"{}".to_vec(),
+        json!({"verification": null, "face_token": null})
+            .to_string()
+            .into_bytes(),
+        json!({"verification": verification, "extra": 1})
+            .to_string()
+            .into_bytes(),
+        json!({"face_token": token, "banks": []})
+            .to_string()
+            .into_bytes(),
+        json!({"verification": {"verification_id": vid, "sms_code": "123456", "note": "x"}})
+            .to_string()
+            .into_bytes(),
+        json!({"verification": {"verification_id": vid}})
+            .to_string()
+            .into_bytes(),
+        json!({"verification": "123456"}).to_string().into_bytes(),
+        json!({"face_token": 5}).to_string().into_bytes(),
+        b"{not json".to_vec(),
+        b"".to_vec(),
+        b"   ".to_vec(),
+        b"null".to_vec(),
+        vec![0xff, 0xfe],
+    ];
+    for body in &bodies {
+        let Err(e) = w.view.report(&u1, &q.to_string(), body).await else {
+            panic!("shown for {}", String::from_utf8_lossy(body));
+        };
+        assert!(
+            matches!(e, ServiceError::Malformed(_)),
+            "{}: {e:?}",
+            String::from_utf8_lossy(body)
+        );
+        assert_eq!(e.status(), 400);
+        assert_eq!(e.code(), "MALFORMED_REQUEST");
+    }
+    // The unknown field is named in the message.
+    let e = w
+        .view
+        .report(&u1, &q.to_string(), &bodies[3])
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("extra"), "{e}");
+    assert!(w.query(&q).await.last_viewed_at.is_none());
+    // Neither the code nor the face token was used up.
+    assert!(w
+        .view
+        .report(&u1, &q.to_string(), &code_body(&vid, "123456"))
+        .await
+        .is_ok());
+    assert!(w
+        .view
+        .report(&u1, &q.to_string(), &face_body(&token))
+        .await
+        .is_ok());
+}
+
+/// The body is `{"verification": {...}}` or `{"face_token": "..."}`: a JSON array is not
+/// such an object and must be refused (400), not read field by field in order.
+#[tokio::test]
+async fn a_report_request_that_is_not_a_json_object_is_malformed() {
+    let w = world();
+    let u1 = user("u1");
+    let q = w.reported("u1").await;
+    // Each with its own valid proof, so that only the shape is wrong.
+    let (v1, v2) = (
+        w.sms_code("u1", Purpose::ViewReport, "123456").await,
+        w.sms_code("u1", Purpose::ViewReport, "123456").await,
+    );
+    let bodies = [
+        json!([{"verification_id": v1, "sms_code": "123456"}]),
+        json!({"verification": [v2, "123456"]}),
+        json!([null, w.face_token("u1", "face-nonce-array")]),
+    ];
+    let mut shown = Vec::new();
+    for body in &bodies {
+        match w
+            .view
+            .report(&u1, &q.to_string(), body.to_string().as_bytes())
+            .await
+        {
+            Err(ServiceError::Malformed(_)) => {}
+            other => shown.push(format!(
+                "{body} -> {:?}",
+                other.map(|_| "200 with the report")
+            )),
+        }
+    }
+    assert!(
+        shown.is_empty(),
+        "bodies that are not the contract's object were accepted: {shown:#?}"
+    );
+    assert!(
+        w.query(&q).await.last_viewed_at.is_none(),
+        "and the views were recorded"
+    );
+}
+
+#[tokio::test]
+async fn an_expired_report_is_410_with_the_record_before_and_after_deletion() {
+    let w = world();
+    let u1 = user("u1");
+    let q = w.reported("u1").await;
+    let expires = w.query(&q).await.report_expires_at.unwrap();
+
+    // One second before: still shown.
+    w.clock.set(expires - Duration::seconds(1));
+    let body = w.view_code_body("u1").await;
+    assert!(w.view.report(&u1, &q.to_string(), &body).await.is_ok());
+
+    // From expiry on, whether or not the item is gone yet.
+    w.clock.set(expires);
+    assert!(w.stored(&q).await.is_some(), "not yet deleted");
+    let check = |e: ServiceError| {
+        assert_eq!(e.status(), 410, "{e:?}");
+        let ServiceError::ReportExpired { query } = &e else {
+            panic!("{e:?}")
+        };
+        assert_eq!(query["query_id"], q.to_string());
+        assert_eq!(query["report_status"], "EXPIRED");
+        let body = e.body();
+        assert_eq!(body["error"]["code"], "REPORT_EXPIRED");
+        assert_eq!(body["query"]["report_status"], "EXPIRED");
+        assert!(body.get("summary").is_none() && body["query"].get("cards").is_none());
+    };
+    let body = w.view_code_body("u1").await;
+    check(w.view.report(&u1, &q.to_string(), &body).await.unwrap_err());
+    let token = w.face_token("u1", "face-after-expiry");
+    check(
+        w.view
+            .report(&u1, &q.to_string(), &face_body(&token))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(
+        w.view
+            .detail(&u1, &q.to_string())
+            .await
+            .unwrap()
+            .record
+            .report_status,
+        "EXPIRED"
+    );
+
+    // Deleted by the sweeper: the same answer.
+    let stats = w.sweeper.run_once().await.unwrap();
+    assert_eq!(stats.expired, 1);
+    assert!(w.stored(&q).await.is_none());
+    check(w.view.report(&u1, &q.to_string(), &body).await.unwrap_err());
+    assert!(w
+        .query(&q)
+        .await
+        .last_viewed_at
+        .is_some_and(|t| t < expires));
+}
+
+// ---------------------------------------------------------------------------------------
+// Sweeper
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn the_sweeper_closes_a_query_at_its_deadline_from_whatever_answered() {
+    let w = world_with(&[
+        ("ICBC", vec![Script::Cards(&[("DEBIT", "62221234")])]),
+        ("CMB", vec![Script::Accept]),
+    ]);
+    let q = w.submit("u1", &["ICBC", "CMB"]).await;
+    let out = w.fanout.dispatch(&q).await.unwrap();
+    assert!(
+        out.contains(&(w.code("CMB"), LegOutcome::Accepted)),
+        "{out:?}"
+    );
+    assert_eq!(w.leg(&q, "CMB").await.state, LegState::Accepted);
+
+    // Before the deadline: nothing due.
+    w.clock.set(T0 + Duration::hours(23));
+    assert_eq!(w.sweeper.run_once().await.unwrap(), SweepStats::default());
+    assert!(w.stored(&q).await.is_none());
+
+    w.clock.set(T0 + Duration::hours(24) + Duration::minutes(3));
+    let stats = w.sweeper.run_once().await.unwrap();
+    assert_eq!(
+        stats,
+        SweepStats {
+            deadlines: 1,
+            ..SweepStats::default()
+        }
+    );
+    let cmb = w.leg(&q, "CMB").await;
+    assert_eq!(cmb.state, LegState::NoResponse);
+    assert_eq!(cmb.settled_at, Some(w.now()));
+    assert_eq!(w.leg(&q, "ICBC").await.state, LegState::Answered);
+    let rec = w.query(&q).await;
+    assert_eq!(rec.phase, QueryPhase::Reported);
+    let report = w.open(&w.stored(&q).await.unwrap());
+    let status: Vec<(&str, BankStatus)> = report
+        .summary
+        .banks
+        .iter()
+        .map(|b| (b.bank_code.as_str(), b.status))
+        .collect();
+    assert_eq!(
+        status,
+        [
+            ("ICBC", BankStatus::Responded),
+            ("CMB", BankStatus::NoResponse)
+        ]
+    );
+    assert_eq!(report.cards.len(), 1);
+    assert_eq!(w.sms.sent().len(), 1);
+    let d = w.view.detail(&user("u1"), &q.to_string()).await.unwrap();
+    assert_eq!(d.progress[1].status, "NO_RESPONSE");
+
+    // Again: nothing new.
+    w.clock.advance(Duration::minutes(5));
+    assert_eq!(w.sweeper.run_once().await.unwrap(), SweepStats::default());
+    assert_eq!(w.sms.sent().len(), 1);
+}
+
+#[tokio::test]
+async fn the_sweeper_resends_a_leg_due_for_retry() {
+    let w = world_with(&[
+        (
+            "ICBC",
+            vec![Script::Status(503), Script::Cards(&[("DEBIT", "62221234")])],
+        ),
+        ("CMB", vec![Script::Cards(&[])]),
+    ]);
+    let q = w.submit("u1", &["ICBC", "CMB"]).await;
+    let out = w.fanout.dispatch(&q).await.unwrap();
+    let retry_at = out
+        .iter()
+        .find_map(|(b, o)| match o {
+            LegOutcome::RetryAt(at) if b.as_str() == "ICBC" => Some(*at),
+            _ => None,
+        })
+        .expect("ICBC is to be retried");
+    assert_eq!(w.leg(&q, "CMB").await.state, LegState::Answered);
+    assert_eq!(w.banks.total_calls(), 2);
+
+    // Not yet due.
+    w.clock.set(retry_at - Duration::milliseconds(1));
+    assert_eq!(w.sweeper.run_once().await.unwrap(), SweepStats::default());
+    assert_eq!(w.banks.calls_to("ICBC"), 1);
+
+    w.clock.set(retry_at);
+    let stats = w.sweeper.run_once().await.unwrap();
+    assert_eq!(
+        stats,
+        SweepStats {
+            retries: 1,
+            ..SweepStats::default()
+        }
+    );
+    assert_eq!(w.banks.calls_to("ICBC"), 2);
+    let icbc = w.leg(&q, "ICBC").await;
+    assert_eq!((icbc.state, icbc.attempts), (LegState::Answered, 2));
+    assert_eq!(icbc.cards, [card(CardKind::Debit, "62221234")]);
+
+    // Again: nothing is sent.
+    assert_eq!(w.sweeper.run_once().await.unwrap(), SweepStats::default());
+    assert_eq!(w.banks.total_calls(), 3);
+
+    // The "ready" record then brings the report.
+    assert_eq!(
+        w.aggregator.aggregate(&q).await.unwrap(),
+        AggregateOutcome::Published
+    );
+    let report = w.open(&w.stored(&q).await.unwrap());
+    assert_eq!(report.cards[0].masked_number, "6222 **** **** 1234");
+    assert!(report
+        .summary
+        .banks
+        .iter()
+        .all(|b| b.status == BankStatus::Responded));
+}
+
+#[tokio::test]
+async fn the_sweeper_deletes_expired_reports_and_keeps_the_record() {
+    let w = world();
+    let u1 = user("u1");
+    let q = w.reported("u1").await;
+    let expires = w.query(&q).await.report_expires_at.unwrap();
+
+    w.clock.set(expires - Duration::seconds(1));
+    assert_eq!(w.sweeper.run_once().await.unwrap(), SweepStats::default());
+    assert!(w.stored(&q).await.is_some());
+
+    w.clock.set(expires + Duration::minutes(2));
+    let stats = w.sweeper.run_once().await.unwrap();
+    assert_eq!(
+        stats,
+        SweepStats {
+            expired: 1,
+            ..SweepStats::default()
+        }
+    );
+    assert!(w.stored(&q).await.is_none(), "the report is gone");
+    let rec = w.query(&q).await;
+    assert_eq!(rec.phase, QueryPhase::Expired);
+    assert_eq!(rec.report_expires_at, Some(expires));
+    let list = w.view.list(&u1).await.unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(
+        (list[0].status, list[0].report_status),
+        ("READY", "EXPIRED")
+    );
+    assert_eq!(
+        w.view
+            .detail(&u1, &q.to_string())
+            .await
+            .unwrap()
+            .record
+            .report_status,
+        "EXPIRED"
+    );
+
+    // Again: nothing; a redelivered "ready" record brings nothing back.
+    assert_eq!(w.sweeper.run_once().await.unwrap(), SweepStats::default());
+    assert_eq!(
+        w.aggregator.aggregate(&q).await.unwrap(),
+        AggregateOutcome::AlreadyReported
+    );
+    assert!(w.stored(&q).await.is_none());
+    assert_eq!(w.sms.sent().len(), 1);
+}
+
+#[tokio::test]
+async fn the_sweeper_sends_a_notice_that_failed() {
+    let w = world();
+    w.sms.fail(1);
+    let q = w.submit("u1", &["ICBC"]).await;
+    w.answer(&q, "ICBC", vec![]).await;
+    assert!(w.aggregator.aggregate(&q).await.is_err());
+    assert!(w.query(&q).await.notified_at.is_none());
+
+    // Within the lease of the failed attempt: the entry is due but nothing is sent.
+    w.clock.advance(Duration::minutes(1));
+    let stats = w.sweeper.run_once().await.unwrap();
+    assert_eq!(stats, SweepStats::default());
+    assert!(w.sms.sent().is_empty());
+
+    w.clock.advance(Duration::minutes(2));
+    let stats = w.sweeper.run_once().await.unwrap();
+    assert_eq!(
+        stats,
+        SweepStats {
+            notified: 1,
+            ..SweepStats::default()
+        }
+    );
+    let sent = w.sms.sent();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(
+        (sent[0].0.e164(), sent[0].1.as_str()),
+        (PHONE, REPORT_READY_SMS)
+    );
+    assert_eq!(w.query(&q).await.notified_at, Some(w.now()));
+
+    w.clock.advance(Duration::minutes(5));
+    assert_eq!(w.sweeper.run_once().await.unwrap(), SweepStats::default());
+    assert_eq!(w.sms.sent().len(), 1);
+}
+
+#[tokio::test]
+async fn one_sweep_does_all_kinds_of_work_and_a_second_does_nothing() {
+    let w = world_with(&[(
+        "BOC",
+        vec![
+            Script::Status(503),
+            Script::Cards(&[("CREDIT", "43671111")]),
+        ],
+    )]);
+    // A report that expires first.
+    let old = w.reported("u2").await;
+    // A query whose notice failed.
+    w.clock.advance(Duration::days(6) + Duration::hours(23));
+    w.sms.fail(1);
+    let failed_notice = w.submit("u1", &["ICBC"]).await;
+    w.answer(&failed_notice, "ICBC", vec![]).await;
+    assert!(w.aggregator.aggregate(&failed_notice).await.is_err());
+    assert!(w.stored(&failed_notice).await.is_some());
+    assert!(w.query(&failed_notice).await.notified_at.is_none());
+    // A query whose deadline passes with a bank silent (not u1's: u1 holds a report).
+    w.profile("u3", "+8613700137000");
+    let late = w.submit("u3", &["ICBC", "CMB"]).await;
+    w.answer(&late, "ICBC", vec![]).await;
+    w.accept(&late, "CMB").await;
+    // A leg to be retried.
+    w.profile("u4", "+8613600136000");
+    let w_clock_now = w.now();
+    let retried = w.submit("u4", &["BOC"]).await;
+    w.fanout.dispatch(&retried).await.unwrap();
+    let retry_at = w.leg(&retried, "BOC").await.next_attempt_at.unwrap();
+    assert!(retry_at < w_clock_now + Duration::minutes(1));
+
+    // 24 hours later everything is due.
+    w.clock
+        .set(w_clock_now + Duration::hours(24) - Duration::seconds(30));
+    // Deadline of `late` not yet: only expiry, retry and notice.
+    let stats = w.sweeper.run_once().await.unwrap();
+    assert_eq!(
+        stats,
+        SweepStats {
+            retries: 1,
+            expired: 1,
+            notified: 1,
+            ..SweepStats::default()
+        }
+    );
+    // Its last answer makes `retried` ready: the stream runs the aggregator.
+    assert_eq!(
+        w.aggregator.aggregate(&retried).await.unwrap(),
+        AggregateOutcome::Published
+    );
+    w.clock.set(w_clock_now + Duration::hours(24));
+    let stats = w.sweeper.run_once().await.unwrap();
+    assert_eq!(
+        stats,
+        SweepStats {
+            deadlines: 1,
+            ..SweepStats::default()
+        }
+    );
+
+    assert!(w.stored(&old).await.is_none());
+    assert_eq!(w.query(&old).await.phase, QueryPhase::Expired);
+    assert!(w.query(&failed_notice).await.notified_at.is_some());
+    assert_eq!(w.leg(&retried, "BOC").await.state, LegState::Answered);
+    assert_eq!(w.query(&late).await.phase, QueryPhase::Reported);
+    assert_eq!(w.leg(&late, "CMB").await.state, LegState::NoResponse);
+    // u2's, u1's (by the sweep), u4's, u3's: each once.
+    let phones: Vec<String> = w
+        .sms
+        .sent()
+        .iter()
+        .map(|(p, _)| p.e164().to_owned())
+        .collect();
+    assert_eq!(
+        phones,
+        ["+8613900139000", PHONE, "+8613600136000", "+8613700137000"]
+    );
+
+    let calls = w.banks.total_calls();
+    assert_eq!(w.sweeper.run_once().await.unwrap(), SweepStats::default());
+    assert_eq!(w.sms.sent().len(), 4);
+    assert_eq!(w.banks.total_calls(), calls);
+}

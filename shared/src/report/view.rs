@@ -1,0 +1,387 @@
+//! The user's query records and reports: `GET /v1/card-queries`,
+//! `GET /v1/card-queries/{id}`, `POST /v1/card-queries/{id}/report` (step-up every time).
+//! Another user's query is "not found", never "forbidden".
+
+use std::sync::Arc;
+
+use lambda_http::http::Method;
+use lambda_http::{Body, Request, Response};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use tracing::{info, Instrument};
+
+use super::crypto::ReportOpener;
+use crate::clock::Clock;
+use crate::config::ServiceConfig;
+use crate::error::ServiceError;
+use crate::http;
+use crate::model::ids::{QueryId, UserId};
+use crate::model::timestamp::rfc3339;
+use crate::ports::{QueryStore, ReportStore, SubmissionStore};
+use crate::records::{LegState, QueryPhase, QueryRecord};
+use crate::security::app_jwt::AppAuthenticator;
+use crate::security::face::FaceVerifier;
+use crate::security::sms_code::{CodeHasher, Purpose};
+use crate::verification::{check_code, store_err};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct QueryView {
+    pub query_id: String,
+    pub status: &'static str,
+    pub report_status: &'static str,
+    #[serde(with = "rfc3339")]
+    pub submitted_at: OffsetDateTime,
+    #[serde(with = "rfc3339")]
+    pub report_due_by: OffsetDateTime,
+    pub banks: Vec<String>,
+    #[serde(with = "rfc3339::option")]
+    pub report_generated_at: Option<OffsetDateTime>,
+    #[serde(with = "rfc3339::option")]
+    pub report_expires_at: Option<OffsetDateTime>,
+    #[serde(with = "rfc3339::option")]
+    pub last_viewed_at: Option<OffsetDateTime>,
+}
+
+impl QueryView {
+    pub fn of(q: &QueryRecord, now: OffsetDateTime) -> Self {
+        let expired = q.phase == QueryPhase::Expired
+            || (q.phase == QueryPhase::Reported && q.report_expires_at.is_some_and(|e| now >= e));
+        let (status, report_status) = match q.phase {
+            QueryPhase::Collecting | QueryPhase::Aggregating => ("PENDING", "PENDING"),
+            QueryPhase::Failed => ("FAILED", "FAILED"),
+            _ if expired => ("READY", "EXPIRED"),
+            _ => ("READY", "READY"),
+        };
+        Self {
+            query_id: q.query_id.to_string(),
+            status,
+            report_status,
+            submitted_at: q.submitted_at,
+            report_due_by: q.report_due_by,
+            banks: q.banks.iter().map(ToString::to_string).collect(),
+            report_generated_at: q.report_generated_at,
+            report_expires_at: q.report_expires_at,
+            last_viewed_at: q.last_viewed_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct BankProgress {
+    pub bank_code: String,
+    pub bank_name: String,
+    pub status: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+pub struct QueryDetail {
+    #[serde(flatten)]
+    pub record: QueryView,
+    pub progress: Vec<BankProgress>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CodeInput {
+    verification_id: String,
+    sms_code: String,
+}
+
+/// Step-up proof for one view: an SMS code (purpose VIEW_REPORT) or a face token.
+enum StepUp {
+    Code { verification: CodeInput },
+    Face { face_token: String },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReportRequest {
+    #[serde(default)]
+    verification: Option<CodeInput>,
+    #[serde(default)]
+    face_token: Option<String>,
+}
+
+pub struct ViewDeps {
+    pub config: Arc<ServiceConfig>,
+    pub queries: Arc<dyn QueryStore>,
+    pub reports: Arc<dyn ReportStore>,
+    pub verifications: Arc<dyn SubmissionStore>,
+    pub codes: CodeHasher,
+    pub face: Arc<FaceVerifier>,
+    pub opener: ReportOpener,
+    pub clock: Arc<dyn Clock>,
+}
+
+pub struct ViewService {
+    d: ViewDeps,
+}
+
+impl ViewService {
+    pub fn new(deps: ViewDeps) -> Self {
+        Self { d: deps }
+    }
+
+    pub fn now(&self) -> OffsetDateTime {
+        self.d.clock.now()
+    }
+
+    pub async fn list(&self, user: &UserId) -> Result<Vec<QueryView>, ServiceError> {
+        let now = self.now();
+        Ok(self
+            .d
+            .reports
+            .user_queries(user)
+            .await
+            .map_err(store_err)?
+            .iter()
+            .map(|q| QueryView::of(q, now))
+            .collect())
+    }
+
+    /// The caller's own query; anything else is "not found".
+    async fn own_query(&self, user: &UserId, id: &str) -> Result<QueryRecord, ServiceError> {
+        let id = QueryId::parse(id).map_err(|_| ServiceError::NotFound)?;
+        self.d
+            .queries
+            .query(&id)
+            .await
+            .map_err(store_err)?
+            .filter(|q| &q.user_id == user)
+            .ok_or(ServiceError::NotFound)
+    }
+
+    pub async fn detail(&self, user: &UserId, id: &str) -> Result<QueryDetail, ServiceError> {
+        let q = self.own_query(user, id).await?;
+        let legs = self.d.queries.legs(&q.query_id).await.map_err(store_err)?;
+        let progress = q
+            .banks
+            .iter()
+            .map(|code| {
+                let state = legs.iter().find(|l| &l.bank == code).map(|l| l.state);
+                BankProgress {
+                    bank_code: code.to_string(),
+                    bank_name: self.d.config.banks.name(code).to_owned(),
+                    status: match state {
+                        Some(LegState::Answered) => "RESPONDED",
+                        Some(LegState::Failed) => "FAILED",
+                        Some(LegState::NoResponse) => "NO_RESPONSE",
+                        _ => "PENDING",
+                    },
+                }
+            })
+            .collect();
+        Ok(QueryDetail {
+            record: QueryView::of(&q, self.now()),
+            progress,
+        })
+    }
+
+    fn expired(&self, q: &QueryRecord, now: OffsetDateTime) -> ServiceError {
+        ServiceError::ReportExpired {
+            query: serde_json::to_value(QueryView::of(q, now)).unwrap_or_default(),
+        }
+    }
+
+    /// The report, after a fresh step-up.
+    pub async fn report(
+        &self,
+        user: &UserId,
+        id: &str,
+        body: &[u8],
+    ) -> Result<serde_json::Value, ServiceError> {
+        let step_up = parse_step_up(body)?;
+        let q = self.own_query(user, id).await?;
+        let now = self.now();
+        let view = QueryView::of(&q, now);
+        match view.report_status {
+            "READY" => {}
+            "EXPIRED" => return Err(self.expired(&q, now)),
+            _ => return Err(ServiceError::ReportNotReady),
+        }
+        self.step_up(user, step_up, now).await?;
+        let Some(stored) = self
+            .d
+            .reports
+            .report(&q.query_id)
+            .await
+            .map_err(store_err)?
+        else {
+            // Deleted by the sweeper in between.
+            return Err(self.expired(&q, now));
+        };
+        if now >= stored.expires_at {
+            return Err(self.expired(&q, now));
+        }
+        let plain = self
+            .d
+            .opener
+            .open(&q.query_id.to_string(), &stored.sealed)
+            .map_err(ServiceError::internal)?;
+        let report: serde_json::Value =
+            serde_json::from_slice(&plain).map_err(ServiceError::internal)?;
+        self.d
+            .reports
+            .record_view(&q.query_id, now)
+            .await
+            .map_err(store_err)?;
+        info!(query_id = %q.query_id, "report viewed");
+        Ok(report)
+    }
+
+    async fn step_up(
+        &self,
+        user: &UserId,
+        proof: StepUp,
+        now: OffsetDateTime,
+    ) -> Result<(), ServiceError> {
+        match proof {
+            StepUp::Code { verification } => {
+                let rules = &self.d.config.rules;
+                let id = check_code(
+                    self.d.verifications.as_ref(),
+                    &self.d.codes,
+                    rules.sms_code_max_attempts,
+                    now,
+                    user,
+                    Purpose::ViewReport,
+                    &verification.verification_id,
+                    &verification.sms_code,
+                )
+                .await?;
+                let used = self
+                    .d
+                    .verifications
+                    .consume_verification(user, &id, rules.sms_code_max_attempts)
+                    .await
+                    .map_err(store_err)?;
+                used.then_some(()).ok_or(ServiceError::VerificationFailed)
+            }
+            StepUp::Face { face_token } => {
+                let pass = self.d.face.verify(&face_token, user, now)?;
+                let fresh = self
+                    .d
+                    .verifications
+                    .consume_face_nonce(
+                        &pass.nonce,
+                        pass.issued_at + self.d.config.rules.face_token_max_age,
+                    )
+                    .await
+                    .map_err(store_err)?;
+                fresh
+                    .then_some(())
+                    .ok_or(ServiceError::FaceVerificationFailed)
+            }
+        }
+    }
+}
+
+/// Exactly one of `verification` and `face_token`.
+fn parse_step_up(body: &[u8]) -> Result<StepUp, ServiceError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ServiceError::Malformed("a JSON body is required".into()));
+    }
+    let value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|_| ServiceError::Malformed("the body is not valid JSON".into()))?;
+    if !value.is_object() {
+        return Err(ServiceError::Malformed(
+            "the body must be a JSON object".into(),
+        ));
+    }
+    http::require_objects(&value, &["verification"])?;
+    let req: ReportRequest = serde_json::from_value(value).map_err(|e| {
+        let msg = e.to_string();
+        if msg.starts_with("unknown field") {
+            ServiceError::Malformed(
+                msg.split(", expected")
+                    .next()
+                    .unwrap_or("unknown field")
+                    .to_owned(),
+            )
+        } else {
+            ServiceError::Malformed(
+                "the body must be {\"verification\": {...}} or {\"face_token\": \"...\"}".into(),
+            )
+        }
+    })?;
+    match (req.verification, req.face_token) {
+        (Some(verification), None) => Ok(StepUp::Code { verification }),
+        (None, Some(face_token)) => Ok(StepUp::Face { face_token }),
+        _ => Err(ServiceError::Malformed(
+            "give exactly one of verification and face_token".into(),
+        )),
+    }
+}
+
+/// HTTP entrypoint of the view-report function.
+pub struct ViewApi {
+    pub service: ViewService,
+    pub auth: AppAuthenticator,
+}
+
+impl ViewApi {
+    pub async fn handle(&self, req: Request) -> Response<Body> {
+        let span = tracing::info_span!(
+            "request",
+            request_id = %http::request_id(&req),
+            method = %req.method(),
+            path = %req.uri().path(),
+            user_id = tracing::field::Empty,
+        );
+        async {
+            let resp = match self.route(&req).await {
+                Ok(resp) => resp,
+                Err(e) => http::error_response(&e),
+            };
+            tracing::info!(status = resp.status().as_u16(), "request done");
+            resp
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn route(&self, req: &Request) -> Result<Response<Body>, ServiceError> {
+        let path = req.uri().path().to_owned();
+        let segs = http::segments(&path);
+        let (allowed, allow) = match segs.as_slice() {
+            ["v1", "card-queries"] => (Method::GET, "GET, POST"),
+            ["v1", "card-queries", _] => (Method::GET, "GET"),
+            ["v1", "card-queries", _, "report"] => (Method::POST, "POST"),
+            _ => return Err(ServiceError::NotFound),
+        };
+        if req.method() != allowed {
+            return Err(ServiceError::MethodNotAllowed { allow });
+        }
+        let user = self.auth.authenticate(
+            http::authorizer_sub(req).as_deref(),
+            http::header(req, "authorization"),
+            self.service.now(),
+        )?;
+        tracing::Span::current().record("user_id", user.as_str());
+        match segs.as_slice() {
+            ["v1", "card-queries"] => {
+                let queries = self.service.list(&user).await?;
+                Ok(http::json_response(
+                    200,
+                    &serde_json::json!({ "queries": queries }),
+                ))
+            }
+            ["v1", "card-queries", id] => Ok(http::json_response(
+                200,
+                &self.service.detail(&user, id).await?,
+            )),
+            ["v1", "card-queries", id, "report"] => {
+                let body = http::body_bytes(req);
+                if body.len() > http::MAX_BODY_BYTES {
+                    return Err(ServiceError::PayloadTooLarge {
+                        limit: http::MAX_BODY_BYTES,
+                    });
+                }
+                http::check_json_content_type(req)?;
+                let report = self.service.report(&user, id, body).await?;
+                Ok(http::json_response(200, &report))
+            }
+            _ => Err(ServiceError::NotFound),
+        }
+    }
+}

@@ -1,0 +1,56 @@
+//! Checking what a caller proved: an SMS code (without consuming it; a wrong code counts
+//! against it), shared by submission and report viewing.
+
+use time::OffsetDateTime;
+
+use crate::error::ServiceError;
+use crate::model::ids::{UserId, VerificationId};
+use crate::ports::{StoreError, SubmissionStore};
+use crate::security::sms_code::{self, CodeHasher, Purpose};
+
+pub fn store_err(e: StoreError) -> ServiceError {
+    match e {
+        StoreError::Unavailable(m) => ServiceError::Unavailable(m),
+        other => ServiceError::internal(other),
+    }
+}
+
+/// The verification id if `code` is right for it, its purpose and this user, it is
+/// unused, not burnt and not expired at `now`.
+#[allow(clippy::too_many_arguments)]
+pub async fn check_code(
+    store: &dyn SubmissionStore,
+    codes: &CodeHasher,
+    max_attempts: u32,
+    now: OffsetDateTime,
+    user: &UserId,
+    purpose: Purpose,
+    verification_id: &str,
+    code: &str,
+) -> Result<VerificationId, ServiceError> {
+    let id =
+        VerificationId::parse(verification_id).map_err(|_| ServiceError::VerificationFailed)?;
+    if !sms_code::is_well_formed(code) {
+        return Err(ServiceError::VerificationFailed);
+    }
+    let record = store
+        .verification(user, &id)
+        .await
+        .map_err(store_err)?
+        .ok_or(ServiceError::VerificationFailed)?;
+    if record.purpose != purpose
+        || record.used
+        || record.attempts >= max_attempts
+        || now >= record.expires_at
+    {
+        return Err(ServiceError::VerificationFailed);
+    }
+    if !codes.matches(&record.code_hash, user, &id, purpose, code) {
+        store
+            .record_code_failure(user, &id)
+            .await
+            .map_err(store_err)?;
+        return Err(ServiceError::VerificationFailed);
+    }
+    Ok(id)
+}

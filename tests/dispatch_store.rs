@@ -1,0 +1,170 @@
+//! Legs on DynamoDB Local: concurrent settles count exactly, and the query becomes ready
+//! for aggregation exactly once (one stream record matches the aggregator's filter).
+
+use std::sync::Arc;
+
+use aws_sdk_dynamodbstreams::types::{AttributeValue as StreamValue, ShardIteratorType};
+use shared::clock::Clock;
+use shared::model::ids::QueryId;
+use shared::ports::{QueryStore, SettleOutcome, Settlement};
+use shared::records::LegState;
+use testkit::submission::Fixture;
+
+/// Stream records of the query item whose new image has `unsettled` = 0 while COLLECTING
+/// (the aggregator's filter in infra/template.yaml).
+async fn ready_records(f: &Fixture, q: &QueryId) -> usize {
+    let db = &f.env.clients.dynamodb;
+    let streams = &f.env.clients.streams;
+    let arn = db
+        .describe_table()
+        .table_name(f.env.table("CardLookupTable"))
+        .send()
+        .await
+        .unwrap()
+        .table
+        .unwrap()
+        .latest_stream_arn
+        .unwrap();
+    let shards = streams
+        .describe_stream()
+        .stream_arn(&arn)
+        .send()
+        .await
+        .unwrap()
+        .stream_description
+        .unwrap()
+        .shards
+        .unwrap_or_default();
+    let pk = StreamValue::S(format!("QUERY#{q}"));
+    let mut count = 0;
+    for shard in shards {
+        let mut it = streams
+            .get_shard_iterator()
+            .stream_arn(&arn)
+            .shard_id(shard.shard_id().unwrap())
+            .shard_iterator_type(ShardIteratorType::TrimHorizon)
+            .send()
+            .await
+            .unwrap()
+            .shard_iterator;
+        while let Some(i) = it.take() {
+            let page = streams
+                .get_records()
+                .shard_iterator(i)
+                .send()
+                .await
+                .unwrap();
+            for r in page.records() {
+                let Some(img) = r.dynamodb().and_then(|d| d.new_image()) else {
+                    continue;
+                };
+                let is_query = img.get("pk") == Some(&pk)
+                    && img.get("sk") == Some(&StreamValue::S("QUERY".into()));
+                if is_query
+                    && img.get("unsettled") == Some(&StreamValue::N("0".into()))
+                    && img.get("phase") == Some(&StreamValue::S("COLLECTING".into()))
+                {
+                    count += 1;
+                }
+            }
+            if page.records().is_empty() {
+                break;
+            }
+            it = page.next_shard_iterator;
+        }
+    }
+    count
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixteen_concurrent_settles_make_the_query_ready_exactly_once() {
+    let f = Arc::new(Fixture::new().await);
+    let user = f.user().await;
+    let code = f.code(&user).await;
+    let (raw, body) = f.body(&code, &f.face(&user));
+    let (_, accepted) = f
+        .service
+        .submit(&user.id, Some("k"), &raw, body, None)
+        .await
+        .unwrap();
+    let q = QueryId::parse(accepted["query_id"].as_str().unwrap()).unwrap();
+    let legs = f.store.legs(&q).await.unwrap();
+    assert_eq!(legs.len(), 16);
+    assert!(legs.iter().all(|l| l.state == LegState::Pending));
+
+    let now = f.clock.now();
+    let tasks: Vec<_> = legs
+        .iter()
+        .map(|leg| {
+            let (f, bank) = (f.clone(), leg.bank.clone());
+            tokio::spawn(async move {
+                let st = Settlement {
+                    state: LegState::Answered,
+                    failure: None,
+                    cards: vec![],
+                    answer_digest: Some(format!("digest-{bank}")),
+                    at: now,
+                };
+                f.store.settle(&q, &bank, &st, None).await
+            })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap().unwrap(), SettleOutcome::Settled);
+    }
+    assert!(f
+        .store
+        .legs(&q)
+        .await
+        .unwrap()
+        .iter()
+        .all(|l| l.state == LegState::Answered));
+    assert_eq!(ready_records(&f, &q).await, 1);
+
+    // Settling again changes nothing and triggers nothing.
+    let again = Settlement {
+        state: LegState::Failed,
+        failure: Some("X".into()),
+        cards: vec![],
+        answer_digest: None,
+        at: now,
+    };
+    let outcome = f
+        .store
+        .settle(&q, &legs[0].bank, &again, None)
+        .await
+        .unwrap();
+    assert!(matches!(outcome, SettleOutcome::AlreadySettled(_)));
+    assert_eq!(ready_records(&f, &q).await, 1);
+}
+
+#[tokio::test]
+async fn a_submission_writes_one_pending_leg_per_bank_in_the_same_transaction() {
+    let f = Fixture::new().await;
+    let user = f.user().await;
+    let code = f.code(&user).await;
+    let (raw, body) = f.body(&code, &f.face(&user));
+    let (_, accepted) = f
+        .service
+        .submit(&user.id, Some("k"), &raw, body, None)
+        .await
+        .unwrap();
+    let q = QueryId::parse(accepted["query_id"].as_str().unwrap()).unwrap();
+    let legs = f.store.legs(&q).await.unwrap();
+    let mut banks: Vec<String> = legs.iter().map(|l| l.bank.to_string()).collect();
+    banks.sort();
+    let mut expected: Vec<String> = f
+        .service
+        .config()
+        .banks
+        .all()
+        .iter()
+        .map(|b| b.code.to_string())
+        .collect();
+    expected.sort();
+    assert_eq!(banks, expected);
+    let mut inquiry_ids: Vec<&str> = legs.iter().map(|l| l.inquiry_id.as_str()).collect();
+    inquiry_ids.sort();
+    inquiry_ids.dedup();
+    assert_eq!(inquiry_ids.len(), 16, "each leg has its own inquiry id");
+}

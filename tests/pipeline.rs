@@ -1,0 +1,487 @@
+//! One query end to end, as deployed locally: HTTP through `cargo lambda watch`, the
+//! DynamoDB stream through the event pump, the 16 simulated banks, the sweeper on its
+//! schedule, SMS through the SNS emulator.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use serde_json::{json, Value};
+use testkit::api::{Api, TestUser, UserKind};
+
+const ALL_BANKS: [&str; 16] = [
+    "ICBC", "ABC", "BOC", "CCB", "BOCOM", "PSBC", "CMB", "SPDB", "CITIC", "CEB", "HXB", "CMBC",
+    "CGB", "PAB", "CIB", "CZB",
+];
+const REPORT_WAIT: Duration = Duration::from_secs(60);
+
+fn ready_sms(texts: &[String]) -> usize {
+    texts.iter().filter(|t| t.contains("报告已生成")).count()
+}
+
+/// The "report ready" SMS go out right after the report is stored: wait for them.
+async fn ready_sms_of(api: &Api, user: &TestUser) -> usize {
+    let start = std::time::Instant::now();
+    loop {
+        let n = ready_sms(&api.sms_to(&user.phone).await);
+        if n > 0 || start.elapsed() > Duration::from_secs(30) {
+            return n;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Cards per bank as the report shows them: bank → sorted masked numbers with kind.
+fn report_cards(report: &Value) -> BTreeMap<String, Vec<String>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for c in report["cards"].as_array().unwrap() {
+        out.entry(c["bank_code"].as_str().unwrap().to_owned())
+            .or_default()
+            .push(format!(
+                "{} {}",
+                c["kind"].as_str().unwrap(),
+                c["masked_number"].as_str().unwrap()
+            ));
+    }
+    out.values_mut().for_each(|v| v.sort());
+    out
+}
+
+fn truth_cards(truth: &Value, banks: &[&str]) -> BTreeMap<String, Vec<String>> {
+    let mut out = BTreeMap::new();
+    for bank in banks {
+        let mut cards: Vec<String> = truth[*bank]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                format!(
+                    "{} {} **** **** {}",
+                    c["kind"].as_str().unwrap(),
+                    c["first4"].as_str().unwrap(),
+                    c["last4"].as_str().unwrap()
+                )
+            })
+            .collect();
+        cards.sort();
+        if !cards.is_empty() {
+            out.insert((*bank).to_owned(), cards);
+        }
+    }
+    out
+}
+
+async fn ready_report(api: &Api, user: &TestUser, banks: &[&str]) -> (String, Value) {
+    let accepted = api.submit_query(user, banks).await;
+    let query_id = accepted["query_id"].as_str().unwrap().to_owned();
+    let record = api.wait_report(user, &query_id, REPORT_WAIT).await;
+    assert_eq!(record["report_status"], "READY", "{record}");
+    api.allow_next_sms(user).await;
+    let reply = api.view_report(user, &query_id).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    (query_id, reply.body.unwrap())
+}
+
+#[tokio::test]
+async fn sixteen_banks_at_once_and_by_callback_report_the_ground_truth_with_one_sms() {
+    let api = Api::get().await;
+    let user = api.new_user(UserKind::Eligible).await;
+    for bank in ["CMB", "CCB", "PAB", "CIB", "CZB", "HXB"] {
+        api.sim_behave(
+            &user,
+            bank,
+            json!({"mode": "callback", "callback_delay_ms": 150}),
+        )
+        .await;
+    }
+    let (query_id, report) = ready_report(&api, &user, &ALL_BANKS).await;
+    let truth = api.sim_truth(&user).await;
+    assert_eq!(report_cards(&report), truth_cards(&truth, &ALL_BANKS));
+    let banks = report["summary"]["banks"].as_array().unwrap();
+    assert_eq!(banks.len(), 16);
+    assert!(banks.iter().all(|b| b["status"] == "RESPONDED"), "{report}");
+    let total: usize = ALL_BANKS
+        .iter()
+        .map(|b| truth[*b].as_array().unwrap().len())
+        .sum();
+    assert_eq!(report["summary"]["total_cards"], total);
+    assert_eq!(report["query_id"], query_id);
+    assert!(report["notices"].as_array().unwrap().len() >= 5);
+    // Exactly one "report ready" SMS, to the registered phone, without a link.
+    assert_eq!(ready_sms_of(&api, &user).await, 1);
+    assert!(api
+        .sms_to(&user.phone)
+        .await
+        .iter()
+        .all(|t| !t.contains("http")));
+    // Each bank was asked once.
+    assert_eq!(api.sim_inquiries(&user).await.len(), 16);
+}
+
+#[tokio::test]
+async fn every_view_needs_a_fresh_verification() {
+    let api = Api::get().await;
+    let user = api.new_user(UserKind::Eligible).await;
+    let (query_id, _) = ready_report(&api, &user, &["ICBC", "ABC"]).await;
+    let path = format!("/v1/card-queries/{query_id}/report");
+    let token = api.token(&user);
+
+    api.allow_next_sms(&user).await;
+    let (vid, code) = api.verification(&user, "VIEW_REPORT").await;
+    let wrong = format!("{:06}", (code.parse::<u32>().unwrap() + 1) % 1_000_000);
+    let reply = api
+        .post_json(
+            &path,
+            &token,
+            &json!({"verification": {"verification_id": vid, "sms_code": wrong}}),
+        )
+        .await;
+    assert_eq!(
+        (reply.status, reply.code()),
+        (422, Some("VERIFICATION_FAILED"))
+    );
+    assert!(
+        reply.body.as_ref().unwrap().get("cards").is_none(),
+        "nothing shown"
+    );
+    let ok = api
+        .post_json(
+            &path,
+            &token,
+            &json!({"verification": {"verification_id": vid, "sms_code": code}}),
+        )
+        .await;
+    assert_eq!(ok.status, 200);
+    let again = api
+        .post_json(
+            &path,
+            &token,
+            &json!({"verification": {"verification_id": vid, "sms_code": code}}),
+        )
+        .await;
+    assert_eq!(
+        (again.status, again.code()),
+        (422, Some("VERIFICATION_FAILED")),
+        "a code serves one view"
+    );
+    // A face token works once too.
+    let face = api.face_token(&user);
+    let by_face = api
+        .post_json(&path, &token, &json!({"face_token": face}))
+        .await;
+    assert_eq!(by_face.status, 200);
+    let reused = api
+        .post_json(&path, &token, &json!({"face_token": face}))
+        .await;
+    assert_eq!(
+        (reused.status, reused.code()),
+        (422, Some("FACE_VERIFICATION_FAILED"))
+    );
+    // The view is recorded on the query record.
+    let record = api
+        .get_json(&format!("/v1/card-queries/{query_id}"), &token)
+        .await;
+    assert!(record.body.unwrap()["last_viewed_at"].is_string());
+    // Another user sees nothing of it: 404, not 403.
+    let other = api.new_user(UserKind::Eligible).await;
+    let reply = api
+        .get_json(&format!("/v1/card-queries/{query_id}"), &api.token(&other))
+        .await;
+    assert_eq!((reply.status, reply.code()), (404, Some("NOT_FOUND")));
+}
+
+async fn set_times(api: &Api, pk: &str, sk: &str, assignments: &[(&str, String)]) {
+    let mut expr = Vec::new();
+    let mut req = api
+        .clients
+        .dynamodb
+        .update_item()
+        .table_name(&api.tables.main)
+        .key("pk", AttributeValue::S(pk.into()))
+        .key("sk", AttributeValue::S(sk.into()));
+    for (i, (attr, value)) in assignments.iter().enumerate() {
+        expr.push(format!("{attr} = :v{i}"));
+        req = req.expression_attribute_values(format!(":v{i}"), AttributeValue::S(value.clone()));
+    }
+    req.update_expression(format!("SET {}", expr.join(", ")))
+        .condition_expression("attribute_exists(pk)")
+        .send()
+        .await
+        .unwrap();
+}
+
+fn past(d: time::Duration) -> String {
+    shared::model::timestamp::format(time::OffsetDateTime::now_utc() - d)
+}
+
+#[tokio::test]
+async fn an_expired_report_is_refused_with_its_record_then_deleted_by_the_sweeper() {
+    let api = Api::get().await;
+    let user = api.new_user(UserKind::Eligible).await;
+    let (query_id, _) = ready_report(&api, &user, &["BOC"]).await;
+    // Seven days pass: move the stored times back.
+    let pk = format!("QUERY#{query_id}");
+    let expired_at = past(time::Duration::seconds(1));
+    set_times(
+        &api,
+        &pk,
+        "QUERY",
+        &[("report_expires_at", expired_at.clone())],
+    )
+    .await;
+    let token = api.token(&user);
+    api.allow_next_sms(&user).await;
+    let reply = api.view_report(&user, &query_id).await;
+    assert_eq!((reply.status, reply.code()), (410, Some("REPORT_EXPIRED")));
+    assert_eq!(
+        reply.body.as_ref().unwrap()["query"]["report_status"],
+        "EXPIRED"
+    );
+    // The sweeper deletes the report (its due entry moved back too).
+    set_times(
+        &api,
+        &pk,
+        "REPORT",
+        &[("expires_at", expired_at.clone()), ("due_at", expired_at)],
+    )
+    .await;
+    let start = std::time::Instant::now();
+    loop {
+        let item = api
+            .clients
+            .dynamodb
+            .get_item()
+            .table_name(&api.tables.main)
+            .key("pk", AttributeValue::S(pk.clone()))
+            .key("sk", AttributeValue::S("REPORT".into()))
+            .consistent_read(true)
+            .send()
+            .await
+            .unwrap();
+        if item.item.is_none() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the sweeper did not delete the report"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let list = api.get_json("/v1/card-queries", &token).await;
+    let record = &list.body.unwrap()["queries"][0];
+    assert_eq!(record["query_id"], query_id);
+    assert_eq!(record["report_status"], "EXPIRED");
+}
+
+#[tokio::test]
+async fn a_new_query_right_after_the_report_is_refused_until_seven_days_later() {
+    let api = Api::get().await;
+    let user = api.new_user(UserKind::Eligible).await;
+    let (_, report) = ready_report(&api, &user, &["CCB"]).await;
+    api.allow_next_sms(&user).await;
+    let (vid, code) = api.verification(&user, "SUBMIT_QUERY").await;
+    let body = json!({
+        "banks": ["CCB"],
+        "consent": {"agreement_version": shared::config::ServiceConfig::parse(shared::config::DEFAULT_CONFIG).unwrap().agreement_version, "accepted": true},
+        "verification": {"verification_id": vid, "sms_code": code},
+        "face_token": api.face_token(&user),
+        "payment_password": testkit::seed::PAYMENT_PASSWORD,
+    });
+    let reply = api
+        .call(
+            "POST",
+            "/v1/card-queries",
+            Some(&api.token(&user)),
+            &[("idempotency-key", "again")],
+            Some(body.to_string()),
+        )
+        .await;
+    assert_eq!((reply.status, reply.code()), (429, Some("COOLDOWN_ACTIVE")));
+    let generated =
+        shared::model::timestamp::parse(report["generated_at"].as_str().unwrap()).unwrap();
+    let next = reply.body.unwrap()["error"]["next_allowed_at"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        shared::model::timestamp::parse(&next).unwrap(),
+        generated + time::Duration::days(7)
+    );
+}
+
+#[tokio::test]
+async fn a_bank_that_never_answers_is_no_response_at_the_deadline() {
+    let api = Api::get().await;
+    let user = api.new_user(UserKind::Eligible).await;
+    api.sim_behave(&user, "CEB", json!({"mode": "never"})).await;
+    let accepted = api.submit_query(&user, &["ICBC", "CEB"]).await;
+    let query_id = accepted["query_id"].as_str().unwrap().to_owned();
+    // ICBC answers; CEB accepted and went silent.
+    let start = std::time::Instant::now();
+    loop {
+        let d = api
+            .get_json(&format!("/v1/card-queries/{query_id}"), &api.token(&user))
+            .await
+            .body
+            .unwrap();
+        let p = d["progress"].as_array().unwrap().clone();
+        if p.iter()
+            .any(|b| b["bank_code"] == "ICBC" && b["status"] == "RESPONDED")
+        {
+            assert_eq!(d["report_status"], "PENDING");
+            break;
+        }
+        assert!(start.elapsed() < REPORT_WAIT);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // 24 hours pass: the deadline (and its due entry) moves into the past.
+    let due = past(time::Duration::seconds(1));
+    set_times(
+        &api,
+        &format!("QUERY#{query_id}"),
+        "QUERY",
+        &[("report_due_by", due.clone()), ("due_at", due)],
+    )
+    .await;
+    let record = api.wait_report(&user, &query_id, REPORT_WAIT).await;
+    assert_eq!(record["report_status"], "READY");
+    let statuses: BTreeMap<String, String> = record["progress"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            (
+                b["bank_code"].as_str().unwrap().to_owned(),
+                b["status"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(statuses["ICBC"], "RESPONDED");
+    assert_eq!(statuses["CEB"], "NO_RESPONSE");
+    api.allow_next_sms(&user).await;
+    let report = api.view_report(&user, &query_id).await.body.unwrap();
+    let ceb = report["summary"]["banks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["bank_code"] == "CEB")
+        .unwrap()
+        .clone();
+    assert_eq!(ceb["status"], "NO_RESPONSE");
+    assert_eq!(ready_sms_of(&api, &user).await, 1);
+}
+
+#[tokio::test]
+async fn a_bank_failing_twice_is_retried_and_then_answers() {
+    let api = Api::get().await;
+    let user = api.new_user(UserKind::Eligible).await;
+    api.sim_behave(
+        &user,
+        "SPDB",
+        json!({"mode": "fail_then_answer", "failures_before_success": 2}),
+    )
+    .await;
+    let (_, report) = ready_report(&api, &user, &["SPDB", "CITIC"]).await;
+    let spdb = report["summary"]["banks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["bank_code"] == "SPDB")
+        .unwrap()
+        .clone();
+    assert_eq!(spdb["status"], "RESPONDED");
+    let attempts = api
+        .sim_inquiries(&user)
+        .await
+        .into_iter()
+        .filter(|i| i["bank_code"] == "SPDB")
+        .count();
+    assert_eq!(attempts, 3);
+}
+
+#[tokio::test]
+async fn the_same_ready_record_delivered_twice_makes_one_report_and_one_sms() {
+    let api = Api::get().await;
+    let user = api.new_user(UserKind::Eligible).await;
+    let (query_id, _) = ready_report(&api, &user, &["HXB"]).await;
+    // Deliver the "ready" stream record again, twice, straight to the function.
+    let record = json!({"Records": [{
+        "eventID": "redelivery", "eventName": "MODIFY", "eventVersion": "1.1",
+        "eventSource": "aws:dynamodb", "awsRegion": "us-east-1",
+        "dynamodb": {
+            "ApproximateCreationDateTime": 1764336000,
+            "Keys": {"pk": {"S": format!("QUERY#{query_id}")}, "sk": {"S": "QUERY"}},
+            "NewImage": {"pk": {"S": format!("QUERY#{query_id}")}, "sk": {"S": "QUERY"}, "entity": {"S": "QUERY"},
+                         "query_id": {"S": query_id}, "phase": {"S": "COLLECTING"}, "unsettled": {"N": "0"}},
+            "SequenceNumber": "1", "SizeBytes": 100, "StreamViewType": "NEW_AND_OLD_IMAGES"
+        },
+        "eventSourceARN": "arn:aws:dynamodb:us-east-1:000000000000:table/x/stream/1"
+    }]});
+    for _ in 0..2 {
+        let resp = api
+            .http
+            .post(format!(
+                "{}/2015-03-31/functions/aggregate-report/invocations",
+                api.base
+            ))
+            .json(&record)
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_success());
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["batchItemFailures"], json!([]), "{body}");
+    }
+    assert_eq!(ready_sms_of(&api, &user).await, 1);
+    let report = api
+        .clients
+        .dynamodb
+        .query()
+        .table_name(&api.tables.main)
+        .key_condition_expression("pk = :pk AND sk = :sk")
+        .expression_attribute_values(":pk", AttributeValue::S(format!("QUERY#{query_id}")))
+        .expression_attribute_values(":sk", AttributeValue::S("REPORT".into()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(report.count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_users_at_once_get_fifty_reports_and_fifty_sms() {
+    let api = std::sync::Arc::new(Api::get().await);
+    let mut users = Vec::new();
+    for _ in 0..50 {
+        users.push(api.new_user(UserKind::Eligible).await);
+    }
+    let tasks: Vec<_> = users
+        .iter()
+        .cloned()
+        .map(|user| {
+            let api = api.clone();
+            tokio::spawn(async move {
+                let accepted = api
+                    .submit_query(&user, &["ICBC", "CMB", "CCB", "BOC"])
+                    .await;
+                let id = accepted["query_id"].as_str().unwrap().to_owned();
+                let record = api.wait_report(&user, &id, Duration::from_secs(120)).await;
+                (user, id, record)
+            })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for t in tasks {
+        let (user, id, record) = t.await.unwrap();
+        assert_eq!(record["report_status"], "READY", "{record}");
+        assert_eq!(
+            ready_sms_of(&api, &user).await,
+            1,
+            "one SMS for {}",
+            user.id
+        );
+        ids.push(id);
+    }
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 50);
+}

@@ -1,0 +1,624 @@
+//! The HTTP side: `POST /banks/{code}/card-inquiries` for each bank, and the admin API
+//! under `/_admin`. Logs name banks and query ids, never ID numbers, names or card
+//! numbers.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post, put};
+use axum::{Json, Router};
+use serde::Serialize;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use shared::bank::answer::{Answer, AnswerStatus, Inquiry};
+use shared::bank::signing::{self, BankSecret, SignatureHeaders};
+use shared::model::card::MaskedCard;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+use tokio::task::JoinHandle;
+
+use crate::behaviour::{Behaviour, BehaviourConfig, Behaviours, CallbackAnswer, Mode};
+use crate::customers;
+
+/// Callback deliveries: attempts in all, and the first pause (doubling after each).
+pub const CALLBACK_ATTEMPTS: u32 = 5;
+pub const CALLBACK_FIRST_BACKOFF: Duration = Duration::from_millis(250);
+const CALLBACK_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct SimConfig {
+    /// Bank codes, in configuration order.
+    pub banks: Vec<String>,
+    pub secrets: HashMap<String, BankSecret>,
+    pub behaviour: BehaviourConfig,
+}
+
+/// One inquiry as received, for `GET /_admin/inquiries/{id_number}`.
+#[derive(Debug, Clone, Serialize)]
+pub struct InquiryRecord {
+    pub bank_code: String,
+    pub query_id: String,
+    pub inquiry_id: String,
+    pub status_returned: u16,
+    /// RFC 3339, when the inquiry arrived.
+    pub at: String,
+    /// Callback mode only: how its delivery went.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub callback: Option<CallbackRecord>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CallbackRecord {
+    /// `pending`, `delivered` (2xx), `refused` (4xx, final) or `gave_up`.
+    pub outcome: &'static str,
+    pub attempts: u32,
+    /// The last HTTP status received, if any.
+    pub last_status: Option<u16>,
+}
+
+struct State_ {
+    behaviours: Behaviours,
+    /// (bank, nonce) → Unix seconds when seen.
+    nonces: HashMap<(String, String), i64>,
+    last_prune: i64,
+    /// (id_number, bank) → inquiries seen in `fail_then_answer` mode.
+    failures: HashMap<(String, String), u32>,
+    log: HashMap<String, Vec<InquiryRecord>>,
+}
+
+pub struct Sim {
+    banks: Vec<String>,
+    secrets: HashMap<String, BankSecret>,
+    state: Mutex<State_>,
+    client: reqwest::Client,
+}
+
+impl Sim {
+    pub fn new(config: SimConfig) -> Result<Self, String> {
+        for b in &config.banks {
+            if !config.secrets.contains_key(b) {
+                return Err(format!("no secret for bank {b}"));
+            }
+        }
+        let client = reqwest::Client::builder()
+            .timeout(CALLBACK_ATTEMPT_TIMEOUT)
+            .build()
+            .map_err(|e| format!("HTTP client: {e}"))?;
+        Ok(Self {
+            banks: config.banks,
+            secrets: config.secrets,
+            state: Mutex::new(State_ {
+                behaviours: Behaviours::new(config.behaviour),
+                nonces: HashMap::new(),
+                last_prune: 0,
+                failures: HashMap::new(),
+                log: HashMap::new(),
+            }),
+            client,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State_> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The bank codes served, in configuration order.
+    pub fn banks(&self) -> &[String] {
+        &self.banks
+    }
+
+    /// The cards each bank would report for this person.
+    pub fn truth(&self, id_number: &str) -> BTreeMap<String, Vec<MaskedCard>> {
+        self.banks
+            .iter()
+            .map(|b| (b.clone(), customers::masked_cards(id_number, b)))
+            .collect()
+    }
+
+    pub fn inquiries(&self, id_number: &str) -> Vec<InquiryRecord> {
+        self.lock().log.get(id_number).cloned().unwrap_or_default()
+    }
+
+    /// True when the nonce is fresh (and now used).
+    fn use_nonce(&self, bank: &str, nonce: &str, now: i64) -> bool {
+        let mut st = self.lock();
+        if now - st.last_prune > 60 {
+            let horizon = now - 2 * signing::MAX_SKEW_SECS - 60;
+            st.nonces.retain(|_, seen| *seen >= horizon);
+            st.last_prune = now;
+        }
+        st.nonces
+            .insert((bank.to_owned(), nonce.to_owned()), now)
+            .is_none()
+    }
+
+    fn record(&self, id_number: &str, rec: InquiryRecord) -> usize {
+        let mut st = self.lock();
+        let v = st.log.entry(id_number.to_owned()).or_default();
+        v.push(rec);
+        v.len() - 1
+    }
+
+    fn set_callback(&self, id_number: &str, idx: usize, cb: CallbackRecord) {
+        if let Some(r) = self
+            .lock()
+            .log
+            .get_mut(id_number)
+            .and_then(|v| v.get_mut(idx))
+        {
+            r.callback = Some(cb);
+        }
+    }
+
+    /// A key that is not the bank's: for `bad_signature`.
+    fn wrong_key(bank: &str) -> BankSecret {
+        let k = Sha256::digest(format!("bank-sim: not the key of {bank}").as_bytes());
+        BankSecret::new(k.to_vec()).expect("32 bytes")
+    }
+}
+
+fn now() -> OffsetDateTime {
+    OffsetDateTime::now_utc()
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&Rfc3339).unwrap_or_default()
+}
+
+fn json_error(status: StatusCode, message: &str) -> Response {
+    (status, Json(json!({ "error": message }))).into_response()
+}
+
+/// A response signed over (POST, `path`, body) with the four signature headers.
+fn signed(status: StatusCode, key: &BankSecret, bank: &str, path: &str, body: Vec<u8>) -> Response {
+    let h = signing::sign(key, bank, now(), "POST", path, &body);
+    let mut r = Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json");
+    for (name, value) in h.pairs() {
+        r = r.header(name, value);
+    }
+    r.body(Body::from(body)).expect("valid response")
+}
+
+fn signature_headers(headers: &HeaderMap) -> Option<SignatureHeaders> {
+    let get = |name: &str| headers.get(name)?.to_str().ok().map(str::to_owned);
+    Some(SignatureHeaders {
+        bank_code: get(signing::HEADER_BANK_CODE)?,
+        timestamp: get(signing::HEADER_TIMESTAMP)?,
+        nonce: get(signing::HEADER_NONCE)?,
+        signature: get(signing::HEADER_SIGNATURE)?,
+    })
+}
+
+/// What an answer body holds.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Content {
+    Correct,
+    Malformed,
+    BadSignature,
+    Leak,
+    ErrorAnswer,
+}
+
+impl From<CallbackAnswer> for Content {
+    fn from(c: CallbackAnswer) -> Self {
+        match c {
+            CallbackAnswer::Correct => Content::Correct,
+            CallbackAnswer::Malformed => Content::Malformed,
+            CallbackAnswer::BadSignature => Content::BadSignature,
+            CallbackAnswer::LeakCardNumber => Content::Leak,
+            CallbackAnswer::ErrorAnswer => Content::ErrorAnswer,
+        }
+    }
+}
+
+/// The answer body for this inquiry, and the key to sign it with.
+fn answer_body(sim: &Sim, bank: &str, inq: &Inquiry, content: Content) -> (Vec<u8>, BankSecret) {
+    let cards = if content == Content::ErrorAnswer {
+        Vec::new()
+    } else {
+        customers::masked_cards(&inq.subject.id_number, bank)
+    };
+    let status = match (content, cards.is_empty()) {
+        (Content::ErrorAnswer, _) => AnswerStatus::Error,
+        (_, true) => AnswerStatus::None,
+        (_, false) => AnswerStatus::Found,
+    };
+    let answer = Answer {
+        query_id: inq.query_id,
+        inquiry_id: inq.inquiry_id.clone(),
+        status,
+        cards,
+    };
+    let key = if content == Content::BadSignature {
+        Sim::wrong_key(bank)
+    } else {
+        sim.secrets[bank].clone()
+    };
+    let body = match content {
+        Content::Correct | Content::BadSignature | Content::ErrorAnswer => {
+            serde_json::to_vec(&answer).expect("serialisable")
+        }
+        Content::Leak => {
+            let mut v = serde_json::to_value(&answer).expect("serialisable");
+            v["card_number"] = customers::leakable_number(&inq.subject.id_number, bank).into();
+            serde_json::to_vec(&v).expect("serialisable")
+        }
+        Content::Malformed => format!(
+            r#"{{"query_id":"{}","inquiry_id":{:?},"status":"{:?}","cards":[{{"kind":"#,
+            answer.query_id, answer.inquiry_id, answer.status
+        )
+        .into_bytes(),
+    };
+    (body, key)
+}
+
+/// Best-effort ids of a body that failed verification or parsing, to log the attempt.
+fn loose_ids(body: &[u8]) -> Option<(String, String, String)> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let s = |x: &serde_json::Value| x.as_str().unwrap_or_default().to_owned();
+    let id = v.get("subject")?.get("id_number")?.as_str()?.to_owned();
+    Some((id, s(&v["query_id"]), s(&v["inquiry_id"])))
+}
+
+async fn card_inquiry(
+    State(sim): State<Arc<Sim>>,
+    Path(bank): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(secret) = sim.secrets.get(&bank) else {
+        return json_error(StatusCode::NOT_FOUND, "unknown bank");
+    };
+    let path = uri.path();
+    let arrived = now();
+    let refuse = |status: StatusCode, reason: &str| {
+        tracing::warn!(bank = %bank, status = status.as_u16(), reason, "inquiry refused");
+        if let Some((id, query_id, inquiry_id)) = loose_ids(&body) {
+            sim.record(
+                &id,
+                InquiryRecord {
+                    bank_code: bank.clone(),
+                    query_id,
+                    inquiry_id,
+                    status_returned: status.as_u16(),
+                    at: rfc3339(arrived),
+                    callback: None,
+                },
+            );
+        }
+        json_error(status, reason)
+    };
+
+    // Our signature, exactly as the service's own verifier checks it.
+    let Some(sig) = signature_headers(&headers) else {
+        return refuse(StatusCode::UNAUTHORIZED, "signature headers missing");
+    };
+    if sig.bank_code != bank {
+        return refuse(
+            StatusCode::UNAUTHORIZED,
+            "X-Bank-Code does not match the bank",
+        );
+    }
+    if let Err(e) = signing::verify(secret, &sig, arrived, "POST", path, &body) {
+        return refuse(StatusCode::UNAUTHORIZED, &e.to_string());
+    }
+    if !sim.use_nonce(&bank, &sig.nonce, arrived.unix_timestamp()) {
+        return refuse(StatusCode::UNAUTHORIZED, "nonce already used");
+    }
+    let inq: Inquiry = match serde_json::from_slice(&body) {
+        Ok(i) => i,
+        Err(e) => {
+            tracing::warn!(bank = %bank, line = e.line(), column = e.column(), "inquiry body refused");
+            return refuse(StatusCode::BAD_REQUEST, &format!("invalid inquiry: {e}"));
+        }
+    };
+    let callback_url = match reqwest::Url::parse(&inq.callback_url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.has_host() => u,
+        _ => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "callback_url must be an absolute http(s) URL",
+            )
+        }
+    };
+
+    let id = inq.subject.id_number.clone();
+    let (behaviour, failing) = {
+        let mut st = sim.lock();
+        let b = st.behaviours.resolve(&id, &bank);
+        let failing = if b.mode == Mode::FailThenAnswer {
+            let n = st.failures.entry((id.clone(), bank.clone())).or_insert(0);
+            *n += 1;
+            *n <= b.failures_before_success
+        } else {
+            false
+        };
+        (b, failing)
+    };
+    let status = match behaviour.mode {
+        Mode::Error => StatusCode::INTERNAL_SERVER_ERROR,
+        Mode::FailThenAnswer if failing => StatusCode::INTERNAL_SERVER_ERROR,
+        Mode::Callback | Mode::Never => StatusCode::ACCEPTED,
+        _ => StatusCode::OK,
+    };
+    let idx = sim.record(
+        &id,
+        InquiryRecord {
+            bank_code: bank.clone(),
+            query_id: inq.query_id.to_string(),
+            inquiry_id: inq.inquiry_id.clone(),
+            status_returned: status.as_u16(),
+            at: rfc3339(arrived),
+            callback: (behaviour.mode == Mode::Callback).then_some(CallbackRecord {
+                outcome: "pending",
+                attempts: 0,
+                last_status: None,
+            }),
+        },
+    );
+    tracing::info!(
+        bank = %bank,
+        query_id = %inq.query_id,
+        mode = ?behaviour.mode,
+        status = status.as_u16(),
+        "inquiry"
+    );
+
+    let delay = if behaviour.mode == Mode::Timeout {
+        behaviour.timeout_ms
+    } else {
+        behaviour.latency_ms
+    };
+    tokio::time::sleep(Duration::from_millis(delay)).await;
+
+    match behaviour.mode {
+        Mode::Error => json_error(status, "simulated bank failure"),
+        Mode::FailThenAnswer if failing => json_error(status, "simulated bank failure"),
+        Mode::Never => signed(status, secret, &bank, path, b"{}".to_vec()),
+        Mode::Callback => {
+            let (body, key) = answer_body(&sim, &bank, &inq, behaviour.callback_answer.into());
+            tokio::spawn(deliver_callback(
+                sim.clone(),
+                bank.clone(),
+                callback_url,
+                body,
+                key,
+                behaviour,
+                id,
+                idx,
+            ));
+            signed(status, secret, &bank, path, b"{}".to_vec())
+        }
+        mode => {
+            let content = match mode {
+                Mode::Malformed => Content::Malformed,
+                Mode::BadSignature => Content::BadSignature,
+                Mode::LeakCardNumber => Content::Leak,
+                Mode::ErrorAnswer => Content::ErrorAnswer,
+                _ => Content::Correct,
+            };
+            let (body, key) = answer_body(&sim, &bank, &inq, content);
+            signed(status, &key, &bank, path, body)
+        }
+    }
+}
+
+/// POSTs the answer to the callback URL, signed over (POST, the URL's path, body), with
+/// a fresh timestamp and nonce per attempt. Connection errors and 5xx are retried with
+/// doubling pauses; a 4xx is final.
+#[allow(clippy::too_many_arguments)]
+async fn deliver_callback(
+    sim: Arc<Sim>,
+    bank: String,
+    url: reqwest::Url,
+    body: Vec<u8>,
+    key: BankSecret,
+    behaviour: Behaviour,
+    id_number: String,
+    idx: usize,
+) {
+    tokio::time::sleep(Duration::from_millis(behaviour.callback_delay_ms)).await;
+    let path = url.path().to_owned();
+    let mut pause = CALLBACK_FIRST_BACKOFF;
+    let mut last_status = None;
+    for attempt in 1..=CALLBACK_ATTEMPTS {
+        let h = signing::sign(&key, &bank, now(), "POST", &path, &body);
+        let mut req = sim
+            .client
+            .post(url.clone())
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(body.clone());
+        for (name, value) in h.pairs() {
+            req = req.header(name, value);
+        }
+        let (outcome, retry) = match req.send().await {
+            Ok(resp) => {
+                let s = resp.status();
+                last_status = Some(s.as_u16());
+                if s.is_success() {
+                    tracing::info!(bank = %bank, status = s.as_u16(), attempt, "callback delivered");
+                    ("delivered", false)
+                } else if s.is_client_error() {
+                    tracing::warn!(bank = %bank, status = s.as_u16(), attempt, "callback refused (final)");
+                    ("refused", false)
+                } else {
+                    tracing::warn!(bank = %bank, status = s.as_u16(), attempt, "callback failed");
+                    ("gave_up", true)
+                }
+            }
+            Err(e) => {
+                let kind = if e.is_timeout() {
+                    "timeout"
+                } else if e.is_connect() {
+                    "connection"
+                } else {
+                    "request"
+                };
+                tracing::warn!(bank = %bank, error = kind, attempt, "callback failed");
+                ("gave_up", true)
+            }
+        };
+        let done = !retry || attempt == CALLBACK_ATTEMPTS;
+        sim.set_callback(
+            &id_number,
+            idx,
+            CallbackRecord {
+                outcome: if done { outcome } else { "pending" },
+                attempts: attempt,
+                last_status,
+            },
+        );
+        if done {
+            if retry {
+                tracing::warn!(bank = %bank, attempts = attempt, "callback given up");
+            }
+            return;
+        }
+        tokio::time::sleep(pause).await;
+        pause *= 2;
+    }
+}
+
+/// Parses a behaviour for a configured bank and applies it.
+fn set_behaviour(
+    sim: &Sim,
+    bank: &str,
+    who: &str,
+    body: &[u8],
+    apply: impl FnOnce(&mut Behaviours, Behaviour),
+) -> Response {
+    if !sim.banks.iter().any(|b| b == bank) {
+        return json_error(StatusCode::NOT_FOUND, "unknown bank");
+    }
+    match Behaviour::parse(body) {
+        Ok(b) => {
+            tracing::info!(bank, mode = ?b.mode, who, "behaviour set");
+            apply(&mut sim.lock().behaviours, b.clone());
+            Json(b).into_response()
+        }
+        Err(e) => json_error(StatusCode::BAD_REQUEST, &format!("invalid behaviour: {e}")),
+    }
+}
+
+async fn put_bank(State(sim): State<Arc<Sim>>, Path(bank): Path<String>, body: Bytes) -> Response {
+    set_behaviour(&sim, &bank, "bank", &body, |all, b| all.set_bank(&bank, b))
+}
+
+async fn put_subject(
+    State(sim): State<Arc<Sim>>,
+    Path((id, bank)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    set_behaviour(&sim, &bank, "one person", &body, |all, b| {
+        all.set_subject(&id, &bank, b)
+    })
+}
+
+async fn delete_subject(State(sim): State<Arc<Sim>>, Path(id): Path<String>) -> StatusCode {
+    let mut st = sim.lock();
+    st.behaviours.clear_subject(&id);
+    st.failures.retain(|(p, _), _| *p != id);
+    tracing::info!("overrides of one person removed");
+    StatusCode::NO_CONTENT
+}
+
+async fn reset(State(sim): State<Arc<Sim>>) -> StatusCode {
+    let mut st = sim.lock();
+    st.behaviours.reset();
+    st.failures.clear();
+    st.log.clear();
+    tracing::info!("reset to the start-up behaviour");
+    StatusCode::NO_CONTENT
+}
+
+#[derive(Serialize)]
+struct Truth {
+    banks: BTreeMap<String, Vec<MaskedCard>>,
+}
+
+async fn truth(State(sim): State<Arc<Sim>>, Path(id): Path<String>) -> Response {
+    Json(Truth {
+        banks: sim.truth(&id),
+    })
+    .into_response()
+}
+
+async fn inquiries(State(sim): State<Arc<Sim>>, Path(id): Path<String>) -> Response {
+    Json(sim.inquiries(&id)).into_response()
+}
+
+async fn behaviour(State(sim): State<Arc<Sim>>) -> Response {
+    Json(sim.lock().behaviours.current().clone()).into_response()
+}
+
+async fn health(State(sim): State<Arc<Sim>>) -> Response {
+    Json(json!({ "ok": true, "banks": sim.banks })).into_response()
+}
+
+pub fn router(sim: Arc<Sim>) -> Router {
+    Router::new()
+        .route("/banks/{code}/card-inquiries", post(card_inquiry))
+        .route("/_admin/health", get(health))
+        .route("/_admin/behaviour", get(behaviour))
+        .route("/_admin/banks/{code}", put(put_bank))
+        .route(
+            "/_admin/subjects/{id_number}/banks/{code}",
+            put(put_subject),
+        )
+        .route("/_admin/subjects/{id_number}", delete(delete_subject))
+        .route("/_admin/reset", post(reset))
+        .route("/_admin/truth/{id_number}", get(truth))
+        .route("/_admin/inquiries/{id_number}", get(inquiries))
+        .with_state(sim)
+}
+
+/// A simulator serving in this process until dropped.
+pub struct Running {
+    pub addr: SocketAddr,
+    /// `http://127.0.0.1:PORT`
+    pub endpoint: String,
+    pub sim: Arc<Sim>,
+    task: JoinHandle<()>,
+}
+
+impl Running {
+    /// A bank's base URL, as configured for the service: `{endpoint}/banks/{code}`.
+    pub fn bank_endpoint(&self, code: &str) -> String {
+        format!("{}/banks/{code}", self.endpoint)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Binds `addr` (port 0: any free port) and serves in a background task.
+pub async fn start(config: SimConfig, addr: SocketAddr) -> Result<Running, String> {
+    let sim = Arc::new(Sim::new(config)?);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let app = router(sim.clone());
+    let task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "server stopped");
+        }
+    });
+    Ok(Running {
+        addr,
+        endpoint: format!("http://{addr}"),
+        sim,
+        task,
+    })
+}

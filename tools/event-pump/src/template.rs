@@ -1,0 +1,354 @@
+//! The event sources of the SAM template (`infra/template.yaml`): each function's
+//! `Type: DynamoDB` events (event source mappings) and `Type: Schedule` events.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value as Json;
+use serde_norway::Value;
+
+use crate::filter::{FilterCriteria, Pattern, PatternError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TemplateError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("template is not valid YAML: {0}")]
+    Yaml(#[from] serde_norway::Error),
+    #[error("{function}.{event}: {message}")]
+    Event {
+        function: String,
+        event: String,
+        message: String,
+    },
+}
+
+/// One `Type: DynamoDB` event of a function: an event source mapping.
+#[derive(Debug, Clone)]
+pub struct StreamSource {
+    /// Logical id of the function resource.
+    pub function_id: String,
+    /// The event's name under `Events:`.
+    pub event_name: String,
+    /// The binary `cargo lambda watch` serves it under (`Metadata.BuildProperties.Binary`).
+    pub binary: String,
+    /// Logical id of the table whose stream it reads (`!GetAtt Table.StreamArn`), if the
+    /// template refers to one of its own tables.
+    pub table_id: Option<String>,
+    /// `BatchSize` (Lambda's default for DynamoDB: 100).
+    pub batch_size: usize,
+    /// `MaximumRetryAttempts`; `None` = retry until the record expires (-1, the default).
+    pub max_retries: Option<u32>,
+    /// `FunctionResponseTypes` contains `ReportBatchItemFailures`.
+    pub report_batch_item_failures: bool,
+    /// `StartingPosition`: TRIM_HORIZON or LATEST.
+    pub starting_position: String,
+    /// `BisectBatchOnFunctionError` (read, reported; the pump retries whole batches).
+    pub bisect_on_error: bool,
+    pub filters: FilterCriteria,
+}
+
+impl StreamSource {
+    /// A readable name: `BankFanoutFunction.QueryInserted`.
+    pub fn name(&self) -> String {
+        format!("{}.{}", self.function_id, self.event_name)
+    }
+
+    /// Whether this source reads the stream of the physical table `table` (`<prefix><Id>`).
+    pub fn reads_table(&self, table: &str) -> bool {
+        self.table_id
+            .as_deref()
+            .is_some_and(|id| table.ends_with(id))
+    }
+}
+
+/// One `Type: Schedule` event of a function.
+#[derive(Debug, Clone)]
+pub struct ScheduleSource {
+    pub function_id: String,
+    pub event_name: String,
+    pub binary: String,
+    /// `Schedule`, e.g. `rate(5 minutes)` (locally the pump uses its own period).
+    pub expression: String,
+    /// `Input`: the JSON the rule sends instead of the scheduled event, if set.
+    pub input: Option<Json>,
+}
+
+impl ScheduleSource {
+    pub fn name(&self) -> String {
+        format!("{}.{}", self.function_id, self.event_name)
+    }
+}
+
+/// Everything the pump delivers, as declared by the template.
+#[derive(Debug, Clone, Default)]
+pub struct EventSources {
+    pub streams: Vec<StreamSource>,
+    pub schedules: Vec<ScheduleSource>,
+    /// Events skipped, with the reason (no binary name, disabled, other event types
+    /// are not listed).
+    pub skipped: Vec<String>,
+}
+
+impl EventSources {
+    pub fn load(path: &Path) -> Result<Self, TemplateError> {
+        let text = std::fs::read_to_string(path).map_err(|source| TemplateError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text)
+    }
+
+    pub fn parse(text: &str) -> Result<Self, TemplateError> {
+        let root: Value = serde_norway::from_str(text)?;
+        let mut out = EventSources::default();
+        let Some(resources) = root.get("Resources").and_then(Value::as_mapping) else {
+            return Ok(out);
+        };
+        for (id, res) in resources {
+            let (Some(id), Some("AWS::Serverless::Function")) =
+                (id.as_str(), res.get("Type").and_then(Value::as_str))
+            else {
+                continue;
+            };
+            let Some(events) = res
+                .get("Properties")
+                .and_then(|p| p.get("Events"))
+                .and_then(Value::as_mapping)
+            else {
+                continue;
+            };
+            let binary = res
+                .get("Metadata")
+                .and_then(|m| m.get("BuildProperties"))
+                .and_then(|b| b.get("Binary"))
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            for (name, event) in events {
+                let Some(name) = name.as_str() else { continue };
+                let ty = event
+                    .get("Type")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                if ty != "DynamoDB" && ty != "Schedule" {
+                    continue;
+                }
+                let props = event.get("Properties").unwrap_or(&Value::Null);
+                let fail = |message: String| TemplateError::Event {
+                    function: id.to_owned(),
+                    event: name.to_owned(),
+                    message,
+                };
+                if props.get("Enabled").and_then(Value::as_bool) == Some(false) {
+                    out.skipped.push(format!("{id}.{name}: Enabled: false"));
+                    continue;
+                }
+                let Some(binary) = binary.clone() else {
+                    out.skipped.push(format!(
+                        "{id}.{name}: the function has no Metadata.BuildProperties.Binary"
+                    ));
+                    continue;
+                };
+                if ty == "Schedule" {
+                    let input = match props.get("Input").and_then(Value::as_str) {
+                        Some(s) => Some(
+                            serde_json::from_str(s)
+                                .map_err(|e| fail(format!("Input is not JSON: {e}")))?,
+                        ),
+                        None => None,
+                    };
+                    out.schedules.push(ScheduleSource {
+                        function_id: id.to_owned(),
+                        event_name: name.to_owned(),
+                        binary,
+                        expression: props
+                            .get("Schedule")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .to_owned(),
+                        input,
+                    });
+                    continue;
+                }
+                let patterns = props
+                    .get("FilterCriteria")
+                    .and_then(|f| f.get("Filters"))
+                    .and_then(Value::as_sequence)
+                    .map(|filters| {
+                        filters
+                            .iter()
+                            .map(|f| {
+                                let text =
+                                    f.get("Pattern").and_then(Value::as_str).ok_or_else(|| {
+                                        PatternError("a filter has no Pattern string".into())
+                                    })?;
+                                Pattern::parse(text)
+                            })
+                            .collect::<Result<Vec<_>, PatternError>>()
+                    })
+                    .transpose()
+                    .map_err(|e| fail(e.to_string()))?
+                    .unwrap_or_default();
+                let batch_size = match props.get("BatchSize").and_then(Value::as_i64) {
+                    None => 100,
+                    Some(n) if (1..=10_000).contains(&n) => n as usize,
+                    Some(n) => return Err(fail(format!("BatchSize {n} out of range"))),
+                };
+                let max_retries = match props.get("MaximumRetryAttempts").and_then(Value::as_i64) {
+                    None | Some(-1) => None,
+                    Some(n) if (0..=10_000).contains(&n) => Some(n as u32),
+                    Some(n) => return Err(fail(format!("MaximumRetryAttempts {n} out of range"))),
+                };
+                let report_batch_item_failures = props
+                    .get("FunctionResponseTypes")
+                    .and_then(Value::as_sequence)
+                    .is_some_and(|types| {
+                        types
+                            .iter()
+                            .any(|t| t.as_str() == Some("ReportBatchItemFailures"))
+                    });
+                out.streams.push(StreamSource {
+                    function_id: id.to_owned(),
+                    event_name: name.to_owned(),
+                    binary,
+                    table_id: props.get("Stream").and_then(stream_table),
+                    batch_size,
+                    max_retries,
+                    report_batch_item_failures,
+                    starting_position: props
+                        .get("StartingPosition")
+                        .and_then(Value::as_str)
+                        .unwrap_or("TRIM_HORIZON")
+                        .to_owned(),
+                    bisect_on_error: props
+                        .get("BisectBatchOnFunctionError")
+                        .and_then(Value::as_bool)
+                        .unwrap_or(false),
+                    filters: FilterCriteria { patterns },
+                });
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// `!GetAtt Table.StreamArn` or `{"Fn::GetAtt": [Table, StreamArn]}` → `Table`.
+fn stream_table(stream: &Value) -> Option<String> {
+    let (table, attr) = match stream {
+        Value::Tagged(t) if t.tag == "GetAtt" => match &t.value {
+            Value::String(s) => s.split_once('.')?,
+            Value::Sequence(seq) => (seq.first()?.as_str()?, seq.get(1)?.as_str()?),
+            _ => return None,
+        },
+        Value::Mapping(m) => {
+            let seq = m.get("Fn::GetAtt")?;
+            match seq {
+                Value::String(s) => s.split_once('.')?,
+                Value::Sequence(seq) => (seq.first()?.as_str()?, seq.get(1)?.as_str()?),
+                _ => return None,
+            }
+        }
+        _ => return None,
+    };
+    (attr == "StreamArn").then(|| table.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEMPLATE: &str = r#"
+Resources:
+  Fanout:
+    Type: AWS::Serverless::Function
+    Metadata: { BuildProperties: { Binary: bank-fanout } }
+    Properties:
+      Events:
+        Api: { Type: HttpApi, Properties: { Path: /x, Method: GET } }
+        Ins:
+          Type: DynamoDB
+          Properties:
+            Stream: !GetAtt Table.StreamArn
+            StartingPosition: TRIM_HORIZON
+            BatchSize: 10
+            MaximumRetryAttempts: 5
+            FunctionResponseTypes: [ReportBatchItemFailures]
+            FilterCriteria:
+              Filters:
+                - Pattern: '{"eventName": ["INSERT"]}'
+                - Pattern: '{"eventName": ["REMOVE"]}'
+        Other:
+          Type: DynamoDB
+          Properties:
+            Stream: { "Fn::GetAtt": [Table, StreamArn] }
+            StartingPosition: LATEST
+  Sweep:
+    Type: AWS::Serverless::Function
+    Metadata: { BuildProperties: { Binary: sweep } }
+    Properties:
+      Events:
+        Tick: { Type: Schedule, Properties: { Schedule: rate(5 minutes), Input: '{"x": 1}' } }
+        Off: { Type: Schedule, Properties: { Schedule: rate(1 minute), Enabled: false } }
+  NoBinary:
+    Type: AWS::Serverless::Function
+    Properties:
+      Events:
+        T: { Type: Schedule, Properties: { Schedule: rate(1 minute) } }
+  Table:
+    Type: AWS::DynamoDB::Table
+"#;
+
+    #[test]
+    fn reads_stream_and_schedule_events() {
+        let s = EventSources::parse(TEMPLATE).unwrap();
+        assert_eq!(s.streams.len(), 2);
+        let ins = &s.streams[0];
+        assert_eq!(ins.name(), "Fanout.Ins");
+        assert_eq!(ins.binary, "bank-fanout");
+        assert_eq!(ins.table_id.as_deref(), Some("Table"));
+        assert!(ins.reads_table("local-Table"));
+        assert!(!ins.reads_table("local-Other"));
+        assert_eq!(ins.batch_size, 10);
+        assert_eq!(ins.max_retries, Some(5));
+        assert!(ins.report_batch_item_failures);
+        assert_eq!(ins.filters.patterns.len(), 2);
+        let other = &s.streams[1];
+        assert_eq!(other.table_id.as_deref(), Some("Table"));
+        assert_eq!(other.batch_size, 100);
+        assert_eq!(other.max_retries, None);
+        assert!(!other.report_batch_item_failures);
+        assert_eq!(other.starting_position, "LATEST");
+        assert!(other.filters.patterns.is_empty());
+        assert_eq!(s.schedules.len(), 1);
+        assert_eq!(s.schedules[0].binary, "sweep");
+        assert_eq!(s.schedules[0].expression, "rate(5 minutes)");
+        assert_eq!(s.schedules[0].input, Some(serde_json::json!({"x": 1})));
+        assert_eq!(s.skipped.len(), 2, "{:?}", s.skipped);
+    }
+
+    #[test]
+    fn refuses_a_bad_pattern() {
+        let bad = TEMPLATE.replace(
+            r#"'{"eventName": ["REMOVE"]}'"#,
+            r#"'{"eventName": "REMOVE"}'"#,
+        );
+        let e = EventSources::parse(&bad).unwrap_err().to_string();
+        assert!(e.contains("Fanout.Ins"), "{e}");
+    }
+
+    #[test]
+    fn reads_the_project_template() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../infra/template.yaml");
+        let s = EventSources::load(&path).unwrap();
+        let names: Vec<_> = s.streams.iter().map(|s| s.binary.as_str()).collect();
+        assert!(names.contains(&"bank-fanout"), "{names:?}");
+        assert!(names.contains(&"aggregate-report"), "{names:?}");
+        assert!(s
+            .streams
+            .iter()
+            .all(|s| s.reads_table("local-CardLookupTable")));
+        assert!(s.schedules.iter().any(|s| s.binary == "sweep"));
+    }
+}

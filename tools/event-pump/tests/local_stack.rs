@@ -1,0 +1,531 @@
+//! The pump against DynamoDB Local (the local stack: `python3 tools/local/stack.py exec --
+//! cargo test -p event-pump`, or a private stack testkit starts) and a tiny invoke API
+//! in the test that records every invocation and answers as scripted.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use event_pump::Config;
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+fn template() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../infra/template.yaml")
+}
+
+/// One recorded invocation.
+#[derive(Debug, Clone)]
+struct Call {
+    function: String,
+    payload: Value,
+    /// Records the fake function acknowledged (processed for good).
+    acked: Vec<String>,
+}
+
+type Script = dyn Fn(&str, &Value, usize) -> (u16, Value) + Send + Sync;
+
+/// A minimal invoke API: `POST /2015-03-31/functions/{name}/invocations`.
+struct FakeLambda {
+    url: String,
+    calls: Arc<Mutex<Vec<Call>>>,
+}
+
+impl FakeLambda {
+    /// `script(function, payload, nth call of that function)` → (status, body).
+    async fn start(script: Box<Script>) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let calls: Arc<Mutex<Vec<Call>>> = Arc::default();
+        let script: Arc<Script> = Arc::from(script);
+        let c = calls.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((sock, _)) = listener.accept().await else {
+                    return;
+                };
+                let (calls, script) = (c.clone(), script.clone());
+                tokio::spawn(async move {
+                    let _ = serve(sock, calls, script).await;
+                });
+            }
+        });
+        Self { url, calls }
+    }
+
+    fn calls(&self) -> Vec<Call> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    fn calls_of(&self, function: &str) -> Vec<Call> {
+        self.calls()
+            .into_iter()
+            .filter(|c| c.function == function)
+            .collect()
+    }
+
+    fn acked_keys(&self, function: &str) -> Vec<String> {
+        self.calls_of(function)
+            .into_iter()
+            .flat_map(|c| c.acked)
+            .collect()
+    }
+}
+
+async fn serve(
+    mut sock: TcpStream,
+    calls: Arc<Mutex<Vec<Call>>>,
+    script: Arc<Script>,
+) -> std::io::Result<()> {
+    loop {
+        // Headers.
+        let mut buf = Vec::new();
+        let header_end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            let mut chunk = [0u8; 4096];
+            let n = sock.read(&mut chunk).await?;
+            if n == 0 {
+                return Ok(());
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8_lossy(&buf[..header_end]).to_string();
+        let path = head.split_whitespace().nth(1).unwrap_or("").to_owned();
+        let len: usize = head
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case("content-length")
+                    .then(|| v.trim().parse().ok())?
+            })
+            .unwrap_or(0);
+        let mut body = buf[header_end..].to_vec();
+        while body.len() < len {
+            let mut chunk = vec![0u8; len - body.len()];
+            let n = sock.read(&mut chunk).await?;
+            if n == 0 {
+                return Ok(());
+            }
+            body.extend_from_slice(&chunk[..n]);
+        }
+        let function = path
+            .strip_prefix("/2015-03-31/functions/")
+            .and_then(|p| p.strip_suffix("/invocations"))
+            .unwrap_or("")
+            .to_owned();
+        let payload: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        let nth = calls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|c| c.function == function)
+            .count();
+        let (status, answer) = script(&function, &payload, nth);
+        let acked = acked_records(&payload, status, &answer);
+        calls.lock().unwrap().push(Call {
+            function,
+            payload,
+            acked,
+        });
+        let text = answer.to_string();
+        let resp = format!(
+            "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{text}",
+            text.len()
+        );
+        sock.write_all(resp.as_bytes()).await?;
+    }
+}
+
+/// `pk` of each record the answer acknowledges: all of them on success, those before
+/// the lowest failed one on a partial failure, none on an error.
+fn acked_records(payload: &Value, status: u16, answer: &Value) -> Vec<String> {
+    let Some(records) = payload.get("Records").and_then(Value::as_array) else {
+        return Vec::new();
+    };
+    if status != 200 || answer.get("errorType").is_some() {
+        return Vec::new();
+    }
+    let failed: Vec<&str> = answer
+        .get("batchItemFailures")
+        .and_then(Value::as_array)
+        .map(|f| {
+            f.iter()
+                .filter_map(|i| i["itemIdentifier"].as_str())
+                .collect()
+        })
+        .unwrap_or_default();
+    records
+        .iter()
+        .take_while(|r| {
+            !failed.contains(&r["dynamodb"]["SequenceNumber"].as_str().unwrap_or_default())
+        })
+        .map(label)
+        .collect()
+}
+
+/// `pk:eventName` of a delivered record.
+fn label(r: &Value) -> String {
+    format!(
+        "{}:{}",
+        r["dynamodb"]["Keys"]["pk"]["S"].as_str().unwrap_or("?"),
+        r["eventName"].as_str().unwrap_or("?")
+    )
+}
+
+fn s(v: &str) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+async fn put(ddb: &aws_sdk_dynamodb::Client, table: &str, pk: &str, entity: &str, phase: &str) {
+    ddb.put_item()
+        .table_name(table)
+        .item("pk", s(pk))
+        .item("sk", s("META"))
+        .item("entity", s(entity))
+        .item("phase", s(phase))
+        .send()
+        .await
+        .expect("put_item");
+}
+
+/// Sets attributes of an item (a MODIFY record).
+async fn update(
+    ddb: &aws_sdk_dynamodb::Client,
+    table: &str,
+    pk: &str,
+    attrs: &[(String, AttributeValue)],
+) {
+    let mut req = ddb
+        .update_item()
+        .table_name(table)
+        .key("pk", s(pk))
+        .key("sk", s("META"));
+    let mut sets = Vec::new();
+    for (i, (name, value)) in attrs.iter().enumerate() {
+        sets.push(format!("#a{i} = :v{i}"));
+        req = req
+            .expression_attribute_names(format!("#a{i}"), name)
+            .expression_attribute_values(format!(":v{i}"), value.clone());
+    }
+    req.update_expression(format!("SET {}", sets.join(", ")))
+        .send()
+        .await
+        .expect("update_item");
+}
+
+async fn set_phase(ddb: &aws_sdk_dynamodb::Client, table: &str, pk: &str, phase: &str) {
+    update(ddb, table, pk, &[("phase".into(), s(phase))]).await;
+}
+
+/// The NewImage attributes the template's aggregation filter requires, with their first
+/// exact value (the template is the source of truth; this test follows it).
+fn aggregation_trigger() -> Vec<(String, AttributeValue)> {
+    let sources = event_pump::template::EventSources::load(&template()).unwrap();
+    let src = sources
+        .streams
+        .iter()
+        .find(|s| s.binary == "aggregate-report")
+        .expect("the template has the aggregation's stream event");
+    let pattern = src.filters.patterns[0].json();
+    assert_eq!(pattern["eventName"], json!(["MODIFY"]));
+    pattern["dynamodb"]["NewImage"]
+        .as_object()
+        .expect("NewImage conditions")
+        .iter()
+        .map(|(name, typed)| {
+            let (ty, values) = typed.as_object().unwrap().iter().next().unwrap();
+            let v = values[0].as_str().unwrap().to_owned();
+            let value = match ty.as_str() {
+                "S" => AttributeValue::S(v),
+                "N" => AttributeValue::N(v),
+                other => panic!("attribute type {other} in the aggregation filter"),
+            };
+            (name.clone(), value)
+        })
+        .collect()
+}
+
+async fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !done() {
+        assert!(t0.elapsed() < timeout, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivers_matching_records_in_order_once_with_retries_and_schedules() {
+    let env = testkit::TestEnv::new().await;
+    let table = env.table("CardLookupTable").to_owned();
+    let ddb = env.clients.dynamodb.clone();
+
+    // bank-fanout: reports Q2 as failed the first time it sees it.
+    // aggregate-report: "not served" (404) once, then a function error, then fine.
+    let q2_failed = Arc::new(Mutex::new(false));
+    let fake = FakeLambda::start(Box::new(move |function, payload, nth| {
+        let ok = (200, json!({"batchItemFailures": []}));
+        match function {
+            "bank-fanout" => {
+                let recs = payload["Records"].as_array().cloned().unwrap_or_default();
+                let mut failed = q2_failed.lock().unwrap();
+                match recs.iter().find(|r| label(r) == "Q2:INSERT") {
+                    Some(r) if !*failed => {
+                        *failed = true;
+                        let seq = r["dynamodb"]["SequenceNumber"].clone();
+                        (200, json!({"batchItemFailures": [{"itemIdentifier": seq}]}))
+                    }
+                    _ => ok,
+                }
+            }
+            "aggregate-report" => match nth {
+                0 => (
+                    404,
+                    json!({"title": "Missing function",
+                    "detail": "that function doesn't exist as a binary in your project"}),
+                ),
+                1 => (
+                    500,
+                    json!({"errorType": "Boom", "errorMessage": "first try fails"}),
+                ),
+                _ => ok,
+            },
+            "sweep" => (200, Value::Null),
+            _ => (404, json!({"title": "Missing function"})),
+        }
+    }))
+    .await;
+
+    let mut cfg = Config::new(&env.clients.endpoints.dynamodb_endpoint, &table, &fake.url);
+    cfg.template = template();
+    cfg.schedule_every = Some(Duration::from_millis(700));
+    cfg.poll = Duration::from_millis(100);
+    cfg.describe_every = Duration::from_millis(500);
+    cfg.retry_base = Duration::from_millis(50);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
+    let pump = tokio::spawn(event_pump::run(
+        cfg,
+        async {
+            let _ = stop_rx.await;
+        },
+        move || {
+            let _ = ready_tx.send(());
+        },
+    ));
+    tokio::time::timeout(Duration::from_secs(30), ready_rx)
+        .await
+        .expect("pump ready in time")
+        .expect("pump ready");
+
+    // In stream order (one partition key each, so one shard keeps them in order).
+    let trigger = aggregation_trigger();
+    assert!(trigger
+        .iter()
+        .any(|(n, v)| n == "entity" && *v == s("QUERY")));
+    let not_entity: Vec<_> = trigger
+        .iter()
+        .filter(|(n, _)| n != "entity")
+        .cloned()
+        .collect();
+    put(&ddb, &table, "Q1", "QUERY", "FANOUT").await; // fanout ✓
+    put(&ddb, &table, "L1", "LEG", "SENT").await; // neither
+    put(&ddb, &table, "Q2", "QUERY", "FANOUT").await; // fanout ✓ (fails once)
+    update(&ddb, &table, "Q1", &trigger).await; // aggregate ✓ (404, 500, ok)
+    put(&ddb, &table, "Q3", "QUERY", "FANOUT").await; // fanout ✓
+    set_phase(&ddb, &table, "Q2", "NOT-A-PHASE").await; // neither
+    update(&ddb, &table, "L1", &not_entity).await; // neither: not a query
+    ddb.delete_item()
+        .table_name(&table)
+        .key("pk", s("Q3"))
+        .key("sk", s("META"))
+        .send()
+        .await
+        .unwrap(); // neither
+
+    let expected_fanout = vec!["Q1:INSERT", "Q2:INSERT", "Q3:INSERT"];
+    wait_for("fan-out deliveries", Duration::from_secs(60), || {
+        fake.acked_keys("bank-fanout").len() >= 3
+    })
+    .await;
+    wait_for("aggregation delivery", Duration::from_secs(60), || {
+        !fake.acked_keys("aggregate-report").is_empty()
+    })
+    .await;
+    wait_for("two scheduled sweeps", Duration::from_secs(30), || {
+        fake.calls_of("sweep").len() >= 2
+    })
+    .await;
+    // Nothing more may arrive.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    assert_eq!(fake.acked_keys("bank-fanout"), expected_fanout);
+    assert_eq!(fake.acked_keys("aggregate-report"), vec!["Q1:MODIFY"]);
+
+    // Q2 was delivered again after its reported failure, starting with itself; Q1
+    // (before it in that batch) was not.
+    let fanout = fake.calls_of("bank-fanout");
+    let delivered: Vec<Vec<String>> = fanout
+        .iter()
+        .map(|c| {
+            c.payload["Records"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(label)
+                .collect()
+        })
+        .collect();
+    let q1 = delivered
+        .iter()
+        .flatten()
+        .filter(|l| *l == "Q1:INSERT")
+        .count();
+    let q2 = delivered
+        .iter()
+        .flatten()
+        .filter(|l| *l == "Q2:INSERT")
+        .count();
+    assert_eq!((q1, q2), (1, 2), "deliveries: {delivered:?}");
+    let retry = delivered
+        .iter()
+        .position(|b| b.contains(&"Q2:INSERT".to_owned()))
+        .map(|i| &delivered[i + 1..])
+        .and_then(|rest| rest.iter().find(|b| b.contains(&"Q2:INSERT".to_owned())))
+        .expect("a retry of Q2");
+    assert_eq!(
+        retry[0], "Q2:INSERT",
+        "the retry starts at the failed record"
+    );
+
+    // The aggregation's record: not served, function error, then delivered: 3 calls.
+    let agg = fake.calls_of("aggregate-report");
+    assert_eq!(agg.len(), 3, "{agg:?}");
+    for c in &agg {
+        let labels: Vec<String> = c.payload["Records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(label)
+            .collect();
+        assert_eq!(labels, ["Q1:MODIFY"]);
+    }
+
+    // Every payload is a Lambda DynamoDB event of this table's stream, in DynamoDB JSON.
+    let stream_arn = ddb
+        .describe_table()
+        .table_name(&table)
+        .send()
+        .await
+        .unwrap()
+        .table()
+        .and_then(|t| t.latest_stream_arn())
+        .unwrap()
+        .to_owned();
+    for c in fake.calls().iter().filter(|c| c.function != "sweep") {
+        let event: aws_lambda_events::event::dynamodb::Event =
+            serde_json::from_value(c.payload.clone()).expect("a Lambda DynamoDB event");
+        for r in &event.records {
+            assert_eq!(r.event_source_arn.as_deref(), Some(stream_arn.as_str()));
+            assert_eq!(r.aws_region, "us-east-1");
+            assert!(r.change.sequence_number.is_some());
+        }
+        let rec = &c.payload["Records"][0];
+        assert_eq!(rec["dynamodb"]["NewImage"]["entity"], json!({"S": "QUERY"}));
+        assert!(rec["dynamodb"]["ApproximateCreationDateTime"].is_number());
+    }
+    // Modify records carry the old image too (NEW_AND_OLD_IMAGES).
+    assert_eq!(
+        agg[2].payload["Records"][0]["dynamodb"]["OldImage"]["phase"],
+        json!({"S": "FANOUT"})
+    );
+
+    // The schedule: EventBridge scheduled events for the sweeper.
+    for c in fake.calls_of("sweep") {
+        assert_eq!(c.payload["detail-type"], "Scheduled Event");
+        assert_eq!(c.payload["source"], "aws.events");
+    }
+
+    stop_tx.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), pump)
+        .await
+        .expect("pump stops")
+        .expect("pump task")
+        .expect("pump ran without error");
+    env.cleanup().await;
+}
+
+/// The binary: prints the ready line, serves, and exits cleanly on SIGTERM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_prints_ready_and_stops_on_sigterm() {
+    let env = testkit::TestEnv::new().await;
+    let table = env.table("CardLookupTable").to_owned();
+    let fake = FakeLambda::start(Box::new(|_, _, _| (200, json!({"batchItemFailures": []})))).await;
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_event-pump"))
+        .args([
+            "--dynamodb-endpoint",
+            &env.clients.endpoints.dynamodb_endpoint,
+        ])
+        .args(["--table", &table, "--invoke-endpoint", &fake.url])
+        .arg("--template")
+        .arg(template())
+        .args(["--schedule-every", "0", "--poll-ms", "100"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("event-pump starts");
+    let stdout = child.stdout.take().unwrap();
+    let ready = tokio::task::spawn_blocking(move || {
+        BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .any(|l| l == event_pump::READY_LINE)
+    });
+    let ready = tokio::time::timeout(Duration::from_secs(30), ready)
+        .await
+        .expect("ready line in time")
+        .unwrap();
+    assert!(ready, "stdout has the ready line");
+
+    put(&env.clients.dynamodb, &table, "QB", "QUERY", "FANOUT").await;
+    wait_for("the binary's delivery", Duration::from_secs(30), || {
+        fake.acked_keys("bank-fanout") == ["QB:INSERT"]
+    })
+    .await;
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let t0 = Instant::now();
+    let code = loop {
+        if let Some(code) = child.try_wait().unwrap() {
+            break code;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "event-pump did not stop on SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(code.success(), "clean exit on SIGTERM: {code:?}");
+    let calls: HashMap<String, usize> = fake.calls().iter().fold(HashMap::new(), |mut m, c| {
+        *m.entry(c.function.clone()).or_default() += 1;
+        m
+    });
+    assert_eq!(
+        calls.get("sweep"),
+        None,
+        "--schedule-every 0 sends no scheduled event"
+    );
+    env.cleanup().await;
+}
