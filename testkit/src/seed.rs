@@ -97,7 +97,9 @@ pub fn demo_users() -> Vec<SeedUser> {
     ]
 }
 
-/// Writes the profile (and, for a locked user, the lock) — overwriting what was there.
+/// Writes the profile and a fresh state (no active query, no cooldown; the lock for a
+/// locked user), overwriting what was there: re-seeding makes the demo users usable
+/// again.
 pub async fn put_user(
     client: &Client,
     tables: &TableRefs,
@@ -113,10 +115,10 @@ pub async fn put_user(
         .send()
         .await
         .map_err(|e| aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string())?;
-    if user.locked {
+    {
         let state = UserState {
             version: 1,
-            password_locked_until: Some(now + time::Duration::hours(24)),
+            password_locked_until: user.locked.then(|| now + time::Duration::hours(24)),
             ..Default::default()
         };
         let item = shared::adapters::dynamo::to_item(
