@@ -1,10 +1,13 @@
 //! HTTP glue shared by the API functions: JSON bodies with a size limit and unknown
 //! fields refused, the caller's identity, and responses in the contract's shape.
 
+use std::future::Future;
+
 use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tracing::Instrument;
 
 use crate::error::ServiceError;
 
@@ -197,4 +200,30 @@ pub fn segments(path: &str) -> Vec<&str> {
         .split('/')
         .filter(|s| !s.is_empty())
         .collect()
+}
+
+/// Runs a route inside a span carrying the request id (every log line of the request has
+/// it), turns a refusal into the contract's error response, and logs the status.
+pub async fn serve<'a, F, Fut>(req: &'a Request, route: F) -> Response<Body>
+where
+    F: FnOnce(&'a Request) -> Fut,
+    Fut: Future<Output = Result<Response<Body>, ServiceError>> + 'a,
+{
+    let span = tracing::info_span!(
+        "request",
+        request_id = %request_id(req),
+        method = %req.method(),
+        path = %req.uri().path(),
+        user_id = tracing::field::Empty,
+    );
+    async move {
+        let resp = match route(req).await {
+            Ok(resp) => resp,
+            Err(e) => error_response(&e),
+        };
+        tracing::info!(status = resp.status().as_u16(), "request done");
+        resp
+    }
+    .instrument(span)
+    .await
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use lambda_http::http::Method;
 use lambda_http::{Body, Request, Response};
 use sha2::{Digest, Sha256};
-use tracing::{info, Instrument};
+use tracing::info;
 
 use super::secrets::BankSecrets;
 use crate::bank::answer::{Answer, AnswerError, AnswerStatus};
@@ -135,21 +135,9 @@ pub struct CallbackApi {
 
 impl CallbackApi {
     pub async fn handle(&self, req: Request) -> Response<Body> {
-        let span = tracing::info_span!(
-            "request",
-            request_id = %http::request_id(&req),
-            method = %req.method(),
-            path = %req.uri().path(),
-        );
-        async {
-            let resp = match self.route(&req).await {
-                Ok(()) => http::empty_response(204),
-                Err(e) => http::error_response(&e),
-            };
-            tracing::info!(status = resp.status().as_u16(), "request done");
-            resp
-        }
-        .instrument(span)
+        http::serve(&req, |req| async move {
+            self.route(req).await.map(|()| http::empty_response(204))
+        })
         .await
     }
 

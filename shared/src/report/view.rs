@@ -8,7 +8,7 @@ use lambda_http::http::Method;
 use lambda_http::{Body, Request, Response};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
-use tracing::{info, Instrument};
+use tracing::info;
 
 use super::crypto::ReportOpener;
 use crate::clock::Clock;
@@ -321,23 +321,7 @@ pub struct ViewApi {
 
 impl ViewApi {
     pub async fn handle(&self, req: Request) -> Response<Body> {
-        let span = tracing::info_span!(
-            "request",
-            request_id = %http::request_id(&req),
-            method = %req.method(),
-            path = %req.uri().path(),
-            user_id = tracing::field::Empty,
-        );
-        async {
-            let resp = match self.route(&req).await {
-                Ok(resp) => resp,
-                Err(e) => http::error_response(&e),
-            };
-            tracing::info!(status = resp.status().as_u16(), "request done");
-            resp
-        }
-        .instrument(span)
-        .await
+        http::serve(&req, |req| self.route(req)).await
     }
 
     async fn route(&self, req: &Request) -> Result<Response<Body>, ServiceError> {

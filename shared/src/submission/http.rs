@@ -3,7 +3,6 @@
 
 use lambda_http::http::Method;
 use lambda_http::{Body, Request, Response};
-use tracing::Instrument;
 
 use super::api::{SubmitRequest, VerificationRequest};
 use super::SubmissionService;
@@ -19,23 +18,7 @@ pub struct SubmissionApi {
 
 impl SubmissionApi {
     pub async fn handle(&self, req: Request) -> Response<Body> {
-        let span = tracing::info_span!(
-            "request",
-            request_id = %http::request_id(&req),
-            method = %req.method(),
-            path = %req.uri().path(),
-            user_id = tracing::field::Empty,
-        );
-        async {
-            let resp = match self.route(&req).await {
-                Ok(resp) => resp,
-                Err(e) => http::error_response(&e),
-            };
-            tracing::info!(status = resp.status().as_u16(), "request done");
-            resp
-        }
-        .instrument(span)
-        .await
+        http::serve(&req, |req| self.route(req)).await
     }
 
     fn caller(&self, req: &Request) -> Result<UserId, ServiceError> {

@@ -89,6 +89,44 @@ where
     StoreError::Unavailable(DisplayErrorContext(e).to_string())
 }
 
+/// The outcome of a conditional write: `true` written, `false` refused by its condition.
+pub(crate) fn written<T, E, R>(result: Result<T, SdkError<E, R>>) -> Result<bool, StoreError>
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    match result {
+        Ok(_) => Ok(true),
+        Err(e)
+            if e.as_service_error()
+                .and_then(|e| e.code())
+                .is_some_and(|c| c == "ConditionalCheckFailedException") =>
+        {
+            Ok(false)
+        }
+        Err(e) => Err(unavailable(e)),
+    }
+}
+
+/// The per-item reason codes of a cancelled transaction (`ConditionalCheckFailed`,
+/// `TransactionConflict`, `None`, ...); any other failure is the store being unavailable.
+pub(crate) fn cancellation_reasons<R>(
+    err: SdkError<aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError, R>,
+) -> Result<Vec<String>, StoreError>
+where
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+    match err.as_service_error() {
+        Some(TransactWriteItemsError::TransactionCanceledException(ex)) => Ok(ex
+            .cancellation_reasons()
+            .iter()
+            .map(|r| r.code().unwrap_or("None").to_owned())
+            .collect()),
+        _ => Err(unavailable(err)),
+    }
+}
+
 /// A record plus its keys and extra attributes, as an item.
 pub fn to_item<T: Serialize>(
     record: &T,

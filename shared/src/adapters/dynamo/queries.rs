@@ -1,7 +1,6 @@
 //! Queries and legs on DynamoDB: fan-out, callbacks and the sweeper.
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem, Update};
 use sha2::Digest;
 use time::OffsetDateTime;
@@ -21,15 +20,6 @@ fn state_name(state: LegState) -> AttributeValue {
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))
         .unwrap_or_default())
-}
-
-fn conditional_failed<E, R>(e: &SdkError<E, R>) -> bool
-where
-    E: aws_sdk_dynamodb::error::ProvideErrorMetadata,
-{
-    e.as_service_error()
-        .and_then(|e| e.code())
-        .is_some_and(|c| c == "ConditionalCheckFailedException")
 }
 
 fn nonce_item(bank: &BankCode, n: &BankNonce) -> Item {
@@ -66,11 +56,7 @@ impl DynamoStore {
         for (k, v) in values {
             req = req.expression_attribute_values(*k, v.clone());
         }
-        match req.send().await {
-            Ok(_) => Ok(true),
-            Err(e) if conditional_failed(&e) => Ok(false),
-            Err(e) => Err(unavailable(e)),
-        }
+        written(req.send().await)
     }
 }
 
@@ -258,14 +244,7 @@ impl QueryStore for DynamoStore {
                 Ok(_) => return Ok(SettleOutcome::Settled),
                 Err(e) => e,
             };
-            let reasons: Vec<String> = match err.as_service_error() {
-                Some(TransactWriteItemsError::TransactionCanceledException(ex)) => ex
-                    .cancellation_reasons()
-                    .iter()
-                    .map(|r| r.code().unwrap_or("None").to_owned())
-                    .collect(),
-                _ => return Err(unavailable(err)),
-            };
+            let reasons = cancellation_reasons(err)?;
             let failed =
                 |i: usize| reasons.get(i).map(String::as_str) == Some("ConditionalCheckFailed");
             if failed(0) {

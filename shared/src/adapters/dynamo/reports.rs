@@ -1,7 +1,6 @@
 //! Reports and the sweeper's due index on DynamoDB.
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{AttributeValue, Delete, TransactWriteItem, Update};
 use time::OffsetDateTime;
 
@@ -23,15 +22,6 @@ fn ts(t: OffsetDateTime) -> AttributeValue {
 
 fn build_err(e: aws_sdk_dynamodb::error::BuildError) -> StoreError {
     StoreError::Corrupt(e.to_string())
-}
-
-fn conditional_failed<E, R>(e: &SdkError<E, R>) -> bool
-where
-    E: aws_sdk_dynamodb::error::ProvideErrorMetadata,
-{
-    e.as_service_error()
-        .and_then(|e| e.code())
-        .is_some_and(|c| c == "ConditionalCheckFailedException")
 }
 
 #[async_trait]
@@ -100,14 +90,7 @@ impl ReportStore for DynamoStore {
             Ok(_) => return Ok(PublishOutcome::Published),
             Err(e) => e,
         };
-        let reasons: Vec<String> = match err.as_service_error() {
-            Some(TransactWriteItemsError::TransactionCanceledException(ex)) => ex
-                .cancellation_reasons()
-                .iter()
-                .map(|r| r.code().unwrap_or("None").to_owned())
-                .collect(),
-            _ => return Err(unavailable(err)),
-        };
+        let reasons = cancellation_reasons(err)?;
         let failed =
             |i: usize| reasons.get(i).map(String::as_str) == Some("ConditionalCheckFailed");
         if failed(0) || failed(1) {
@@ -149,11 +132,7 @@ impl ReportStore for DynamoStore {
             .expression_attribute_values(":reported", phase(QueryPhase::Reported))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e) if conditional_failed(&e) => Ok(false),
-            Err(e) => Err(unavailable(e)),
-        }
+        written(result)
     }
 
     async fn notice_sent(&self, id: &QueryId, at: OffsetDateTime) -> Result<(), StoreError> {

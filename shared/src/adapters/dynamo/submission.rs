@@ -48,15 +48,10 @@ impl SubmissionStore for DynamoStore {
             .set_expression_attribute_values(put.expression_attribute_values().cloned())
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Err(StoreError::Conflict)
-            }
-            Err(e) => Err(unavailable(e)),
+        if written(result)? {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict)
         }
     }
 
@@ -108,17 +103,8 @@ impl SubmissionStore for DynamoStore {
             .expression_attribute_values(":false", AttributeValue::Bool(false))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            // Already used or gone: nothing left to count against.
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(unavailable(e)),
-        }
+        // Refused: already used or gone, nothing left to count against.
+        written(result).map(drop)
     }
 
     async fn consume_verification(
@@ -139,16 +125,7 @@ impl SubmissionStore for DynamoStore {
             .expression_attribute_values(":max", n(max_attempts))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(unavailable(e)),
-        }
+        written(result)
     }
 
     async fn consume_face_nonce(
@@ -164,16 +141,7 @@ impl SubmissionStore for DynamoStore {
             .condition_expression("attribute_not_exists(pk)")
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(unavailable(e)),
-        }
+        written(result)
     }
 
     async fn idempotency(
@@ -292,26 +260,16 @@ impl SubmissionStore for DynamoStore {
             Ok(_) => return Ok(()),
             Err(e) => e,
         };
-        let reasons: Vec<Option<String>> = match err.as_service_error() {
-            Some(TransactWriteItemsError::TransactionCanceledException(ex)) => ex
-                .cancellation_reasons()
-                .iter()
-                .map(|r| r.code().map(str::to_owned))
-                .collect(),
-            Some(TransactWriteItemsError::TransactionInProgressException(_)) => {
-                return Err(SubmitConflict::StateChanged.into())
-            }
-            _ => return Err(unavailable(err).into()),
-        };
-        let failed = |i: usize| {
-            reasons
-                .get(i)
-                .and_then(|c| c.as_deref())
-                .is_some_and(|c| c == "ConditionalCheckFailed")
-        };
-        let conflict = reasons
-            .iter()
-            .any(|c| c.as_deref() == Some("TransactionConflict"));
+        if matches!(
+            err.as_service_error(),
+            Some(TransactWriteItemsError::TransactionInProgressException(_))
+        ) {
+            return Err(SubmitConflict::StateChanged.into());
+        }
+        let reasons = cancellation_reasons(err)?;
+        let failed =
+            |i: usize| reasons.get(i).map(String::as_str) == Some("ConditionalCheckFailed");
+        let conflict = reasons.iter().any(|c| c == "TransactionConflict");
         Err(if failed(0) || conflict {
             SubmitConflict::StateChanged.into()
         } else if failed(1) {
