@@ -186,7 +186,11 @@ impl Api {
 
     /// Asks for a code and reads it back from the SMS emulator: (verification_id, code).
     pub async fn verification(&self, user: &TestUser, purpose: &str) -> (String, String) {
-        let before = self.sms_to(&user.phone).await.len();
+        // Other SMS (the "report ready" notice) may arrive meanwhile: count code SMS only.
+        let codes = |sms: Vec<String>| -> Vec<String> {
+            sms.into_iter().filter(|t| find_code(t).is_some()).collect()
+        };
+        let before = codes(self.sms_to(&user.phone).await).len();
         let reply = self
             .post_json(
                 "/v1/verifications",
@@ -199,7 +203,7 @@ impl Api {
             .as_str()
             .unwrap()
             .to_owned();
-        let sms = self.sms_to(&user.phone).await;
+        let sms = codes(self.sms_to(&user.phone).await);
         assert_eq!(sms.len(), before + 1, "exactly one SMS per code");
         (id, sms_code(&sms[sms.len() - 1]))
     }
@@ -432,8 +436,8 @@ impl Api {
     }
 }
 
-/// The 6-digit code in an SMS text.
-pub fn sms_code(text: &str) -> String {
+/// The 6-digit code in an SMS text, if it carries one.
+pub fn find_code(text: &str) -> Option<String> {
     let digits: Vec<char> = text.chars().collect();
     digits
         .windows(6)
@@ -444,5 +448,9 @@ pub fn sms_code(text: &str) -> String {
                 && (*i == 0 || !digits[i - 1].is_ascii_digit())
         })
         .map(|(_, w)| w.iter().collect())
-        .unwrap_or_else(|| panic!("no 6-digit code in the SMS: {text}"))
+}
+
+/// The 6-digit code in an SMS text.
+pub fn sms_code(text: &str) -> String {
+    find_code(text).unwrap_or_else(|| panic!("no 6-digit code in the SMS: {text}"))
 }
