@@ -3,82 +3,33 @@
 
 use std::sync::Arc;
 
-use aws_sdk_dynamodbstreams::types::{AttributeValue as StreamValue, ShardIteratorType};
+use aws_sdk_dynamodbstreams::types::AttributeValue as StreamValue;
 use shared::clock::Clock;
 use shared::model::ids::QueryId;
 use shared::ports::{QueryStore, SettleOutcome, Settlement};
-use shared::records::LegState;
+use shared::records::{LegRecord, LegState};
 use testkit::submission::Fixture;
 
 /// Stream records of the query item whose new image has `unsettled` = 0 while COLLECTING
 /// (the aggregator's filter in infra/template.yaml).
 async fn ready_records(f: &Fixture, q: &QueryId) -> usize {
-    let db = &f.env.clients.dynamodb;
-    let streams = &f.env.clients.streams;
-    let arn = db
-        .describe_table()
-        .table_name(f.env.table("CardLookupTable"))
-        .send()
-        .await
-        .unwrap()
-        .table
-        .unwrap()
-        .latest_stream_arn
-        .unwrap();
-    let shards = streams
-        .describe_stream()
-        .stream_arn(&arn)
-        .send()
-        .await
-        .unwrap()
-        .stream_description
-        .unwrap()
-        .shards
-        .unwrap_or_default();
     let pk = StreamValue::S(format!("QUERY#{q}"));
-    let mut count = 0;
-    for shard in shards {
-        let mut it = streams
-            .get_shard_iterator()
-            .stream_arn(&arn)
-            .shard_id(shard.shard_id().unwrap())
-            .shard_iterator_type(ShardIteratorType::TrimHorizon)
-            .send()
-            .await
-            .unwrap()
-            .shard_iterator;
-        while let Some(i) = it.take() {
-            let page = streams
-                .get_records()
-                .shard_iterator(i)
-                .send()
-                .await
-                .unwrap();
-            for r in page.records() {
-                let Some(img) = r.dynamodb().and_then(|d| d.new_image()) else {
-                    continue;
-                };
-                let is_query = img.get("pk") == Some(&pk)
-                    && img.get("sk") == Some(&StreamValue::S("QUERY".into()));
-                if is_query
-                    && img.get("unsettled") == Some(&StreamValue::N("0".into()))
-                    && img.get("phase") == Some(&StreamValue::S("COLLECTING".into()))
-                {
-                    count += 1;
-                }
-            }
-            if page.records().is_empty() {
-                break;
-            }
-            it = page.next_shard_iterator;
-        }
-    }
-    count
+    let records = testkit::streams::records(&f.env.clients, f.env.table("CardLookupTable")).await;
+    records
+        .iter()
+        .filter_map(|r| r.dynamodb().and_then(|d| d.new_image()))
+        .filter(|img| {
+            let is_query = img.get("pk") == Some(&pk)
+                && img.get("sk") == Some(&StreamValue::S("QUERY".into()));
+            is_query
+                && img.get("unsettled") == Some(&StreamValue::N("0".into()))
+                && img.get("phase") == Some(&StreamValue::S("COLLECTING".into()))
+        })
+        .count()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn sixteen_concurrent_settles_make_the_query_ready_exactly_once() {
-    let f = Arc::new(Fixture::new().await);
+/// A new user's query to every bank, submitted: its id and its legs.
+async fn submitted(f: &Fixture) -> (QueryId, Vec<LegRecord>) {
     let user = f.user().await;
     let code = f.code(&user).await;
     let (raw, body) = f.body(&code, &f.face(&user));
@@ -89,6 +40,13 @@ async fn sixteen_concurrent_settles_make_the_query_ready_exactly_once() {
         .unwrap();
     let q = QueryId::parse(accepted["query_id"].as_str().unwrap()).unwrap();
     let legs = f.store.legs(&q).await.unwrap();
+    (q, legs)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixteen_concurrent_settles_make_the_query_ready_exactly_once() {
+    let f = Arc::new(Fixture::new().await);
+    let (q, legs) = submitted(&f).await;
     assert_eq!(legs.len(), 16);
     assert!(legs.iter().all(|l| l.state == LegState::Pending));
 
@@ -141,26 +99,11 @@ async fn sixteen_concurrent_settles_make_the_query_ready_exactly_once() {
 #[tokio::test]
 async fn a_submission_writes_one_pending_leg_per_bank_in_the_same_transaction() {
     let f = Fixture::new().await;
-    let user = f.user().await;
-    let code = f.code(&user).await;
-    let (raw, body) = f.body(&code, &f.face(&user));
-    let (_, accepted) = f
-        .service
-        .submit(&user.id, Some("k"), &raw, body, None)
-        .await
-        .unwrap();
-    let q = QueryId::parse(accepted["query_id"].as_str().unwrap()).unwrap();
-    let legs = f.store.legs(&q).await.unwrap();
+    let (_, legs) = submitted(&f).await;
     let mut banks: Vec<String> = legs.iter().map(|l| l.bank.to_string()).collect();
     banks.sort();
-    let mut expected: Vec<String> = f
-        .service
-        .config()
-        .banks
-        .all()
-        .iter()
-        .map(|b| b.code.to_string())
-        .collect();
+    let configured = f.service.config().banks.all();
+    let mut expected: Vec<String> = configured.iter().map(|b| b.code.to_string()).collect();
     expected.sort();
     assert_eq!(banks, expected);
     let mut inquiry_ids: Vec<&str> = legs.iter().map(|l| l.inquiry_id.as_str()).collect();

@@ -151,7 +151,6 @@ async fn ttl_is_enabled_on_the_configured_attribute() {
 async fn a_put_is_readable_from_the_stream() {
     let env = TestEnv::new().await;
     let db = &env.clients.dynamodb;
-    let streams = &env.clients.streams;
     let table = env.table("CardLookupTable");
     db.put_item()
         .table_name(table)
@@ -161,64 +160,15 @@ async fn a_put_is_readable_from_the_stream() {
         .send()
         .await
         .unwrap();
-    let arn = db
-        .describe_table()
-        .table_name(table)
-        .send()
+    let stream_pk = aws_sdk_dynamodbstreams::types::AttributeValue::S("QUERY#stream".into());
+    let found = testkit::streams::records(&env.clients, table)
         .await
-        .unwrap()
-        .table
-        .unwrap()
-        .latest_stream_arn
-        .expect("the table has a stream");
-    let shards = streams
-        .describe_stream()
-        .stream_arn(&arn)
-        .send()
-        .await
-        .unwrap()
-        .stream_description
-        .unwrap()
-        .shards
-        .unwrap_or_default();
-    let mut found = None;
-    for shard in &shards {
-        let mut iterator = streams
-            .get_shard_iterator()
-            .stream_arn(&arn)
-            .shard_id(shard.shard_id().unwrap())
-            .shard_iterator_type(aws_sdk_dynamodbstreams::types::ShardIteratorType::TrimHorizon)
-            .send()
-            .await
-            .unwrap()
-            .shard_iterator;
-        // An open shard returns empty pages until the record is there; a few pages suffice.
-        for _ in 0..10 {
-            let Some(it) = iterator.take() else { break };
-            let page = streams
-                .get_records()
-                .shard_iterator(it)
-                .send()
-                .await
-                .unwrap();
-            for record in page.records() {
-                let image = record.dynamodb().and_then(|d| d.new_image());
-                if let Some(image) = image {
-                    if image.get("pk")
-                        == Some(&aws_sdk_dynamodbstreams::types::AttributeValue::S(
-                            "QUERY#stream".into(),
-                        ))
-                    {
-                        found = Some((record.event_name().cloned(), image.clone()));
-                    }
-                }
-            }
-            if found.is_some() || page.records().is_empty() {
-                break;
-            }
-            iterator = page.next_shard_iterator;
-        }
-    }
+        .into_iter()
+        .find_map(|record| {
+            let image = record.dynamodb().and_then(|d| d.new_image())?;
+            (image.get("pk") == Some(&stream_pk))
+                .then(|| (record.event_name().cloned(), image.clone()))
+        });
     let (event, image) = found.expect("the put is on the stream");
     assert_eq!(
         event,

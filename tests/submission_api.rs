@@ -84,6 +84,36 @@ fn submission(agreement: &str, verification_id: &str, code: &str, face: &Face) -
     })
 }
 
+/// What a submission carries besides the face token: the agreement version consented to
+/// and an SMS code.
+struct Proofs {
+    agreement: String,
+    verification_id: String,
+    code: String,
+}
+
+impl Proofs {
+    /// The current agreement version, then a new SMS code for `purpose`.
+    async fn new(api: &Api, user: &TestUser, purpose: &str) -> Self {
+        let agreement = agreement_version(api, user).await;
+        Self::with_code(agreement, api.verification(user, purpose).await)
+    }
+
+    /// The agreement version and a code as [`Api::verification`] returns it.
+    fn with_code(agreement: String, (verification_id, code): (String, String)) -> Self {
+        Self {
+            agreement,
+            verification_id,
+            code,
+        }
+    }
+
+    /// A submission of these proofs that is valid in every respect.
+    fn submission(&self, face: &Face) -> Value {
+        submission(&self.agreement, &self.verification_id, &self.code, face)
+    }
+}
+
 async fn submit_raw(api: &Api, token: &str, key: Option<&str>, body: Option<String>) -> Reply {
     let headers: Vec<(&str, &str)> = key
         .map(|k| vec![("Idempotency-Key", k)])
@@ -145,6 +175,30 @@ async fn assert_refused_submission(
         );
     }
     reply
+}
+
+/// [`assert_refused_submission`] for the proofs with a fresh face token, under a new key.
+async fn assert_refused_with_fresh_face(
+    api: &Api,
+    user: &TestUser,
+    proofs: &Proofs,
+    status: u16,
+    code: &str,
+    what: &str,
+) -> Reply {
+    let f = face(api, user);
+    let body = proofs.submission(&f).to_string();
+    assert_refused_submission(
+        api,
+        user,
+        Some(&new_key()),
+        Some(body),
+        Some(&f.nonce),
+        status,
+        code,
+        what,
+    )
+    .await
 }
 
 /// `(sk, attribute) → (before, after)` for every stored value that differs; whole items
@@ -871,25 +925,59 @@ async fn users_not_real_name_or_outside_the_pilot_get_403_on_both_posts() {
 async fn invalid_banks_and_missing_consent_get_422() {
     let api = Api::get().await;
     let user = api.new_user(UserKind::Eligible).await;
-    let agreement = agreement_version(&api, &user).await;
-    let (verification_id, code) = api.verification(&user, "SUBMIT_QUERY").await;
+    let p = Proofs::new(&api, &user, "SUBMIT_QUERY").await;
     let f = face(&api, &user);
-    let valid = submission(&agreement, &verification_id, &code, &f);
+    let valid = p.submission(&f);
     let key = new_key();
+    let with = |field: &str, value: Value| {
+        let mut req = valid.clone();
+        req[field] = value;
+        req
+    };
     let cases: Vec<(&str, Value, &str)> = vec![
-        ("no bank", json!([]), "INVALID_BANKS"),
+        ("no bank", with("banks", json!([])), "INVALID_BANKS"),
         (
             "a bank twice",
-            json!(["ICBC", "CMB", "ICBC"]),
+            with("banks", json!(["ICBC", "CMB", "ICBC"])),
             "INVALID_BANKS",
         ),
-        ("an unknown bank", json!(["ICBC", "HSBC"]), "INVALID_BANKS"),
-        ("a lower-case code", json!(["icbc"]), "INVALID_BANKS"),
-        ("an empty code", json!([""]), "INVALID_BANKS"),
+        (
+            "an unknown bank",
+            with("banks", json!(["ICBC", "HSBC"])),
+            "INVALID_BANKS",
+        ),
+        (
+            "a lower-case code",
+            with("banks", json!(["icbc"])),
+            "INVALID_BANKS",
+        ),
+        ("an empty code", with("banks", json!([""])), "INVALID_BANKS"),
+        (
+            "consent not accepted",
+            with(
+                "consent",
+                json!({"agreement_version": p.agreement, "accepted": false}),
+            ),
+            "CONSENT_REQUIRED",
+        ),
+        (
+            "an outdated agreement",
+            with(
+                "consent",
+                json!({"agreement_version": "2020-01", "accepted": true}),
+            ),
+            "CONSENT_REQUIRED",
+        ),
+        (
+            "an empty agreement version",
+            with(
+                "consent",
+                json!({"agreement_version": "", "accepted": true}),
+            ),
+            "CONSENT_REQUIRED",
+        ),
     ];
-    for (what, banks, code) in cases {
-        let mut req = valid.clone();
-        req["banks"] = banks;
+    for (what, req, code) in cases {
         assert_refused_submission(
             &api,
             &user,
@@ -898,34 +986,6 @@ async fn invalid_banks_and_missing_consent_get_422() {
             Some(&f.nonce),
             422,
             code,
-            what,
-        )
-        .await;
-    }
-    for (what, consent) in [
-        (
-            "consent not accepted",
-            json!({"agreement_version": agreement, "accepted": false}),
-        ),
-        (
-            "an outdated agreement",
-            json!({"agreement_version": "2020-01", "accepted": true}),
-        ),
-        (
-            "an empty agreement version",
-            json!({"agreement_version": "", "accepted": true}),
-        ),
-    ] {
-        let mut req = valid.clone();
-        req["consent"] = consent;
-        assert_refused_submission(
-            &api,
-            &user,
-            Some(&key),
-            Some(req.to_string()),
-            Some(&f.nonce),
-            422,
-            "CONSENT_REQUIRED",
             what,
         )
         .await;
@@ -941,9 +1001,9 @@ async fn invalid_banks_and_missing_consent_get_422() {
 async fn a_wrong_code_counts_one_attempt_and_the_right_code_then_works() {
     let api = Api::get().await;
     let user = api.new_user(UserKind::Eligible).await;
-    let agreement = agreement_version(&api, &user).await;
-    let (verification_id, code) = api.verification(&user, "SUBMIT_QUERY").await;
-    let wrong: String = code
+    let p = Proofs::new(&api, &user, "SUBMIT_QUERY").await;
+    let wrong: String = p
+        .code
         .chars()
         .map(|c| char::from(b'0' + (c.to_digit(10).unwrap() as u8 + 1) % 10))
         .collect();
@@ -955,13 +1015,16 @@ async fn a_wrong_code_counts_one_attempt_and_the_right_code_then_works() {
         &api,
         &user,
         &key,
-        &submission(&agreement, &verification_id, &wrong, &f),
+        &submission(&p.agreement, &p.verification_id, &wrong, &f),
     )
     .await;
     assert_error(&reply, 422, "VERIFICATION_FAILED", "wrong code");
     let after = api.snapshot(&user).await;
     let expected: Changes = [(
-        (format!("VERIF#{verification_id}"), "attempts".to_owned()),
+        (
+            format!("VERIF#{}", p.verification_id),
+            "attempts".to_owned(),
+        ),
         (n(0), n(1)),
     )]
     .into_iter()
@@ -983,7 +1046,7 @@ async fn a_wrong_code_counts_one_attempt_and_the_right_code_then_works() {
             &api,
             &user,
             Some(&key),
-            Some(submission(&agreement, &verification_id, malformed, &f).to_string()),
+            Some(submission(&p.agreement, &p.verification_id, malformed, &f).to_string()),
             Some(&f.nonce),
             422,
             "VERIFICATION_FAILED",
@@ -992,13 +1055,7 @@ async fn a_wrong_code_counts_one_attempt_and_the_right_code_then_works() {
         .await;
     }
 
-    let ok = submit(
-        &api,
-        &user,
-        &key,
-        &submission(&agreement, &verification_id, &code, &f),
-    )
-    .await;
+    let ok = submit(&api, &user, &key, &p.submission(&f)).await;
     assert_eq!(ok.status, 202, "the right code still works: {ok:?}");
 }
 
@@ -1006,12 +1063,14 @@ async fn a_wrong_code_counts_one_attempt_and_the_right_code_then_works() {
 async fn an_expired_code_is_refused() {
     let api = Api::get().await;
     let user = api.new_user(UserKind::Eligible).await;
-    let agreement = agreement_version(&api, &user).await;
-    let (verification_id, code) = api.verification(&user, "SUBMIT_QUERY").await;
+    let p = Proofs::new(&api, &user, "SUBMIT_QUERY").await;
 
     let key = [
         ("pk", user_pk(&user)),
-        ("sk", AttributeValue::S(format!("VERIF#{verification_id}"))),
+        (
+            "sk",
+            AttributeValue::S(format!("VERIF#{}", p.verification_id)),
+        ),
     ];
     let db = &api.clients.dynamodb;
     let item = db
@@ -1039,18 +1098,8 @@ async fn an_expired_code_is_refused() {
         .await
         .unwrap();
 
-    let f = face(&api, &user);
-    assert_refused_submission(
-        &api,
-        &user,
-        Some(&new_key()),
-        Some(submission(&agreement, &verification_id, &code, &f).to_string()),
-        Some(&f.nonce),
-        422,
-        "VERIFICATION_FAILED",
-        "expired code",
-    )
-    .await;
+    assert_refused_with_fresh_face(&api, &user, &p, 422, "VERIFICATION_FAILED", "expired code")
+        .await;
 }
 
 #[tokio::test]
@@ -1058,45 +1107,24 @@ async fn a_used_code_is_refused() {
     let api = Api::get().await;
     let user = api.new_user(UserKind::Eligible).await;
     hold_at_the_banks(&api, &user).await;
-    let agreement = agreement_version(&api, &user).await;
-    let (verification_id, code) = api.verification(&user, "SUBMIT_QUERY").await;
-    let ok = submit(
-        &api,
-        &user,
-        &new_key(),
-        &submission(&agreement, &verification_id, &code, &face(&api, &user)),
-    )
-    .await;
+    let p = Proofs::new(&api, &user, "SUBMIT_QUERY").await;
+    let ok = submit(&api, &user, &new_key(), &p.submission(&face(&api, &user))).await;
     assert_eq!(ok.status, 202, "{ok:?}");
     clear_active_query(&api, &user).await;
 
-    let f = face(&api, &user);
-    assert_refused_submission(
-        &api,
-        &user,
-        Some(&new_key()),
-        Some(submission(&agreement, &verification_id, &code, &f).to_string()),
-        Some(&f.nonce),
-        422,
-        "VERIFICATION_FAILED",
-        "reused code",
-    )
-    .await;
+    assert_refused_with_fresh_face(&api, &user, &p, 422, "VERIFICATION_FAILED", "reused code")
+        .await;
 }
 
 #[tokio::test]
 async fn a_view_report_code_does_not_submit() {
     let api = Api::get().await;
     let user = api.new_user(UserKind::Eligible).await;
-    let agreement = agreement_version(&api, &user).await;
-    let (verification_id, code) = api.verification(&user, "VIEW_REPORT").await;
-    let f = face(&api, &user);
-    assert_refused_submission(
+    let p = Proofs::new(&api, &user, "VIEW_REPORT").await;
+    assert_refused_with_fresh_face(
         &api,
         &user,
-        Some(&new_key()),
-        Some(submission(&agreement, &verification_id, &code, &f).to_string()),
-        Some(&f.nonce),
+        &p,
         422,
         "VERIFICATION_FAILED",
         "VIEW_REPORT code",
@@ -1110,16 +1138,13 @@ async fn another_users_verification_is_refused() {
     let owner = api.new_user(UserKind::Eligible).await;
     let intruder = api.new_user(UserKind::Eligible).await;
     let agreement = agreement_version(&api, &intruder).await;
-    let (verification_id, code) = api.verification(&owner, "SUBMIT_QUERY").await;
+    let p = Proofs::with_code(agreement, api.verification(&owner, "SUBMIT_QUERY").await);
 
     let owner_before = api.snapshot(&owner).await;
-    let f = face(&api, &intruder);
-    assert_refused_submission(
+    assert_refused_with_fresh_face(
         &api,
         &intruder,
-        Some(&new_key()),
-        Some(submission(&agreement, &verification_id, &code, &f).to_string()),
-        Some(&f.nonce),
+        &p,
         422,
         "VERIFICATION_FAILED",
         "another user's verification",
@@ -1132,13 +1157,7 @@ async fn another_users_verification_is_refused() {
     );
 
     // The owner's code is intact.
-    let ok = submit(
-        &api,
-        &owner,
-        &new_key(),
-        &submission(&agreement, &verification_id, &code, &face(&api, &owner)),
-    )
-    .await;
+    let ok = submit(&api, &owner, &new_key(), &p.submission(&face(&api, &owner))).await;
     assert_eq!(ok.status, 202, "{ok:?}");
 }
 
@@ -1174,8 +1193,7 @@ async fn forged_stale_failed_and_other_users_face_tokens_are_refused() {
     let api = Api::get().await;
     let user = api.new_user(UserKind::Eligible).await;
     let other = api.new_user(UserKind::Eligible).await;
-    let agreement = agreement_version(&api, &user).await;
-    let (verification_id, code) = api.verification(&user, "SUBMIT_QUERY").await;
+    let p = Proofs::new(&api, &user, "SUBMIT_QUERY").await;
     let (other_private, _) = dev::generate_ed25519();
     let key = new_key();
     let cases = [
@@ -1219,7 +1237,7 @@ async fn forged_stale_failed_and_other_users_face_tokens_are_refused() {
             &api,
             &user,
             Some(&key),
-            Some(submission(&agreement, &verification_id, &code, f).to_string()),
+            Some(p.submission(f).to_string()),
             Some(&f.nonce),
             422,
             "FACE_VERIFICATION_FAILED",
@@ -1228,13 +1246,7 @@ async fn forged_stale_failed_and_other_users_face_tokens_are_refused() {
         .await;
     }
     // Nothing was consumed: the code still submits with a good token.
-    let ok = submit(
-        &api,
-        &user,
-        &key,
-        &submission(&agreement, &verification_id, &code, &face(&api, &user)),
-    )
-    .await;
+    let ok = submit(&api, &user, &key, &p.submission(&face(&api, &user))).await;
     assert_eq!(ok.status, 202, "{ok:?}");
 }
 
@@ -1243,27 +1255,20 @@ async fn a_used_face_token_is_refused() {
     let api = Api::get().await;
     let user = api.new_user(UserKind::Eligible).await;
     hold_at_the_banks(&api, &user).await;
-    let agreement = agreement_version(&api, &user).await;
-    let (verification_id, code) = api.verification(&user, "SUBMIT_QUERY").await;
+    let p = Proofs::new(&api, &user, "SUBMIT_QUERY").await;
     let f = face(&api, &user);
-    let ok = submit(
-        &api,
-        &user,
-        &new_key(),
-        &submission(&agreement, &verification_id, &code, &f),
-    )
-    .await;
+    let ok = submit(&api, &user, &new_key(), &p.submission(&f)).await;
     assert_eq!(ok.status, 202, "{ok:?}");
     assert!(api.nonce_used(&f.nonce).await);
     clear_active_query(&api, &user).await;
 
-    let (verification_id, code) = api.verification(&user, "SUBMIT_QUERY").await;
+    let p = Proofs::with_code(p.agreement, api.verification(&user, "SUBMIT_QUERY").await);
     let key = new_key();
     assert_refused_submission(
         &api,
         &user,
         Some(&key),
-        Some(submission(&agreement, &verification_id, &code, &f).to_string()),
+        Some(p.submission(&f).to_string()),
         None,
         422,
         "FACE_VERIFICATION_FAILED",
@@ -1271,13 +1276,7 @@ async fn a_used_face_token_is_refused() {
     )
     .await;
     // The fresh code was not consumed by the refusal.
-    let ok = submit(
-        &api,
-        &user,
-        &key,
-        &submission(&agreement, &verification_id, &code, &face(&api, &user)),
-    )
-    .await;
+    let ok = submit(&api, &user, &key, &p.submission(&face(&api, &user))).await;
     assert_eq!(ok.status, 202, "{ok:?}");
 }
 
@@ -1287,14 +1286,13 @@ async fn a_used_face_token_is_refused() {
 async fn five_wrong_passwords_lock_the_payment_password() {
     let api = Api::get().await;
     let user = api.new_user(UserKind::Eligible).await;
-    let agreement = agreement_version(&api, &user).await;
-    let (verification_id, code) = api.verification(&user, "SUBMIT_QUERY").await;
+    let p = Proofs::new(&api, &user, "SUBMIT_QUERY").await;
     let key = new_key();
     let state_key = |attr: &str| ("STATE".to_owned(), attr.to_owned());
 
     for attempt in 1..=5u64 {
         let f = face(&api, &user);
-        let mut req = submission(&agreement, &verification_id, &code, &f);
+        let mut req = p.submission(&f);
         req["payment_password"] = json!(WRONG_PASSWORD);
         let before = api.snapshot(&user).await;
         let version = state_version(&before);
@@ -1342,7 +1340,7 @@ async fn five_wrong_passwords_lock_the_payment_password() {
         &api,
         &user,
         Some(&key),
-        Some(submission(&agreement, &verification_id, &code, &f).to_string()),
+        Some(p.submission(&f).to_string()),
         Some(&f.nonce),
         423,
         "PAYMENT_PASSWORD_LOCKED",
@@ -1360,8 +1358,7 @@ async fn five_wrong_passwords_lock_the_payment_password() {
 async fn a_locked_user_gets_423_even_with_the_right_password() {
     let api = Api::get().await;
     let user = api.new_user(UserKind::Locked).await;
-    let agreement = agreement_version(&api, &user).await;
-    let (verification_id, code) = api.verification(&user, "SUBMIT_QUERY").await;
+    let p = Proofs::new(&api, &user, "SUBMIT_QUERY").await;
     let stored_until = state_attr(&api.snapshot(&user).await, "password_locked_until")
         .map(|s| timestamp::parse(&unquote(&s)).unwrap())
         .expect("the seeded lock");
@@ -1370,7 +1367,7 @@ async fn a_locked_user_gets_423_even_with_the_right_password() {
         ("wrong password", WRONG_PASSWORD),
     ] {
         let f = face(&api, &user);
-        let mut req = submission(&agreement, &verification_id, &code, &f);
+        let mut req = p.submission(&f);
         req["payment_password"] = json!(password);
         let reply = assert_refused_submission(
             &api,
@@ -1423,19 +1420,9 @@ async fn cooldown_refuses_with_next_allowed_at() {
     assert_eq!(body(&e)["active_query_id"], Value::Null);
     assert_eq!(ts(&body(&e)["next_allowed_at"]), next);
 
-    let (verification_id, code) = api.verification(&user, "SUBMIT_QUERY").await;
-    let f = face(&api, &user);
-    let reply = assert_refused_submission(
-        &api,
-        &user,
-        Some(&new_key()),
-        Some(submission(&agreement, &verification_id, &code, &f).to_string()),
-        Some(&f.nonce),
-        429,
-        "COOLDOWN_ACTIVE",
-        "cooldown",
-    )
-    .await;
+    let p = Proofs::with_code(agreement, api.verification(&user, "SUBMIT_QUERY").await);
+    let reply =
+        assert_refused_with_fresh_face(&api, &user, &p, 429, "COOLDOWN_ACTIVE", "cooldown").await;
     assert_eq!(ts(&body(&reply)["error"]["next_allowed_at"]), next);
 }
 

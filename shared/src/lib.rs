@@ -17,4 +17,6 @@ pub mod security;
 pub mod stream;
 pub mod submission;
 pub mod telemetry;
+#[cfg(test)]
+pub(crate) mod test_support;
 pub mod verification;

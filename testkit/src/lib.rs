@@ -9,6 +9,7 @@ pub mod openapi;
 pub mod seed;
 pub mod sms;
 pub mod stack;
+pub mod streams;
 pub mod submission;
 pub mod tables;
 pub mod template;

@@ -1,15 +1,13 @@
 //! Reports end to end on the in-memory store: building, aggregating (once, sealed, one
 //! SMS), viewing (step-up every time, 404 for others, 410 after 7 days) and sweeping.
 
-use std::collections::HashMap;
+use std::ops::Deref;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration as StdDuration;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use base64::Engine;
 use serde_json::{json, Value};
-use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
 
 use super::aggregate::{
@@ -19,28 +17,20 @@ use super::body::{self, BankStatus, Report, NOTICES, PARTIAL_NOTICE};
 use super::crypto::{generate_keypair, ReportOpener, ReportSealer};
 use super::sweep::{SweepStats, Sweeper};
 use super::view::{ViewDeps, ViewService};
-use crate::adapters::memory::{MemorySms, MemoryStore};
-use crate::bank::signing::{self, SignatureHeaders};
-use crate::clock::{Clock, ManualClock};
-use crate::config::{ServiceConfig, DEFAULT_CONFIG};
-use crate::dispatch::client::{BankClient, BankReply, TransportError};
-use crate::dispatch::fanout::{Fanout, FanoutDeps, LegOutcome};
-use crate::dispatch::secrets::BankSecrets;
+use crate::adapters::memory::MemorySms;
+use crate::dispatch::fanout::LegOutcome;
 use crate::error::ServiceError;
 use crate::model::bank::BankCode;
 use crate::model::card::{CardKind, FourDigits, MaskedCard};
 use crate::model::ids::{QueryId, UserId, VerificationId};
 use crate::model::phone::PhoneNumber;
-use crate::model::profile::{IdNumber, UserProfile};
-use crate::model::region::RegionCode;
 use crate::ports::{NotifyError, QueryStore, ReportStore, Settlement, SmsSender, SubmissionStore};
 use crate::records::*;
 use crate::security::dev;
 use crate::security::face::FaceVerifier;
 use crate::security::sms_code::{CodeHasher, Purpose};
+use crate::test_support::{user, BankWorld, Script, PHONE, T0};
 
-const T0: OffsetDateTime = datetime!(2026-11-28 10:00 UTC);
-const PHONE: &str = "+8613800138000";
 const FACE_ISSUER: &str = "face-issuer";
 
 // ---------------------------------------------------------------------------------------
@@ -79,102 +69,14 @@ impl SmsSender for TestSms {
     }
 }
 
-#[derive(Clone)]
-enum Script {
-    Cards(&'static [(&'static str, &'static str)]),
-    Accept,
-    Status(u16),
-}
-
-/// Plays the banks: each call pops the bank's next scripted reply (the last one repeats).
-struct ScriptedBanks {
-    secrets: HashMap<String, signing::BankSecret>,
-    scripts: Mutex<HashMap<String, Vec<Script>>>,
-    calls: Mutex<Vec<String>>,
-    clock: Arc<ManualClock>,
-}
-
-impl ScriptedBanks {
-    fn calls_to(&self, bank: &str) -> usize {
-        self.calls
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|b| *b == bank)
-            .count()
-    }
-    fn total_calls(&self) -> usize {
-        self.calls.lock().unwrap().len()
-    }
-}
-
-#[async_trait]
-impl BankClient for ScriptedBanks {
-    async fn post(
-        &self,
-        url: &str,
-        headers: &SignatureHeaders,
-        body: Vec<u8>,
-        _timeout: StdDuration,
-    ) -> Result<BankReply, TransportError> {
-        let bank = headers.bank_code.clone();
-        let path = reqwest::Url::parse(url).unwrap().path().to_owned();
-        let secret = &self.secrets[&bank];
-        let now = self.clock.now();
-        signing::verify(secret, headers, now, "POST", &path, &body).expect("inquiries are signed");
-        let inquiry: Value = serde_json::from_slice(&body).unwrap();
-        self.calls.lock().unwrap().push(bank.clone());
-        let script = {
-            let mut scripts = self.scripts.lock().unwrap();
-            let list = scripts
-                .get_mut(&bank)
-                .expect("a script for every bank called");
-            if list.len() > 1 {
-                list.remove(0)
-            } else {
-                list[0].clone()
-            }
-        };
-        match script {
-            Script::Cards(cards) => {
-                let reply = json!({
-                    "query_id": inquiry["query_id"], "inquiry_id": inquiry["inquiry_id"],
-                    "status": if cards.is_empty() { "NONE" } else { "FOUND" },
-                    "cards": cards.iter().map(|(k, d)| json!({"kind": k, "first4": &d[..4], "last4": &d[4..]})).collect::<Vec<_>>(),
-                })
-                .to_string()
-                .into_bytes();
-                Ok(BankReply {
-                    status: 200,
-                    signature: Some(signing::sign(secret, &bank, now, "POST", &path, &reply)),
-                    body: reply,
-                })
-            }
-            Script::Accept => Ok(BankReply {
-                status: 202,
-                signature: None,
-                body: b"{}".to_vec(),
-            }),
-            Script::Status(s) => Ok(BankReply {
-                status: s,
-                signature: None,
-                body: Vec::new(),
-            }),
-        }
-    }
-}
-
 // ---------------------------------------------------------------------------------------
 // World
 // ---------------------------------------------------------------------------------------
 
+/// The shared bank world with the report services on it.
 struct World {
-    config: Arc<ServiceConfig>,
-    clock: Arc<ManualClock>,
-    store: Arc<MemoryStore>,
+    base: BankWorld,
     sms: Arc<TestSms>,
-    banks: Arc<ScriptedBanks>,
-    fanout: Arc<Fanout>,
     aggregator: Arc<Aggregator>,
     view: ViewService,
     sweeper: Sweeper,
@@ -183,60 +85,26 @@ struct World {
     report_private: String,
 }
 
+impl Deref for World {
+    type Target = BankWorld;
+
+    fn deref(&self) -> &BankWorld {
+        &self.base
+    }
+}
+
 fn world() -> World {
     world_with(&[])
 }
 
 fn world_with(scripts: &[(&str, Vec<Script>)]) -> World {
-    let config = Arc::new(ServiceConfig::parse(DEFAULT_CONFIG).unwrap());
-    let clock = Arc::new(ManualClock::new(T0));
-    let store = Arc::new(MemoryStore::default());
+    let base = BankWorld::new(scripts);
+    let (config, clock, store) = (&base.config, &base.clock, &base.store);
     let sms = Arc::new(TestSms::default());
     let (report_private, report_public) = generate_keypair();
     let (face_private, face_public) = dev::generate_ed25519();
     let codes = CodeHasher::new(&[7; 32]).unwrap();
 
-    let secrets_json: HashMap<String, String> = config
-        .banks
-        .all()
-        .iter()
-        .enumerate()
-        .map(|(i, b)| (b.code.to_string(), hex::encode([i as u8 + 1; 32])))
-        .collect();
-    let secrets = BankSecrets::parse(
-        &serde_json::to_string(&secrets_json).unwrap(),
-        &config.banks,
-    )
-    .unwrap();
-    let banks = Arc::new(ScriptedBanks {
-        secrets: secrets_json
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.clone(),
-                    signing::BankSecret::new(hex::decode(v).unwrap()).unwrap(),
-                )
-            })
-            .collect(),
-        scripts: Mutex::new(
-            scripts
-                .iter()
-                .map(|(b, s)| (b.to_string(), s.clone()))
-                .collect(),
-        ),
-        calls: Mutex::new(Vec::new()),
-        clock: clock.clone(),
-    });
-    let fanout = Arc::new(Fanout::new(FanoutDeps {
-        config: config.clone(),
-        store: store.clone(),
-        profiles: store.clone(),
-        client: banks.clone(),
-        secrets,
-        clock: clock.clone(),
-        callback_base: "https://api.example".into(),
-        bank_timeout: StdDuration::from_secs(5),
-    }));
     let aggregator = Arc::new(Aggregator::new(AggregatorDeps {
         config: config.clone(),
         queries: store.clone(),
@@ -262,17 +130,13 @@ fn world_with(scripts: &[(&str, Vec<Script>)]) -> World {
     let sweeper = Sweeper {
         queries: store.clone(),
         reports: store.clone(),
-        fanout: fanout.clone(),
+        fanout: base.fanout.clone(),
         aggregator: aggregator.clone(),
         clock: clock.clone(),
     };
     let w = World {
-        config,
-        clock,
-        store,
+        base,
         sms,
-        banks,
-        fanout,
         aggregator,
         view,
         sweeper,
@@ -283,10 +147,6 @@ fn world_with(scripts: &[(&str, Vec<Script>)]) -> World {
     w.profile("u1", PHONE);
     w.profile("u2", "+8613900139000");
     w
-}
-
-fn user(s: &str) -> UserId {
-    UserId::parse(s).unwrap()
 }
 
 fn card(kind: CardKind, digits: &str) -> MaskedCard {
@@ -319,6 +179,16 @@ fn face_body(token: &str) -> Vec<u8> {
     json!({ "face_token": token }).to_string().into_bytes()
 }
 
+/// Each bank of the report with its status, in the report's order.
+fn bank_statuses(report: &Report) -> Vec<(&str, BankStatus)> {
+    report
+        .summary
+        .banks
+        .iter()
+        .map(|b| (b.bank_code.as_str(), b.status))
+        .collect()
+}
+
 /// The longest run of ASCII digits in `s`, spaces ignored.
 fn longest_digit_run(s: &str) -> usize {
     let mut best = 0;
@@ -335,102 +205,11 @@ fn longest_digit_run(s: &str) -> usize {
 }
 
 impl World {
-    fn code(&self, c: &str) -> BankCode {
-        self.config.banks.parse(c).unwrap()
-    }
-
-    fn now(&self) -> OffsetDateTime {
-        self.clock.now()
-    }
-
-    fn profile(&self, id: &str, phone: &str) {
-        self.store.insert_profile(UserProfile {
-            user_id: user(id),
-            real_name_verified: true,
-            name: "张三".into(),
-            id_number: IdNumber::parse("11010519491231002X").unwrap(),
-            phone: PhoneNumber::parse(phone).unwrap(),
-            region: RegionCode::parse("31").unwrap(),
-            payment_password_hash: String::new(),
-        });
-    }
-
     /// A submitted query (holding the user's active-query lock) for the given banks.
     async fn submit(&self, uid: &str, banks: &[&str]) -> QueryId {
-        let user = user(uid);
-        let now = self.now();
-        let vid = VerificationId::generate();
-        self.store
-            .put_verification(&VerificationRecord {
-                verification_id: vid,
-                user_id: user.clone(),
-                purpose: Purpose::SubmitQuery,
-                code_hash: String::new(),
-                expires_at: now + Duration::minutes(5),
-                attempts: 0,
-                used: false,
-            })
-            .await
-            .unwrap();
-        let q = query_id_at(now);
-        let legs = banks
-            .iter()
-            .map(|b| LegRecord {
-                query_id: q,
-                bank: self.code(b),
-                inquiry_id: format!("inq-{b}-{q}"),
-                state: LegState::Pending,
-                attempts: 0,
-                next_attempt_at: None,
-                failure: None,
-                cards: vec![],
-                answer_digest: None,
-                settled_at: None,
-            })
-            .collect();
-        let state = self.store.state_of(&user);
-        self.store
-            .submit(&Submission {
-                query: QueryRecord {
-                    query_id: q,
-                    user_id: user.clone(),
-                    phase: QueryPhase::Collecting,
-                    submitted_at: now,
-                    report_due_by: now + self.config.rules.report_deadline,
-                    banks: banks.iter().map(|b| self.code(b)).collect(),
-                    report_generated_at: None,
-                    report_expires_at: None,
-                    last_viewed_at: None,
-                    notified_at: None,
-                },
-                legs,
-                consent: ConsentRecord {
-                    query_id: q,
-                    user_id: user.clone(),
-                    agreement_version: self.config.agreement_version.clone(),
-                    accepted_at: now,
-                    source_ip: None,
-                },
-                idempotency: IdempotencyRecord {
-                    user_id: user.clone(),
-                    key: format!("k-{q}"),
-                    request_fingerprint: String::new(),
-                    status: 202,
-                    response_body: "{}".into(),
-                    expires_at: now + Duration::days(1),
-                },
-                state: UserState {
-                    active_query_id: Some(q),
-                    ..state.clone()
-                },
-                expected_state_version: state.version,
-                verification_id: vid,
-                max_code_attempts: 5,
-                face_nonce: format!("n-{q}"),
-                face_nonce_expires_at: now + Duration::minutes(5),
-            })
-            .await
-            .unwrap();
+        let q = query_id_at(self.now());
+        self.submit_query(&user(uid), q, banks, |b| format!("inq-{b}-{q}"))
+            .await;
         q
     }
 
@@ -472,10 +251,6 @@ impl World {
             .unwrap()
     }
 
-    async fn leg(&self, q: &QueryId, bank: &str) -> LegRecord {
-        self.store.leg(q, &self.code(bank)).await.unwrap().unwrap()
-    }
-
     async fn stored(&self, q: &QueryId) -> Option<StoredReport> {
         ReportStore::report(self.store.as_ref(), q).await.unwrap()
     }
@@ -488,25 +263,33 @@ impl World {
         serde_json::from_slice(&plain).unwrap()
     }
 
+    /// A query to ICBC and CMB in which ICBC has answered with `cards` and CMB not yet.
+    async fn icbc_answered(&self, uid: &str, cards: Vec<MaskedCard>) -> QueryId {
+        let q = self.submit(uid, &["ICBC", "CMB"]).await;
+        self.answer(&q, "ICBC", cards).await;
+        q
+    }
+
     /// u1's query to ICBC (two debit, one credit) and CMB (no cards), reported now.
     async fn reported(&self, uid: &str) -> QueryId {
-        let q = self.submit(uid, &["ICBC", "CMB"]).await;
-        self.answer(
-            &q,
-            "ICBC",
-            vec![
-                card(CardKind::Debit, "62221234"),
-                card(CardKind::Credit, "62583456"),
-                card(CardKind::Debit, "62225678"),
-            ],
-        )
-        .await;
+        let cards = vec![
+            card(CardKind::Debit, "62221234"),
+            card(CardKind::Credit, "62583456"),
+            card(CardKind::Debit, "62225678"),
+        ];
+        let q = self.icbc_answered(uid, cards).await;
         self.answer(&q, "CMB", vec![]).await;
         assert_eq!(
             self.aggregator.aggregate(&q).await.unwrap(),
             AggregateOutcome::Published
         );
         q
+    }
+
+    /// [`World::reported`], and when its report expires.
+    async fn reported_expiring(&self, uid: &str) -> (QueryId, OffsetDateTime) {
+        let q = self.reported(uid).await;
+        (q, self.query(&q).await.report_expires_at.unwrap())
     }
 
     /// A VIEW_REPORT (or other purpose) code as the SMS path stores it; its id.
@@ -533,16 +316,29 @@ impl World {
         code_body(&vid, "246810")
     }
 
+    /// A passing face token for `uid`, issued now.
     fn face_token(&self, uid: &str, nonce: &str) -> String {
-        dev::face_token(
-            &self.face_private,
-            FACE_ISSUER,
-            uid,
-            "pass",
-            self.now(),
-            nonce,
-        )
-        .unwrap()
+        self.face_token_with(uid, "pass", self.now(), nonce)
+    }
+
+    /// A face token from the provider: `result` "pass" or "fail", issued at `at`.
+    fn face_token_with(&self, uid: &str, result: &str, at: OffsetDateTime, nonce: &str) -> String {
+        dev::face_token(&self.face_private, FACE_ISSUER, uid, result, at, nonce).unwrap()
+    }
+
+    /// The report as `user` asks to see it with this request body.
+    async fn view_report(
+        &self,
+        user: &UserId,
+        q: &QueryId,
+        body: &[u8],
+    ) -> Result<Value, ServiceError> {
+        self.view.report(user, &q.to_string(), body).await
+    }
+
+    /// Why the request to see the report was refused (it must be).
+    async fn view_refused(&self, user: &UserId, q: &QueryId, body: &[u8]) -> ServiceError {
+        self.view_report(user, q, body).await.unwrap_err()
     }
 
     fn report_status(views: &[super::view::QueryView], q: &QueryId) -> &'static str {
@@ -818,16 +614,11 @@ async fn the_report_json_follows_the_contract_and_holds_no_card_number() {
 #[tokio::test]
 async fn settled_legs_publish_one_sealed_report_close_the_query_and_send_one_sms() {
     let w = world();
-    let q = w.submit("u1", &["ICBC", "CMB"]).await;
-    w.answer(
-        &q,
-        "ICBC",
-        vec![
-            card(CardKind::Debit, "62221234"),
-            card(CardKind::Credit, "62583456"),
-        ],
-    )
-    .await;
+    let cards = vec![
+        card(CardKind::Debit, "62221234"),
+        card(CardKind::Credit, "62583456"),
+    ];
+    let q = w.icbc_answered("u1", cards).await;
     w.answer(&q, "CMB", vec![]).await;
     let before = w.store.state_of(&user("u1"));
     assert_eq!(before.active_query_id, Some(q));
@@ -1007,12 +798,7 @@ async fn an_open_leg_waits_until_the_deadline_then_reports_it_as_no_response() {
         AggregateOutcome::Published
     );
     let report = w.open(&w.stored(&q).await.unwrap());
-    let status: Vec<(&str, BankStatus)> = report
-        .summary
-        .banks
-        .iter()
-        .map(|b| (b.bank_code.as_str(), b.status))
-        .collect();
+    let status = bank_statuses(&report);
     assert_eq!(
         status,
         [
@@ -1221,12 +1007,12 @@ async fn another_users_or_a_malformed_query_id_is_not_found() {
         Err(ServiceError::NotFound)
     ));
     let body = w.view_code_body("u2").await;
-    let e = w.view.report(&u2, &q.to_string(), &body).await.unwrap_err();
+    let e = w.view_refused(&u2, &q, &body).await;
     assert!(matches!(e, ServiceError::NotFound), "{e:?}");
     assert_eq!(e.status(), 404);
     // u2's code was not used up by it.
     let q2 = w.reported("u2").await;
-    assert!(w.view.report(&u2, &q2.to_string(), &body).await.is_ok());
+    assert!(w.view_report(&u2, &q2, &body).await.is_ok());
 
     for bad in [
         "nope",
@@ -1265,24 +1051,15 @@ async fn another_users_or_a_malformed_query_id_is_not_found() {
 async fn a_report_is_shown_only_after_a_fresh_sms_code_each_time() {
     let w = world();
     let u1 = user("u1");
-    let q = w.submit("u1", &["ICBC", "CMB"]).await;
-    w.answer(
-        &q,
-        "ICBC",
-        vec![
-            card(CardKind::Debit, "62221234"),
-            card(CardKind::Credit, "62583456"),
-        ],
-    )
-    .await;
+    let cards = vec![
+        card(CardKind::Debit, "62221234"),
+        card(CardKind::Credit, "62583456"),
+    ];
+    let q = w.icbc_answered("u1", cards).await;
 
     // Not ready yet: refused before the code is looked at, which stays usable.
     let vid = w.sms_code("u1", Purpose::ViewReport, "135790").await;
-    let e = w
-        .view
-        .report(&u1, &q.to_string(), &code_body(&vid, "135790"))
-        .await
-        .unwrap_err();
+    let e = w.view_refused(&u1, &q, &code_body(&vid, "135790")).await;
     assert!(matches!(e, ServiceError::ReportNotReady), "{e:?}");
     assert_eq!(e.status(), 409);
 
@@ -1296,8 +1073,7 @@ async fn a_report_is_shown_only_after_a_fresh_sms_code_each_time() {
 
     w.clock.advance(Duration::minutes(1));
     let shown = w
-        .view
-        .report(&u1, &q.to_string(), &code_body(&vid, "135790"))
+        .view_report(&u1, &q, &code_body(&vid, "135790"))
         .await
         .unwrap();
     assert_eq!(shown["query_id"], q.to_string());
@@ -1319,11 +1095,7 @@ async fn a_report_is_shown_only_after_a_fresh_sms_code_each_time() {
 
     // The same code again: every view needs a fresh step-up.
     w.clock.advance(Duration::seconds(10));
-    let e = w
-        .view
-        .report(&u1, &q.to_string(), &code_body(&vid, "135790"))
-        .await
-        .unwrap_err();
+    let e = w.view_refused(&u1, &q, &code_body(&vid, "135790")).await;
     assert!(matches!(e, ServiceError::VerificationFailed), "{e:?}");
     assert_eq!(e.status(), 422);
     assert_eq!(
@@ -1334,21 +1106,13 @@ async fn a_report_is_shown_only_after_a_fresh_sms_code_each_time() {
 
     // A wrong code: refused, nothing shown, nothing recorded.
     let vid2 = w.sms_code("u1", Purpose::ViewReport, "112233").await;
-    let e = w
-        .view
-        .report(&u1, &q.to_string(), &code_body(&vid2, "332211"))
-        .await
-        .unwrap_err();
+    let e = w.view_refused(&u1, &q, &code_body(&vid2, "332211")).await;
     assert!(matches!(e, ServiceError::VerificationFailed), "{e:?}");
     assert_eq!(w.query(&q).await.last_viewed_at, Some(viewed));
 
     // A code for submitting a query does not open a report.
     let sub = w.sms_code("u1", Purpose::SubmitQuery, "445566").await;
-    let e = w
-        .view
-        .report(&u1, &q.to_string(), &code_body(&sub, "445566"))
-        .await
-        .unwrap_err();
+    let e = w.view_refused(&u1, &q, &code_body(&sub, "445566")).await;
     assert!(matches!(e, ServiceError::VerificationFailed), "{e:?}");
     // Nor does another user's code, a malformed code or an unknown verification id.
     let other = w.sms_code("u2", Purpose::ViewReport, "778899").await;
@@ -1358,23 +1122,19 @@ async fn a_report_is_shown_only_after_a_fresh_sms_code_each_time() {
         code_body(&VerificationId::generate().to_string(), "112233"),
         code_body("not-an-id", "112233"),
     ] {
-        let e = w.view.report(&u1, &q.to_string(), &body).await.unwrap_err();
+        let e = w.view_refused(&u1, &q, &body).await;
         assert!(matches!(e, ServiceError::VerificationFailed), "{e:?}");
     }
     // An expired code.
     let late = w.sms_code("u1", Purpose::ViewReport, "990011").await;
     w.clock.advance(Duration::minutes(5));
-    let e = w
-        .view
-        .report(&u1, &q.to_string(), &code_body(&late, "990011"))
-        .await
-        .unwrap_err();
+    let e = w.view_refused(&u1, &q, &code_body(&late, "990011")).await;
     assert!(matches!(e, ServiceError::VerificationFailed), "{e:?}");
     assert_eq!(w.query(&q).await.last_viewed_at, Some(viewed));
 
     // A fresh right code works again and records the new view.
     let fresh = w.view_code_body("u1").await;
-    assert!(w.view.report(&u1, &q.to_string(), &fresh).await.is_ok());
+    assert!(w.view_report(&u1, &q, &fresh).await.is_ok());
     assert_eq!(w.query(&q).await.last_viewed_at, Some(w.now()));
 }
 
@@ -1385,18 +1145,10 @@ async fn wrong_codes_burn_a_view_code_after_five_tries() {
     let q = w.reported("u1").await;
     let vid = w.sms_code("u1", Purpose::ViewReport, "123456").await;
     for _ in 0..5 {
-        let e = w
-            .view
-            .report(&u1, &q.to_string(), &code_body(&vid, "000000"))
-            .await
-            .unwrap_err();
+        let e = w.view_refused(&u1, &q, &code_body(&vid, "000000")).await;
         assert!(matches!(e, ServiceError::VerificationFailed));
     }
-    let e = w
-        .view
-        .report(&u1, &q.to_string(), &code_body(&vid, "123456"))
-        .await
-        .unwrap_err();
+    let e = w.view_refused(&u1, &q, &code_body(&vid, "123456")).await;
     assert!(
         matches!(e, ServiceError::VerificationFailed),
         "a burnt code stays burnt: {e:?}"
@@ -1410,69 +1162,29 @@ async fn a_face_token_opens_the_report_once() {
     let u1 = user("u1");
     let q = w.reported("u1").await;
     let token = w.face_token("u1", "face-nonce-1");
-    let shown = w
-        .view
-        .report(&u1, &q.to_string(), &face_body(&token))
-        .await
-        .unwrap();
+    let shown = w.view_report(&u1, &q, &face_body(&token)).await.unwrap();
     assert_eq!(shown["query_id"], q.to_string());
     assert_eq!(w.query(&q).await.last_viewed_at, Some(w.now()));
 
     w.clock.advance(Duration::seconds(5));
-    let e = w
-        .view
-        .report(&u1, &q.to_string(), &face_body(&token))
-        .await
-        .unwrap_err();
+    let e = w.view_refused(&u1, &q, &face_body(&token)).await;
     assert!(matches!(e, ServiceError::FaceVerificationFailed), "{e:?}");
     assert_eq!(e.status(), 422);
 
     // Another user's token, a failed check, a stale token, garbage: refused.
-    let others = dev::face_token(
-        &w.face_private,
-        FACE_ISSUER,
-        "u2",
-        "pass",
-        w.now(),
-        "face-nonce-2",
-    )
-    .unwrap();
-    let failed = dev::face_token(
-        &w.face_private,
-        FACE_ISSUER,
-        "u1",
-        "fail",
-        w.now(),
-        "face-nonce-3",
-    )
-    .unwrap();
-    let stale = dev::face_token(
-        &w.face_private,
-        FACE_ISSUER,
-        "u1",
-        "pass",
-        w.now() - Duration::minutes(6),
-        "face-nonce-4",
-    )
-    .unwrap();
+    let others = w.face_token_with("u2", "pass", w.now(), "face-nonce-2");
+    let failed = w.face_token_with("u1", "fail", w.now(), "face-nonce-3");
+    let stale = w.face_token_with("u1", "pass", w.now() - Duration::minutes(6), "face-nonce-4");
     let (forger, _) = dev::generate_ed25519();
     let forged =
         dev::face_token(&forger, FACE_ISSUER, "u1", "pass", w.now(), "face-nonce-5").unwrap();
     for t in [others, failed, stale, forged, "garbage".to_owned()] {
-        let e = w
-            .view
-            .report(&u1, &q.to_string(), &face_body(&t))
-            .await
-            .unwrap_err();
+        let e = w.view_refused(&u1, &q, &face_body(&t)).await;
         assert!(matches!(e, ServiceError::FaceVerificationFailed), "{e:?}");
     }
     // A new token (new nonce) works.
     let again = w.face_token("u1", "face-nonce-6");
-    assert!(w
-        .view
-        .report(&u1, &q.to_string(), &face_body(&again))
-        .await
-        .is_ok());
+    assert!(w.view_report(&u1, &q, &face_body(&again)).await.is_ok());
 }
 
 #[tokio::test]
@@ -1512,7 +1224,7 @@ async fn malformed_report_requests_are_refused_and_use_up_nothing() {
         vec![0xff, 0xfe],
     ];
     for body in &bodies {
-        let Err(e) = w.view.report(&u1, &q.to_string(), body).await else {
+        let Err(e) = w.view_report(&u1, &q, body).await else {
             panic!("shown for {}", String::from_utf8_lossy(body));
         };
         assert!(
@@ -1524,24 +1236,15 @@ async fn malformed_report_requests_are_refused_and_use_up_nothing() {
         assert_eq!(e.code(), "MALFORMED_REQUEST");
     }
     // The unknown field is named in the message.
-    let e = w
-        .view
-        .report(&u1, &q.to_string(), &bodies[3])
-        .await
-        .unwrap_err();
+    let e = w.view_refused(&u1, &q, &bodies[3]).await;
     assert!(e.to_string().contains("extra"), "{e}");
     assert!(w.query(&q).await.last_viewed_at.is_none());
     // Neither the code nor the face token was used up.
     assert!(w
-        .view
-        .report(&u1, &q.to_string(), &code_body(&vid, "123456"))
+        .view_report(&u1, &q, &code_body(&vid, "123456"))
         .await
         .is_ok());
-    assert!(w
-        .view
-        .report(&u1, &q.to_string(), &face_body(&token))
-        .await
-        .is_ok());
+    assert!(w.view_report(&u1, &q, &face_body(&token)).await.is_ok());
 }
 
 /// The body is `{"verification": {...}}` or `{"face_token": "..."}`: a JSON array is not
@@ -1563,11 +1266,7 @@ async fn a_report_request_that_is_not_a_json_object_is_malformed() {
     ];
     let mut shown = Vec::new();
     for body in &bodies {
-        match w
-            .view
-            .report(&u1, &q.to_string(), body.to_string().as_bytes())
-            .await
-        {
+        match w.view_report(&u1, &q, body.to_string().as_bytes()).await {
             Err(ServiceError::Malformed(_)) => {}
             other => shown.push(format!(
                 "{body} -> {:?}",
@@ -1589,13 +1288,12 @@ async fn a_report_request_that_is_not_a_json_object_is_malformed() {
 async fn an_expired_report_is_410_with_the_record_before_and_after_deletion() {
     let w = world();
     let u1 = user("u1");
-    let q = w.reported("u1").await;
-    let expires = w.query(&q).await.report_expires_at.unwrap();
+    let (q, expires) = w.reported_expiring("u1").await;
 
     // One second before: still shown.
     w.clock.set(expires - Duration::seconds(1));
     let body = w.view_code_body("u1").await;
-    assert!(w.view.report(&u1, &q.to_string(), &body).await.is_ok());
+    assert!(w.view_report(&u1, &q, &body).await.is_ok());
 
     // From expiry on, whether or not the item is gone yet.
     w.clock.set(expires);
@@ -1613,14 +1311,9 @@ async fn an_expired_report_is_410_with_the_record_before_and_after_deletion() {
         assert!(body.get("summary").is_none() && body["query"].get("cards").is_none());
     };
     let body = w.view_code_body("u1").await;
-    check(w.view.report(&u1, &q.to_string(), &body).await.unwrap_err());
+    check(w.view_refused(&u1, &q, &body).await);
     let token = w.face_token("u1", "face-after-expiry");
-    check(
-        w.view
-            .report(&u1, &q.to_string(), &face_body(&token))
-            .await
-            .unwrap_err(),
-    );
+    check(w.view_refused(&u1, &q, &face_body(&token)).await);
     assert_eq!(
         w.view
             .detail(&u1, &q.to_string())
@@ -1635,7 +1328,7 @@ async fn an_expired_report_is_410_with_the_record_before_and_after_deletion() {
     let stats = w.sweeper.run_once().await.unwrap();
     assert_eq!(stats.expired, 1);
     assert!(w.stored(&q).await.is_none());
-    check(w.view.report(&u1, &q.to_string(), &body).await.unwrap_err());
+    check(w.view_refused(&u1, &q, &body).await);
     assert!(w
         .query(&q)
         .await
@@ -1682,12 +1375,7 @@ async fn the_sweeper_closes_a_query_at_its_deadline_from_whatever_answered() {
     let rec = w.query(&q).await;
     assert_eq!(rec.phase, QueryPhase::Reported);
     let report = w.open(&w.stored(&q).await.unwrap());
-    let status: Vec<(&str, BankStatus)> = report
-        .summary
-        .banks
-        .iter()
-        .map(|b| (b.bank_code.as_str(), b.status))
-        .collect();
+    let status = bank_statuses(&report);
     assert_eq!(
         status,
         [
@@ -1768,8 +1456,7 @@ async fn the_sweeper_resends_a_leg_due_for_retry() {
 async fn the_sweeper_deletes_expired_reports_and_keeps_the_record() {
     let w = world();
     let u1 = user("u1");
-    let q = w.reported("u1").await;
-    let expires = w.query(&q).await.report_expires_at.unwrap();
+    let (q, expires) = w.reported_expiring("u1").await;
 
     w.clock.set(expires - Duration::seconds(1));
     assert_eq!(w.sweeper.run_once().await.unwrap(), SweepStats::default());

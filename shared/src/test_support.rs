@@ -1,0 +1,351 @@
+//! What the dispatch and report tests share: banks played by a script (each reply signed
+//! as a bank would sign it) and a world of the default configuration on the in-memory
+//! store, with a fan-out to those banks, in which queries are submitted.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration as StdDuration;
+
+use async_trait::async_trait;
+use serde::Serialize;
+use serde_json::{json, Value};
+use time::macros::datetime;
+use time::{Duration, OffsetDateTime};
+
+use crate::adapters::memory::MemoryStore;
+use crate::bank::signing::{self, SignatureHeaders};
+use crate::clock::{Clock, ManualClock};
+use crate::config::{ServiceConfig, DEFAULT_CONFIG};
+use crate::dispatch::client::{BankClient, BankReply, TransportError};
+use crate::dispatch::fanout::{Fanout, FanoutDeps};
+use crate::dispatch::secrets::BankSecrets;
+use crate::model::bank::BankCode;
+use crate::model::ids::{QueryId, UserId, VerificationId};
+use crate::model::phone::PhoneNumber;
+use crate::model::profile::{IdNumber, UserProfile};
+use crate::model::region::RegionCode;
+use crate::ports::{QueryStore, SubmissionStore};
+use crate::records::*;
+use crate::security::sms_code::Purpose;
+
+/// Where the manual clock starts.
+pub(crate) const T0: OffsetDateTime = datetime!(2026-11-28 10:00 UTC);
+/// The registered phone of user "u1".
+pub(crate) const PHONE: &str = "+8613800138000";
+
+pub(crate) fn user(id: &str) -> UserId {
+    UserId::parse(id).unwrap()
+}
+
+/// A bank's answer to an inquiry, as JSON bytes: `cards` are (kind, first four and last
+/// four digits).
+pub(crate) fn answer_body(
+    query_id: impl Serialize,
+    inquiry_id: impl Serialize,
+    status: &str,
+    cards: &[(&str, &str)],
+) -> Vec<u8> {
+    json!({
+        "query_id": query_id, "inquiry_id": inquiry_id, "status": status,
+        "cards": cards.iter().map(|(kind, digits)| json!({"kind": kind, "first4": &digits[..4], "last4": &digits[4..]})).collect::<Vec<_>>(),
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// What a scripted bank does with one inquiry.
+#[derive(Clone)]
+pub(crate) enum Script {
+    /// Answers at once, signed: FOUND with these cards, or NONE without any.
+    Cards(&'static [(&'static str, &'static str)]),
+    /// 202: the answer is to come by callback.
+    Accept,
+    Status(u16),
+    Timeout,
+    /// Answers NONE, signed with a key that is not the bank's.
+    BadSignature,
+    /// Signed, but not JSON.
+    Malformed,
+    /// Answers FOUND with a full card number in the card.
+    Leak,
+}
+
+/// Plays the banks: each call pops the bank's next scripted reply (the last one repeats).
+pub(crate) struct ScriptedBanks {
+    secrets: HashMap<String, signing::BankSecret>,
+    scripts: Mutex<HashMap<String, Vec<Script>>>,
+    /// Every inquiry received: (bank, inquiry).
+    pub calls: Mutex<Vec<(String, Value)>>,
+    clock: Arc<ManualClock>,
+}
+
+impl ScriptedBanks {
+    pub fn calls_to(&self, bank: &str) -> usize {
+        self.calls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(b, _)| b == bank)
+            .count()
+    }
+
+    pub fn total_calls(&self) -> usize {
+        self.calls.lock().unwrap().len()
+    }
+}
+
+#[async_trait]
+impl BankClient for ScriptedBanks {
+    async fn post(
+        &self,
+        url: &str,
+        headers: &SignatureHeaders,
+        body: Vec<u8>,
+        _timeout: StdDuration,
+    ) -> Result<BankReply, TransportError> {
+        let bank = headers.bank_code.clone();
+        let path = reqwest::Url::parse(url).unwrap().path().to_owned();
+        let secret = &self.secrets[&bank];
+        let now = self.clock.now();
+        signing::verify(secret, headers, now, "POST", &path, &body)
+            .expect("we sign inquiries correctly");
+        let inquiry: Value = serde_json::from_slice(&body).unwrap();
+        self.calls
+            .lock()
+            .unwrap()
+            .push((bank.clone(), inquiry.clone()));
+        let script = {
+            let mut scripts = self.scripts.lock().unwrap();
+            let list = scripts
+                .get_mut(&bank)
+                .expect("a script for every bank called");
+            if list.len() > 1 {
+                list.remove(0)
+            } else {
+                list[0].clone()
+            }
+        };
+        let answer = |status: &str, cards: &[(&str, &str)]| {
+            answer_body(&inquiry["query_id"], &inquiry["inquiry_id"], status, cards)
+        };
+        let signed = |body: Vec<u8>, key: &signing::BankSecret| BankReply {
+            status: 200,
+            signature: Some(signing::sign(key, &bank, now, "POST", &path, &body)),
+            body,
+        };
+        match script {
+            Script::Cards([]) => Ok(signed(answer("NONE", &[]), secret)),
+            Script::Cards(cards) => Ok(signed(answer("FOUND", cards), secret)),
+            Script::Accept => Ok(BankReply {
+                status: 202,
+                signature: None,
+                body: b"{}".to_vec(),
+            }),
+            Script::Status(s) => Ok(BankReply {
+                status: s,
+                signature: None,
+                body: Vec::new(),
+            }),
+            Script::Timeout => Err(TransportError::Timeout),
+            Script::BadSignature => Ok(signed(
+                answer("NONE", &[]),
+                &signing::BankSecret::new(vec![0xEE; 32]).unwrap(),
+            )),
+            Script::Malformed => Ok(signed(b"{not json".to_vec(), secret)),
+            Script::Leak => {
+                let mut v: Value =
+                    serde_json::from_slice(&answer("FOUND", &[("DEBIT", "62221234")])).unwrap();
+                v["cards"][0]["pan"] = "6222021234567891".into();
+                Ok(signed(v.to_string().into_bytes(), secret))
+            }
+        }
+    }
+}
+
+/// The default configuration, a manual clock at [`T0`], the in-memory store, and every
+/// configured bank played by [`ScriptedBanks`] behind a fan-out. The dispatch and report
+/// tests' worlds are built on it (and dereference to it).
+pub(crate) struct BankWorld {
+    pub config: Arc<ServiceConfig>,
+    pub clock: Arc<ManualClock>,
+    pub store: Arc<MemoryStore>,
+    pub banks: Arc<ScriptedBanks>,
+    pub fanout: Arc<Fanout>,
+    /// The banks' secrets as the services load them.
+    pub secrets: BankSecrets,
+    /// The same secrets as hex, by bank code (to sign as the bank would).
+    pub secrets_json: HashMap<String, String>,
+}
+
+impl BankWorld {
+    /// Each bank plays its script; a bank called without one panics.
+    pub fn new(scripts: &[(&str, Vec<Script>)]) -> Self {
+        let config = Arc::new(ServiceConfig::parse(DEFAULT_CONFIG).unwrap());
+        let clock = Arc::new(ManualClock::new(T0));
+        let store = Arc::new(MemoryStore::default());
+        let secrets_json: HashMap<String, String> = config
+            .banks
+            .all()
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (b.code.to_string(), hex::encode([i as u8 + 1; 32])))
+            .collect();
+        let secrets = BankSecrets::parse(
+            &serde_json::to_string(&secrets_json).unwrap(),
+            &config.banks,
+        )
+        .unwrap();
+        let banks = Arc::new(ScriptedBanks {
+            secrets: secrets_json
+                .iter()
+                .map(|(k, v)| (k.clone(), Self::secret_of(v)))
+                .collect(),
+            scripts: Mutex::new(
+                scripts
+                    .iter()
+                    .map(|(b, s)| (b.to_string(), s.clone()))
+                    .collect(),
+            ),
+            calls: Mutex::new(Vec::new()),
+            clock: clock.clone(),
+        });
+        let fanout = Arc::new(Fanout::new(FanoutDeps {
+            config: config.clone(),
+            store: store.clone(),
+            profiles: store.clone(),
+            client: banks.clone(),
+            secrets: secrets.clone(),
+            clock: clock.clone(),
+            callback_base: "https://api.example".into(),
+            bank_timeout: StdDuration::from_secs(5),
+        }));
+        Self {
+            config,
+            clock,
+            store,
+            banks,
+            fanout,
+            secrets,
+            secrets_json,
+        }
+    }
+
+    fn secret_of(hex_key: &str) -> signing::BankSecret {
+        signing::BankSecret::new(hex::decode(hex_key).unwrap()).unwrap()
+    }
+
+    /// The bank's own key, to sign as it would.
+    pub fn bank_secret(&self, bank: &str) -> signing::BankSecret {
+        Self::secret_of(&self.secrets_json[bank])
+    }
+
+    pub fn code(&self, c: &str) -> BankCode {
+        self.config.banks.parse(c).unwrap()
+    }
+
+    pub fn now(&self) -> OffsetDateTime {
+        self.clock.now()
+    }
+
+    /// A real-name verified profile in region 31.
+    pub fn profile(&self, id: &str, phone: &str) {
+        self.store.insert_profile(UserProfile {
+            user_id: user(id),
+            real_name_verified: true,
+            name: "张三".into(),
+            id_number: IdNumber::parse("11010519491231002X").unwrap(),
+            phone: PhoneNumber::parse(phone).unwrap(),
+            region: RegionCode::parse("31").unwrap(),
+            payment_password_hash: String::new(),
+        });
+    }
+
+    /// Stores query `q` of `user` to `banks` as the submission path does, now: its
+    /// SUBMIT_QUERY code used up, the query collecting until the report deadline, a
+    /// pending leg per bank (inquiry id `inquiry_id(bank)`), the consent, the
+    /// idempotency record and the user's active-query lock.
+    pub async fn submit_query(
+        &self,
+        user: &UserId,
+        q: QueryId,
+        banks: &[&str],
+        inquiry_id: impl Fn(&str) -> String,
+    ) {
+        let now = self.now();
+        let vid = VerificationId::generate();
+        self.store
+            .put_verification(&VerificationRecord {
+                verification_id: vid,
+                user_id: user.clone(),
+                purpose: Purpose::SubmitQuery,
+                code_hash: String::new(),
+                expires_at: now + Duration::minutes(5),
+                attempts: 0,
+                used: false,
+            })
+            .await
+            .unwrap();
+        let legs = banks
+            .iter()
+            .map(|b| LegRecord {
+                query_id: q,
+                bank: self.code(b),
+                inquiry_id: inquiry_id(b),
+                state: LegState::Pending,
+                attempts: 0,
+                next_attempt_at: None,
+                failure: None,
+                cards: vec![],
+                answer_digest: None,
+                settled_at: None,
+            })
+            .collect();
+        let state = self.store.state_of(user);
+        self.store
+            .submit(&Submission {
+                query: QueryRecord {
+                    query_id: q,
+                    user_id: user.clone(),
+                    phase: QueryPhase::Collecting,
+                    submitted_at: now,
+                    report_due_by: now + self.config.rules.report_deadline,
+                    banks: banks.iter().map(|b| self.code(b)).collect(),
+                    report_generated_at: None,
+                    report_expires_at: None,
+                    last_viewed_at: None,
+                    notified_at: None,
+                },
+                legs,
+                consent: ConsentRecord {
+                    query_id: q,
+                    user_id: user.clone(),
+                    agreement_version: self.config.agreement_version.clone(),
+                    accepted_at: now,
+                    source_ip: None,
+                },
+                idempotency: IdempotencyRecord {
+                    user_id: user.clone(),
+                    key: format!("k-{q}"),
+                    request_fingerprint: String::new(),
+                    status: 202,
+                    response_body: "{}".into(),
+                    expires_at: now + Duration::days(1),
+                },
+                state: UserState {
+                    active_query_id: Some(q),
+                    ..state.clone()
+                },
+                expected_state_version: state.version,
+                verification_id: vid,
+                max_code_attempts: 5,
+                face_nonce: format!("n-{q}"),
+                face_nonce_expires_at: now + Duration::minutes(5),
+            })
+            .await
+            .unwrap();
+    }
+
+    pub async fn leg(&self, q: &QueryId, bank: &str) -> LegRecord {
+        self.store.leg(q, &self.code(bank)).await.unwrap().unwrap()
+    }
+}
