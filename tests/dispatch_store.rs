@@ -111,3 +111,39 @@ async fn a_submission_writes_one_pending_leg_per_bank_in_the_same_transaction() 
     inquiry_ids.dedup();
     assert_eq!(inquiry_ids.len(), 16, "each leg has its own inquiry id");
 }
+
+#[tokio::test]
+async fn the_deadline_entry_falls_due_before_the_promised_report_time() {
+    let f = Fixture::new().await;
+    let (q, _) = submitted(&f).await;
+    let query = f.store.query(&q).await.unwrap().unwrap();
+    assert_eq!(
+        query.collect_until,
+        query.report_due_by - time::Duration::minutes(10)
+    );
+    let item = f
+        .env
+        .clients
+        .dynamodb
+        .get_item()
+        .table_name(f.env.table("CardLookupTable"))
+        .key(
+            "pk",
+            aws_sdk_dynamodb::types::AttributeValue::S(format!("QUERY#{q}")),
+        )
+        .key(
+            "sk",
+            aws_sdk_dynamodb::types::AttributeValue::S("QUERY".into()),
+        )
+        .send()
+        .await
+        .unwrap()
+        .item
+        .unwrap();
+    let text = |k: &str| item[k].as_s().unwrap().clone();
+    assert!(text("due_pk").starts_with("DEADLINE#"));
+    assert_eq!(
+        text("due_at"),
+        shared::model::timestamp::format(query.collect_until)
+    );
+}

@@ -340,7 +340,7 @@ async fn a_bank_that_never_answers_is_no_response_at_the_deadline() {
         &api,
         &format!("QUERY#{query_id}"),
         "QUERY",
-        &[("report_due_by", due.clone()), ("due_at", due)],
+        &[("collect_until", due.clone()), ("due_at", due)],
     )
     .await;
     let record = api.wait_report(&user, &query_id, REPORT_WAIT).await;

@@ -334,7 +334,7 @@ async fn request_code(api: &Api, user: &TestUser, purpose: &str) -> Reply {
 }
 
 fn other_key_app_token(user: &TestUser) -> String {
-    let (other_private, _) = dev::generate_ed25519();
+    let (other_private, _) = dev::generate_rsa();
     dev::app_token(
         &other_private,
         APP_JWT_ISSUER,

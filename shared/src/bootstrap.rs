@@ -126,6 +126,20 @@ pub async fn aggregator() -> Result<Aggregator, StartupError> {
     aggregator_from(&common().await?)
 }
 
+/// The current report key and, while one is being retired, the previous one
+/// (`REPORT_PREVIOUS_KEY_ID` + `REPORT_PREVIOUS_PRIVATE_KEY[_FILE]`).
+fn report_opener(key_id: &str, private: &str) -> Result<ReportOpener, StartupError> {
+    let opener = ReportOpener::new(key_id, private).map_err(err)?;
+    match std::env::var("REPORT_PREVIOUS_KEY_ID") {
+        Ok(previous_id) if !previous_id.is_empty() => {
+            let previous =
+                crate::security::pem_from_env("REPORT_PREVIOUS_PRIVATE_KEY").map_err(err)?;
+            opener.with_previous(&previous_id, &previous).map_err(err)
+        }
+        _ => Ok(opener),
+    }
+}
+
 /// The view-report function: the only holder of the report private key.
 pub async fn view_api() -> Result<ViewApi, StartupError> {
     let Common {
@@ -143,7 +157,7 @@ pub async fn view_api() -> Result<ViewApi, StartupError> {
             reports: store.clone(),
             verifications: store,
             codes: CodeHasher::from_env().map_err(err)?,
-            opener: ReportOpener::new(&key_id, &private).map_err(err)?,
+            opener: report_opener(&key_id, &private)?,
             clock: Arc::new(SystemClock),
         }),
         auth: AppAuthenticator::from_env().map_err(err)?,

@@ -45,6 +45,7 @@ struct RawRules {
     password_lock_secs: u32,
     cooldown_secs: u32,
     report_deadline_secs: u32,
+    collection_margin_secs: u32,
     report_retention_secs: u32,
     idempotency_retention_secs: u32,
 }
@@ -78,6 +79,9 @@ pub struct Rules {
     pub password_lock: Duration,
     pub cooldown: Duration,
     pub report_deadline: Duration,
+    /// Banks are waited for until this long before the report deadline, so the report
+    /// (built by the next sweep at the latest) is out by the deadline itself.
+    pub collection_margin: Duration,
     pub report_retention: Duration,
     pub idempotency_retention: Duration,
 }
@@ -139,6 +143,7 @@ impl ServiceConfig {
             password_lock: secs("password_lock_secs", r.password_lock_secs)?,
             cooldown: secs("cooldown_secs", r.cooldown_secs)?,
             report_deadline: secs("report_deadline_secs", r.report_deadline_secs)?,
+            collection_margin: secs("collection_margin_secs", r.collection_margin_secs)?,
             report_retention: secs("report_retention_secs", r.report_retention_secs)?,
             idempotency_retention: secs(
                 "idempotency_retention_secs",
@@ -183,6 +188,11 @@ impl ServiceConfig {
                 endpoint,
             });
         }
+        if rules.collection_margin >= rules.report_deadline {
+            return Err(invalid(
+                "rules.collection_margin_secs must be shorter than the report deadline".into(),
+            ));
+        }
         let banks = BankRegistry::new(banks).map_err(invalid)?;
         Ok(Self {
             agreement_version: raw.agreement_version,
@@ -209,6 +219,7 @@ mod tests {
         assert_eq!(c.rules.cooldown, Duration::days(7));
         assert_eq!(c.rules.report_deadline, Duration::hours(24));
         assert_eq!(c.rules.sms_code_validity, Duration::minutes(5));
+        assert_eq!(c.rules.collection_margin, Duration::minutes(10));
         assert!(c.in_pilot(&RegionCode::parse("31").unwrap()));
         assert!(!c.in_pilot(&RegionCode::parse("44").unwrap()));
     }
@@ -234,6 +245,7 @@ mod tests {
         assert!(with(|v| v["regions"][0]["code"] = "3a".into()).is_err());
         assert!(with(|v| v["banks"][0]["code"] = "icbc".into()).is_err());
         assert!(with(|v| v["rules"]["cooldown_secs"] = 0.into()).is_err());
+        assert!(with(|v| v["rules"]["collection_margin_secs"] = 86400.into()).is_err());
         assert!(with(|v| v["rules"]["surprise"] = 1.into()).is_err());
         assert!(with(|v| v["banks"][0]["endpoint"] = "ftp://x".into()).is_err());
     }

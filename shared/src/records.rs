@@ -72,6 +72,9 @@ pub struct QueryRecord {
     pub submitted_at: OffsetDateTime,
     #[serde(with = "rfc3339")]
     pub report_due_by: OffsetDateTime,
+    /// Banks are waited for until then; the report follows by `report_due_by`.
+    #[serde(with = "rfc3339")]
+    pub collect_until: OffsetDateTime,
     pub banks: Vec<BankCode>,
     #[serde(default, with = "rfc3339::option")]
     pub report_generated_at: Option<OffsetDateTime>,

@@ -309,6 +309,7 @@ impl BankWorld {
                     phase: QueryPhase::Collecting,
                     submitted_at: now,
                     report_due_by: now + self.config.rules.report_deadline,
+                    collect_until: now + self.config.rules.report_deadline,
                     banks: banks.iter().map(|b| self.code(b)).collect(),
                     report_generated_at: None,
                     report_expires_at: None,

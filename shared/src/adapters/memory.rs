@@ -429,7 +429,7 @@ impl ReportStore for MemoryStore {
         let mut deadlines: Vec<_> = d
             .queries
             .values()
-            .filter(|q| q.phase == QueryPhase::Collecting && q.report_due_by <= now)
+            .filter(|q| q.phase == QueryPhase::Collecting && q.collect_until <= now)
             .map(|q| DueWork::Deadline(q.query_id))
             .take(limit)
             .collect();

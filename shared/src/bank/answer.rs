@@ -65,9 +65,17 @@ impl Answer {
         if super::card_number::contains_card_number(text) {
             return Err(AnswerError::CardNumber);
         }
-        let answer: Answer = serde_json::from_str(text).map_err(|e| {
+        let malformed = |e: serde_json::Error| {
             AnswerError::Malformed(format!("line {} column {}", e.line(), e.column()))
-        })?;
+        };
+        let value: serde_json::Value = serde_json::from_str(text).map_err(malformed)?;
+        if super::card_number::json_contains_card_number(&value) {
+            return Err(AnswerError::CardNumber);
+        }
+        if !value.is_object() {
+            return Err(AnswerError::Malformed("not a JSON object".into()));
+        }
+        let answer: Answer = serde_json::from_value(value).map_err(malformed)?;
         match answer.status {
             AnswerStatus::Found if answer.cards.is_empty() => {
                 Err(AnswerError::Malformed("FOUND without cards".into()))

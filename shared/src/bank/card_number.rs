@@ -8,6 +8,22 @@
 /// Digits in a run before it could be a card number (PANs are 13 to 19 digits; longer
 /// runs may hold one).
 pub const MIN_PAN_DIGITS: usize = 13;
+const MAX_E164_DIGITS: usize = 15;
+
+/// The same check on a parsed JSON document: every key and string *after* unescaping
+/// (`\u0036...` spells digits too) and every number.
+pub fn json_contains_card_number(value: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match value {
+        Value::String(s) => contains_card_number(s),
+        Value::Number(n) => contains_card_number(&n.to_string()),
+        Value::Array(items) => items.iter().any(json_contains_card_number),
+        Value::Object(map) => map
+            .iter()
+            .any(|(k, v)| contains_card_number(k) || json_contains_card_number(v)),
+        Value::Bool(_) | Value::Null => false,
+    }
+}
 
 fn digit(c: char) -> bool {
     c.is_ascii_digit() || ('\u{FF10}'..='\u{FF19}').contains(&c)
@@ -26,7 +42,8 @@ pub fn contains_card_number(text: &str) -> bool {
                 phone = i > 0 && chars[i - 1] == '+';
             }
             run += 1;
-            if run >= MIN_PAN_DIGITS && !phone {
+            // E.164 numbers have at most 15 digits: a longer run after `+` still counts.
+            if run >= MIN_PAN_DIGITS && (!phone || run > MAX_E164_DIGITS) {
                 return true;
             }
         } else if (c == ' ' || c == '-') && run > 0 && chars.get(i + 1).copied().is_some_and(digit)
@@ -43,6 +60,26 @@ pub fn contains_card_number(text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::contains_card_number as found;
+    use super::json_contains_card_number as found_in_json;
+
+    #[test]
+    fn escaped_digits_and_numbers_in_json_count_too() {
+        let v: serde_json::Value =
+            serde_json::from_str(r#"{"a":"6222\u00200212\u00203456\u00207894"}"#).unwrap();
+        assert!(found_in_json(&v));
+        let v: serde_json::Value =
+            serde_json::from_str(r#"{"a":"\u0036\u0032\u0032\u0032\u0030\u0032\u0031\u0032\u0033\u0034\u0035\u0036\u0037"}"#).unwrap();
+        assert!(found_in_json(&v));
+        let v: serde_json::Value = serde_json::from_str(r#"{"n": 6222021234567894}"#).unwrap();
+        assert!(found_in_json(&v));
+        let v: serde_json::Value = serde_json::from_str(r#"{"6222021234567894": 1}"#).unwrap();
+        assert!(found_in_json(&v));
+        let v: serde_json::Value = serde_json::from_str(
+            r#"{"cards":[{"first4":"6222","last4":"1234"}],"t":"2026-11-28"}"#,
+        )
+        .unwrap();
+        assert!(!found_in_json(&v));
+    }
 
     #[test]
     fn finds_card_numbers_plain_and_grouped() {
@@ -64,6 +101,7 @@ mod tests {
         assert!(!found("12,345,678.90"));
         assert!(!found("1234567.89"));
         assert!(!found("+8613800138000"));
+        assert!(found("+6222021234567894"), "16 digits are no phone number");
         assert!(found("8613800138000"), "without the + it is just 13 digits");
         assert!(!found("138 0013 8000"));
         assert!(!found("01M8H5M0GYG9ZND1R1ZZ2Z60V9"));

@@ -63,7 +63,7 @@ impl Fanout {
             return Ok(Vec::new());
         };
         let now = self.d.clock.now();
-        if query.phase != QueryPhase::Collecting || now >= query.report_due_by {
+        if query.phase != QueryPhase::Collecting || now >= query.collect_until {
             return Ok(Vec::new());
         }
         let legs = self.d.store.legs(id).await?;
@@ -156,7 +156,7 @@ impl Fanout {
             inquiry_id: leg.inquiry_id.clone(),
             subject,
             callback_url: format!("{}/v1/bank-callbacks/{}", self.d.callback_base, bank.code),
-            respond_by: timestamp::format(q.report_due_by),
+            respond_by: timestamp::format(q.collect_until),
         };
         let body = serde_json::to_vec(&inquiry).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let headers = signing::sign(secret, bank.code.as_str(), now, "POST", &path, &body);
@@ -198,7 +198,7 @@ impl Fanout {
         ms: u64,
     ) -> Result<LegOutcome, StoreError> {
         let now = self.d.clock.now();
-        match retry::next_attempt_at(now, attempt, rand::random::<f64>(), q.report_due_by) {
+        match retry::next_attempt_at(now, attempt, rand::random::<f64>(), q.collect_until) {
             Some(at) => {
                 warn!(query_id = %q.query_id, bank = %leg.bank, attempt, ms, error = why, retry_at = %timestamp::format(at), "bank inquiry failed; will retry");
                 self.d

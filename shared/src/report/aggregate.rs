@@ -86,7 +86,7 @@ impl Aggregator {
             let legs = self.d.queries.legs(id).await?;
             let open: Vec<_> = legs.iter().filter(|l| !l.state.is_settled()).collect();
             if !open.is_empty() {
-                if now < query.report_due_by {
+                if now < query.collect_until {
                     return Ok(AggregateOutcome::NotReady);
                 }
                 // The deadline passed: whoever has not answered is NO_RESPONSE, settled

@@ -99,28 +99,33 @@ impl ReportSealer {
     }
 }
 
-/// The viewing side.
+/// The viewing side. Holds the current key and, during a rotation, the previous one
+/// (reports live 7 days, so a retired key must keep opening them that long).
 pub struct ReportOpener {
-    key_id: String,
-    private: PrivateKey,
+    keys: Vec<(String, PrivateKey)>,
 }
 
 impl ReportOpener {
     /// `private_hex`: the 32-byte X25519 private key.
     pub fn new(key_id: &str, private_hex: &str) -> Result<Self, CryptoError> {
-        let bytes = hex::decode(private_hex.trim()).map_err(|e| CryptoError::Key(e.to_string()))?;
-        let private = PrivateKey::from_private_key(&X25519, &bytes)
-            .map_err(|_| CryptoError::Key("not an X25519 private key".into()))?;
         Ok(Self {
-            key_id: key_id.to_owned(),
-            private,
+            keys: vec![(key_id.to_owned(), parse_private(private_hex)?)],
         })
     }
 
+    /// Also opens reports sealed to a retired key.
+    pub fn with_previous(mut self, key_id: &str, private_hex: &str) -> Result<Self, CryptoError> {
+        self.keys
+            .push((key_id.to_owned(), parse_private(private_hex)?));
+        Ok(self)
+    }
+
     pub fn open(&self, aad: &str, sealed: &Sealed) -> Result<Vec<u8>, CryptoError> {
-        if sealed.key_id != self.key_id {
-            return Err(CryptoError::Open);
-        }
+        let (_, private) = self
+            .keys
+            .iter()
+            .find(|(id, _)| *id == sealed.key_id)
+            .ok_or(CryptoError::Open)?;
         let epk = B64.decode(&sealed.epk).map_err(|_| CryptoError::Open)?;
         let nonce: [u8; NONCE_LEN] = B64
             .decode(&sealed.nonce)
@@ -131,7 +136,7 @@ impl ReportOpener {
             .decode(&sealed.ciphertext)
             .map_err(|_| CryptoError::Open)?;
         let peer = UnparsedPublicKey::new(&X25519, &epk);
-        let key = agreement::agree(&self.private, peer, CryptoError::Open, |shared| {
+        let key = agreement::agree(private, peer, CryptoError::Open, |shared| {
             derive_key(shared, &epk).map_err(|_| CryptoError::Open)
         })?;
         let plain = key
@@ -143,6 +148,12 @@ impl ReportOpener {
             .map_err(|_| CryptoError::Open)?;
         Ok(plain.to_vec())
     }
+}
+
+fn parse_private(private_hex: &str) -> Result<PrivateKey, CryptoError> {
+    let bytes = hex::decode(private_hex.trim()).map_err(|e| CryptoError::Key(e.to_string()))?;
+    PrivateKey::from_private_key(&X25519, &bytes)
+        .map_err(|_| CryptoError::Key("not an X25519 private key".into()))
 }
 
 /// A fresh key pair as (private hex, public hex): local tooling and tests.
@@ -178,6 +189,18 @@ mod tests {
         let mut tampered = sealed.clone();
         tampered.ciphertext = B64.encode(b"x".repeat(40));
         assert!(opener.open("Q1", &tampered).is_err());
+        // During a rotation the previous key still opens what it sealed.
+        let (new_private, new_public) = generate_keypair();
+        let rotated = ReportOpener::new("k2", &new_private)
+            .unwrap()
+            .with_previous("k1", &private)
+            .unwrap();
+        assert_eq!(rotated.open("Q1", &sealed).unwrap(), b"{\"cards\":[]}");
+        let fresh = ReportSealer::new("k2", &new_public)
+            .unwrap()
+            .seal("Q1", b"x")
+            .unwrap();
+        assert_eq!(rotated.open("Q1", &fresh).unwrap(), b"x");
         // Two seals of the same report differ (fresh ephemeral key and nonce).
         assert_ne!(
             sealer.seal("Q1", b"same").unwrap(),

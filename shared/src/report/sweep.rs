@@ -19,6 +19,8 @@ use crate::records::DueWork;
 
 /// Entries of each kind taken per run (the next run takes the rest).
 pub const BATCH: usize = 200;
+/// Time kept back from the budget: one bank call (10 s timeout) plus its writes.
+const MARGIN: std::time::Duration = std::time::Duration::from_secs(20);
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct SweepStats {
@@ -27,6 +29,8 @@ pub struct SweepStats {
     pub expired: usize,
     pub notified: usize,
     pub errors: usize,
+    /// Left for the next run: the time budget ran out.
+    pub deferred: usize,
 }
 
 pub struct Sweeper {
@@ -39,12 +43,26 @@ pub struct Sweeper {
 
 impl Sweeper {
     pub async fn run_once(&self) -> Result<SweepStats, StoreError> {
+        self.run_within(None).await
+    }
+
+    /// Stops taking new items once `budget` is nearly spent (the Lambda's remaining time):
+    /// what is left stays due for the next run.
+    pub async fn run_within(
+        &self,
+        budget: Option<std::time::Duration>,
+    ) -> Result<SweepStats, StoreError> {
+        let stop_at = budget.map(|b| std::time::Instant::now() + b.saturating_sub(MARGIN));
         let now = self.clock.now();
         let work = self.reports.due(now, BATCH).await?;
         let mut stats = SweepStats::default();
         // Retries of one query go out in one dispatch.
         let mut dispatched: Vec<QueryId> = Vec::new();
         for item in work {
+            if stop_at.is_some_and(|t| std::time::Instant::now() >= t) {
+                stats.deferred += 1;
+                continue;
+            }
             let result = match &item {
                 DueWork::Deadline(q) => self.deadline(q).await.map(|_| stats.deadlines += 1),
                 DueWork::Retry(q, _) if dispatched.contains(q) => Ok(()),

@@ -376,6 +376,7 @@ fn query_record(w: &World, banks: &[&str]) -> QueryRecord {
         phase: QueryPhase::Aggregating,
         submitted_at: T0,
         report_due_by: T0 + Duration::hours(24),
+        collect_until: T0 + Duration::hours(24),
         banks: banks.iter().map(|b| w.code(b)).collect(),
         report_generated_at: None,
         report_expires_at: None,

@@ -1,8 +1,9 @@
 //! App authentication. Behind API Gateway the HTTP API's JWT authorizer has checked the
 //! token and the handler reads `sub` from the authorizer claims in the request context
 //! (which only API Gateway can fill in). Where no authorizer claims are present, the
-//! handler verifies the bearer token itself: EdDSA signature with the configured public
-//! key, `iss`, `aud`, `exp` and `nbf` against the injected clock.
+//! handler verifies the bearer token itself: RS256 signature with the configured public
+//! key, `iss`, `aud`, `exp` and `nbf` against the injected clock. (RS256 because API
+//! Gateway's JWT authorizers verify RSA signatures only: the same tokens pass both.)
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
@@ -29,9 +30,9 @@ struct Claims {
 
 impl AppAuthenticator {
     pub fn new(public_key_pem: &str, issuer: &str, audience: &str) -> Result<Self, String> {
-        let key = DecodingKey::from_ed_pem(public_key_pem.as_bytes())
-            .map_err(|e| format!("app JWT public key: {e}"))?;
-        let mut validation = Validation::new(Algorithm::EdDSA);
+        let key = DecodingKey::from_rsa_pem(public_key_pem.as_bytes())
+            .map_err(|e| format!("app JWT public key (RSA PEM): {e}"))?;
+        let mut validation = Validation::new(Algorithm::RS256);
         validation.set_issuer(&[issuer]);
         validation.set_audience(&[audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);

@@ -2,8 +2,10 @@
 //! identity provider and the face-verification provider hold the private keys; this
 //! service only ever verifies.
 
+use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rand::SystemRandom;
-use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
+use aws_lc_rs::rsa::KeySize;
+use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair, RsaKeyPair};
 use base64::Engine;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::json;
@@ -36,12 +38,27 @@ pub fn generate_ed25519() -> (String, String) {
     (pem("PRIVATE KEY", pkcs8.as_ref()), pem("PUBLIC KEY", &spki))
 }
 
+/// A fresh RSA-2048 key pair (app JWTs, RS256) as (PKCS#8 private PEM, SPKI public PEM).
+pub fn generate_rsa() -> (String, String) {
+    let pair = RsaKeyPair::generate(KeySize::Rsa2048).expect("the system RNG works");
+    let pkcs8 = pair.as_der().expect("an RSA key encodes as PKCS#8");
+    let spki = pair
+        .public_key()
+        .as_der()
+        .expect("an RSA public key encodes as SPKI");
+    (
+        pem("PRIVATE KEY", pkcs8.as_ref()),
+        pem("PUBLIC KEY", spki.as_ref()),
+    )
+}
+
 fn sign(private_pem: &str, claims: &serde_json::Value) -> Result<String, String> {
     let key = EncodingKey::from_ed_pem(private_pem.as_bytes()).map_err(|e| e.to_string())?;
     jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), claims, &key).map_err(|e| e.to_string())
 }
 
-/// An app JWT for `sub`, valid from `now` for `ttl_secs`.
+/// An app JWT (RS256) for `sub`, valid from `now` for `ttl_secs`; `private_pem` from
+/// [`generate_rsa`].
 pub fn app_token(
     private_pem: &str,
     issuer: &str,
@@ -51,10 +68,9 @@ pub fn app_token(
     ttl_secs: i64,
 ) -> Result<String, String> {
     let iat = now.unix_timestamp();
-    sign(
-        private_pem,
-        &json!({ "iss": issuer, "aud": audience, "sub": sub, "iat": iat, "nbf": iat, "exp": iat + ttl_secs }),
-    )
+    let key = EncodingKey::from_rsa_pem(private_pem.as_bytes()).map_err(|e| e.to_string())?;
+    let claims = json!({ "iss": issuer, "aud": audience, "sub": sub, "iat": iat, "nbf": iat, "exp": iat + ttl_secs });
+    jsonwebtoken::encode(&Header::new(Algorithm::RS256), &claims, &key).map_err(|e| e.to_string())
 }
 
 /// A face-verification token as the provider issues it after a passed check.
@@ -82,11 +98,11 @@ mod tests {
 
     #[test]
     fn minted_tokens_verify_and_forgeries_do_not() {
-        let (private, public) = generate_ed25519();
-        let (other_private, _) = generate_ed25519();
+        let (rsa_private, rsa_public) = generate_rsa();
+        let (other_rsa, _) = generate_rsa();
         let now = datetime!(2026-11-28 10:00 UTC);
-        let auth = AppAuthenticator::new(&public, "iss", "aud").unwrap();
-        let token = app_token(&private, "iss", "aud", "user-1", now, 600).unwrap();
+        let auth = AppAuthenticator::new(&rsa_public, "iss", "aud").unwrap();
+        let token = app_token(&rsa_private, "iss", "aud", "user-1", now, 600).unwrap();
         let header = format!("Bearer {token}");
         assert_eq!(
             auth.authenticate(None, Some(&header), now)
@@ -104,11 +120,11 @@ mod tests {
                 .is_err(),
             "not yet valid"
         );
-        let forged = app_token(&other_private, "iss", "aud", "user-1", now, 600).unwrap();
+        let forged = app_token(&other_rsa, "iss", "aud", "user-1", now, 600).unwrap();
         assert!(auth
             .authenticate(None, Some(&format!("Bearer {forged}")), now)
             .is_err());
-        let wrong_aud = app_token(&private, "iss", "other", "user-1", now, 600).unwrap();
+        let wrong_aud = app_token(&rsa_private, "iss", "other", "user-1", now, 600).unwrap();
         assert!(auth
             .authenticate(None, Some(&format!("Bearer {wrong_aud}")), now)
             .is_err());
@@ -117,6 +133,14 @@ mod tests {
             auth.authenticate(None, Some(&token), now).is_err(),
             "no Bearer prefix"
         );
+
+        // An EdDSA token (the face provider's kind) is not an app token.
+        let (private, public) = generate_ed25519();
+        let (other_private, _) = generate_ed25519();
+        let ed_token = face_token(&private, "iss", "user-1", "pass", now, "n0").unwrap();
+        assert!(auth
+            .authenticate(None, Some(&format!("Bearer {ed_token}")), now)
+            .is_err());
 
         let face = FaceVerifier::new(&public, "face", Duration::minutes(5)).unwrap();
         let user = crate::model::ids::UserId::parse("user-1").unwrap();

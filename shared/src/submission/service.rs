@@ -323,6 +323,7 @@ impl SubmissionService {
                     phase: QueryPhase::Collecting,
                     submitted_at: now,
                     report_due_by: accepted.report_due_by,
+                    collect_until: accepted.report_due_by - config.rules.collection_margin,
                     banks: banks.clone(),
                     report_generated_at: None,
                     report_expires_at: None,

@@ -1116,6 +1116,7 @@ fn winning_submission(
             phase: QueryPhase::Collecting,
             submitted_at: now,
             report_due_by: now + Duration::hours(24),
+            collect_until: now + Duration::hours(24),
             banks: vec![],
             report_generated_at: None,
             report_expires_at: None,

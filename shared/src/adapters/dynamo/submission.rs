@@ -182,7 +182,7 @@ impl SubmissionStore for DynamoStore {
                 ("unsettled", n(sub.legs.len())),
                 (
                     "due_at",
-                    s(crate::model::timestamp::format(q.report_due_by)),
+                    s(crate::model::timestamp::format(q.collect_until)),
                 ),
             ],
         )?;
