@@ -9,7 +9,7 @@ run:
 	python3 tools/local/run.py
 
 test:
-	$(STACK) exec --with-api -- cargo test --workspace --locked
+	$(STACK) exec --with-api -- cargo test --workspace --locked --no-fail-fast
 
 install:
 	$(STACK) install

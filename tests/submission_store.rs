@@ -123,6 +123,7 @@ async fn a_submission_in_the_cooldown_is_refused_with_next_allowed_at() {
     let f = Fixture::new().await;
     let user = f.user().await;
     let next = f.clock.now().replace_nanosecond(0).unwrap() + time::Duration::days(3);
+    let seeded = f.store.user_state(&user.id).await.unwrap();
     f.store
         .put_user_state(
             &user.id,
@@ -130,7 +131,7 @@ async fn a_submission_in_the_cooldown_is_refused_with_next_allowed_at() {
                 next_allowed_at: Some(next),
                 ..Default::default()
             },
-            0,
+            seeded.version,
         )
         .await
         .unwrap();
