@@ -23,7 +23,7 @@ use shared::adapters::dynamo::{DynamoStore, Tables};
 use shared::bank::signing::{self, BankSecret, SignatureHeaders};
 use shared::model::ids::QueryId;
 use shared::ports::QueryStore;
-use testkit::api::{Api, Reply, TestUser, UserKind};
+use testkit::api::{bank_cards, ready_sms, report_cards, Api, Reply, TestUser, UserKind};
 
 const ALL_BANKS: [&str; 16] = [
     "ICBC", "ABC", "BOC", "CCB", "BOCOM", "PSBC", "CMB", "SPDB", "CITIC", "CEB", "HXB", "CMBC",
@@ -971,50 +971,6 @@ async fn an_unknown_bank_in_the_path_is_unauthenticated() {
     }
 }
 
-/// Cards per bank: bank → sorted `KIND first4 **** **** last4`.
-fn report_cards(report: &Value) -> BTreeMap<String, Vec<String>> {
-    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for c in report["cards"].as_array().unwrap() {
-        out.entry(c["bank_code"].as_str().unwrap().to_owned())
-            .or_default()
-            .push(format!(
-                "{} {}",
-                c["kind"].as_str().unwrap(),
-                c["masked_number"].as_str().unwrap()
-            ));
-    }
-    out.values_mut().for_each(|v| v.sort());
-    out
-}
-
-fn said_cards(said: &BTreeMap<String, Value>) -> BTreeMap<String, Vec<String>> {
-    let mut out = BTreeMap::new();
-    for (bank, cards) in said {
-        let mut v: Vec<String> = cards
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| {
-                format!(
-                    "{} {} **** **** {}",
-                    c["kind"].as_str().unwrap(),
-                    c["first4"].as_str().unwrap(),
-                    c["last4"].as_str().unwrap()
-                )
-            })
-            .collect();
-        v.sort();
-        if !v.is_empty() {
-            out.insert(bank.clone(), v);
-        }
-    }
-    out
-}
-
-fn ready_sms(texts: &[String]) -> usize {
-    texts.iter().filter(|t| t.contains("报告已生成")).count()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sixteen_concurrent_callbacks_make_one_report_and_one_sms() {
     let b = Arc::new(Banks::get().await);
@@ -1067,7 +1023,10 @@ async fn sixteen_concurrent_callbacks_make_one_report_and_one_sms() {
     let reply = b.api.view_report(&p.user, &p.query_id).await;
     assert_eq!(reply.status, 200, "{reply:?}");
     let report = reply.body.unwrap();
-    assert_eq!(report_cards(&report), said_cards(&said));
+    assert_eq!(
+        report_cards(&report),
+        bank_cards(said.iter().map(|(b, c)| (b.as_str(), c)))
+    );
     let summary = report["summary"]["banks"].as_array().unwrap();
     assert_eq!(summary.len(), 16);
     assert!(

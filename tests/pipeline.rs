@@ -7,17 +7,13 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde_json::{json, Value};
-use testkit::api::{Api, TestUser, UserKind};
+use testkit::api::{bank_cards, ready_sms, report_cards, Api, TestUser, UserKind};
 
 const ALL_BANKS: [&str; 16] = [
     "ICBC", "ABC", "BOC", "CCB", "BOCOM", "PSBC", "CMB", "SPDB", "CITIC", "CEB", "HXB", "CMBC",
     "CGB", "PAB", "CIB", "CZB",
 ];
 const REPORT_WAIT: Duration = Duration::from_secs(60);
-
-fn ready_sms(texts: &[String]) -> usize {
-    texts.iter().filter(|t| t.contains("报告已生成")).count()
-}
 
 /// The "report ready" SMS go out right after the report is stored: wait for them.
 async fn ready_sms_of(api: &Api, user: &TestUser) -> usize {
@@ -29,46 +25,6 @@ async fn ready_sms_of(api: &Api, user: &TestUser) -> usize {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-/// Cards per bank as the report shows them: bank → sorted masked numbers with kind.
-fn report_cards(report: &Value) -> BTreeMap<String, Vec<String>> {
-    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for c in report["cards"].as_array().unwrap() {
-        out.entry(c["bank_code"].as_str().unwrap().to_owned())
-            .or_default()
-            .push(format!(
-                "{} {}",
-                c["kind"].as_str().unwrap(),
-                c["masked_number"].as_str().unwrap()
-            ));
-    }
-    out.values_mut().for_each(|v| v.sort());
-    out
-}
-
-fn truth_cards(truth: &Value, banks: &[&str]) -> BTreeMap<String, Vec<String>> {
-    let mut out = BTreeMap::new();
-    for bank in banks {
-        let mut cards: Vec<String> = truth[*bank]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| {
-                format!(
-                    "{} {} **** **** {}",
-                    c["kind"].as_str().unwrap(),
-                    c["first4"].as_str().unwrap(),
-                    c["last4"].as_str().unwrap()
-                )
-            })
-            .collect();
-        cards.sort();
-        if !cards.is_empty() {
-            out.insert((*bank).to_owned(), cards);
-        }
-    }
-    out
 }
 
 async fn ready_report(api: &Api, user: &TestUser, banks: &[&str]) -> (String, Value) {
@@ -96,7 +52,10 @@ async fn sixteen_banks_at_once_and_by_callback_report_the_ground_truth_with_one_
     }
     let (query_id, report) = ready_report(&api, &user, &ALL_BANKS).await;
     let truth = api.sim_truth(&user).await;
-    assert_eq!(report_cards(&report), truth_cards(&truth, &ALL_BANKS));
+    assert_eq!(
+        report_cards(&report),
+        bank_cards(ALL_BANKS.iter().map(|b| (*b, &truth[*b])))
+    );
     let banks = report["summary"]["banks"].as_array().unwrap();
     assert_eq!(banks.len(), 16);
     assert!(banks.iter().all(|b| b["status"] == "RESPONDED"), "{report}");

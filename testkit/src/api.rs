@@ -454,3 +454,53 @@ pub fn find_code(text: &str) -> Option<String> {
 pub fn sms_code(text: &str) -> String {
     find_code(text).unwrap_or_else(|| panic!("no 6-digit code in the SMS: {text}"))
 }
+
+/// Cards per bank as a report shows them: bank → sorted `KIND first4 **** **** last4`.
+pub fn report_cards(report: &Value) -> BTreeMap<String, Vec<String>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for c in report["cards"].as_array().expect("a report has cards") {
+        out.entry(c["bank_code"].as_str().unwrap_or_default().to_owned())
+            .or_default()
+            .push(format!(
+                "{} {}",
+                c["kind"].as_str().unwrap_or_default(),
+                c["masked_number"].as_str().unwrap_or_default()
+            ));
+    }
+    out.values_mut().for_each(|v| v.sort());
+    out
+}
+
+/// The same shape from what banks said (`{kind, first4, last4}` lists per bank, e.g. the
+/// simulator's ground truth); banks without cards are left out, as in a report.
+pub fn bank_cards<'a>(
+    banks: impl IntoIterator<Item = (&'a str, &'a Value)>,
+) -> BTreeMap<String, Vec<String>> {
+    let mut out = BTreeMap::new();
+    for (bank, cards) in banks {
+        let mut v: Vec<String> = cards
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .map(|c| {
+                format!(
+                    "{} {} **** **** {}",
+                    c["kind"].as_str().unwrap_or_default(),
+                    c["first4"].as_str().unwrap_or_default(),
+                    c["last4"].as_str().unwrap_or_default()
+                )
+            })
+            .collect();
+        v.sort();
+        if !v.is_empty() {
+            out.insert(bank.to_owned(), v);
+        }
+    }
+    out
+}
+
+/// How many of `texts` are the "report ready" notice.
+pub fn ready_sms(texts: &[String]) -> usize {
+    texts.iter().filter(|t| t.contains("报告已生成")).count()
+}

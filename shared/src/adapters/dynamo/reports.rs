@@ -24,6 +24,28 @@ fn build_err(e: aws_sdk_dynamodb::error::BuildError) -> StoreError {
     StoreError::Corrupt(e.to_string())
 }
 
+impl DynamoStore {
+    /// Records an instant (`:at`) on an existing query item.
+    async fn stamp_query(
+        &self,
+        id: &QueryId,
+        update: &str,
+        at: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        self.client
+            .update_item()
+            .table_name(&self.tables.main)
+            .set_key(Some(key(query_pk(id), "QUERY".into())))
+            .update_expression(update)
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":at", ts(at))
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl ReportStore for DynamoStore {
     async fn publish(&self, p: &Publication) -> Result<PublishOutcome, StoreError> {
@@ -136,31 +158,12 @@ impl ReportStore for DynamoStore {
     }
 
     async fn notice_sent(&self, id: &QueryId, at: OffsetDateTime) -> Result<(), StoreError> {
-        self.client
-            .update_item()
-            .table_name(&self.tables.main)
-            .set_key(Some(key(query_pk(id), "QUERY".into())))
-            .update_expression("SET notified_at = :at REMOVE due_pk, due_at")
-            .condition_expression("attribute_exists(pk)")
-            .expression_attribute_values(":at", ts(at))
-            .send()
+        self.stamp_query(id, "SET notified_at = :at REMOVE due_pk, due_at", at)
             .await
-            .map_err(unavailable)?;
-        Ok(())
     }
 
     async fn record_view(&self, id: &QueryId, at: OffsetDateTime) -> Result<(), StoreError> {
-        self.client
-            .update_item()
-            .table_name(&self.tables.main)
-            .set_key(Some(key(query_pk(id), "QUERY".into())))
-            .update_expression("SET last_viewed_at = :at")
-            .condition_expression("attribute_exists(pk)")
-            .expression_attribute_values(":at", ts(at))
-            .send()
-            .await
-            .map_err(unavailable)?;
-        Ok(())
+        self.stamp_query(id, "SET last_viewed_at = :at", at).await
     }
 
     async fn user_queries(&self, user: &UserId) -> Result<Vec<QueryRecord>, StoreError> {
