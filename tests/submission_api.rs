@@ -287,12 +287,15 @@ fn user_pk(user: &TestUser) -> AttributeValue {
     AttributeValue::S(format!("USER#{}", user.id))
 }
 
-/// The chosen banks accept this user's inquiries and never answer, so no report (and no
-/// cooldown) comes along while a test plays with the active-query slot.
-async fn hold_at_the_banks(api: &Api, user: &TestUser) {
+/// An eligible user whose chosen banks accept inquiries and never answer: the pipeline
+/// runs on its own, and a report (which releases the lock and starts the cooldown) must
+/// not change the user's state under a test of the submission API.
+async fn held_user(api: &Api) -> TestUser {
+    let user = api.new_user(UserKind::Eligible).await;
     for bank in CHOSEN_BANKS {
-        api.sim_behave(user, bank, json!({"mode": "never"})).await;
+        api.sim_behave(&user, bank, json!({"mode": "never"})).await;
     }
+    user
 }
 
 /// Frees the user's one-active-query slot as the report pipeline would, and (so a new
@@ -351,7 +354,7 @@ fn other_key_app_token(user: &TestUser) -> String {
 #[tokio::test]
 async fn happy_path_then_idempotent_retry_key_reuse_and_query_in_progress() {
     let api = Api::get().await;
-    let user = api.new_user(UserKind::Eligible).await;
+    let user = held_user(&api).await;
     let token = api.token(&user);
 
     let banks = api.get_json(BANKS, &token).await;
@@ -515,7 +518,7 @@ async fn happy_path_then_idempotent_retry_key_reuse_and_query_in_progress() {
 #[tokio::test]
 async fn every_route_refuses_missing_expired_and_forged_tokens() {
     let api = Api::get().await;
-    let user = api.new_user(UserKind::Eligible).await;
+    let user = held_user(&api).await;
     let agreement = agreement_version(&api, &user).await;
     let t = now();
     let token = |iss: &str, aud: &str, at: OffsetDateTime, ttl: i64| {
@@ -622,7 +625,7 @@ async fn every_route_refuses_missing_expired_and_forged_tokens() {
 #[tokio::test]
 async fn malformed_bodies_are_refused_with_400_and_change_nothing() {
     let api = Api::get().await;
-    let user = api.new_user(UserKind::Eligible).await;
+    let user = held_user(&api).await;
     let agreement = agreement_version(&api, &user).await;
     let token = api.token(&user);
 
@@ -770,7 +773,7 @@ async fn malformed_bodies_are_refused_with_400_and_change_nothing() {
 #[tokio::test]
 async fn bodies_over_16_kib_get_413_and_16_kib_is_accepted() {
     let api = Api::get().await;
-    let user = api.new_user(UserKind::Eligible).await;
+    let user = held_user(&api).await;
     let agreement = agreement_version(&api, &user).await;
     let token = api.token(&user);
     let pad = |json: String, len: usize| {
@@ -841,7 +844,7 @@ async fn bodies_over_16_kib_get_413_and_16_kib_is_accepted() {
 #[tokio::test]
 async fn other_methods_on_the_functions_paths_get_405() {
     let api = Api::get().await;
-    let user = api.new_user(UserKind::Eligible).await;
+    let user = held_user(&api).await;
     let token = api.token(&user);
     let before = api.snapshot(&user).await;
     for (method, path, allow) in [
@@ -924,7 +927,7 @@ async fn users_not_real_name_or_outside_the_pilot_get_403_on_both_posts() {
 #[tokio::test]
 async fn invalid_banks_and_missing_consent_get_422() {
     let api = Api::get().await;
-    let user = api.new_user(UserKind::Eligible).await;
+    let user = held_user(&api).await;
     let p = Proofs::new(&api, &user, "SUBMIT_QUERY").await;
     let f = face(&api, &user);
     let valid = p.submission(&f);
@@ -1000,7 +1003,7 @@ async fn invalid_banks_and_missing_consent_get_422() {
 #[tokio::test]
 async fn a_wrong_code_counts_one_attempt_and_the_right_code_then_works() {
     let api = Api::get().await;
-    let user = api.new_user(UserKind::Eligible).await;
+    let user = held_user(&api).await;
     let p = Proofs::new(&api, &user, "SUBMIT_QUERY").await;
     let wrong: String = p
         .code
@@ -1062,7 +1065,7 @@ async fn a_wrong_code_counts_one_attempt_and_the_right_code_then_works() {
 #[tokio::test]
 async fn an_expired_code_is_refused() {
     let api = Api::get().await;
-    let user = api.new_user(UserKind::Eligible).await;
+    let user = held_user(&api).await;
     let p = Proofs::new(&api, &user, "SUBMIT_QUERY").await;
 
     let key = [
@@ -1105,8 +1108,7 @@ async fn an_expired_code_is_refused() {
 #[tokio::test]
 async fn a_used_code_is_refused() {
     let api = Api::get().await;
-    let user = api.new_user(UserKind::Eligible).await;
-    hold_at_the_banks(&api, &user).await;
+    let user = held_user(&api).await;
     let p = Proofs::new(&api, &user, "SUBMIT_QUERY").await;
     let ok = submit(&api, &user, &new_key(), &p.submission(&face(&api, &user))).await;
     assert_eq!(ok.status, 202, "{ok:?}");
@@ -1119,7 +1121,7 @@ async fn a_used_code_is_refused() {
 #[tokio::test]
 async fn a_view_report_code_does_not_submit() {
     let api = Api::get().await;
-    let user = api.new_user(UserKind::Eligible).await;
+    let user = held_user(&api).await;
     let p = Proofs::new(&api, &user, "VIEW_REPORT").await;
     assert_refused_with_fresh_face(
         &api,
@@ -1135,8 +1137,8 @@ async fn a_view_report_code_does_not_submit() {
 #[tokio::test]
 async fn another_users_verification_is_refused() {
     let api = Api::get().await;
-    let owner = api.new_user(UserKind::Eligible).await;
-    let intruder = api.new_user(UserKind::Eligible).await;
+    let owner = held_user(&api).await;
+    let intruder = held_user(&api).await;
     let agreement = agreement_version(&api, &intruder).await;
     let p = Proofs::with_code(agreement, api.verification(&owner, "SUBMIT_QUERY").await);
 
@@ -1164,7 +1166,7 @@ async fn another_users_verification_is_refused() {
 #[tokio::test]
 async fn a_second_code_within_a_minute_gets_429_with_retry_after() {
     let api = Api::get().await;
-    let user = api.new_user(UserKind::Eligible).await;
+    let user = held_user(&api).await;
     api.verification(&user, "SUBMIT_QUERY").await;
     let sent = sms_count(&api, &user).await;
     for purpose in ["SUBMIT_QUERY", "VIEW_REPORT"] {
@@ -1191,8 +1193,8 @@ async fn a_second_code_within_a_minute_gets_429_with_retry_after() {
 #[tokio::test]
 async fn forged_stale_failed_and_other_users_face_tokens_are_refused() {
     let api = Api::get().await;
-    let user = api.new_user(UserKind::Eligible).await;
-    let other = api.new_user(UserKind::Eligible).await;
+    let user = held_user(&api).await;
+    let other = held_user(&api).await;
     let p = Proofs::new(&api, &user, "SUBMIT_QUERY").await;
     let (other_private, _) = dev::generate_ed25519();
     let key = new_key();
@@ -1253,8 +1255,7 @@ async fn forged_stale_failed_and_other_users_face_tokens_are_refused() {
 #[tokio::test]
 async fn a_used_face_token_is_refused() {
     let api = Api::get().await;
-    let user = api.new_user(UserKind::Eligible).await;
-    hold_at_the_banks(&api, &user).await;
+    let user = held_user(&api).await;
     let p = Proofs::new(&api, &user, "SUBMIT_QUERY").await;
     let f = face(&api, &user);
     let ok = submit(&api, &user, &new_key(), &p.submission(&f)).await;
@@ -1285,7 +1286,7 @@ async fn a_used_face_token_is_refused() {
 #[tokio::test]
 async fn five_wrong_passwords_lock_the_payment_password() {
     let api = Api::get().await;
-    let user = api.new_user(UserKind::Eligible).await;
+    let user = held_user(&api).await;
     let p = Proofs::new(&api, &user, "SUBMIT_QUERY").await;
     let key = new_key();
     let state_key = |attr: &str| ("STATE".to_owned(), attr.to_owned());
@@ -1393,7 +1394,7 @@ async fn a_locked_user_gets_423_even_with_the_right_password() {
 #[tokio::test]
 async fn cooldown_refuses_with_next_allowed_at() {
     let api = Api::get().await;
-    let user = api.new_user(UserKind::Eligible).await;
+    let user = held_user(&api).await;
     let agreement = agreement_version(&api, &user).await;
     let next = timestamp::parse(&timestamp::format(now() + Duration::days(1))).unwrap();
     api.clients
@@ -1429,7 +1430,7 @@ async fn cooldown_refuses_with_next_allowed_at() {
 #[tokio::test]
 async fn a_body_declared_as_anything_but_json_gets_415() {
     let api = Api::get().await;
-    let user = api.new_user(UserKind::Eligible).await;
+    let user = held_user(&api).await;
     let token = api.token(&user);
     let before = api.snapshot(&user).await;
     for ct in [
