@@ -421,20 +421,26 @@ def _install_npm() -> tuple[Path, Path]:
     return jar, lib
 
 
-def _install_venv() -> None:
-    py = VENV_DIR / "bin" / "python"
-    if VENV_DIR.exists() and not py.exists():
-        say(f"removing broken virtualenv {rel(VENV_DIR)}")
-        shutil.rmtree(VENV_DIR)
+def _pip_venv(venv: Path, step: str, specs: list[str], bins: list[str]) -> None:
+    """A virtualenv at `venv` with `specs` installed and `bins` present (repairs a broken
+    one)."""
+    py = venv / "bin" / "python"
+    if venv.exists() and not py.exists():
+        say(f"removing broken virtualenv {rel(venv)}")
+        shutil.rmtree(venv)
     if not py.exists():
-        say(f"creating virtualenv {rel(VENV_DIR)}")
-        _run_step("venv", [sys.executable, "-m", "venv", str(VENV_DIR)])
-    say(f"pip installing {' '.join(VENV_SPECS)}")
-    _run_step("pip", [str(py), "-m", "pip", "install", "--disable-pip-version-check",
-                      "--no-input", *VENV_SPECS])
-    for n in VENV_BINS:
-        if not (VENV_DIR / "bin" / n).exists():
-            raise StackError(f"pip finished but {rel(VENV_DIR / 'bin' / n)} is missing")
+        say(f"creating virtualenv {rel(venv)}")
+        _run_step(f"venv-{step}", [sys.executable, "-m", "venv", str(venv)])
+    say(f"pip installing {' '.join(specs)} into {rel(venv)}")
+    _run_step(f"pip-{step}", [str(py), "-m", "pip", "install", "--disable-pip-version-check",
+                              "--no-input", *specs])
+    for n in bins:
+        if not (venv / "bin" / n).exists():
+            raise StackError(f"pip finished but {rel(venv / 'bin' / n)} is missing")
+
+
+def _install_venv() -> None:
+    _pip_venv(VENV_DIR, "main", list(VENV_SPECS), list(VENV_BINS))
     BIN_DIR.mkdir(parents=True, exist_ok=True)
     link = BIN_DIR / "cargo-lambda"
     link.unlink(missing_ok=True)
@@ -442,18 +448,8 @@ def _install_venv() -> None:
 
 
 def _install_checkov() -> None:
-    py = CHECKOV_VENV_DIR / "bin" / "python"
-    if CHECKOV_VENV_DIR.exists() and not py.exists():
-        say(f"removing broken virtualenv {rel(CHECKOV_VENV_DIR)}")
-        shutil.rmtree(CHECKOV_VENV_DIR)
-    if not py.exists():
-        say(f"creating virtualenv {rel(CHECKOV_VENV_DIR)}")
-        _run_step("venv-checkov", [sys.executable, "-m", "venv", str(CHECKOV_VENV_DIR)])
-    say(f"pip installing {CHECKOV_SPEC} (its own venv)")
-    _run_step("pip-checkov", [str(py), "-m", "pip", "install", "--disable-pip-version-check",
-                              "--no-input", CHECKOV_SPEC])
-    if not (CHECKOV_VENV_DIR / "bin" / "checkov").exists():
-        raise StackError(f"pip finished but {rel(CHECKOV_VENV_DIR / 'bin' / 'checkov')} is missing")
+    # Its own venv: installed beside moto it would downgrade boto3/botocore.
+    _pip_venv(CHECKOV_VENV_DIR, "checkov", [CHECKOV_SPEC], ["checkov"])
 
 
 def _install_shim(jar: Path) -> Path | None:
