@@ -48,6 +48,7 @@ struct RawRules {
     collection_margin_secs: u32,
     report_retention_secs: u32,
     idempotency_retention_secs: u32,
+    idempotency_lease_secs: u32,
 }
 
 #[derive(Debug, Deserialize)]
@@ -84,6 +85,9 @@ pub struct Rules {
     pub collection_margin: Duration,
     pub report_retention: Duration,
     pub idempotency_retention: Duration,
+    /// How long an in-progress idempotency claim is honoured before a retry may take it
+    /// over (the first request is then taken to have crashed).
+    pub idempotency_lease: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -149,6 +153,7 @@ impl ServiceConfig {
                 "idempotency_retention_secs",
                 r.idempotency_retention_secs,
             )?,
+            idempotency_lease: secs("idempotency_lease_secs", r.idempotency_lease_secs)?,
         };
 
         let mut regions = BTreeMap::new();

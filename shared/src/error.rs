@@ -45,6 +45,8 @@ pub enum ServiceError {
     PaymentPasswordInvalid,
     #[error("this Idempotency-Key was used for a different request")]
     IdempotencyKeyReused,
+    #[error("a request with this Idempotency-Key is still in progress; retry after a moment")]
+    IdempotencyInProgress { retry_after_secs: u64 },
     #[error("the payload holds what looks like a full card number")]
     CardNumberRejected,
     #[error("the payment password is locked")]
@@ -73,7 +75,9 @@ impl ServiceError {
             NotRealNameVerified | RegionNotInPilot => 403,
             NotFound => 404,
             MethodNotAllowed { .. } => 405,
-            QueryInProgress | ReportNotReady | AlreadyAnswered => 409,
+            QueryInProgress | ReportNotReady | AlreadyAnswered | IdempotencyInProgress { .. } => {
+                409
+            }
             ReportExpired { .. } => 410,
             PayloadTooLarge { .. } => 413,
             UnsupportedMediaType => 415,
@@ -113,6 +117,7 @@ impl ServiceError {
             FaceVerificationFailed => "FACE_VERIFICATION_FAILED",
             PaymentPasswordInvalid => "PAYMENT_PASSWORD_INVALID",
             IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
+            IdempotencyInProgress { .. } => "IDEMPOTENCY_IN_PROGRESS",
             CardNumberRejected => "CARD_NUMBER_REJECTED",
             PaymentPasswordLocked { .. } => "PAYMENT_PASSWORD_LOCKED",
             CooldownActive { .. } => "COOLDOWN_ACTIVE",
@@ -134,7 +139,8 @@ impl ServiceError {
             ServiceError::CooldownActive { next_allowed_at } => {
                 error["next_allowed_at"] = timestamp::format(*next_allowed_at).into();
             }
-            ServiceError::TooManyRequests { retry_after_secs } => {
+            ServiceError::TooManyRequests { retry_after_secs }
+            | ServiceError::IdempotencyInProgress { retry_after_secs } => {
                 error["retry_after_seconds"] = (*retry_after_secs).into();
             }
             ServiceError::PaymentPasswordLocked { until } => {

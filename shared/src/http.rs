@@ -177,7 +177,8 @@ pub fn error_response(e: &ServiceError) -> Response<Body> {
     let mut resp = json_response(e.status(), &e.body());
     let headers = resp.headers_mut();
     match e {
-        ServiceError::TooManyRequests { retry_after_secs } => {
+        ServiceError::TooManyRequests { retry_after_secs }
+        | ServiceError::IdempotencyInProgress { retry_after_secs } => {
             headers.insert(
                 "retry-after",
                 retry_after_secs.to_string().parse().expect("digits"),

@@ -10,9 +10,11 @@ use crate::model::ids::{QueryId, UserId, VerificationId};
 use crate::model::phone::PhoneNumber;
 use crate::model::profile::UserProfile;
 use crate::records::{
-    DueWork, IdempotencyRecord, LegRecord, LegState, Publication, PublishOutcome, QueryRecord,
-    StoredReport, Submission, SubmitConflict, UserState, VerificationRecord,
+    DueWork, IdempotencyClaim, IdempotencyRecord, LegRecord, LegState, PasswordSlot, Publication,
+    PublishOutcome, QueryRecord, StoredReport, Submission, SubmitConflict, UserState,
+    VerificationRecord,
 };
+pub use crate::submission::rules::PasswordPolicy;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -61,20 +63,55 @@ pub trait SubmissionStore: Send + Sync {
         id: &VerificationId,
     ) -> Result<Option<VerificationRecord>, StoreError>;
 
-    /// Counts one wrong code against an unused verification.
-    async fn record_code_failure(
+    /// Reserves one comparison of the code before it is made: counts an attempt on an
+    /// unused verification that has fewer than `max_attempts`, atomically, and returns the
+    /// record as counted; `None` when there is no such verification or it is used or
+    /// burnt. Whatever the number of parallel callers, at most `max_attempts` get one.
+    async fn reserve_code_attempt(
         &self,
         user: &UserId,
         id: &VerificationId,
-    ) -> Result<(), StoreError>;
+        max_attempts: u32,
+    ) -> Result<Option<VerificationRecord>, StoreError>;
 
-    /// Uses up an unused, unburnt code (step-up for viewing); `false` if it was not.
+    /// Uses up a code whose comparison matched (step-up for viewing): only if still
+    /// unused and not over `max_attempts`; `false` if it was not.
     async fn consume_verification(
         &self,
         user: &UserId,
         id: &VerificationId,
         max_attempts: u32,
     ) -> Result<bool, StoreError>;
+
+    /// Reserves one payment-password comparison (see
+    /// `submission::rules::reserve_password_slot`), atomically. `holder` identifies
+    /// this request's reservation.
+    async fn reserve_password_slot(
+        &self,
+        user: &UserId,
+        holder: &str,
+        now: OffsetDateTime,
+        policy: &PasswordPolicy,
+    ) -> Result<PasswordSlot, StoreError>;
+
+    /// The comparison matched: clears the count unless a lock not held by `holder` is
+    /// active.
+    async fn password_matched(
+        &self,
+        user: &UserId,
+        holder: &str,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError>;
+
+    /// The comparison in the last slot failed: the lock (held by `holder`) now runs from
+    /// `now`. Returns when it ends.
+    async fn password_failed_last(
+        &self,
+        user: &UserId,
+        holder: &str,
+        now: OffsetDateTime,
+        policy: &PasswordPolicy,
+    ) -> Result<OffsetDateTime, StoreError>;
 
     /// Records a face-token nonce; `false` if it was seen before.
     async fn consume_face_nonce(
@@ -83,12 +120,29 @@ pub trait SubmissionStore: Send + Sync {
         expires_at: OffsetDateTime,
     ) -> Result<bool, StoreError>;
 
+    /// The key's record, unless expired at `now`.
     async fn idempotency(
         &self,
         user: &UserId,
         key: &str,
         now: OffsetDateTime,
     ) -> Result<Option<IdempotencyRecord>, StoreError>;
+
+    /// Claims a key (`claim` is in progress, with its owner and lease): succeeds if the
+    /// key is free, expired, or held by a claim whose lease ended before `now`.
+    async fn claim_idempotency(
+        &self,
+        claim: &IdempotencyRecord,
+        now: OffsetDateTime,
+    ) -> Result<IdempotencyClaim, StoreError>;
+
+    /// Gives up an in-progress claim (the request was refused): only its owner can.
+    async fn release_idempotency(
+        &self,
+        user: &UserId,
+        key: &str,
+        owner: &str,
+    ) -> Result<(), StoreError>;
 
     /// The all-or-nothing write of an accepted submission.
     async fn submit(&self, submission: &Submission) -> Result<(), SubmitError>;

@@ -21,10 +21,16 @@ pub struct UserState {
     /// 7 days after the most recent report was generated.
     #[serde(default, with = "rfc3339::option")]
     pub next_allowed_at: Option<OffsetDateTime>,
+    /// Payment-password comparisons reserved since the last success or lock (each
+    /// counted before it is made: see `submission::rules::reserve_password_slot`).
     #[serde(default)]
     pub password_failures: u32,
     #[serde(default, with = "rfc3339::option")]
     pub password_locked_until: Option<OffsetDateTime>,
+    /// The reservation holding the last comparison slot: the lock is set when that slot
+    /// is taken and stays unless this very comparison succeeds.
+    #[serde(default)]
+    pub password_lock_holder: Option<String>,
     #[serde(default, with = "rfc3339::option")]
     pub last_sms_at: Option<OffsetDateTime>,
     /// China Standard Time calendar day (`2026-11-28`) that `sms_count` counts.
@@ -97,17 +103,51 @@ pub struct ConsentRecord {
     pub source_ip: Option<String>,
 }
 
-/// The first response to a submission, replayed for a retry with the same key.
+/// A user's idempotency key: claimed (in progress) before the request is worked on, then
+/// completed with the first response, which a retry with the same key gets again.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IdempotencyRecord {
     pub user_id: UserId,
     pub key: String,
     /// Keyed fingerprint of the request body (it holds secrets: never a plain hash).
     pub request_fingerprint: String,
+    /// 0 while in progress.
+    #[serde(default)]
     pub status: u16,
+    #[serde(default)]
     pub response_body: String,
     #[serde(with = "rfc3339")]
     pub expires_at: OffsetDateTime,
+    /// True from the claim until the submission completes (or the claim is released).
+    #[serde(default)]
+    pub in_progress: bool,
+    /// The claim's random token: only its holder may complete or release it.
+    #[serde(default)]
+    pub owner: Option<String>,
+    /// An in-progress claim older than this is taken to have crashed and may be taken
+    /// over.
+    #[serde(default, with = "rfc3339::option")]
+    pub lease_until: Option<OffsetDateTime>,
+}
+
+/// What claiming an idempotency key found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdempotencyClaim {
+    /// The key is this request's now (fresh, or a crashed claim taken over).
+    Claimed,
+    /// Another request holds it (in progress) or completed it: here is its record.
+    Taken(IdempotencyRecord),
+}
+
+/// A payment-password comparison slot, reserved before the comparison.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PasswordSlot {
+    /// One of the first `max - 1` slots.
+    Ordinary,
+    /// The last slot: the lock is already set, held by this reservation.
+    Last,
+    /// No slot: the password is locked.
+    Locked { until: OffsetDateTime },
 }
 
 /// One bank's part of a query.
@@ -165,6 +205,7 @@ pub struct Submission {
     /// One per chosen bank, all `Pending`.
     pub legs: Vec<LegRecord>,
     pub consent: ConsentRecord,
+    /// The completed record; written only while `idempotency.owner` still holds the claim.
     pub idempotency: IdempotencyRecord,
     /// The new user state (active query lock taken); written only if the stored state
     /// still has `expected_state_version`.

@@ -285,6 +285,18 @@ impl BankWorld {
             })
             .await
             .unwrap();
+        let claim = IdempotencyRecord {
+            user_id: user.clone(),
+            key: format!("k-{q}"),
+            request_fingerprint: String::new(),
+            status: 0,
+            response_body: String::new(),
+            expires_at: now + Duration::days(1),
+            in_progress: true,
+            owner: Some(format!("owner-{q}")),
+            lease_until: Some(now + Duration::seconds(30)),
+        };
+        self.store.claim_idempotency(&claim, now).await.unwrap();
         let legs = banks
             .iter()
             .map(|b| LegRecord {
@@ -325,12 +337,11 @@ impl BankWorld {
                     source_ip: None,
                 },
                 idempotency: IdempotencyRecord {
-                    user_id: user.clone(),
-                    key: format!("k-{q}"),
-                    request_fingerprint: String::new(),
                     status: 202,
                     response_body: "{}".into(),
-                    expires_at: now + Duration::days(1),
+                    in_progress: false,
+                    lease_until: None,
+                    ..claim
                 },
                 state: UserState {
                     active_query_id: Some(q),

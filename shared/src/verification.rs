@@ -1,5 +1,6 @@
-//! Checking what a caller proved: an SMS code (without consuming it; a wrong code counts
-//! against it), shared by submission and report viewing.
+//! Checking what a caller proved: an SMS code (without consuming it; every comparison,
+//! right or wrong, takes one of the code's attempts first), shared by submission and
+//! report viewing.
 
 use time::OffsetDateTime;
 
@@ -16,7 +17,7 @@ pub fn store_err(e: StoreError) -> ServiceError {
 }
 
 /// The verification id if `code` is right for it, its purpose and this user, it is
-/// unused, not burnt and not expired at `now`.
+/// unused, not burnt and not expired at `now`. Takes one attempt whatever the outcome.
 #[allow(clippy::too_many_arguments)]
 pub async fn check_code(
     store: &dyn SubmissionStore,
@@ -33,23 +34,17 @@ pub async fn check_code(
     if !sms_code::is_well_formed(code) {
         return Err(ServiceError::VerificationFailed);
     }
+    // The attempt is counted before the comparison, so parallel guesses cannot
+    // outnumber the attempts a code allows.
     let record = store
-        .verification(user, &id)
+        .reserve_code_attempt(user, &id, max_attempts)
         .await
         .map_err(store_err)?
         .ok_or(ServiceError::VerificationFailed)?;
     if record.purpose != purpose
-        || record.used
-        || record.attempts >= max_attempts
         || now >= record.expires_at
+        || !codes.matches(&record.code_hash, user, &id, purpose, code)
     {
-        return Err(ServiceError::VerificationFailed);
-    }
-    if !codes.matches(&record.code_hash, user, &id, purpose, code) {
-        store
-            .record_code_failure(user, &id)
-            .await
-            .map_err(store_err)?;
         return Err(ServiceError::VerificationFailed);
     }
     Ok(id)

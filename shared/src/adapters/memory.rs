@@ -16,10 +16,11 @@ use crate::ports::{
     SmsSender, StoreError, SubmissionStore, SubmitError,
 };
 use crate::records::{
-    ConsentRecord, DueWork, IdempotencyRecord, LegRecord, LegState, Publication, PublishOutcome,
-    QueryPhase, QueryRecord, StoredReport, Submission, SubmitConflict, UserState,
-    VerificationRecord,
+    ConsentRecord, DueWork, IdempotencyClaim, IdempotencyRecord, LegRecord, LegState, PasswordSlot,
+    Publication, PublishOutcome, QueryPhase, QueryRecord, StoredReport, Submission, SubmitConflict,
+    UserState, VerificationRecord,
 };
+use crate::submission::rules::{self, PasswordPolicy};
 
 #[derive(Default)]
 struct Data {
@@ -35,6 +36,21 @@ struct Data {
     bank_nonces: HashSet<(BankCode, String)>,
     reports: HashMap<QueryId, StoredReport>,
     notice_claims: HashMap<QueryId, OffsetDateTime>,
+}
+
+/// A state written by an atomic update: the version moves, so optimistic writers that
+/// read the state before it fail their check (as in DynamoDB, where every update of the
+/// state item adds one to `version`).
+fn bumped(state: UserState) -> UserState {
+    UserState {
+        version: state.version + 1,
+        ..state
+    }
+}
+
+/// A stored record a new claim may replace: expired, or in progress past its lease.
+fn idempotency_claimable(r: &IdempotencyRecord, now: OffsetDateTime) -> bool {
+    r.expires_at <= now || (r.in_progress && r.lease_until.is_none_or(|t| t <= now))
 }
 
 #[derive(Default)]
@@ -126,17 +142,19 @@ impl SubmissionStore for MemoryStore {
         Ok(self.lock().verifications.get(&(user.clone(), *id)).cloned())
     }
 
-    async fn record_code_failure(
+    async fn reserve_code_attempt(
         &self,
         user: &UserId,
         id: &VerificationId,
-    ) -> Result<(), StoreError> {
-        if let Some(v) = self.lock().verifications.get_mut(&(user.clone(), *id)) {
-            if !v.used {
+        max_attempts: u32,
+    ) -> Result<Option<VerificationRecord>, StoreError> {
+        match self.lock().verifications.get_mut(&(user.clone(), *id)) {
+            Some(v) if !v.used && v.attempts < max_attempts => {
                 v.attempts += 1;
+                Ok(Some(v.clone()))
             }
+            _ => Ok(None),
         }
-        Ok(())
     }
 
     async fn consume_verification(
@@ -146,11 +164,61 @@ impl SubmissionStore for MemoryStore {
         max_attempts: u32,
     ) -> Result<bool, StoreError> {
         match self.lock().verifications.get_mut(&(user.clone(), *id)) {
-            Some(v) if !v.used && v.attempts < max_attempts => {
+            Some(v) if !v.used && v.attempts <= max_attempts => {
                 v.used = true;
                 Ok(true)
             }
             _ => Ok(false),
+        }
+    }
+
+    async fn reserve_password_slot(
+        &self,
+        user: &UserId,
+        holder: &str,
+        now: OffsetDateTime,
+        policy: &PasswordPolicy,
+    ) -> Result<PasswordSlot, StoreError> {
+        let mut d = self.lock();
+        let state = d.states.get(user).cloned().unwrap_or_default();
+        let (next, slot) = rules::reserve_password_slot(&state, holder, now, policy);
+        if !matches!(slot, PasswordSlot::Locked { .. }) {
+            d.states.insert(user.clone(), bumped(next));
+        }
+        Ok(slot)
+    }
+
+    async fn password_matched(
+        &self,
+        user: &UserId,
+        holder: &str,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let mut d = self.lock();
+        let state = d.states.get(user).cloned().unwrap_or_default();
+        if let Some(next) = rules::after_password_match(&state, holder, now) {
+            d.states.insert(user.clone(), bumped(next));
+        }
+        Ok(())
+    }
+
+    async fn password_failed_last(
+        &self,
+        user: &UserId,
+        holder: &str,
+        now: OffsetDateTime,
+        policy: &PasswordPolicy,
+    ) -> Result<OffsetDateTime, StoreError> {
+        let mut d = self.lock();
+        let state = d.states.get(user).cloned().unwrap_or_default();
+        match rules::after_last_slot_failure(&state, holder, now, policy) {
+            Some(next) => {
+                let until = next.password_locked_until.unwrap_or(now + policy.lock);
+                d.states.insert(user.clone(), bumped(next));
+                Ok(until)
+            }
+            // Not the holder any more: the lock it set stands as it is.
+            None => Ok(state.password_locked_until.unwrap_or(now + policy.lock)),
         }
     }
 
@@ -176,6 +244,39 @@ impl SubmissionStore for MemoryStore {
             .cloned())
     }
 
+    async fn claim_idempotency(
+        &self,
+        claim: &IdempotencyRecord,
+        now: OffsetDateTime,
+    ) -> Result<IdempotencyClaim, StoreError> {
+        let mut d = self.lock();
+        let k = (claim.user_id.clone(), claim.key.clone());
+        match d.idempotency.get(&k) {
+            Some(r) if !idempotency_claimable(r, now) => Ok(IdempotencyClaim::Taken(r.clone())),
+            _ => {
+                d.idempotency.insert(k, claim.clone());
+                Ok(IdempotencyClaim::Claimed)
+            }
+        }
+    }
+
+    async fn release_idempotency(
+        &self,
+        user: &UserId,
+        key: &str,
+        owner: &str,
+    ) -> Result<(), StoreError> {
+        let mut d = self.lock();
+        let k = (user.clone(), key.to_owned());
+        if d.idempotency
+            .get(&k)
+            .is_some_and(|r| r.in_progress && r.owner.as_deref() == Some(owner))
+        {
+            d.idempotency.remove(&k);
+        }
+        Ok(())
+    }
+
     async fn submit(&self, s: &Submission) -> Result<(), SubmitError> {
         let mut d = self.lock();
         let user = &s.query.user_id;
@@ -183,15 +284,17 @@ impl SubmissionStore for MemoryStore {
         if current != s.expected_state_version {
             return Err(SubmitConflict::StateChanged.into());
         }
-        if d.idempotency
-            .contains_key(&(user.clone(), s.idempotency.key.clone()))
-        {
+        let held = d
+            .idempotency
+            .get(&(user.clone(), s.idempotency.key.clone()))
+            .is_some_and(|r| r.in_progress && r.owner == s.idempotency.owner);
+        if !held {
             return Err(SubmitConflict::IdempotencyKeyTaken.into());
         }
         let usable = d
             .verifications
             .get(&(user.clone(), s.verification_id))
-            .is_some_and(|v| !v.used && v.attempts < s.max_code_attempts);
+            .is_some_and(|v| !v.used && v.attempts <= s.max_code_attempts);
         if !usable {
             return Err(SubmitConflict::VerificationUsed.into());
         }

@@ -1,10 +1,10 @@
 //! Pure rules of the submission path, on the user's state and an instant.
 
-use time::{OffsetDateTime, UtcOffset};
+use time::{Duration, OffsetDateTime, UtcOffset};
 
 use crate::config::Rules;
 use crate::error::ServiceError;
-use crate::records::UserState;
+use crate::records::{IdempotencyRecord, PasswordSlot, UserState};
 
 /// The China Standard Time calendar day of `now`: the day the daily SMS limit counts.
 pub fn china_day(now: OffsetDateTime) -> String {
@@ -54,7 +54,7 @@ pub fn take_sms_slot(
     })
 }
 
-fn ceil_secs(d: time::Duration) -> u64 {
+fn ceil_secs(d: Duration) -> u64 {
     let secs = d.whole_seconds() + i64::from(d.subsec_nanoseconds() > 0);
     secs.max(1) as u64
 }
@@ -67,29 +67,115 @@ pub fn check_password_lock(state: &UserState, now: OffsetDateTime) -> Result<(),
     }
 }
 
-/// The state after one wrong payment password: the `password_max_failures`-th failure
-/// locks for `password_lock`.
-pub fn after_password_failure(state: &UserState, now: OffsetDateTime, rules: &Rules) -> UserState {
-    let lock_expired = state.password_locked_until.is_some_and(|u| now >= u);
-    let failures = if lock_expired {
-        0
-    } else {
-        state.password_failures
-    } + 1;
-    if failures >= rules.password_max_failures {
-        UserState {
-            password_failures: 0,
-            password_locked_until: Some(now + rules.password_lock),
-            ..state.clone()
-        }
-    } else {
-        UserState {
-            password_failures: failures,
-            password_locked_until: None,
-            ..state.clone()
+/// The payment-password lock: `max_failures` comparisons, then locked for `lock`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PasswordPolicy {
+    pub max_failures: u32,
+    pub lock: Duration,
+}
+
+impl PasswordPolicy {
+    pub fn from_rules(rules: &Rules) -> Self {
+        Self {
+            max_failures: rules.password_max_failures.max(1),
+            lock: rules.password_lock,
         }
     }
 }
+
+/// Reserves one payment-password comparison before it is made, so a burst can never
+/// compare more than `max_failures` passwords per lock window: each reservation counts
+/// as a failure until its comparison succeeds. The last slot sets the lock at once,
+/// held by `holder`; only that comparison's success lifts it (its failure restarts the
+/// lock from the failure), so a crash in between leaves the account locked, not open.
+/// The store applies this atomically (DynamoDB: two conditional updates, see
+/// `adapters::dynamo::submission`).
+pub fn reserve_password_slot(
+    state: &UserState,
+    holder: &str,
+    now: OffsetDateTime,
+    policy: &PasswordPolicy,
+) -> (UserState, PasswordSlot) {
+    if let Err(ServiceError::PaymentPasswordLocked { until }) = check_password_lock(state, now) {
+        return (state.clone(), PasswordSlot::Locked { until });
+    }
+    // A lapsed lock counts from zero (the lock reset the count when it was set).
+    if state.password_failures + 1 < policy.max_failures {
+        let next = UserState {
+            password_failures: state.password_failures + 1,
+            password_locked_until: None,
+            password_lock_holder: None,
+            ..state.clone()
+        };
+        (next, PasswordSlot::Ordinary)
+    } else {
+        let next = UserState {
+            password_failures: 0,
+            password_locked_until: Some(now + policy.lock),
+            password_lock_holder: Some(holder.to_owned()),
+            ..state.clone()
+        };
+        (next, PasswordSlot::Last)
+    }
+}
+
+/// After a matching comparison: the count starts again, unless a lock that is not this
+/// reservation's own is active (a success never lifts another request's lock).
+pub fn after_password_match(
+    state: &UserState,
+    holder: &str,
+    now: OffsetDateTime,
+) -> Option<UserState> {
+    let own_lock = state.password_lock_holder.as_deref() == Some(holder);
+    if check_password_lock(state, now).is_err() && !own_lock {
+        return None;
+    }
+    Some(UserState {
+        password_failures: 0,
+        password_locked_until: None,
+        password_lock_holder: None,
+        ..state.clone()
+    })
+}
+
+/// After the last slot's comparison failed: the lock runs `policy.lock` from `now`.
+/// `None` if `holder` no longer holds it.
+pub fn after_last_slot_failure(
+    state: &UserState,
+    holder: &str,
+    now: OffsetDateTime,
+    policy: &PasswordPolicy,
+) -> Option<UserState> {
+    (state.password_lock_holder.as_deref() == Some(holder)).then(|| UserState {
+        password_locked_until: Some(now + policy.lock),
+        password_lock_holder: None,
+        ..state.clone()
+    })
+}
+
+/// What a request that found its idempotency key taken answers: the original response
+/// (same body), 422 for another body under the key, or "in progress" with how long to
+/// wait while the first request still runs.
+pub fn idempotent_answer(
+    record: &IdempotencyRecord,
+    fingerprint: &str,
+    now: OffsetDateTime,
+) -> Result<(u16, String), ServiceError> {
+    if record.request_fingerprint != fingerprint {
+        return Err(ServiceError::IdempotencyKeyReused);
+    }
+    if record.in_progress {
+        let wait = record.lease_until.map_or(Duration::seconds(1), |t| t - now);
+        return Err(ServiceError::IdempotencyInProgress {
+            retry_after_secs: ceil_secs(wait.min(Duration::seconds(IN_PROGRESS_RETRY_MAX_SECS))),
+        });
+    }
+    Ok((record.status, record.response_body.clone()))
+}
+
+/// The longest Retry-After given to a request whose twin is in progress: a normal
+/// submission takes well under a second.
+const IN_PROGRESS_RETRY_MAX_SECS: i64 = 2;
 
 /// One active query per user, and a new one only from `next_allowed_at` on.
 pub fn check_can_submit(state: &UserState, now: OffsetDateTime) -> Result<(), ServiceError> {
@@ -179,24 +265,73 @@ mod tests {
         assert_eq!(next_day.sms_day.as_deref(), Some("2026-11-29"));
     }
 
+    fn policy() -> PasswordPolicy {
+        PasswordPolicy::from_rules(&rules())
+    }
+
     #[test]
-    fn five_wrong_passwords_lock_for_a_day() {
+    fn the_fifth_reservation_locks_at_once_and_only_its_own_success_lifts_it() {
         let t = datetime!(2026-11-28 01:00:00 UTC);
         let mut s = UserState::default();
         for i in 1..5 {
-            s = after_password_failure(&s, t, &rules());
-            assert_eq!(s.password_failures, i);
-            assert!(check_password_lock(&s, t).is_ok());
+            let (next, slot) = reserve_password_slot(&s, "r", t, &policy());
+            assert_eq!((slot, next.password_failures), (PasswordSlot::Ordinary, i));
+            s = next;
         }
-        s = after_password_failure(&s, t, &rules());
-        assert!(matches!(
-            check_password_lock(&s, t + Duration::hours(24) - Duration::seconds(1)),
-            Err(ServiceError::PaymentPasswordLocked { .. })
-        ));
-        assert!(check_password_lock(&s, t + Duration::hours(24)).is_ok());
-        // After the lock, counting starts again.
-        let s2 = after_password_failure(&s, t + Duration::hours(25), &rules());
-        assert_eq!(s2.password_failures, 1);
-        assert_eq!(s2.password_locked_until, None);
+        let (locked, slot) = reserve_password_slot(&s, "fifth", t, &policy());
+        assert_eq!(slot, PasswordSlot::Last);
+        assert_eq!(locked.password_locked_until, Some(t + Duration::hours(24)));
+        // While the fifth comparison runs, nobody else gets a slot.
+        let (_, other) = reserve_password_slot(&locked, "sixth", t, &policy());
+        assert_eq!(
+            other,
+            PasswordSlot::Locked {
+                until: t + Duration::hours(24)
+            }
+        );
+        // Another request's success does not lift it; the holder's does.
+        assert_eq!(after_password_match(&locked, "first", t), None);
+        let lifted = after_password_match(&locked, "fifth", t).unwrap();
+        assert_eq!(lifted.password_locked_until, None);
+        assert_eq!(lifted.password_failures, 0);
+    }
+
+    #[test]
+    fn a_failed_last_slot_locks_for_exactly_24_hours_from_the_failure() {
+        let t = datetime!(2026-11-28 01:00:00 UTC);
+        let s = UserState {
+            password_failures: 4,
+            ..Default::default()
+        };
+        let (locked, _) = reserve_password_slot(&s, "fifth", t, &policy());
+        let failed_at = t + Duration::seconds(2);
+        let after = after_last_slot_failure(&locked, "fifth", failed_at, &policy()).unwrap();
+        let until = failed_at + Duration::hours(24);
+        assert_eq!(after.password_locked_until, Some(until));
+        assert!(check_password_lock(&after, until - Duration::seconds(1)).is_err());
+        assert!(check_password_lock(&after, until).is_ok());
+        assert_eq!(
+            after_last_slot_failure(&after, "fifth", until, &policy()),
+            None
+        );
+        // After the lock, counting starts again from zero.
+        let (next, slot) = reserve_password_slot(&after, "later", until, &policy());
+        assert_eq!((slot, next.password_failures), (PasswordSlot::Ordinary, 1));
+        assert_eq!(next.password_locked_until, None);
+    }
+
+    #[test]
+    fn an_active_lock_gives_no_slot_and_survives_a_success() {
+        let t = datetime!(2026-11-28 01:00:00 UTC);
+        let until = t + Duration::hours(3);
+        let s = UserState {
+            password_locked_until: Some(until),
+            ..Default::default()
+        };
+        assert_eq!(
+            reserve_password_slot(&s, "r", t, &policy()).1,
+            PasswordSlot::Locked { until }
+        );
+        assert_eq!(after_password_match(&s, "r", t), None);
     }
 }

@@ -10,6 +10,7 @@ use super::api::{
     VerificationRequest,
 };
 use super::rules;
+use super::rules::PasswordPolicy;
 use crate::clock::Clock;
 use crate::config::ServiceConfig;
 use crate::error::ServiceError;
@@ -18,8 +19,8 @@ use crate::model::ids::{IdempotencyKey, QueryId, UserId, VerificationId};
 use crate::model::profile::UserProfile;
 use crate::ports::{ProfileStore, SmsSender, StoreError, SubmissionStore, SubmitError};
 use crate::records::{
-    ConsentRecord, IdempotencyRecord, LegRecord, LegState, QueryPhase, QueryRecord, Submission,
-    SubmitConflict, UserState, VerificationRecord,
+    ConsentRecord, IdempotencyClaim, IdempotencyRecord, LegRecord, LegState, PasswordSlot,
+    QueryPhase, QueryRecord, Submission, SubmitConflict, UserState, VerificationRecord,
 };
 use crate::security::face::FaceVerifier;
 use crate::security::password;
@@ -223,16 +224,19 @@ impl SubmissionService {
         &self,
         record: &IdempotencyRecord,
         fingerprint: &str,
+        now: time::OffsetDateTime,
     ) -> Result<(u16, serde_json::Value), ServiceError> {
-        if record.request_fingerprint != fingerprint {
-            return Err(ServiceError::IdempotencyKeyReused);
-        }
-        let body = serde_json::from_str(&record.response_body).map_err(ServiceError::internal)?;
-        Ok((record.status, body))
+        let (status, body) = rules::idempotent_answer(record, fingerprint, now)?;
+        let body = serde_json::from_str(&body).map_err(ServiceError::internal)?;
+        Ok((status, body))
     }
 
     /// Submits a card query. `body` is the request's JSON (for the idempotency
     /// fingerprint); `req` the same, parsed.
+    ///
+    /// The key is claimed before anything else is looked at, so twins under one key
+    /// wait for the first (409 IDEMPOTENCY_IN_PROGRESS) and then get its answer; a
+    /// refusal releases the claim, so a corrected request may use the key again.
     pub async fn submit(
         &self,
         user: &UserId,
@@ -247,17 +251,53 @@ impl SubmissionService {
             .d
             .codes
             .fingerprint(&serde_json::to_vec(body).map_err(ServiceError::internal)?);
-        let start = self.now();
-        if let Some(done) = self
+        let now = self.now();
+        let rules = &self.d.config.rules;
+        let claim = IdempotencyRecord {
+            user_id: user.clone(),
+            key: key.as_str().to_owned(),
+            request_fingerprint: fingerprint.clone(),
+            status: 0,
+            response_body: String::new(),
+            expires_at: now + rules.idempotency_retention,
+            in_progress: true,
+            owner: Some(ulid::Ulid::generate().to_string()),
+            lease_until: Some(now + rules.idempotency_lease),
+        };
+        match self
             .d
             .store
-            .idempotency(user, key.as_str(), start)
+            .claim_idempotency(&claim, now)
             .await
             .map_err(store_err)?
         {
-            return self.replay(&done, &fingerprint);
+            IdempotencyClaim::Taken(record) => return self.replay(&record, &fingerprint, now),
+            IdempotencyClaim::Claimed => {}
         }
+        let outcome = self.submit_claimed(user, &claim, req, source_ip).await;
+        if outcome.is_err() {
+            let owner = claim.owner.as_deref().unwrap_or_default();
+            if let Err(e) = self
+                .d
+                .store
+                .release_idempotency(user, key.as_str(), owner)
+                .await
+            {
+                // The lease lets a retry take the key over in any case.
+                warn!(user_id = %user, error = %e, "idempotency claim not released");
+            }
+        }
+        outcome
+    }
 
+    async fn submit_claimed(
+        &self,
+        user: &UserId,
+        claim: &IdempotencyRecord,
+        req: SubmitRequest,
+        source_ip: Option<String>,
+    ) -> Result<(u16, serde_json::Value), ServiceError> {
+        let start = self.now();
         let profile = self.eligible_profile(user).await?;
         let banks = self.parse_banks(&req.banks)?;
         let config = &self.d.config;
@@ -268,6 +308,9 @@ impl SubmissionService {
         rules::check_can_submit(&state, start)?;
         rules::check_password_lock(&state, start)?;
 
+        // The face token is checked first: it is a signature, not an attempt-limited
+        // secret, and a bad one should not cost the user a code attempt.
+        let face = self.d.face.verify(&req.face_token, user, start)?;
         let verification_id = match self
             .check_code(
                 user,
@@ -280,17 +323,16 @@ impl SubmissionService {
             Ok(id) => id,
             Err(e) => return Err(self.overtaken_or(user, e).await),
         };
-        let face = self.d.face.verify(&req.face_token, user, start)?;
-        if !password::verify(&req.payment_password, &profile.payment_password_hash) {
-            return Err(self.password_failed(user).await);
-        }
+        let holder = claim.owner.as_deref().unwrap_or_default();
+        self.check_password(user, holder, &req.payment_password, &profile)
+            .await?;
 
+        // Read again: the password check moved the state's version.
+        let mut state = self.d.store.user_state(user).await.map_err(store_err)?;
         let mut attempt = 0;
-        let mut state = state;
         loop {
             let now = self.now();
             rules::check_can_submit(&state, now)?;
-            rules::check_password_lock(&state, now)?;
             let query_id = QueryId::generate();
             let accepted = SubmitAccepted {
                 query_id: query_id.to_string(),
@@ -338,18 +380,15 @@ impl SubmissionService {
                     source_ip: source_ip.clone(),
                 },
                 idempotency: IdempotencyRecord {
-                    user_id: user.clone(),
-                    key: key.as_str().to_owned(),
-                    request_fingerprint: fingerprint.clone(),
                     status: 202,
                     response_body: response.to_string(),
-                    expires_at: now + config.rules.idempotency_retention,
+                    in_progress: false,
+                    lease_until: None,
+                    ..claim.clone()
                 },
                 state: UserState {
                     version: state.version + 1,
                     active_query_id: Some(query_id),
-                    password_failures: 0,
-                    password_locked_until: None,
                     ..state.clone()
                 },
                 expected_state_version: state.version,
@@ -373,17 +412,20 @@ impl SubmissionService {
                     return Err(ServiceError::Unavailable("user state contention".into()))
                 }
                 Err(SubmitError::Conflict(SubmitConflict::IdempotencyKeyTaken)) => {
-                    let done = self
+                    // The claim's lease ran out and a retry took the key over.
+                    let taken = self
                         .d
                         .store
-                        .idempotency(user, key.as_str(), now)
+                        .idempotency(user, &claim.key, now)
                         .await
                         .map_err(store_err)?
                         .ok_or_else(|| ServiceError::internal("idempotency record vanished"))?;
-                    return self.replay(&done, &fingerprint);
+                    return self.replay(&taken, &claim.request_fingerprint, now);
                 }
                 Err(SubmitError::Conflict(SubmitConflict::VerificationUsed)) => {
-                    return Err(ServiceError::VerificationFailed)
+                    return Err(self
+                        .overtaken_or(user, ServiceError::VerificationFailed)
+                        .await)
                 }
                 Err(SubmitError::Conflict(SubmitConflict::FaceNonceUsed)) => {
                     return Err(ServiceError::FaceVerificationFailed)
@@ -391,6 +433,41 @@ impl SubmissionService {
                 Err(SubmitError::Store(e)) => return Err(store_err(e)),
             }
         }
+    }
+
+    /// Compares the payment password in a slot reserved first (at most
+    /// `password_max_failures` comparisons per lock window, whatever the concurrency).
+    async fn check_password(
+        &self,
+        user: &UserId,
+        holder: &str,
+        password: &str,
+        profile: &UserProfile,
+    ) -> Result<(), ServiceError> {
+        let policy = PasswordPolicy::from_rules(&self.d.config.rules);
+        let store = &self.d.store;
+        let slot = store
+            .reserve_password_slot(user, holder, self.now(), &policy)
+            .await
+            .map_err(store_err)?;
+        if let PasswordSlot::Locked { until } = slot {
+            return Err(ServiceError::PaymentPasswordLocked { until });
+        }
+        if password::verify(password, &profile.payment_password_hash) {
+            return store
+                .password_matched(user, holder, self.now())
+                .await
+                .map_err(store_err);
+        }
+        if slot == PasswordSlot::Last {
+            let until = store
+                .password_failed_last(user, holder, self.now(), &policy)
+                .await
+                .map_err(store_err)?;
+            warn!(user_id = %user, "payment password locked after repeated failures");
+            return Err(ServiceError::PaymentPasswordLocked { until });
+        }
+        Err(ServiceError::PaymentPasswordInvalid)
     }
 
     /// A concurrent submission that won the race consumes the shared SMS code; the loser
@@ -402,37 +479,5 @@ impl SubmissionService {
                 .unwrap_or(refusal),
             Err(e) => store_err(e),
         }
-    }
-
-    /// Counts a wrong payment password; the error to answer with.
-    async fn password_failed(&self, user: &UserId) -> ServiceError {
-        let rules = &self.d.config.rules;
-        for _ in 0..STATE_RETRIES {
-            let now = self.now();
-            let state = match self.d.store.user_state(user).await {
-                Ok(s) => s,
-                Err(e) => return store_err(e),
-            };
-            let next = rules::after_password_failure(&state, now, rules);
-            match self
-                .d
-                .store
-                .put_user_state(user, &next, state.version)
-                .await
-            {
-                Ok(()) => {
-                    return match next.password_locked_until {
-                        Some(until) => {
-                            warn!(user_id = %user, "payment password locked after repeated failures");
-                            ServiceError::PaymentPasswordLocked { until }
-                        }
-                        None => ServiceError::PaymentPasswordInvalid,
-                    }
-                }
-                Err(StoreError::Conflict) => continue,
-                Err(e) => return store_err(e),
-            }
-        }
-        ServiceError::Unavailable("user state contention".into())
     }
 }

@@ -23,12 +23,13 @@ use crate::model::region::RegionCode;
 use crate::model::timestamp;
 use crate::ports::{StoreError, SubmissionStore, SubmitError};
 use crate::records::{
-    ConsentRecord, IdempotencyRecord, QueryPhase, QueryRecord, Submission, UserState,
-    VerificationRecord,
+    ConsentRecord, IdempotencyClaim, IdempotencyRecord, PasswordSlot, QueryPhase, QueryRecord,
+    Submission, UserState, VerificationRecord,
 };
 use crate::security::face::FaceVerifier;
 use crate::security::sms_code::{CodeHasher, Purpose};
 use crate::security::{dev, password};
+use crate::submission::rules::PasswordPolicy;
 
 const PASSWORD: &str = "135790";
 const AGREEMENT: &str = "2026-11";
@@ -1023,83 +1024,6 @@ async fn twenty_concurrent_submissions_make_exactly_one_query() {
 
 // 12. The one interleaving of that race that matters ------------------------------------
 
-/// Runs `hook` once, just before the first read of a verification record: the moment
-/// another request commits its submission between this request's state read and its
-/// code check.
-struct RaceStore {
-    inner: Arc<MemoryStore>,
-    hook: Mutex<Option<Submission>>,
-}
-
-#[async_trait]
-impl SubmissionStore for RaceStore {
-    async fn user_state(&self, user: &UserId) -> Result<UserState, StoreError> {
-        self.inner.user_state(user).await
-    }
-    async fn put_user_state(
-        &self,
-        user: &UserId,
-        state: &UserState,
-        expected_version: u64,
-    ) -> Result<(), StoreError> {
-        self.inner
-            .put_user_state(user, state, expected_version)
-            .await
-    }
-    async fn put_verification(&self, record: &VerificationRecord) -> Result<(), StoreError> {
-        self.inner.put_verification(record).await
-    }
-    async fn verification(
-        &self,
-        user: &UserId,
-        id: &VerificationId,
-    ) -> Result<Option<VerificationRecord>, StoreError> {
-        let winner = self.hook.lock().unwrap().take();
-        if let Some(winner) = winner {
-            self.inner
-                .submit(&winner)
-                .await
-                .expect("the winner commits");
-        }
-        self.inner.verification(user, id).await
-    }
-    async fn record_code_failure(
-        &self,
-        user: &UserId,
-        id: &VerificationId,
-    ) -> Result<(), StoreError> {
-        self.inner.record_code_failure(user, id).await
-    }
-    async fn consume_verification(
-        &self,
-        user: &UserId,
-        id: &VerificationId,
-        max_attempts: u32,
-    ) -> Result<bool, StoreError> {
-        self.inner
-            .consume_verification(user, id, max_attempts)
-            .await
-    }
-    async fn consume_face_nonce(
-        &self,
-        nonce: &str,
-        expires_at: OffsetDateTime,
-    ) -> Result<bool, StoreError> {
-        self.inner.consume_face_nonce(nonce, expires_at).await
-    }
-    async fn idempotency(
-        &self,
-        user: &UserId,
-        key: &str,
-        now: OffsetDateTime,
-    ) -> Result<Option<IdempotencyRecord>, StoreError> {
-        self.inner.idempotency(user, key, now).await
-    }
-    async fn submit(&self, submission: &Submission) -> Result<(), SubmitError> {
-        self.inner.submit(submission).await
-    }
-}
-
 /// What a concurrent request with the same code commits when it wins.
 fn winning_submission(
     user: &UserId,
@@ -1137,6 +1061,9 @@ fn winning_submission(
             status: 202,
             response_body: "{}".into(),
             expires_at: now + Duration::hours(24),
+            in_progress: false,
+            owner: Some("the-winners-claim".into()),
+            lease_until: None,
         },
         state: UserState {
             version: state.version + 1,
@@ -1157,13 +1084,10 @@ fn winning_submission(
 /// 422 VERIFICATION_FAILED.
 #[tokio::test]
 async fn a_submission_overtaken_between_state_read_and_code_check_gets_query_in_progress() {
-    let slot: Arc<Mutex<Option<Arc<RaceStore>>>> = Arc::default();
+    let slot: Arc<Mutex<Option<Arc<Interleaved>>>> = Arc::default();
     let slot2 = slot.clone();
     let fx = Fx::with_store(move |inner| {
-        let race = Arc::new(RaceStore {
-            inner,
-            hook: Mutex::new(None),
-        });
+        let race = Arc::new(Interleaved::new(inner, 0));
         *slot2.lock().unwrap() = Some(race.clone());
         race
     });
@@ -1185,4 +1109,334 @@ async fn a_submission_overtaken_between_state_read_and_code_check_gets_query_in_
         matches!(got, Err(ServiceError::QueryInProgress)),
         "expected QueryInProgress (409), got {got:?}"
     );
+}
+
+// 13. Limits under concurrency (issue 9) -------------------------------------------------
+//
+// A store wrapper that holds every write back for a few milliseconds: each request in a
+// burst then reads before any other request's write lands, the interleaving in which a
+// read-compare-write limit breaks. The limits must hold anyway.
+
+/// The memory store with two ways to force an interleaving: every write held back for
+/// `delay` (each request in a burst then reads before any other's write lands), and a
+/// `hook` committed once just before the first code reservation (another request
+/// winning between this one's state read and its code check).
+struct Interleaved {
+    inner: Arc<MemoryStore>,
+    delay: std::time::Duration,
+    hook: Mutex<Option<Submission>>,
+}
+
+impl Interleaved {
+    fn new(inner: Arc<MemoryStore>, delay_ms: u64) -> Self {
+        Self {
+            inner,
+            delay: std::time::Duration::from_millis(delay_ms),
+            hook: Mutex::new(None),
+        }
+    }
+
+    async fn pause(&self) {
+        if !self.delay.is_zero() {
+            tokio::time::sleep(self.delay).await;
+        }
+    }
+}
+
+#[async_trait]
+impl SubmissionStore for Interleaved {
+    async fn user_state(&self, user: &UserId) -> Result<UserState, StoreError> {
+        self.inner.user_state(user).await
+    }
+    async fn put_user_state(
+        &self,
+        user: &UserId,
+        state: &UserState,
+        expected_version: u64,
+    ) -> Result<(), StoreError> {
+        self.pause().await;
+        self.inner
+            .put_user_state(user, state, expected_version)
+            .await
+    }
+    async fn put_verification(&self, record: &VerificationRecord) -> Result<(), StoreError> {
+        self.inner.put_verification(record).await
+    }
+    async fn verification(
+        &self,
+        user: &UserId,
+        id: &VerificationId,
+    ) -> Result<Option<VerificationRecord>, StoreError> {
+        self.inner.verification(user, id).await
+    }
+    async fn reserve_code_attempt(
+        &self,
+        user: &UserId,
+        id: &VerificationId,
+        max_attempts: u32,
+    ) -> Result<Option<VerificationRecord>, StoreError> {
+        let winner = self.hook.lock().unwrap().take();
+        if let Some(winner) = winner {
+            let claim = IdempotencyRecord {
+                in_progress: true,
+                lease_until: Some(winner.query.submitted_at + Duration::seconds(30)),
+                ..winner.idempotency.clone()
+            };
+            self.inner
+                .claim_idempotency(&claim, winner.query.submitted_at)
+                .await
+                .expect("the winner claims its key");
+            self.inner
+                .submit(&winner)
+                .await
+                .expect("the winner commits");
+        }
+        self.pause().await;
+        self.inner
+            .reserve_code_attempt(user, id, max_attempts)
+            .await
+    }
+    async fn consume_verification(
+        &self,
+        user: &UserId,
+        id: &VerificationId,
+        max_attempts: u32,
+    ) -> Result<bool, StoreError> {
+        self.pause().await;
+        self.inner
+            .consume_verification(user, id, max_attempts)
+            .await
+    }
+    async fn reserve_password_slot(
+        &self,
+        user: &UserId,
+        holder: &str,
+        now: OffsetDateTime,
+        policy: &PasswordPolicy,
+    ) -> Result<PasswordSlot, StoreError> {
+        self.pause().await;
+        self.inner
+            .reserve_password_slot(user, holder, now, policy)
+            .await
+    }
+    async fn password_matched(
+        &self,
+        user: &UserId,
+        holder: &str,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        self.pause().await;
+        self.inner.password_matched(user, holder, now).await
+    }
+    async fn password_failed_last(
+        &self,
+        user: &UserId,
+        holder: &str,
+        now: OffsetDateTime,
+        policy: &PasswordPolicy,
+    ) -> Result<OffsetDateTime, StoreError> {
+        self.pause().await;
+        self.inner
+            .password_failed_last(user, holder, now, policy)
+            .await
+    }
+    async fn consume_face_nonce(
+        &self,
+        nonce: &str,
+        expires_at: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        self.pause().await;
+        self.inner.consume_face_nonce(nonce, expires_at).await
+    }
+    async fn idempotency(
+        &self,
+        user: &UserId,
+        key: &str,
+        now: OffsetDateTime,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        self.inner.idempotency(user, key, now).await
+    }
+    async fn claim_idempotency(
+        &self,
+        claim: &IdempotencyRecord,
+        now: OffsetDateTime,
+    ) -> Result<IdempotencyClaim, StoreError> {
+        self.pause().await;
+        self.inner.claim_idempotency(claim, now).await
+    }
+    async fn release_idempotency(
+        &self,
+        user: &UserId,
+        key: &str,
+        owner: &str,
+    ) -> Result<(), StoreError> {
+        self.pause().await;
+        self.inner.release_idempotency(user, key, owner).await
+    }
+    async fn submit(&self, submission: &Submission) -> Result<(), SubmitError> {
+        self.pause().await;
+        self.inner.submit(submission).await
+    }
+}
+
+fn slow_fx() -> Fx {
+    Fx::with_store(|inner| Arc::new(Interleaved::new(inner, 30)))
+}
+
+impl Fx {
+    /// A code for `user` written straight to the store (as if sent), bypassing the SMS
+    /// send limits so a test can hold many at once.
+    async fn planted_code(&self, user: &str, n: u32) -> Code {
+        let id = VerificationId::generate();
+        let code = format!("{:06}", 100_000 + n);
+        let record = VerificationRecord {
+            verification_id: id,
+            user_id: uid(user),
+            purpose: Purpose::SubmitQuery,
+            code_hash: CodeHasher::new(&[9; 32]).unwrap().hash(
+                &uid(user),
+                &id,
+                Purpose::SubmitQuery,
+                &code,
+            ),
+            expires_at: self.now() + Duration::minutes(5),
+            attempts: 0,
+            used: false,
+        };
+        self.store.put_verification(&record).await.unwrap();
+        Code {
+            id: id.to_string(),
+            code,
+        }
+    }
+
+    async fn attempts_of(&self, user: &str, code: &Code) -> u32 {
+        self.store
+            .verification(&uid(user), &VerificationId::parse(&code.id).unwrap())
+            .await
+            .unwrap()
+            .unwrap()
+            .attempts
+    }
+}
+
+/// Releases `bodies` at once (a barrier), each under its own key unless `key` is given.
+async fn burst(
+    fx: &Fx,
+    user: &'static str,
+    key: Option<&str>,
+    bodies: Vec<Value>,
+) -> Vec<Result<(u16, Value), ServiceError>> {
+    let barrier = Arc::new(tokio::sync::Barrier::new(bodies.len()));
+    let tasks: Vec<_> = bodies
+        .into_iter()
+        .enumerate()
+        .map(|(i, raw)| {
+            let svc = fx.svc.clone();
+            let barrier = barrier.clone();
+            let key = key.map_or_else(|| format!("burst-{i}"), str::to_owned);
+            tokio::spawn(async move {
+                barrier.wait().await;
+                submit_on(&svc, user, Some(&key), &raw).await
+            })
+        })
+        .collect();
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_parallel_wrong_codes_are_compared_at_most_five_times() {
+    let fx = slow_fx();
+    let c = fx.code(ALICE).await;
+    let bodies = (1..=50)
+        .map(|i| {
+            body(
+                &["ICBC"],
+                &c.id,
+                &wrong_code(&c.code, i),
+                &fx.face(ALICE),
+                PASSWORD,
+            )
+        })
+        .collect();
+    for r in burst(&fx, ALICE, None, bodies).await {
+        assert_err!(r, ServiceError::VerificationFailed);
+    }
+    assert_eq!(
+        fx.attempts_of(ALICE, &c).await,
+        5,
+        "attempts after 50 parallel wrong codes"
+    );
+    // Five were compared: the right code is burnt now.
+    let raw = body(&["ICBC"], &c.id, &c.code, &fx.face(ALICE), PASSWORD);
+    assert_err!(
+        fx.submit(ALICE, Some("after"), &raw).await,
+        ServiceError::VerificationFailed
+    );
+    fx.assert_nothing_recorded(ALICE);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_burst_of_wrong_passwords_locks_the_account() {
+    let fx = slow_fx();
+    let mut bodies = Vec::new();
+    // 22, not a multiple of five: a lock that a later failure clears shows.
+    for i in 0..22 {
+        let c = fx.planted_code(ALICE, i).await;
+        bodies.push(body(&["ICBC"], &c.id, &c.code, &fx.face(ALICE), "000000"));
+    }
+    let results = burst(&fx, ALICE, None, bodies).await;
+    let invalid = results
+        .iter()
+        .filter(|r| matches!(r, Err(ServiceError::PaymentPasswordInvalid)))
+        .count();
+    for r in &results {
+        assert!(
+            matches!(
+                r,
+                Err(ServiceError::PaymentPasswordInvalid)
+                    | Err(ServiceError::PaymentPasswordLocked { .. })
+            ),
+            "{r:?}"
+        );
+    }
+    assert!(
+        invalid <= 4,
+        "{invalid} wrong passwords were compared before the lock"
+    );
+    // Locked afterwards: the right password is refused.
+    let c = fx.planted_code(ALICE, 99).await;
+    let raw = body(&["ICBC"], &c.id, &c.code, &fx.face(ALICE), PASSWORD);
+    assert_err!(
+        fx.submit(ALICE, Some("right"), &raw).await,
+        ServiceError::PaymentPasswordLocked { .. }
+    );
+    fx.assert_nothing_recorded(ALICE);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn twenty_twin_submissions_under_one_key_get_the_original_answer() {
+    let fx = slow_fx();
+    let raw = fx.good_body(ALICE).await;
+    let results = burst(&fx, ALICE, Some("twin"), vec![raw.clone(); 20]).await;
+    let mut ids = std::collections::BTreeSet::new();
+    for r in &results {
+        match r {
+            Ok((202, b)) => {
+                ids.insert(b["query_id"].as_str().unwrap().to_owned());
+            }
+            Err(e) if e.code() == "IDEMPOTENCY_IN_PROGRESS" => {}
+            other => panic!("expected 202 or IDEMPOTENCY_IN_PROGRESS, got {other:?}"),
+        }
+    }
+    // Retried after the first finished: the original answer.
+    let (status, again) = fx.submit(ALICE, Some("twin"), &raw).await.unwrap();
+    assert_eq!(status, 202);
+    ids.insert(again["query_id"].as_str().unwrap().to_owned());
+    assert_eq!(ids.len(), 1, "one query id for one key: {ids:?}");
+    assert_eq!(fx.store.queries().len(), 1);
 }

@@ -4,15 +4,18 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValue, TransactWriteItem, Update};
 use time::OffsetDateTime;
 
 use super::*;
 use crate::model::ids::{UserId, VerificationId};
+use crate::model::timestamp;
 use crate::ports::{StoreError, SubmissionStore, SubmitError};
 use crate::records::{
-    IdempotencyRecord, Submission, SubmitConflict, UserState, VerificationRecord,
+    IdempotencyClaim, IdempotencyRecord, PasswordSlot, Submission, SubmitConflict, UserState,
+    VerificationRecord,
 };
+use crate::submission::rules::PasswordPolicy;
 
 fn face_nonce_item(nonce: &str, expires_at: OffsetDateTime) -> Item {
     HashMap::from([
@@ -21,6 +24,38 @@ fn face_nonce_item(nonce: &str, expires_at: OffsetDateTime) -> Item {
         ("entity".to_owned(), s("FACE_NONCE")),
         ("ttl".to_owned(), ttl_at(expires_at + TTL_GRACE)),
     ])
+}
+
+/// A code may be used once its comparison matched: the matching comparison itself
+/// counted as an attempt, so up to and including `max`.
+const CODE_CONSUMABLE: &str = "attribute_exists(pk) AND used = :false AND attempts <= :max";
+
+/// No payment-password lock, or one that has ended (timestamps sort as strings).
+const UNLOCKED: &str =
+    "attribute_not_exists(password_locked_until) OR password_locked_until <= :now";
+
+impl DynamoStore {
+    /// An update of the user's state item (each adds one to `version`: `:one`).
+    fn state_update(
+        &self,
+    ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+        self.client
+            .update_item()
+            .table_name(&self.tables.main)
+            .expression_attribute_values(":one", n(1))
+    }
+
+    fn idempotency_item(&self, record: &IdempotencyRecord) -> Result<Item, StoreError> {
+        to_item(
+            record,
+            &[
+                ("pk", s(user_pk(&record.user_id))),
+                ("sk", s(format!("IDEM#{}", record.key))),
+                ("entity", s("IDEMPOTENCY")),
+                ("ttl", ttl_at(record.expires_at + TTL_GRACE)),
+            ],
+        )
+    }
 }
 
 #[async_trait]
@@ -87,24 +122,29 @@ impl SubmissionStore for DynamoStore {
             .transpose()
     }
 
-    async fn record_code_failure(
+    async fn reserve_code_attempt(
         &self,
         user: &UserId,
         id: &VerificationId,
-    ) -> Result<(), StoreError> {
+        max_attempts: u32,
+    ) -> Result<Option<VerificationRecord>, StoreError> {
         let result = self
             .client
             .update_item()
             .table_name(&self.tables.main)
             .set_key(Some(key(user_pk(user), format!("VERIF#{id}"))))
             .update_expression("ADD attempts :one")
-            .condition_expression("attribute_exists(pk) AND used = :false")
+            .condition_expression("attribute_exists(pk) AND used = :false AND attempts < :max")
             .expression_attribute_values(":one", n(1))
             .expression_attribute_values(":false", AttributeValue::Bool(false))
+            .expression_attribute_values(":max", n(max_attempts))
+            .return_values(ReturnValue::AllNew)
             .send()
             .await;
-        // Refused: already used or gone, nothing left to count against.
-        written(result).map(drop)
+        match result {
+            Ok(out) => out.attributes.map(from_item).transpose(),
+            Err(e) => written::<(), _, _>(Err(e)).map(|_| None),
+        }
     }
 
     async fn consume_verification(
@@ -119,13 +159,137 @@ impl SubmissionStore for DynamoStore {
             .table_name(&self.tables.main)
             .set_key(Some(key(user_pk(user), format!("VERIF#{id}"))))
             .update_expression("SET used = :true")
-            .condition_expression("attribute_exists(pk) AND used = :false AND attempts < :max")
+            .condition_expression(CODE_CONSUMABLE)
             .expression_attribute_values(":true", AttributeValue::Bool(true))
             .expression_attribute_values(":false", AttributeValue::Bool(false))
             .expression_attribute_values(":max", n(max_attempts))
             .send()
             .await;
         written(result)
+    }
+
+    async fn reserve_password_slot(
+        &self,
+        user: &UserId,
+        holder: &str,
+        now: OffsetDateTime,
+        policy: &PasswordPolicy,
+    ) -> Result<PasswordSlot, StoreError> {
+        let now_s = s(timestamp::format(now));
+        let last = policy.max_failures.saturating_sub(1);
+        // Bounded: every round that fails, some other request's reservation succeeded,
+        // and after `max_failures` of them the lock refuses everyone.
+        for _ in 0..=policy.max_failures * 4 {
+            // One of the first `max - 1` slots.
+            let ordinary = self
+                .state_update()
+                .set_key(Some(key(user_pk(user), "STATE".into())))
+                .update_expression(
+                    "SET password_failures = if_not_exists(password_failures, :zero) + :one, \
+                     version = if_not_exists(version, :zero) + :one, entity = :entity \
+                     REMOVE password_locked_until, password_lock_holder",
+                )
+                .condition_expression(format!(
+                    "({UNLOCKED}) AND (attribute_not_exists(password_failures) \
+                     OR password_failures < :last)"
+                ))
+                .expression_attribute_values(":now", now_s.clone())
+                .expression_attribute_values(":last", n(last))
+                .expression_attribute_values(":zero", n(0))
+                .expression_attribute_values(":entity", s("USER_STATE"))
+                .send()
+                .await;
+            if written(ordinary)? {
+                return Ok(PasswordSlot::Ordinary);
+            }
+            // The last slot locks at once; this reservation holds the lock.
+            let failures_at_last = if last == 0 {
+                "(attribute_not_exists(password_failures) OR password_failures = :last)"
+            } else {
+                "password_failures = :last"
+            };
+            let last_slot = self
+                .state_update()
+                .set_key(Some(key(user_pk(user), "STATE".into())))
+                .update_expression(
+                    "SET password_failures = :zero, password_locked_until = :until, \
+                     password_lock_holder = :holder, \
+                     version = if_not_exists(version, :zero) + :one, entity = :entity",
+                )
+                .condition_expression(format!("({UNLOCKED}) AND {failures_at_last}"))
+                .expression_attribute_values(":now", now_s.clone())
+                .expression_attribute_values(":last", n(last))
+                .expression_attribute_values(":until", s(timestamp::format(now + policy.lock)))
+                .expression_attribute_values(":holder", s(holder))
+                .expression_attribute_values(":zero", n(0))
+                .expression_attribute_values(":entity", s("USER_STATE"))
+                .send()
+                .await;
+            if written(last_slot)? {
+                return Ok(PasswordSlot::Last);
+            }
+            let state = self.user_state(user).await?;
+            if let Some(until) = state.password_locked_until.filter(|t| *t > now) {
+                return Ok(PasswordSlot::Locked { until });
+            }
+        }
+        Err(StoreError::Unavailable("password slot contention".into()))
+    }
+
+    async fn password_matched(
+        &self,
+        user: &UserId,
+        holder: &str,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let result = self
+            .state_update()
+            .set_key(Some(key(user_pk(user), "STATE".into())))
+            .update_expression(
+                "SET password_failures = :zero, version = version + :one \
+                 REMOVE password_locked_until, password_lock_holder",
+            )
+            .condition_expression(format!(
+                "attribute_exists(pk) AND (({UNLOCKED}) OR password_lock_holder = :holder)"
+            ))
+            .expression_attribute_values(":now", s(timestamp::format(now)))
+            .expression_attribute_values(":holder", s(holder))
+            .expression_attribute_values(":zero", n(0))
+            .send()
+            .await;
+        // Refused: another request's lock is active, and a success does not lift it.
+        written(result).map(drop)
+    }
+
+    async fn password_failed_last(
+        &self,
+        user: &UserId,
+        holder: &str,
+        now: OffsetDateTime,
+        policy: &PasswordPolicy,
+    ) -> Result<OffsetDateTime, StoreError> {
+        let until = now + policy.lock;
+        let result = self
+            .state_update()
+            .set_key(Some(key(user_pk(user), "STATE".into())))
+            .update_expression(
+                "SET password_locked_until = :until, version = version + :one \
+                 REMOVE password_lock_holder",
+            )
+            .condition_expression("password_lock_holder = :holder")
+            .expression_attribute_values(":until", s(timestamp::format(until)))
+            .expression_attribute_values(":holder", s(holder))
+            .send()
+            .await;
+        if written(result)? {
+            return Ok(until);
+        }
+        // Not the holder any more: the lock it set stands as it is.
+        Ok(self
+            .user_state(user)
+            .await?
+            .password_locked_until
+            .unwrap_or(until))
     }
 
     async fn consume_face_nonce(
@@ -156,6 +320,59 @@ impl SubmissionStore for DynamoStore {
             .map(from_item)
             .transpose()?;
         Ok(record.filter(|r| r.expires_at > now))
+    }
+
+    async fn claim_idempotency(
+        &self,
+        claim: &IdempotencyRecord,
+        now: OffsetDateTime,
+    ) -> Result<IdempotencyClaim, StoreError> {
+        let item = self.idempotency_item(claim)?;
+        let now_s = s(timestamp::format(now));
+        // A few rounds: a refused claim's record may be released before it is read.
+        for _ in 0..3 {
+            let result = self
+                .client
+                .put_item()
+                .table_name(&self.tables.main)
+                .set_item(Some(item.clone()))
+                .condition_expression(
+                    "attribute_not_exists(pk) OR expires_at <= :now \
+                     OR (in_progress = :true AND lease_until <= :now)",
+                )
+                .expression_attribute_values(":now", now_s.clone())
+                .expression_attribute_values(":true", AttributeValue::Bool(true))
+                .send()
+                .await;
+            if written(result)? {
+                return Ok(IdempotencyClaim::Claimed);
+            }
+            if let Some(taken) = self.idempotency(&claim.user_id, &claim.key, now).await? {
+                return Ok(IdempotencyClaim::Taken(taken));
+            }
+        }
+        Err(StoreError::Unavailable("idempotency key contention".into()))
+    }
+
+    async fn release_idempotency(
+        &self,
+        user: &UserId,
+        key_: &str,
+        owner: &str,
+    ) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.tables.main)
+            .set_key(Some(key(user_pk(user), format!("IDEM#{key_}"))))
+            .condition_expression("in_progress = :true AND #owner = :owner")
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_values(":true", AttributeValue::Bool(true))
+            .expression_attribute_values(":owner", s(owner))
+            .send()
+            .await;
+        // Refused: no longer this request's claim (taken over after its lease).
+        written(result).map(drop)
     }
 
     async fn submit(&self, sub: &Submission) -> Result<(), SubmitError> {
@@ -194,15 +411,22 @@ impl SubmissionStore for DynamoStore {
                 ("entity", s("CONSENT")),
             ],
         )?;
-        let idem_item = to_item(
-            &sub.idempotency,
-            &[
-                ("pk", s(user_pk(user))),
-                ("sk", s(format!("IDEM#{}", sub.idempotency.key))),
-                ("entity", s("IDEMPOTENCY")),
-                ("ttl", ttl_at(sub.idempotency.expires_at + TTL_GRACE)),
-            ],
-        )?;
+        let idem_item = self.idempotency_item(&sub.idempotency)?;
+        let owner = sub
+            .idempotency
+            .owner
+            .clone()
+            .ok_or_else(|| StoreError::Corrupt("a submission without its claim".into()))?;
+        // Completes this request's own claim only (not one taken over after its lease).
+        let complete_claim = Put::builder()
+            .table_name(&self.tables.main)
+            .set_item(Some(idem_item))
+            .condition_expression("in_progress = :true AND #owner = :owner")
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_values(":true", AttributeValue::Bool(true))
+            .expression_attribute_values(":owner", s(owner))
+            .build()
+            .map_err(corrupt)?;
         let nonce_item = HashMap::from([
             ("pk".to_owned(), s(format!("FACENONCE#{}", sub.face_nonce))),
             ("sk".to_owned(), s("FACENONCE")),
@@ -219,7 +443,7 @@ impl SubmissionStore for DynamoStore {
                 format!("VERIF#{}", sub.verification_id),
             )))
             .update_expression("SET used = :true")
-            .condition_expression("attribute_exists(pk) AND used = :false AND attempts < :max")
+            .condition_expression(CODE_CONSUMABLE)
             .expression_attribute_values(":true", AttributeValue::Bool(true))
             .expression_attribute_values(":false", AttributeValue::Bool(false))
             .expression_attribute_values(":max", n(sub.max_code_attempts))
@@ -243,7 +467,7 @@ impl SubmissionStore for DynamoStore {
             TransactWriteItem::builder()
                 .put(self.state_put(user, &sub.state, sub.expected_state_version)?)
                 .build(),
-            TransactWriteItem::builder().put(put(idem_item)?).build(),
+            TransactWriteItem::builder().put(complete_claim).build(),
             TransactWriteItem::builder().update(consume_code).build(),
             TransactWriteItem::builder().put(put(nonce_item)?).build(),
             TransactWriteItem::builder().put(put(query_item)?).build(),
@@ -270,10 +494,11 @@ impl SubmissionStore for DynamoStore {
         let failed =
             |i: usize| reasons.get(i).map(String::as_str) == Some("ConditionalCheckFailed");
         let conflict = reasons.iter().any(|c| c == "TransactionConflict");
-        Err(if failed(0) || conflict {
-            SubmitConflict::StateChanged.into()
-        } else if failed(1) {
+        // The key first: a twin that completed it must get its answer, not "in progress".
+        Err(if failed(1) {
             SubmitConflict::IdempotencyKeyTaken.into()
+        } else if failed(0) || conflict {
+            SubmitConflict::StateChanged.into()
         } else if failed(2) {
             SubmitConflict::VerificationUsed.into()
         } else if failed(3) {
