@@ -14,6 +14,7 @@ use crate::records::{
     PublishOutcome, QueryRecord, StoredReport, Submission, SubmitConflict, UserState,
     VerificationRecord,
 };
+use crate::security::sms_code::Purpose;
 pub use crate::submission::rules::PasswordPolicy;
 
 #[derive(Debug, thiserror::Error)]
@@ -64,13 +65,16 @@ pub trait SubmissionStore: Send + Sync {
     ) -> Result<Option<VerificationRecord>, StoreError>;
 
     /// Reserves one comparison of the code before it is made: counts an attempt on an
-    /// unused verification that has fewer than `max_attempts`, atomically, and returns the
-    /// record as counted; `None` when there is no such verification or it is used or
-    /// burnt. Whatever the number of parallel callers, at most `max_attempts` get one.
+    /// unused, unexpired verification for `purpose` that has fewer than `max_attempts`,
+    /// atomically, and returns the record as counted; `None` (and nothing counted) when
+    /// there is no such verification. Whatever the number of parallel callers, at most
+    /// `max_attempts` get one.
     async fn reserve_code_attempt(
         &self,
         user: &UserId,
         id: &VerificationId,
+        purpose: Purpose,
+        now: OffsetDateTime,
         max_attempts: u32,
     ) -> Result<Option<VerificationRecord>, StoreError>;
 
@@ -112,6 +116,10 @@ pub trait SubmissionStore: Send + Sync {
         now: OffsetDateTime,
         policy: &PasswordPolicy,
     ) -> Result<OffsetDateTime, StoreError>;
+
+    /// Whether a face-token nonce was used before (a pre-check: the nonce is recorded,
+    /// atomically, only by [`Self::consume_face_nonce`] or the submission).
+    async fn face_nonce_used(&self, nonce: &str) -> Result<bool, StoreError>;
 
     /// Records a face-token nonce; `false` if it was seen before.
     async fn consume_face_nonce(

@@ -37,14 +37,11 @@ pub async fn check_code(
     // The attempt is counted before the comparison, so parallel guesses cannot
     // outnumber the attempts a code allows.
     let record = store
-        .reserve_code_attempt(user, &id, max_attempts)
+        .reserve_code_attempt(user, &id, purpose, now, max_attempts)
         .await
         .map_err(store_err)?
         .ok_or(ServiceError::VerificationFailed)?;
-    if record.purpose != purpose
-        || now >= record.expires_at
-        || !codes.matches(&record.code_hash, user, &id, purpose, code)
-    {
+    if !codes.matches(&record.code_hash, user, &id, purpose, code) {
         return Err(ServiceError::VerificationFailed);
     }
     Ok(id)

@@ -20,6 +20,7 @@ use crate::records::{
     Publication, PublishOutcome, QueryPhase, QueryRecord, StoredReport, Submission, SubmitConflict,
     UserState, VerificationRecord,
 };
+use crate::security::sms_code::Purpose;
 use crate::submission::rules::{self, PasswordPolicy};
 
 #[derive(Default)]
@@ -146,10 +147,17 @@ impl SubmissionStore for MemoryStore {
         &self,
         user: &UserId,
         id: &VerificationId,
+        purpose: Purpose,
+        now: OffsetDateTime,
         max_attempts: u32,
     ) -> Result<Option<VerificationRecord>, StoreError> {
         match self.lock().verifications.get_mut(&(user.clone(), *id)) {
-            Some(v) if !v.used && v.attempts < max_attempts => {
+            Some(v)
+                if !v.used
+                    && v.purpose == purpose
+                    && now < v.expires_at
+                    && v.attempts < max_attempts =>
+            {
                 v.attempts += 1;
                 Ok(Some(v.clone()))
             }
@@ -220,6 +228,10 @@ impl SubmissionStore for MemoryStore {
             // Not the holder any more: the lock it set stands as it is.
             None => Ok(state.password_locked_until.unwrap_or(now + policy.lock)),
         }
+    }
+
+    async fn face_nonce_used(&self, nonce: &str) -> Result<bool, StoreError> {
+        Ok(self.lock().face_nonces.contains(nonce))
     }
 
     async fn consume_face_nonce(

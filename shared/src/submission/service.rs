@@ -311,6 +311,15 @@ impl SubmissionService {
         // The face token is checked first: it is a signature, not an attempt-limited
         // secret, and a bad one should not cost the user a code attempt.
         let face = self.d.face.verify(&req.face_token, user, start)?;
+        if self
+            .d
+            .store
+            .face_nonce_used(&face.nonce)
+            .await
+            .map_err(store_err)?
+        {
+            return Err(ServiceError::FaceVerificationFailed);
+        }
         let verification_id = match self
             .check_code(
                 user,

@@ -140,6 +140,7 @@ struct Fx {
     sms: Arc<MemorySms>,
     clock: Arc<ManualClock>,
     face_private: String,
+    face_public: String,
     nonces: AtomicU64,
 }
 
@@ -181,26 +182,41 @@ impl Fx {
             "+8613900139000",
             "11010119700707777",
         ));
-        let sms = Arc::new(MemorySms::default());
-        let clock = Arc::new(ManualClock::new(START));
-        let deps = SubmissionDeps {
+        let mut fx = Self {
+            svc: Arc::new(SubmissionService::new(SubmissionDeps {
+                config: Arc::new(ServiceConfig::parse(DEFAULT_CONFIG).unwrap()),
+                profiles: store.clone(),
+                store: store.clone(),
+                sms: Arc::new(MemorySms::default()),
+                clock: Arc::new(ManualClock::new(START)),
+                codes: CodeHasher::new(&[9; 32]).unwrap(),
+                face: Arc::new(
+                    FaceVerifier::new(&face_public, FACE_ISSUER, Duration::minutes(5)).unwrap(),
+                ),
+            })),
+            store: store.clone(),
+            sms: Arc::new(MemorySms::default()),
+            clock: Arc::new(ManualClock::new(START)),
+            face_private,
+            face_public,
+            nonces: AtomicU64::new(0),
+        };
+        fx.svc = Arc::new(SubmissionService::new(fx.deps_on(wrap(store))));
+        fx
+    }
+
+    /// The service's dependencies (this fixture's clock, SMS and keys) on `store`.
+    fn deps_on(&self, store: Arc<dyn SubmissionStore>) -> SubmissionDeps {
+        SubmissionDeps {
             config: Arc::new(ServiceConfig::parse(DEFAULT_CONFIG).unwrap()),
-            profiles: store.clone(),
-            store: wrap(store.clone()),
-            sms: sms.clone(),
-            clock: clock.clone(),
+            profiles: self.store.clone(),
+            store,
+            sms: self.sms.clone(),
+            clock: self.clock.clone(),
             codes: CodeHasher::new(&[9; 32]).unwrap(),
             face: Arc::new(
-                FaceVerifier::new(&face_public, FACE_ISSUER, Duration::minutes(5)).unwrap(),
+                FaceVerifier::new(&self.face_public, FACE_ISSUER, Duration::minutes(5)).unwrap(),
             ),
-        };
-        Self {
-            svc: Arc::new(SubmissionService::new(deps)),
-            store,
-            sms,
-            clock,
-            face_private,
-            nonces: AtomicU64::new(0),
         }
     }
 
@@ -1117,7 +1133,7 @@ async fn a_submission_overtaken_between_state_read_and_code_check_gets_query_in_
 // burst then reads before any other request's write lands, the interleaving in which a
 // read-compare-write limit breaks. The limits must hold anyway.
 
-/// The memory store with two ways to force an interleaving: every write held back for
+/// The memory store with ways to force an interleaving: every write held back for
 /// `delay` (each request in a burst then reads before any other's write lands), and a
 /// `hook` committed once just before the first code reservation (another request
 /// winning between this one's state read and its code check).
@@ -1125,6 +1141,8 @@ struct Interleaved {
     inner: Arc<MemoryStore>,
     delay: std::time::Duration,
     hook: Mutex<Option<Submission>>,
+    /// The submission commits, then its answer is lost (reported as a failure).
+    lose_answer: std::sync::atomic::AtomicBool,
 }
 
 impl Interleaved {
@@ -1133,6 +1151,7 @@ impl Interleaved {
             inner,
             delay: std::time::Duration::from_millis(delay_ms),
             hook: Mutex::new(None),
+            lose_answer: Default::default(),
         }
     }
 
@@ -1173,6 +1192,8 @@ impl SubmissionStore for Interleaved {
         &self,
         user: &UserId,
         id: &VerificationId,
+        purpose: Purpose,
+        now: OffsetDateTime,
         max_attempts: u32,
     ) -> Result<Option<VerificationRecord>, StoreError> {
         let winner = self.hook.lock().unwrap().take();
@@ -1193,7 +1214,7 @@ impl SubmissionStore for Interleaved {
         }
         self.pause().await;
         self.inner
-            .reserve_code_attempt(user, id, max_attempts)
+            .reserve_code_attempt(user, id, purpose, now, max_attempts)
             .await
     }
     async fn consume_verification(
@@ -1240,6 +1261,9 @@ impl SubmissionStore for Interleaved {
             .password_failed_last(user, holder, now, policy)
             .await
     }
+    async fn face_nonce_used(&self, nonce: &str) -> Result<bool, StoreError> {
+        self.inner.face_nonce_used(nonce).await
+    }
     async fn consume_face_nonce(
         &self,
         nonce: &str,
@@ -1275,7 +1299,11 @@ impl SubmissionStore for Interleaved {
     }
     async fn submit(&self, submission: &Submission) -> Result<(), SubmitError> {
         self.pause().await;
-        self.inner.submit(submission).await
+        self.inner.submit(submission).await?;
+        if self.lose_answer.load(Ordering::Relaxed) {
+            return Err(StoreError::Unavailable("connection reset after the commit".into()).into());
+        }
+        Ok(())
     }
 }
 
@@ -1438,5 +1466,83 @@ async fn twenty_twin_submissions_under_one_key_get_the_original_answer() {
     assert_eq!(status, 202);
     ids.insert(again["query_id"].as_str().unwrap().to_owned());
     assert_eq!(ids.len(), 1, "one query id for one key: {ids:?}");
+    assert_eq!(fx.store.queries().len(), 1);
+}
+
+/// The submission commits, then the answer is lost (the instance dies, the connection
+/// drops): the client's retry under the same key gets the original 202.
+#[tokio::test]
+async fn an_answer_lost_after_the_commit_is_given_again_on_retry() {
+    let fx = Fx::with_store(|inner| {
+        let store = Interleaved::new(inner, 0);
+        store.lose_answer.store(true, Ordering::Relaxed);
+        Arc::new(store)
+    });
+    let raw = fx.good_body(ALICE).await;
+    assert_err!(
+        fx.submit(ALICE, Some("lost"), &raw).await,
+        ServiceError::Unavailable(_)
+    );
+    assert_eq!(fx.store.queries().len(), 1, "the submission was committed");
+    let first = fx.store.queries()[0].query_id.to_string();
+
+    // The retry goes to a healthy instance: the original answer, nothing new.
+    let healthy = SubmissionService::new(fx.deps_on(fx.store.clone()));
+    let (status, again) = submit_on(&healthy, ALICE, Some("lost"), &raw)
+        .await
+        .unwrap();
+    assert_eq!(
+        (status, again["query_id"].as_str()),
+        (202, Some(first.as_str()))
+    );
+    assert_eq!(fx.store.queries().len(), 1);
+}
+
+/// The first request claimed its key and died before it could finish: within the lease
+/// its twin is told to wait; after the lease the key is taken over and the submission
+/// made (once).
+#[tokio::test]
+async fn a_claim_left_by_a_crashed_request_is_taken_over_after_its_lease() {
+    let fx = Fx::new();
+    let raw = fx.good_body(ALICE).await;
+    let fingerprint = CodeHasher::new(&[9; 32])
+        .unwrap()
+        .fingerprint(&serde_json::to_vec(&raw).unwrap());
+    let crashed = IdempotencyRecord {
+        user_id: uid(ALICE),
+        key: "crashed".into(),
+        request_fingerprint: fingerprint,
+        status: 0,
+        response_body: String::new(),
+        expires_at: fx.now() + Duration::hours(24),
+        in_progress: true,
+        owner: Some("a-dead-instance".into()),
+        lease_until: Some(fx.now() + Duration::seconds(30)),
+    };
+    assert_eq!(
+        fx.store
+            .claim_idempotency(&crashed, fx.now())
+            .await
+            .unwrap(),
+        IdempotencyClaim::Claimed
+    );
+    assert_err!(
+        fx.submit(ALICE, Some("crashed"), &raw).await,
+        ServiceError::IdempotencyInProgress { retry_after_secs } => assert_eq!(retry_after_secs, 2)
+    );
+    // A different body under the key is refused even while it is in progress.
+    let mut other = raw.clone();
+    other["banks"] = json!(["CMB"]);
+    assert_err!(
+        fx.submit(ALICE, Some("crashed"), &other).await,
+        ServiceError::IdempotencyKeyReused
+    );
+    fx.assert_nothing_recorded(ALICE);
+
+    fx.clock.advance(Duration::seconds(30));
+    let (status, first) = fx.submit(ALICE, Some("crashed"), &raw).await.unwrap();
+    assert_eq!(status, 202);
+    let (_, again) = fx.submit(ALICE, Some("crashed"), &raw).await.unwrap();
+    assert_eq!(first, again);
     assert_eq!(fx.store.queries().len(), 1);
 }

@@ -15,6 +15,7 @@ use crate::records::{
     IdempotencyClaim, IdempotencyRecord, PasswordSlot, Submission, SubmitConflict, UserState,
     VerificationRecord,
 };
+use crate::security::sms_code::Purpose;
 use crate::submission::rules::PasswordPolicy;
 
 fn face_nonce_item(nonce: &str, expires_at: OffsetDateTime) -> Item {
@@ -126,6 +127,8 @@ impl SubmissionStore for DynamoStore {
         &self,
         user: &UserId,
         id: &VerificationId,
+        purpose: Purpose,
+        now: OffsetDateTime,
         max_attempts: u32,
     ) -> Result<Option<VerificationRecord>, StoreError> {
         let result = self
@@ -134,7 +137,12 @@ impl SubmissionStore for DynamoStore {
             .table_name(&self.tables.main)
             .set_key(Some(key(user_pk(user), format!("VERIF#{id}"))))
             .update_expression("ADD attempts :one")
-            .condition_expression("attribute_exists(pk) AND used = :false AND attempts < :max")
+            .condition_expression(
+                "attribute_exists(pk) AND used = :false AND attempts < :max \
+                 AND purpose = :purpose AND expires_at > :now",
+            )
+            .expression_attribute_values(":purpose", s(purpose.as_str()))
+            .expression_attribute_values(":now", s(timestamp::format(now)))
             .expression_attribute_values(":one", n(1))
             .expression_attribute_values(":false", AttributeValue::Bool(false))
             .expression_attribute_values(":max", n(max_attempts))
@@ -290,6 +298,13 @@ impl SubmissionStore for DynamoStore {
             .await?
             .password_locked_until
             .unwrap_or(until))
+    }
+
+    async fn face_nonce_used(&self, nonce: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .get(format!("FACENONCE#{nonce}"), "FACENONCE".into())
+            .await?
+            .is_some())
     }
 
     async fn consume_face_nonce(
