@@ -126,11 +126,18 @@ async fn contract(store: &dyn SubmissionStore, user: &UserId, now: OffsetDateTim
         store.reserve_password_slot(user, &holders[i], now, &policy)
     })
     .await;
-    let slots: Vec<PasswordSlot> = slots.into_iter().map(Result::unwrap).collect();
+    let slots: Vec<PasswordSlot> = slots.into_iter().map(|r| r.unwrap().0).collect();
     let ordinary = slots
         .iter()
         .filter(|s| **s == PasswordSlot::Ordinary)
         .count();
+    assert!(
+        slots.iter().all(|s| matches!(
+            s,
+            PasswordSlot::Ordinary | PasswordSlot::Last | PasswordSlot::Busy
+        )),
+        "{slots:?}"
+    );
     let last: Vec<usize> = (0..BURST)
         .filter(|i| slots[*i] == PasswordSlot::Last)
         .collect();
@@ -138,6 +145,13 @@ async fn contract(store: &dyn SubmissionStore, user: &UserId, now: OffsetDateTim
     let state = store.user_state(user).await.unwrap();
     let until = state.password_locked_until.expect("the last slot locks");
     assert_eq!(until, now + Duration::hours(24));
+    // While the last comparison runs, a newcomer is told to come back, not "locked".
+    let busy = store
+        .reserve_password_slot(user, "newcomer", now, &policy)
+        .await
+        .unwrap()
+        .0;
+    assert_eq!(busy, PasswordSlot::Busy);
     // Another request's success does not lift the lock; every failure keeps it.
     store
         .password_matched(user, &holders[0], now)
@@ -163,7 +177,7 @@ async fn contract(store: &dyn SubmissionStore, user: &UserId, now: OffsetDateTim
     .await;
     assert!(after
         .iter()
-        .all(|s| matches!(s, Ok(PasswordSlot::Locked { .. }))));
+        .all(|s| matches!(s, Ok((PasswordSlot::Locked { until }, _)) if *until == relocked)));
 
     // Idempotency: of 20 parallel claims of one key, one; the others see it.
     let claims: Vec<IdempotencyRecord> = (0..20)

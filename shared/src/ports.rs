@@ -89,17 +89,19 @@ pub trait SubmissionStore: Send + Sync {
 
     /// Reserves one payment-password comparison (see
     /// `submission::rules::reserve_password_slot`), atomically. `holder` identifies
-    /// this request's reservation.
+    /// this request's reservation. Returns the slot and the user's state as the
+    /// reservation left it (or found it, when no slot was given).
     async fn reserve_password_slot(
         &self,
         user: &UserId,
         holder: &str,
         now: OffsetDateTime,
         policy: &PasswordPolicy,
-    ) -> Result<PasswordSlot, StoreError>;
+    ) -> Result<(PasswordSlot, UserState), StoreError>;
 
-    /// The comparison matched: clears the count unless a lock not held by `holder` is
-    /// active.
+    /// The comparison matched but no submission was written (the submission's own
+    /// transaction clears the count otherwise): clears the count unless a lock not held
+    /// by `holder` is active.
     async fn password_matched(
         &self,
         user: &UserId,

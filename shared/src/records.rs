@@ -148,6 +148,9 @@ pub enum PasswordSlot {
     Last,
     /// No slot: the password is locked.
     Locked { until: OffsetDateTime },
+    /// No slot now: the last one is taken and its comparison still running (it either
+    /// locks the password or frees the slots).
+    Busy,
 }
 
 /// One bank's part of a query.

@@ -186,14 +186,16 @@ impl SubmissionStore for MemoryStore {
         holder: &str,
         now: OffsetDateTime,
         policy: &PasswordPolicy,
-    ) -> Result<PasswordSlot, StoreError> {
+    ) -> Result<(PasswordSlot, UserState), StoreError> {
         let mut d = self.lock();
         let state = d.states.get(user).cloned().unwrap_or_default();
         let (next, slot) = rules::reserve_password_slot(&state, holder, now, policy);
-        if !matches!(slot, PasswordSlot::Locked { .. }) {
-            d.states.insert(user.clone(), bumped(next));
+        if matches!(slot, PasswordSlot::Ordinary | PasswordSlot::Last) {
+            let next = bumped(next);
+            d.states.insert(user.clone(), next.clone());
+            return Ok((slot, next));
         }
-        Ok(slot)
+        Ok((slot, state))
     }
 
     async fn password_matched(

@@ -60,11 +60,22 @@ fn ceil_secs(d: Duration) -> u64 {
 }
 
 /// Refuses while the payment password is locked.
+/// While the last slot's comparison runs (the lock is held, not final), the answer is
+/// "too many at once, retry": that comparison either locks the password or frees it.
 pub fn check_password_lock(state: &UserState, now: OffsetDateTime) -> Result<(), ServiceError> {
     match state.password_locked_until {
+        Some(_) if state.password_lock_holder.is_some() && lock_active(state, now) => {
+            Err(ServiceError::TooManyRequests {
+                retry_after_secs: 1,
+            })
+        }
         Some(until) if now < until => Err(ServiceError::PaymentPasswordLocked { until }),
         _ => Ok(()),
     }
+}
+
+fn lock_active(state: &UserState, now: OffsetDateTime) -> bool {
+    state.password_locked_until.is_some_and(|until| now < until)
 }
 
 /// The payment-password lock: `max_failures` comparisons, then locked for `lock`.
@@ -96,8 +107,16 @@ pub fn reserve_password_slot(
     now: OffsetDateTime,
     policy: &PasswordPolicy,
 ) -> (UserState, PasswordSlot) {
-    if let Err(ServiceError::PaymentPasswordLocked { until }) = check_password_lock(state, now) {
-        return (state.clone(), PasswordSlot::Locked { until });
+    if let Some(until) = state
+        .password_locked_until
+        .filter(|_| lock_active(state, now))
+    {
+        let slot = if state.password_lock_holder.is_some() {
+            PasswordSlot::Busy
+        } else {
+            PasswordSlot::Locked { until }
+        };
+        return (state.clone(), slot);
     }
     // A lapsed lock counts from zero (the lock reset the count when it was set).
     if state.password_failures + 1 < policy.max_failures {
@@ -127,7 +146,7 @@ pub fn after_password_match(
     now: OffsetDateTime,
 ) -> Option<UserState> {
     let own_lock = state.password_lock_holder.as_deref() == Some(holder);
-    if check_password_lock(state, now).is_err() && !own_lock {
+    if lock_active(state, now) && !own_lock {
         return None;
     }
     Some(UserState {
@@ -283,12 +302,11 @@ mod tests {
         assert_eq!(locked.password_locked_until, Some(t + Duration::hours(24)));
         // While the fifth comparison runs, nobody else gets a slot.
         let (_, other) = reserve_password_slot(&locked, "sixth", t, &policy());
-        assert_eq!(
-            other,
-            PasswordSlot::Locked {
-                until: t + Duration::hours(24)
-            }
-        );
+        assert_eq!(other, PasswordSlot::Busy);
+        assert!(matches!(
+            check_password_lock(&locked, t),
+            Err(ServiceError::TooManyRequests { .. })
+        ));
         // Another request's success does not lift it; the holder's does.
         assert_eq!(after_password_match(&locked, "first", t), None);
         let lifted = after_password_match(&locked, "fifth", t).unwrap();
@@ -310,6 +328,10 @@ mod tests {
         assert_eq!(after.password_locked_until, Some(until));
         assert!(check_password_lock(&after, until - Duration::seconds(1)).is_err());
         assert!(check_password_lock(&after, until).is_ok());
+        assert_eq!(
+            reserve_password_slot(&after, "sixth", failed_at, &policy()).1,
+            PasswordSlot::Locked { until }
+        );
         assert_eq!(
             after_last_slot_failure(&after, "fifth", until, &policy()),
             None

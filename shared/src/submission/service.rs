@@ -22,7 +22,7 @@ use crate::records::{
     ConsentRecord, IdempotencyClaim, IdempotencyRecord, LegRecord, LegState, PasswordSlot,
     QueryPhase, QueryRecord, Submission, SubmitConflict, UserState, VerificationRecord,
 };
-use crate::security::face::FaceVerifier;
+use crate::security::face::{FacePass, FaceVerifier};
 use crate::security::password;
 use crate::security::sms_code::{self, CodeHasher, Purpose};
 
@@ -300,8 +300,8 @@ impl SubmissionService {
         let start = self.now();
         let profile = self.eligible_profile(user).await?;
         let banks = self.parse_banks(&req.banks)?;
-        let config = &self.d.config;
-        if !req.consent.accepted || req.consent.agreement_version != config.agreement_version {
+        if !req.consent.accepted || req.consent.agreement_version != self.d.config.agreement_version
+        {
             return Err(ServiceError::ConsentRequired);
         }
         let state = self.d.store.user_state(user).await.map_err(store_err)?;
@@ -333,15 +333,60 @@ impl SubmissionService {
             Err(e) => return Err(self.overtaken_or(user, e).await),
         };
         let holder = claim.owner.as_deref().unwrap_or_default();
-        self.check_password(user, holder, &req.payment_password, &profile)
+        let state = self
+            .check_password(user, holder, &req.payment_password, &profile)
             .await?;
+        let (outcome, committed) = self
+            .commit(
+                user,
+                claim,
+                holder,
+                state,
+                &banks,
+                &req,
+                source_ip,
+                verification_id,
+                &face,
+            )
+            .await;
+        if !committed {
+            // The password matched but nothing was written: its slot is given back here
+            // (the commit would have done it), and a lock it held is lifted.
+            if let Err(e) = self
+                .d
+                .store
+                .password_matched(user, holder, self.now())
+                .await
+            {
+                warn!(user_id = %user, error = %e, "password slot not given back");
+            }
+        }
+        outcome
+    }
 
-        // Read again: the password check moved the state's version.
-        let mut state = self.d.store.user_state(user).await.map_err(store_err)?;
+    /// Writes the submission (the query, its legs, the active-query lock, the completed
+    /// idempotency record, the used code and nonce, and the password count cleared) in
+    /// one transaction; `true` with it if it was written.
+    #[allow(clippy::too_many_arguments)]
+    async fn commit(
+        &self,
+        user: &UserId,
+        claim: &IdempotencyRecord,
+        holder: &str,
+        mut state: UserState,
+        banks: &[BankCode],
+        req: &SubmitRequest,
+        source_ip: Option<String>,
+        verification_id: VerificationId,
+        face: &FacePass,
+    ) -> (Result<(u16, serde_json::Value), ServiceError>, bool) {
+        let config = &self.d.config;
         let mut attempt = 0;
         loop {
             let now = self.now();
-            rules::check_can_submit(&state, now)?;
+            if let Err(e) = rules::check_can_submit(&state, now) {
+                return (Err(e), false);
+            }
             let query_id = QueryId::generate();
             let accepted = SubmitAccepted {
                 query_id: query_id.to_string(),
@@ -350,7 +395,10 @@ impl SubmissionService {
                 report_due_by: now + config.rules.report_deadline,
                 banks: banks.iter().map(ToString::to_string).collect(),
             };
-            let response = serde_json::to_value(&accepted).map_err(ServiceError::internal)?;
+            let response = match serde_json::to_value(&accepted) {
+                Ok(r) => r,
+                Err(e) => return (Err(ServiceError::internal(e)), false),
+            };
             let legs = banks
                 .iter()
                 .map(|bank| LegRecord {
@@ -375,7 +423,7 @@ impl SubmissionService {
                     submitted_at: now,
                     report_due_by: accepted.report_due_by,
                     collect_until: accepted.report_due_by - config.rules.collection_margin,
-                    banks: banks.clone(),
+                    banks: banks.to_vec(),
                     report_generated_at: None,
                     report_expires_at: None,
                     last_viewed_at: None,
@@ -406,67 +454,87 @@ impl SubmissionService {
                 face_nonce: face.nonce.clone(),
                 face_nonce_expires_at: face.issued_at + config.rules.face_token_max_age,
             };
-            match self.d.store.submit(&submission).await {
+            let refusal = match self.d.store.submit(&submission).await {
                 Ok(()) => {
                     info!(user_id = %user, query_id = %query_id, banks = banks.len(), "card query submitted");
-                    return Ok((202, response));
+                    return (Ok((202, response)), true);
                 }
                 Err(SubmitError::Conflict(SubmitConflict::StateChanged))
                     if attempt < STATE_RETRIES =>
                 {
                     attempt += 1;
-                    state = self.d.store.user_state(user).await.map_err(store_err)?;
+                    match self.d.store.user_state(user).await {
+                        Ok(fresh) => {
+                            state =
+                                rules::after_password_match(&fresh, holder, now).unwrap_or(fresh);
+                            continue;
+                        }
+                        Err(e) => store_err(e),
+                    }
                 }
                 Err(SubmitError::Conflict(SubmitConflict::StateChanged)) => {
-                    return Err(ServiceError::Unavailable("user state contention".into()))
+                    ServiceError::Unavailable("user state contention".into())
                 }
                 Err(SubmitError::Conflict(SubmitConflict::IdempotencyKeyTaken)) => {
                     // The claim's lease ran out and a retry took the key over.
-                    let taken = self
-                        .d
-                        .store
-                        .idempotency(user, &claim.key, now)
-                        .await
-                        .map_err(store_err)?
-                        .ok_or_else(|| ServiceError::internal("idempotency record vanished"))?;
-                    return self.replay(&taken, &claim.request_fingerprint, now);
+                    let taken = self.d.store.idempotency(user, &claim.key, now).await;
+                    return match taken {
+                        Ok(Some(taken)) => {
+                            (self.replay(&taken, &claim.request_fingerprint, now), false)
+                        }
+                        Ok(None) => (
+                            Err(ServiceError::internal("idempotency record vanished")),
+                            false,
+                        ),
+                        Err(e) => (Err(store_err(e)), false),
+                    };
                 }
                 Err(SubmitError::Conflict(SubmitConflict::VerificationUsed)) => {
-                    return Err(self
-                        .overtaken_or(user, ServiceError::VerificationFailed)
-                        .await)
+                    self.overtaken_or(user, ServiceError::VerificationFailed)
+                        .await
                 }
                 Err(SubmitError::Conflict(SubmitConflict::FaceNonceUsed)) => {
-                    return Err(ServiceError::FaceVerificationFailed)
+                    ServiceError::FaceVerificationFailed
                 }
-                Err(SubmitError::Store(e)) => return Err(store_err(e)),
-            }
+                Err(SubmitError::Store(e)) => store_err(e),
+            };
+            return (Err(refusal), false);
         }
     }
 
     /// Compares the payment password in a slot reserved first (at most
     /// `password_max_failures` comparisons per lock window, whatever the concurrency).
+    /// On a match: the user's state as the submission is to write it (the count cleared,
+    /// this request's own lock lifted), with the version the reservation left.
     async fn check_password(
         &self,
         user: &UserId,
         holder: &str,
         password: &str,
         profile: &UserProfile,
-    ) -> Result<(), ServiceError> {
+    ) -> Result<UserState, ServiceError> {
         let policy = PasswordPolicy::from_rules(&self.d.config.rules);
         let store = &self.d.store;
-        let slot = store
+        let (slot, state) = store
             .reserve_password_slot(user, holder, self.now(), &policy)
             .await
             .map_err(store_err)?;
-        if let PasswordSlot::Locked { until } = slot {
-            return Err(ServiceError::PaymentPasswordLocked { until });
+        match slot {
+            PasswordSlot::Locked { until } => {
+                return Err(ServiceError::PaymentPasswordLocked { until })
+            }
+            // Too many comparisons at once: the last slot's outcome decides.
+            PasswordSlot::Busy => {
+                return Err(ServiceError::TooManyRequests {
+                    retry_after_secs: 1,
+                })
+            }
+            PasswordSlot::Ordinary | PasswordSlot::Last => {}
         }
         if password::verify(password, &profile.payment_password_hash) {
-            return store
-                .password_matched(user, holder, self.now())
-                .await
-                .map_err(store_err);
+            // Another request's lock (set while this comparison ran) is left as it is.
+            let now = self.now();
+            return Ok(rules::after_password_match(&state, holder, now).unwrap_or(state));
         }
         if slot == PasswordSlot::Last {
             let until = store

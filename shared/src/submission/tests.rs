@@ -1234,7 +1234,7 @@ impl SubmissionStore for Interleaved {
         holder: &str,
         now: OffsetDateTime,
         policy: &PasswordPolicy,
-    ) -> Result<PasswordSlot, StoreError> {
+    ) -> Result<(PasswordSlot, UserState), StoreError> {
         self.pause().await;
         self.inner
             .reserve_password_slot(user, holder, now, policy)
@@ -1428,6 +1428,7 @@ async fn a_burst_of_wrong_passwords_locks_the_account() {
                 r,
                 Err(ServiceError::PaymentPasswordInvalid)
                     | Err(ServiceError::PaymentPasswordLocked { .. })
+                    | Err(ServiceError::TooManyRequests { .. })
             ),
             "{r:?}"
         );
@@ -1545,4 +1546,117 @@ async fn a_claim_left_by_a_crashed_request_is_taken_over_after_its_lease() {
     let (_, again) = fx.submit(ALICE, Some("crashed"), &raw).await.unwrap();
     assert_eq!(first, again);
     assert_eq!(fx.store.queries().len(), 1);
+}
+
+/// The audit of the other limits of the path, under the same held-back writes: one code
+/// SMS a minute, and one active query, whatever the number of parallel requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn twenty_parallel_code_requests_send_one_sms() {
+    let fx = slow_fx();
+    let barrier = Arc::new(tokio::sync::Barrier::new(20));
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let (svc, barrier) = (fx.svc.clone(), barrier.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                svc.create_verification(
+                    &uid(ALICE),
+                    VerificationRequest {
+                        purpose: Purpose::SubmitQuery,
+                    },
+                )
+                .await
+            })
+        })
+        .collect();
+    let mut sent = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => sent += 1,
+            Err(ServiceError::TooManyRequests { .. }) => {}
+            other => panic!("expected a code or 429, got {other:?}"),
+        }
+    }
+    assert_eq!(sent, 1);
+    assert_eq!(
+        fx.sms.sent().len(),
+        1,
+        "one SMS for twenty parallel requests"
+    );
+    assert_eq!(fx.state(ALICE).sms_count, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn twenty_parallel_submissions_with_held_back_writes_make_one_query() {
+    let fx = slow_fx();
+    let mut bodies = Vec::new();
+    for i in 0..20 {
+        let c = fx.planted_code(ALICE, i).await;
+        bodies.push(body(&["ICBC"], &c.id, &c.code, &fx.face(ALICE), PASSWORD));
+    }
+    let results = burst(&fx, ALICE, None, bodies).await;
+    let accepted = results.iter().filter(|r| matches!(r, Ok((202, _)))).count();
+    // The rest: 409, or (more than five comparisons at once) 429 while the fifth runs.
+    let refused = results
+        .iter()
+        .filter(|r| {
+            matches!(
+                r,
+                Err(ServiceError::QueryInProgress) | Err(ServiceError::TooManyRequests { .. })
+            )
+        })
+        .count();
+    assert_eq!((accepted, refused), (1, 19), "{results:?}");
+    assert_eq!(
+        fx.state(ALICE).password_locked_until,
+        None,
+        "the right password locks nothing"
+    );
+    assert_eq!(fx.store.queries().len(), 1);
+}
+
+/// The right password in the last slot (four failures before it), then the submission is
+/// refused at its commit (another query got in first): the slot is given back, the lock
+/// that slot set is lifted, and the count starts again.
+#[tokio::test]
+async fn a_matched_password_refused_at_commit_leaves_no_lock() {
+    let slot: Arc<Mutex<Option<Arc<Interleaved>>>> = Arc::default();
+    let slot2 = slot.clone();
+    let fx = Fx::with_store(move |inner| {
+        let race = Arc::new(Interleaved::new(inner, 0));
+        *slot2.lock().unwrap() = Some(race.clone());
+        race
+    });
+    let race = slot.lock().unwrap().clone().unwrap();
+    fx.store.set_state(
+        &uid(ALICE),
+        UserState {
+            version: 3,
+            password_failures: 4,
+            ..Default::default()
+        },
+    );
+    let theirs = fx.planted_code(ALICE, 1).await;
+    let winner = winning_submission(
+        &uid(ALICE),
+        &fx.state(ALICE),
+        VerificationId::parse(&theirs.id).unwrap(),
+        fx.now(),
+    );
+    *race.hook.lock().unwrap() = Some(winner);
+
+    let mine = fx.planted_code(ALICE, 2).await;
+    let raw = body(&["ICBC"], &mine.id, &mine.code, &fx.face(ALICE), PASSWORD);
+    assert_err!(
+        fx.submit(ALICE, Some("mine"), &raw).await,
+        ServiceError::QueryInProgress
+    );
+    let state = fx.state(ALICE);
+    assert_eq!(
+        state.password_locked_until, None,
+        "no lock after a right password"
+    );
+    assert_eq!(state.password_lock_holder, None);
+    assert_eq!(state.password_failures, 0);
+    assert_eq!(fx.store.queries().len(), 1, "only the winner's query");
 }

@@ -27,6 +27,22 @@ fn face_nonce_item(nonce: &str, expires_at: OffsetDateTime) -> Item {
     ])
 }
 
+/// The state item as a conditional update left it; `None` if its condition refused it.
+fn updated_state(
+    result: Result<
+        aws_sdk_dynamodb::operation::update_item::UpdateItemOutput,
+        aws_sdk_dynamodb::error::SdkError<
+            aws_sdk_dynamodb::operation::update_item::UpdateItemError,
+            aws_sdk_dynamodb::config::http::HttpResponse,
+        >,
+    >,
+) -> Result<Option<UserState>, StoreError> {
+    match result {
+        Ok(out) => out.attributes.map(from_item).transpose(),
+        Err(e) => written::<(), _, _>(Err(e)).map(|_| None),
+    }
+}
+
 /// A code may be used once its comparison matched: the matching comparison itself
 /// counted as an attempt, so up to and including `max`.
 const CODE_CONSUMABLE: &str = "attribute_exists(pk) AND used = :false AND attempts <= :max";
@@ -182,7 +198,7 @@ impl SubmissionStore for DynamoStore {
         holder: &str,
         now: OffsetDateTime,
         policy: &PasswordPolicy,
-    ) -> Result<PasswordSlot, StoreError> {
+    ) -> Result<(PasswordSlot, UserState), StoreError> {
         let now_s = s(timestamp::format(now));
         let last = policy.max_failures.saturating_sub(1);
         // Bounded: every round that fails, some other request's reservation succeeded,
@@ -205,10 +221,11 @@ impl SubmissionStore for DynamoStore {
                 .expression_attribute_values(":last", n(last))
                 .expression_attribute_values(":zero", n(0))
                 .expression_attribute_values(":entity", s("USER_STATE"))
+                .return_values(ReturnValue::AllNew)
                 .send()
                 .await;
-            if written(ordinary)? {
-                return Ok(PasswordSlot::Ordinary);
+            if let Some(state) = updated_state(ordinary)? {
+                return Ok((PasswordSlot::Ordinary, state));
             }
             // The last slot locks at once; this reservation holds the lock.
             let failures_at_last = if last == 0 {
@@ -231,14 +248,20 @@ impl SubmissionStore for DynamoStore {
                 .expression_attribute_values(":holder", s(holder))
                 .expression_attribute_values(":zero", n(0))
                 .expression_attribute_values(":entity", s("USER_STATE"))
+                .return_values(ReturnValue::AllNew)
                 .send()
                 .await;
-            if written(last_slot)? {
-                return Ok(PasswordSlot::Last);
+            if let Some(state) = updated_state(last_slot)? {
+                return Ok((PasswordSlot::Last, state));
             }
             let state = self.user_state(user).await?;
             if let Some(until) = state.password_locked_until.filter(|t| *t > now) {
-                return Ok(PasswordSlot::Locked { until });
+                let slot = if state.password_lock_holder.is_some() {
+                    PasswordSlot::Busy
+                } else {
+                    PasswordSlot::Locked { until }
+                };
+                return Ok((slot, state));
             }
         }
         Err(StoreError::Unavailable("password slot contention".into()))
