@@ -180,13 +180,13 @@ fn count(replies: &[Reply], status: u16, code: Option<&str>) -> usize {
 }
 
 #[tokio::test]
-async fn twenty_two_wrong_passwords_at_once_lock_the_account_for_good() {
+async fn fifty_one_wrong_passwords_at_once_lock_the_account_for_good() {
     let api = Arc::new(Api::get().await);
     let user = held_user(&api).await;
     let agreement = agreement(&api, &user).await;
     let mut requests = Vec::new();
-    // 22, not a multiple of five: a lock that a later failure clears would show.
-    for i in 0..22 {
+    // 51, not a multiple of five: a lock that a later failure clears would show.
+    for i in 0..51 {
         let code = planted_code(&api, &user, i).await;
         let body = submission(&agreement, &code, &api.face_token(&user), WRONG_PASSWORD);
         requests.push((format!("pw-{i}"), body));
@@ -197,6 +197,7 @@ async fn twenty_two_wrong_passwords_at_once_lock_the_account_for_good() {
     // Sent while the fifth comparison still ran: "too many at once, retry".
     let busy = count(&replies, 429, Some("TOO_MANY_REQUESTS"));
     assert_eq!(invalid + locked + busy, replies.len(), "{replies:#?}");
+    println!("51 parallel wrong passwords: {invalid} × 422, {locked} × 423, {busy} × 429");
     assert!(
         invalid <= 4,
         "{invalid} wrong passwords were compared before the lock (at most 4, the 5th locks)"
@@ -250,11 +251,9 @@ async fn fifty_wrong_codes_at_once_compare_five_and_burn_the_code() {
         50,
         "{replies:#?}"
     );
-    assert_eq!(
-        code_attempts(&api, &user, &id).await,
-        5,
-        "attempts after 50 parallel wrong codes"
-    );
+    let attempts = code_attempts(&api, &user, &id).await;
+    println!("attempts after 50 parallel wrong codes: {attempts}");
+    assert_eq!(attempts, 5, "attempts after 50 parallel wrong codes");
     // Five were compared: the right code is refused now.
     let body = submission(
         &agreement,
@@ -273,13 +272,13 @@ async fn fifty_wrong_codes_at_once_compare_five_and_burn_the_code() {
 }
 
 #[tokio::test]
-async fn twenty_twin_submissions_get_one_query_and_the_original_answer() {
+async fn fifty_twin_submissions_get_one_query_and_the_original_answer() {
     let api = Arc::new(Api::get().await);
     let user = held_user(&api).await;
     let agreement = agreement(&api, &user).await;
     let code = api.verification(&user, "SUBMIT_QUERY").await;
     let body = submission(&agreement, &code, &api.face_token(&user), PAYMENT_PASSWORD);
-    let replies = burst(&api, &user, vec![("twin".to_owned(), body.clone()); 20]).await;
+    let replies = burst(&api, &user, vec![("twin".to_owned(), body.clone()); 50]).await;
 
     let mut ids = BTreeSet::new();
     let mut waiting = 0;
@@ -302,17 +301,21 @@ async fn twenty_twin_submissions_get_one_query_and_the_original_answer() {
         assert_eq!(again.status, 202, "{again:?}");
         ids.insert(again.body.as_ref().unwrap()["query_id"].to_string());
     }
+    println!(
+        "50 parallel twins: {} × 202, {waiting} × 409 then 202",
+        50 - waiting
+    );
     assert_eq!(ids.len(), 1, "one query id for one key: {ids:?}");
     assert_eq!(query_records(&api, &user).await, 1);
 }
 
 #[tokio::test]
-async fn twenty_submissions_under_different_keys_make_one_active_query() {
+async fn fifty_submissions_under_different_keys_make_one_active_query() {
     let api = Arc::new(Api::get().await);
     let user = held_user(&api).await;
     let agreement = agreement(&api, &user).await;
     let mut requests = Vec::new();
-    for i in 0..20 {
+    for i in 0..50 {
         let code = planted_code(&api, &user, i).await;
         let body = submission(&agreement, &code, &api.face_token(&user), PAYMENT_PASSWORD);
         requests.push((format!("one-{i}"), body));
@@ -322,7 +325,7 @@ async fn twenty_submissions_under_different_keys_make_one_active_query() {
     let busy = count(&replies, 429, Some("TOO_MANY_REQUESTS"));
     assert_eq!(
         count(&replies, 409, Some("QUERY_IN_PROGRESS")) + busy,
-        19,
+        49,
         "{replies:#?}"
     );
     assert_eq!(
@@ -334,12 +337,12 @@ async fn twenty_submissions_under_different_keys_make_one_active_query() {
 }
 
 #[tokio::test]
-async fn twenty_code_requests_at_once_send_one_sms() {
+async fn fifty_code_requests_at_once_send_one_sms() {
     let api = Arc::new(Api::get().await);
     let user = held_user(&api).await;
-    let barrier = Arc::new(Barrier::new(20));
+    let barrier = Arc::new(Barrier::new(50));
     let token = api.token(&user);
-    let tasks: Vec<_> = (0..20)
+    let tasks: Vec<_> = (0..50)
         .map(|_| {
             let (api, barrier, token) = (api.clone(), barrier.clone(), token.clone());
             tokio::spawn(async move {
@@ -360,7 +363,7 @@ async fn twenty_code_requests_at_once_send_one_sms() {
     assert_eq!(count(&replies, 201, None), 1, "{replies:#?}");
     assert_eq!(
         count(&replies, 429, Some("TOO_MANY_REQUESTS")),
-        19,
+        49,
         "{replies:#?}"
     );
     let codes = api
@@ -369,5 +372,5 @@ async fn twenty_code_requests_at_once_send_one_sms() {
         .into_iter()
         .filter(|t| testkit::api::find_code(t).is_some())
         .count();
-    assert_eq!(codes, 1, "one code SMS for twenty requests");
+    assert_eq!(codes, 1, "one code SMS for fifty requests");
 }
