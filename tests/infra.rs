@@ -713,12 +713,13 @@ fn only_the_functions_that_need_them_touch_tables_stream_and_sms() {
 
 /// What each function's start-up reads (shared/src/bootstrap.rs and what it calls).
 fn required_env(binary: &str) -> &'static [&'static str] {
-    const APP: [&str; 6] = [
+    const APP: [&str; 7] = [
         "APP_JWT_PUBLIC_KEY",
         "APP_JWT_ISSUER",
         "APP_JWT_AUDIENCE",
         "FACE_PUBLIC_KEY",
         "FACE_ISSUER",
+        "FACE_AUDIENCE",
         "SMS_CODE_KEY",
     ];
     match binary {
@@ -729,6 +730,7 @@ fn required_env(binary: &str) -> &'static [&'static str] {
             "APP_JWT_AUDIENCE",
             "FACE_PUBLIC_KEY",
             "FACE_ISSUER",
+            "FACE_AUDIENCE",
             "SMS_CODE_KEY",
             "REPORT_PRIVATE_KEY",
             "REPORT_KEY_ID",

@@ -10,6 +10,7 @@ use serde::Serialize;
 use tracing::Instrument;
 
 use crate::error::ServiceError;
+use crate::security::app_jwt::AuthorizerClaims;
 
 /// Bodies over this many bytes get 413.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -106,17 +107,18 @@ fn describe(e: &serde_json::Error) -> ServiceError {
     ServiceError::Malformed("the body does not match the expected fields and types".into())
 }
 
-/// `sub` from the API Gateway JWT authorizer, when API Gateway checked the token.
-pub fn authorizer_sub(req: &Request) -> Option<String> {
+/// The claims of API Gateway's JWT authorizer, when the request context carries any.
+/// Only a cross-check of the bearer token (see [`crate::security::app_jwt`]).
+pub fn authorizer_claims(req: &Request) -> Option<AuthorizerClaims> {
     match req.request_context_ref()? {
-        RequestContext::ApiGatewayV2(ctx) => ctx
-            .authorizer
-            .as_ref()?
-            .jwt
-            .as_ref()?
-            .claims
-            .get("sub")
-            .cloned(),
+        RequestContext::ApiGatewayV2(ctx) => {
+            let claims = &ctx.authorizer.as_ref()?.jwt.as_ref()?.claims;
+            Some(AuthorizerClaims {
+                sub: claims.get("sub").cloned(),
+                iss: claims.get("iss").cloned(),
+                aud: claims.get("aud").cloned(),
+            })
+        }
         _ => None,
     }
 }

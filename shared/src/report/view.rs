@@ -258,7 +258,10 @@ impl ViewService {
                 used.then_some(()).ok_or(ServiceError::VerificationFailed)
             }
             StepUp::Face { face_token } => {
-                let pass = self.d.face.verify(&face_token, user, now)?;
+                let pass = self
+                    .d
+                    .face
+                    .verify(&face_token, user, Purpose::ViewReport, now)?;
                 let fresh = self
                     .d
                     .verifications
@@ -337,7 +340,7 @@ impl ViewApi {
             return Err(ServiceError::MethodNotAllowed { allow });
         }
         let user = self.auth.authenticate(
-            http::authorizer_sub(req).as_deref(),
+            http::authorizer_claims(req).as_ref(),
             http::header(req, "authorization"),
             self.service.now(),
         )?;

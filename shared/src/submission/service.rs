@@ -280,7 +280,10 @@ impl SubmissionService {
             Ok(id) => id,
             Err(e) => return Err(self.overtaken_or(user, e).await),
         };
-        let face = self.d.face.verify(&req.face_token, user, start)?;
+        let face = self
+            .d
+            .face
+            .verify(&req.face_token, user, Purpose::SubmitQuery, start)?;
         if !password::verify(&req.payment_password, &profile.payment_password_hash) {
             return Err(self.password_failed(user).await);
         }
