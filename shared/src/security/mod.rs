@@ -2,6 +2,8 @@
 //! and payment passwords.
 
 pub mod app_jwt;
+/// Key generation and token minting: tests and local tools only, never in a function.
+#[cfg(any(test, feature = "test-util"))]
 pub mod dev;
 pub mod face;
 pub mod password;
