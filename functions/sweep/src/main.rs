@@ -8,7 +8,10 @@ async fn main() -> Result<(), Error> {
     // The scheduled event carries nothing the sweep needs; the context its deadline.
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<serde_json::Value>| async move {
-            let deadline = shared::report::sweep::lambda_deadline(event.context.deadline);
+            let deadline = shared::report::sweep::lambda_deadline(
+                event.context.deadline,
+                time::OffsetDateTime::now_utc(),
+            );
             let stats = sweeper.run_until(deadline).await?;
             Ok::<_, Error>(serde_json::json!({
                 "deadlines": stats.deadlines,

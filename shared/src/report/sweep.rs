@@ -114,14 +114,20 @@ fn order(item: &DueWork) -> u8 {
     }
 }
 
-/// The invocation's deadline from the Lambda context (milliseconds since the epoch; 0 or
-/// out of range: none given).
-pub fn lambda_deadline(deadline_ms: u64) -> Option<OffsetDateTime> {
-    if deadline_ms == 0 {
+/// The invocation's deadline from the Lambda context's `deadline` (milliseconds since the
+/// epoch), read at `now`, the start of the invocation. 0: none given. A value that is not
+/// after `now` cannot be Lambda's (it would have ended the invocation): the local
+/// emulator, `cargo lambda watch` 1.9, passes the function's timeout there (600000), so
+/// such a value is read as the time left.
+pub fn lambda_deadline(deadline_ms: u64, now: OffsetDateTime) -> Option<OffsetDateTime> {
+    let ms = time::Duration::milliseconds(i64::try_from(deadline_ms).ok()?);
+    if ms.is_zero() {
         return None;
     }
-    let nanos = i128::from(deadline_ms).checked_mul(1_000_000)?;
-    OffsetDateTime::from_unix_timestamp_nanos(nanos).ok()
+    match OffsetDateTime::UNIX_EPOCH.checked_add(ms) {
+        Some(at) if at > now => Some(at),
+        _ => now.checked_add(ms),
+    }
 }
 
 #[cfg(test)]

@@ -163,13 +163,14 @@ async fn expiry_is_done_first_and_slow_retries_stop_before_the_deadline() {
 
 #[test]
 fn the_lambda_deadline_is_read_from_milliseconds_since_the_epoch() {
+    let now = OffsetDateTime::from_unix_timestamp(1_795_000_000).unwrap();
+    let at = now + Duration::seconds(280) + Duration::milliseconds(123);
+    assert_eq!(lambda_deadline(1_795_000_280_123, now), Some(at));
+    assert_eq!(lambda_deadline(0, now), None);
+    assert_eq!(lambda_deadline(u64::MAX, now), None);
+    // cargo lambda watch: the timeout, where Lambda gives an instant.
     assert_eq!(
-        lambda_deadline(1_795_000_000_123),
-        Some(
-            OffsetDateTime::from_unix_timestamp(1_795_000_000).unwrap()
-                + Duration::milliseconds(123)
-        )
+        lambda_deadline(600_000, now),
+        Some(now + Duration::minutes(10))
     );
-    assert_eq!(lambda_deadline(0), None);
-    assert_eq!(lambda_deadline(u64::MAX), None);
 }
