@@ -60,7 +60,7 @@ impl Sweeper {
         &self,
         deadline: Option<OffsetDateTime>,
     ) -> Result<SweepStats, StoreError> {
-        let stop_at = deadline.map(|d| d - MARGIN);
+        let stop_at = deadline.and_then(|d| d.checked_sub(MARGIN));
         let now = self.clock.now();
         let mut work = self.reports.due(now, BATCH).await?;
         work.sort_by_key(order);
