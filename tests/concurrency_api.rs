@@ -188,7 +188,12 @@ async fn fifty_one_wrong_passwords_at_once_lock_the_account_for_good() {
     // 51, not a multiple of five: a lock that a later failure clears would show.
     for i in 0..51 {
         let code = planted_code(&api, &user, i).await;
-        let body = submission(&agreement, &code, &api.face_token(&user), WRONG_PASSWORD);
+        let body = submission(
+            &agreement,
+            &code,
+            &api.face_token(&user, Purpose::SubmitQuery),
+            WRONG_PASSWORD,
+        );
         requests.push((format!("pw-{i}"), body));
     }
     let replies = burst(&api, &user, requests).await;
@@ -216,7 +221,12 @@ async fn fifty_one_wrong_passwords_at_once_lock_the_account_for_good() {
         "locked for 24 hours: {until}"
     );
     let code = planted_code(&api, &user, 99).await;
-    let right = submission(&agreement, &code, &api.face_token(&user), PAYMENT_PASSWORD);
+    let right = submission(
+        &agreement,
+        &code,
+        &api.face_token(&user, Purpose::SubmitQuery),
+        PAYMENT_PASSWORD,
+    );
     let reply = submit(&api, &api.token(&user), "pw-right", &right).await;
     assert_eq!(
         (reply.status, reply.code()),
@@ -239,7 +249,7 @@ async fn fifty_wrong_codes_at_once_compare_five_and_burn_the_code() {
             let body = submission(
                 &agreement,
                 &(id.clone(), wrong),
-                &api.face_token(&user),
+                &api.face_token(&user, Purpose::SubmitQuery),
                 PAYMENT_PASSWORD,
             );
             (format!("code-{i}"), body)
@@ -258,7 +268,7 @@ async fn fifty_wrong_codes_at_once_compare_five_and_burn_the_code() {
     let body = submission(
         &agreement,
         &(id.clone(), right),
-        &api.face_token(&user),
+        &api.face_token(&user, Purpose::SubmitQuery),
         PAYMENT_PASSWORD,
     );
     let reply = submit(&api, &api.token(&user), "code-right", &body).await;
@@ -277,7 +287,12 @@ async fn fifty_twin_submissions_get_one_query_and_the_original_answer() {
     let user = held_user(&api).await;
     let agreement = agreement(&api, &user).await;
     let code = api.verification(&user, "SUBMIT_QUERY").await;
-    let body = submission(&agreement, &code, &api.face_token(&user), PAYMENT_PASSWORD);
+    let body = submission(
+        &agreement,
+        &code,
+        &api.face_token(&user, Purpose::SubmitQuery),
+        PAYMENT_PASSWORD,
+    );
     let replies = burst(&api, &user, vec![("twin".to_owned(), body.clone()); 50]).await;
 
     let mut ids = BTreeSet::new();
@@ -317,7 +332,12 @@ async fn fifty_submissions_under_different_keys_make_one_active_query() {
     let mut requests = Vec::new();
     for i in 0..50 {
         let code = planted_code(&api, &user, i).await;
-        let body = submission(&agreement, &code, &api.face_token(&user), PAYMENT_PASSWORD);
+        let body = submission(
+            &agreement,
+            &code,
+            &api.face_token(&user, Purpose::SubmitQuery),
+            PAYMENT_PASSWORD,
+        );
         requests.push((format!("one-{i}"), body));
     }
     let replies = burst(&api, &user, requests).await;

@@ -713,12 +713,13 @@ fn only_the_functions_that_need_them_touch_tables_stream_and_sms() {
 
 /// What each function's start-up reads (shared/src/bootstrap.rs and what it calls).
 fn required_env(binary: &str) -> &'static [&'static str] {
-    const APP: [&str; 6] = [
+    const APP: [&str; 7] = [
         "APP_JWT_PUBLIC_KEY",
         "APP_JWT_ISSUER",
         "APP_JWT_AUDIENCE",
         "FACE_PUBLIC_KEY",
         "FACE_ISSUER",
+        "FACE_AUDIENCE",
         "SMS_CODE_KEY",
     ];
     match binary {
@@ -729,6 +730,7 @@ fn required_env(binary: &str) -> &'static [&'static str] {
             "APP_JWT_AUDIENCE",
             "FACE_PUBLIC_KEY",
             "FACE_ISSUER",
+            "FACE_AUDIENCE",
             "SMS_CODE_KEY",
             "REPORT_PRIVATE_KEY",
             "REPORT_KEY_ID",
@@ -922,4 +924,124 @@ fn alarms_cover_every_function_every_dead_letter_queue_and_late_reports() {
     }
     assert!(watches("CardLookup", "SubmitToReportLatency", None));
     assert!(watches("CardLookup", "SweepDeadlineFailures", None));
+}
+
+// ---- partitions each function may write ---------------------------------------------
+
+/// Partition-key prefixes of the main table each function writes, from the DynamoDB
+/// adapter (`shared/src/adapters/dynamo/*.rs`): `USER#` (state, codes, idempotency),
+/// `QUERY#` (query, consent, legs, report), `FACENONCE#`, `BANKNONCE#`.
+fn owned_prefixes(binary: &str) -> &'static [&'static str] {
+    match binary {
+        "submit-query" => &["USER#", "QUERY#", "FACENONCE#"],
+        "view-report" => &["USER#", "QUERY#", "FACENONCE#"],
+        "bank-fanout" => &["QUERY#"],
+        "bank-callback" => &["QUERY#", "BANKNONCE#"],
+        // Publishing releases the user's lock and sets the cooldown (USER#); the sweeper
+        // runs the aggregator at deadlines.
+        "aggregate-report" | "sweep" => &["QUERY#", "USER#"],
+        other => panic!("no expectation for a function `{other}`: add it here"),
+    }
+}
+
+/// Attributes only a stored report item has (what `NoReportWrites` denies).
+const REPORT_ONLY: [&str; 2] = ["sealed", "generated_at"];
+
+#[test]
+fn main_table_writes_are_scoped_to_the_partitions_each_function_owns() {
+    // The prefixes are the adapter's.
+    let q = shared::model::ids::QueryId::parse(&ulid::Ulid::generate().to_string()).unwrap();
+    let u = shared::model::ids::UserId::parse("u1").unwrap();
+    assert!(shared::adapters::dynamo::query_pk(&q).starts_with("QUERY#"));
+    assert!(shared::adapters::dynamo::user_pk(&u).starts_with("USER#"));
+
+    for f in functions() {
+        let on_main = |st: &&Value| referenced_ids(&st["Resource"]).contains("CardLookupTable");
+        let writes: Vec<&Value> = f
+            .statements()
+            .into_iter()
+            .filter(|st| st["Effect"] == "Allow")
+            .filter(on_main)
+            .filter(|st| {
+                strings(&st["Action"])
+                    .iter()
+                    .any(|a| WRITES.contains(&a.as_str()))
+            })
+            .collect();
+        assert!(!writes.is_empty(), "{}: writes nothing", f.binary);
+        let expected: BTreeSet<String> = owned_prefixes(&f.binary)
+            .iter()
+            .map(|p| format!("{p}*"))
+            .collect();
+        for st in writes {
+            let cond = &st["Condition"];
+            let keys: BTreeSet<String> =
+                strings(&cond["ForAllValues:StringLike"]["dynamodb:LeadingKeys"])
+                    .into_iter()
+                    .collect();
+            assert_eq!(keys, expected, "{} {}: LeadingKeys", f.binary, st["Sid"]);
+            // Without it, a request that names no key would pass ForAllValues.
+            assert_eq!(
+                cond["Null"]["dynamodb:LeadingKeys"], "false",
+                "{} {}: keys required",
+                f.binary, st["Sid"]
+            );
+            let operators: BTreeSet<&str> = cond
+                .as_object()
+                .map(|m| m.keys().map(String::as_str).collect())
+                .unwrap_or_default();
+            assert_eq!(
+                operators,
+                BTreeSet::from(["ForAllValues:StringLike", "Null"]),
+                "{}: nothing else loosens or replaces the scope",
+                f.binary
+            );
+        }
+
+        // Reports share their query's partition: the roles that must not write them are
+        // denied every write carrying a report's own attributes.
+        let denies_reports = f.statements().into_iter().filter(on_main).any(|st| {
+            let actions = strings(&st["Action"]);
+            st["Effect"] == "Deny"
+                && ["dynamodb:PutItem", "dynamodb:UpdateItem"]
+                    .iter()
+                    .all(|a| actions.iter().any(|x| x == a))
+                && st.get("Resource").is_some()
+                && strings(&st["Condition"]["ForAnyValue:StringEquals"]["dynamodb:Attributes"])
+                    .iter()
+                    .any(|a| a == "sealed")
+        });
+        assert_eq!(
+            denies_reports,
+            !matches!(f.binary.as_str(), "aggregate-report" | "sweep"),
+            "{}: report writes",
+            f.binary
+        );
+    }
+
+    // Those attributes are the stored report's (and the names the Deny lists).
+    let (_, public) = shared::report::crypto::generate_keypair();
+    let sealer = shared::report::crypto::ReportSealer::new("k1", &public).unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    let report = shared::records::StoredReport {
+        query_id: q,
+        user_id: u,
+        sealed: sealer.seal(&q.to_string(), b"{}").unwrap(),
+        generated_at: now,
+        expires_at: now,
+    };
+    let item = shared::adapters::dynamo::to_item(&report, &[]).unwrap();
+    for a in REPORT_ONLY {
+        assert!(item.contains_key(a), "a stored report has no `{a}`");
+    }
+    let deny = function("submit-query")
+        .statements()
+        .into_iter()
+        .find(|st| st["Sid"] == "NoReportWrites")
+        .expect("NoReportWrites");
+    let listed: BTreeSet<String> =
+        strings(&deny["Condition"]["ForAnyValue:StringEquals"]["dynamodb:Attributes"])
+            .into_iter()
+            .collect();
+    assert_eq!(listed, REPORT_ONLY.iter().map(|s| s.to_string()).collect());
 }

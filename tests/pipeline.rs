@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde_json::{json, Value};
+use shared::security::sms_code::Purpose;
 use testkit::api::{bank_cards, ready_sms, report_cards, Api, TestUser, UserKind};
 
 const ALL_BANKS: [&str; 16] = [
@@ -124,7 +125,7 @@ async fn every_view_needs_a_fresh_verification() {
         "a code serves one view"
     );
     // A face token works once too.
-    let face = api.face_token(&user);
+    let face = api.face_token(&user, Purpose::ViewReport);
     let by_face = api
         .post_json(&path, &token, &json!({"face_token": face}))
         .await;
@@ -243,7 +244,7 @@ async fn a_new_query_right_after_the_report_is_refused_until_seven_days_later() 
         "banks": ["CCB"],
         "consent": {"agreement_version": shared::config::ServiceConfig::parse(shared::config::DEFAULT_CONFIG).unwrap().agreement_version, "accepted": true},
         "verification": {"verification_id": vid, "sms_code": code},
-        "face_token": api.face_token(&user),
+        "face_token": api.face_token(&user, Purpose::SubmitQuery),
         "payment_password": testkit::seed::PAYMENT_PASSWORD,
     });
     let reply = api

@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 use shared::model::timestamp;
 use shared::security::dev;
 use testkit::api::{Api, Reply, TestUser, UserKind};
-use testkit::localkeys::{APP_JWT_AUDIENCE, APP_JWT_ISSUER, FACE_ISSUER};
+use testkit::localkeys::{APP_JWT_AUDIENCE, APP_JWT_ISSUER, FACE_AUDIENCE, FACE_ISSUER};
 use testkit::seed::PAYMENT_PASSWORD;
 use time::{Duration, OffsetDateTime};
 
@@ -52,8 +52,34 @@ struct Face {
 }
 
 fn face_with(private_pem: &str, sub: &str, result: &str, issued_at: OffsetDateTime) -> Face {
+    face_issued(
+        private_pem,
+        FACE_AUDIENCE,
+        "SUBMIT_QUERY",
+        sub,
+        result,
+        issued_at,
+    )
+}
+
+/// A face token for `audience` and `purpose` (this service's are FACE_AUDIENCE and
+/// SUBMIT_QUERY for a submission).
+fn face_issued(
+    private_pem: &str,
+    audience: &str,
+    purpose: &str,
+    sub: &str,
+    result: &str,
+    issued_at: OffsetDateTime,
+) -> Face {
     let nonce = ulid::Ulid::generate().to_string();
-    let token = dev::face_token(private_pem, FACE_ISSUER, sub, result, issued_at, &nonce)
+    let provider = dev::FaceProvider {
+        private_pem,
+        issuer: FACE_ISSUER,
+        audience,
+    };
+    let token = provider
+        .token(sub, purpose, result, issued_at, &nonce)
         .expect("face token");
     Face { token, nonce }
 }
@@ -1213,6 +1239,28 @@ async fn forged_stale_failed_and_other_users_face_tokens_are_refused() {
             ),
         ),
         ("another user's token", face(&api, &other)),
+        (
+            "issued for another service",
+            face_issued(
+                &api.keys.face_private,
+                "another-service",
+                "SUBMIT_QUERY",
+                &user.id,
+                "pass",
+                now(),
+            ),
+        ),
+        (
+            "a pass taken to view a report",
+            face_issued(
+                &api.keys.face_private,
+                FACE_AUDIENCE,
+                "VIEW_REPORT",
+                &user.id,
+                "pass",
+                now(),
+            ),
+        ),
         (
             "a failed check",
             face_with(&api.keys.face_private, &user.id, "fail", now()),

@@ -10,6 +10,7 @@ use serde::Serialize;
 use tracing::Instrument;
 
 use crate::error::ServiceError;
+use crate::security::app_jwt::AuthorizerClaims;
 
 /// Bodies over this many bytes get 413.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -45,6 +46,13 @@ pub fn json_body<T: DeserializeOwned>(
         });
     }
     check_json_content_type(req)?;
+    let value = json_object(bytes)?;
+    let typed = typed_body(value.clone())?;
+    Ok((value, typed))
+}
+
+/// `bytes` as a JSON object (the contract's only body shape), or 400.
+pub fn json_object(bytes: &[u8]) -> Result<serde_json::Value, ServiceError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ServiceError::Malformed("a JSON body is required".into()));
     }
@@ -61,8 +69,13 @@ pub fn json_body<T: DeserializeOwned>(
             "the body must be a JSON object".into(),
         ));
     }
-    let typed = serde_json::from_value(value.clone()).map_err(|e| describe(&e))?;
-    Ok((value, typed))
+    Ok(value)
+}
+
+/// A body object as the request type, with a refusal that names no client input (see
+/// [`describe`]).
+pub fn typed_body<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ServiceError> {
+    serde_json::from_value(value).map_err(|e| describe(&e))
 }
 
 /// serde would read a JSON array into a struct; these fields of `value` must be objects.
@@ -77,27 +90,22 @@ pub fn require_objects(value: &serde_json::Value, fields: &[&str]) -> Result<(),
     Ok(())
 }
 
-/// A schema error without echoing values: bodies carry passwords and codes, and serde's
-/// messages quote what they could not accept.
+/// A schema error that repeats nothing the client sent: bodies carry passwords and
+/// codes, serde's messages quote the values they could not accept, and an unknown
+/// field's name is client input too (a password pasted as a key is still a password).
+/// Only names from our own schema (a missing field) appear in the message.
 fn describe(e: &serde_json::Error) -> ServiceError {
     let msg = e.to_string();
-    let field = |prefix: &str| {
-        msg.strip_prefix(prefix)
-            .and_then(|rest| rest.split('`').next())
-            .filter(|f| {
-                !f.is_empty()
-                    && f.len() <= 40
-                    && f.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
-            })
-            .map(str::to_owned)
-    };
-    if let Some(f) = field("unknown field `") {
-        return ServiceError::Malformed(format!("unknown field `{f}`"));
-    }
     if msg.starts_with("unknown field") {
-        return ServiceError::Malformed("unknown field in the body".into());
+        return ServiceError::Malformed("the body has a field the request does not define".into());
     }
-    if let Some(f) = field("missing field `") {
+    let missing = msg
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split('`').next())
+        .filter(|f| {
+            !f.is_empty() && f.len() <= 40 && f.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+        });
+    if let Some(f) = missing {
         return ServiceError::Malformed(format!("missing field `{f}`"));
     }
     if msg.starts_with("unknown variant") {
@@ -106,17 +114,18 @@ fn describe(e: &serde_json::Error) -> ServiceError {
     ServiceError::Malformed("the body does not match the expected fields and types".into())
 }
 
-/// `sub` from the API Gateway JWT authorizer, when API Gateway checked the token.
-pub fn authorizer_sub(req: &Request) -> Option<String> {
+/// The claims of API Gateway's JWT authorizer, when the request context carries any.
+/// Only a cross-check of the bearer token (see [`crate::security::app_jwt`]).
+pub fn authorizer_claims(req: &Request) -> Option<AuthorizerClaims> {
     match req.request_context_ref()? {
-        RequestContext::ApiGatewayV2(ctx) => ctx
-            .authorizer
-            .as_ref()?
-            .jwt
-            .as_ref()?
-            .claims
-            .get("sub")
-            .cloned(),
+        RequestContext::ApiGatewayV2(ctx) => {
+            let claims = &ctx.authorizer.as_ref()?.jwt.as_ref()?.claims;
+            Some(AuthorizerClaims {
+                sub: claims.get("sub").cloned(),
+                iss: claims.get("iss").cloned(),
+                aud: claims.get("aud").cloned(),
+            })
+        }
         _ => None,
     }
 }
@@ -227,4 +236,42 @@ where
     }
     .instrument(span)
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Body {
+        purpose: String,
+        code: Option<u32>,
+    }
+
+    fn refusal(raw: &str) -> String {
+        let value = json_object(raw.as_bytes()).unwrap();
+        match typed_body::<Body>(value) {
+            Err(ServiceError::Malformed(m)) => m,
+            other => panic!("{raw}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn refusals_repeat_nothing_the_client_sent() {
+        for (raw, secret) in [
+            (r#"{"purpose": "x", "s3cr3t_pw": 1}"#, "s3cr3t_pw"),
+            (r#"{"purpose": "x", "extra": 1}"#, "extra"),
+            (r#"{"purpose": "x", "135790": 1}"#, "135790"),
+            (r#"{"purpose": "x", "code": "135790"}"#, "135790"),
+            (r#"{"purpose": "x", "code": 13579024680}"#, "13579024680"),
+            (r#"{"purpose": ["135790"]}"#, "135790"),
+        ] {
+            let m = refusal(raw);
+            assert!(!m.contains(secret), "{raw}: {m}");
+        }
+        // Our own schema's names may be named.
+        assert_eq!(refusal(r#"{"code": 1}"#), "missing field `purpose`");
+    }
 }

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use aws_sdk_dynamodb::types::AttributeValue;
 use reqwest::header::HeaderMap;
 use serde_json::Value;
+use shared::security::sms_code::Purpose;
 
 use crate::localkeys::LocalKeys;
 use crate::openapi::OpenApi;
@@ -122,9 +123,10 @@ impl Api {
             .expect("token")
     }
 
-    pub fn face_token(&self, user: &TestUser) -> String {
+    /// A passed face check of `user` for `purpose` (face passes are bound to one).
+    pub fn face_token(&self, user: &TestUser, purpose: Purpose) -> String {
         self.keys
-            .face_token(&user.id, time::OffsetDateTime::now_utc())
+            .face_token(&user.id, purpose, time::OffsetDateTime::now_utc())
             .expect("face token")
     }
 
@@ -363,7 +365,7 @@ impl Api {
             "banks": banks,
             "consent": {"agreement_version": agreement.body.unwrap()["agreement_version"], "accepted": true},
             "verification": {"verification_id": vid, "sms_code": code},
-            "face_token": self.face_token(user),
+            "face_token": self.face_token(user, Purpose::SubmitQuery),
             "payment_password": seed::PAYMENT_PASSWORD,
         });
         let key = ulid::Ulid::generate().to_string();

@@ -5,10 +5,13 @@
 use std::path::PathBuf;
 
 use shared::security::dev;
+use shared::security::sms_code::Purpose;
 
 pub const APP_JWT_ISSUER: &str = "https://id.local.card-lookup";
 pub const APP_JWT_AUDIENCE: &str = "card-lookup-app";
 pub const FACE_ISSUER: &str = "face-verification.local";
+/// The audience the face provider issues this service's passes for (`FACE_AUDIENCE`).
+pub const FACE_AUDIENCE: &str = "card-lookup.local";
 /// Table prefix of the run command's (and the HTTP tests') stack.
 pub const RUN_PREFIX: &str = "local-";
 /// Per-bank HMAC secrets of the local stack: `{"ICBC": "<hex>", ...}`.
@@ -138,6 +141,7 @@ impl LocalKeys {
             ("APP_JWT_AUDIENCE", APP_JWT_AUDIENCE.into()),
             ("FACE_PUBLIC_KEY_FILE", self.path("face_public.pem")),
             ("FACE_ISSUER", FACE_ISSUER.into()),
+            ("FACE_AUDIENCE", FACE_AUDIENCE.into()),
             ("SMS_CODE_KEY_FILE", self.path("sms_code_key.hex")),
             ("BANK_SECRETS_FILE", self.path(BANK_SECRETS_FILE)),
         ]
@@ -162,12 +166,25 @@ impl LocalKeys {
         )
     }
 
-    /// A passed face check for `user`, issued at `now`, with a fresh nonce.
-    pub fn face_token(&self, user: &str, now: time::OffsetDateTime) -> Result<String, String> {
-        dev::face_token(
-            &self.face_private,
-            FACE_ISSUER,
+    /// The local face-verification provider, issuing passes for this service.
+    pub fn face_provider(&self) -> dev::FaceProvider<'_> {
+        dev::FaceProvider {
+            private_pem: &self.face_private,
+            issuer: FACE_ISSUER,
+            audience: FACE_AUDIENCE,
+        }
+    }
+
+    /// A passed face check of `user` for `purpose`, issued at `now`, with a fresh nonce.
+    pub fn face_token(
+        &self,
+        user: &str,
+        purpose: Purpose,
+        now: time::OffsetDateTime,
+    ) -> Result<String, String> {
+        self.face_provider().token(
             user,
+            purpose.as_str(),
             "pass",
             now,
             &ulid::Ulid::generate().to_string(),

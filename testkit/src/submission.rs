@@ -19,6 +19,7 @@ use crate::seed::{self, SeedUser, TableRefs};
 use crate::TestEnv;
 
 const FACE_ISSUER: &str = "face-provider.test";
+const FACE_AUDIENCE: &str = "card-lookup.test";
 
 pub struct Fixture {
     pub env: TestEnv,
@@ -61,8 +62,13 @@ impl Fixture {
         rand::fill(&mut key);
         let service = Arc::new(SubmissionService::new(SubmissionDeps {
             face: Arc::new(
-                FaceVerifier::new(&face_public, FACE_ISSUER, config.rules.face_token_max_age)
-                    .expect("face key"),
+                FaceVerifier::new(
+                    &face_public,
+                    FACE_ISSUER,
+                    FACE_AUDIENCE,
+                    config.rules.face_token_max_age,
+                )
+                .expect("face key"),
             ),
             config,
             profiles: store.clone(),
@@ -127,10 +133,14 @@ impl Fixture {
     }
 
     pub fn face(&self, user: &User) -> String {
-        dev::face_token(
-            &self.face_private,
-            FACE_ISSUER,
+        dev::FaceProvider {
+            private_pem: &self.face_private,
+            issuer: FACE_ISSUER,
+            audience: FACE_AUDIENCE,
+        }
+        .token(
             user.id.as_str(),
+            "SUBMIT_QUERY",
             "pass",
             self.clock.now(),
             &ulid::Ulid::generate().to_string(),

@@ -5,17 +5,21 @@ async fn main() -> Result<(), Error> {
     shared::telemetry::init();
     let sweeper = shared::bootstrap::sweeper().await?;
     let sweeper = &sweeper;
-    // The scheduled event carries nothing the sweep needs.
+    // The scheduled event carries nothing the sweep needs; the context its deadline.
     lambda_runtime::run(service_fn(
-        move |_: LambdaEvent<serde_json::Value>| async move {
-            let stats = sweeper.run_once().await?;
+        move |event: LambdaEvent<serde_json::Value>| async move {
+            let deadline = shared::report::sweep::lambda_deadline(
+                event.context.deadline,
+                time::OffsetDateTime::now_utc(),
+            );
+            let stats = sweeper.run_until(deadline).await?;
             Ok::<_, Error>(serde_json::json!({
                 "deadlines": stats.deadlines,
                 "retries": stats.retries,
                 "expired": stats.expired,
                 "notified": stats.notified,
                 "errors": stats.errors,
-            "deferred": stats.deferred,
+                "deferred": stats.deferred,
             }))
         },
     ))

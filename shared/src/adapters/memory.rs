@@ -1,5 +1,6 @@
 //! In-memory ports for unit tests, with the same conditional-write semantics as the
 //! DynamoDB adapter.
+#![cfg(any(test, feature = "test-util"))]
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;

@@ -5,9 +5,15 @@
 //! - legs due for a retry are sent again;
 //! - reports past their 7 days are deleted (the record stays, EXPIRED);
 //! - reports whose SMS notice is not confirmed are notified.
+//!
+//! Within one run the work goes cheapest and most pressing first: expiry (a local delete,
+//! and the privacy promise), then notices and deadlines, and retries (bank calls, up to
+//! the bank timeout each) last, so slow banks can only defer other retries. The run
+//! stops taking items once the invocation's deadline is near; what is left stays due.
 
 use std::sync::Arc;
 
+use time::OffsetDateTime;
 use tracing::{error, info};
 
 use super::aggregate::Aggregator;
@@ -19,8 +25,8 @@ use crate::records::DueWork;
 
 /// Entries of each kind taken per run (the next run takes the rest).
 pub const BATCH: usize = 200;
-/// Time kept back from the budget: one bank call (10 s timeout) plus its writes.
-const MARGIN: std::time::Duration = std::time::Duration::from_secs(20);
+/// Time kept back before the deadline: one bank call (10 s timeout) plus its writes.
+pub const MARGIN: time::Duration = time::Duration::seconds(20);
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct SweepStats {
@@ -42,24 +48,27 @@ pub struct Sweeper {
 }
 
 impl Sweeper {
+    /// One run without a deadline (tests, tools).
     pub async fn run_once(&self) -> Result<SweepStats, StoreError> {
-        self.run_within(None).await
+        self.run_until(None).await
     }
 
-    /// Stops taking new items once `budget` is nearly spent (the Lambda's remaining time):
-    /// what is left stays due for the next run.
-    pub async fn run_within(
+    /// One run that takes no new item from [`MARGIN`] before `deadline` on (the Lambda
+    /// invocation's deadline), measured on the injected clock: what is left stays due
+    /// for the next run.
+    pub async fn run_until(
         &self,
-        budget: Option<std::time::Duration>,
+        deadline: Option<OffsetDateTime>,
     ) -> Result<SweepStats, StoreError> {
-        let stop_at = budget.map(|b| std::time::Instant::now() + b.saturating_sub(MARGIN));
+        let stop_at = deadline.and_then(|d| d.checked_sub(MARGIN));
         let now = self.clock.now();
-        let work = self.reports.due(now, BATCH).await?;
+        let mut work = self.reports.due(now, BATCH).await?;
+        work.sort_by_key(order);
         let mut stats = SweepStats::default();
         // Retries of one query go out in one dispatch.
         let mut dispatched: Vec<QueryId> = Vec::new();
         for item in work {
-            if stop_at.is_some_and(|t| std::time::Instant::now() >= t) {
+            if stop_at.is_some_and(|t| self.clock.now() >= t) {
                 stats.deferred += 1;
                 continue;
             }
@@ -94,3 +103,33 @@ impl Sweeper {
         self.aggregator.aggregate(id).await.map(drop)
     }
 }
+
+/// Position of a kind of work in a run (stable sort: due order within a kind).
+fn order(item: &DueWork) -> u8 {
+    match item {
+        DueWork::Expiry(_) => 0,
+        DueWork::Notify(_) => 1,
+        DueWork::Deadline(_) => 2,
+        DueWork::Retry(..) => 3,
+    }
+}
+
+/// The invocation's deadline from the Lambda context's `deadline` (milliseconds since the
+/// epoch), read at `now`, the start of the invocation. 0: none given. A value that is not
+/// after `now` cannot be Lambda's (it would have ended the invocation): the local
+/// emulator, `cargo lambda watch` 1.9, passes the function's timeout there (600000), so
+/// such a value is read as the time left.
+pub fn lambda_deadline(deadline_ms: u64, now: OffsetDateTime) -> Option<OffsetDateTime> {
+    let ms = time::Duration::milliseconds(i64::try_from(deadline_ms).ok()?);
+    if ms.is_zero() {
+        return None;
+    }
+    match OffsetDateTime::UNIX_EPOCH.checked_add(ms) {
+        Some(at) if at > now => Some(at),
+        _ => now.checked_add(ms),
+    }
+}
+
+#[cfg(test)]
+#[path = "sweep_tests.rs"]
+mod tests;

@@ -258,7 +258,10 @@ impl ViewService {
                 used.then_some(()).ok_or(ServiceError::VerificationFailed)
             }
             StepUp::Face { face_token } => {
-                let pass = self.d.face.verify(&face_token, user, now)?;
+                let pass = self
+                    .d
+                    .face
+                    .verify(&face_token, user, Purpose::ViewReport, now)?;
                 let fresh = self
                     .d
                     .verifications
@@ -278,32 +281,9 @@ impl ViewService {
 
 /// Exactly one of `verification` and `face_token`.
 fn parse_step_up(body: &[u8]) -> Result<StepUp, ServiceError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(ServiceError::Malformed("a JSON body is required".into()));
-    }
-    let value: serde_json::Value = serde_json::from_slice(body)
-        .map_err(|_| ServiceError::Malformed("the body is not valid JSON".into()))?;
-    if !value.is_object() {
-        return Err(ServiceError::Malformed(
-            "the body must be a JSON object".into(),
-        ));
-    }
+    let value = http::json_object(body)?;
     http::require_objects(&value, &["verification"])?;
-    let req: ReportRequest = serde_json::from_value(value).map_err(|e| {
-        let msg = e.to_string();
-        if msg.starts_with("unknown field") {
-            ServiceError::Malformed(
-                msg.split(", expected")
-                    .next()
-                    .unwrap_or("unknown field")
-                    .to_owned(),
-            )
-        } else {
-            ServiceError::Malformed(
-                "the body must be {\"verification\": {...}} or {\"face_token\": \"...\"}".into(),
-            )
-        }
-    })?;
+    let req: ReportRequest = http::typed_body(value)?;
     match (req.verification, req.face_token) {
         (Some(verification), None) => Ok(StepUp::Code { verification }),
         (None, Some(face_token)) => Ok(StepUp::Face { face_token }),
@@ -337,7 +317,7 @@ impl ViewApi {
             return Err(ServiceError::MethodNotAllowed { allow });
         }
         let user = self.auth.authenticate(
-            http::authorizer_sub(req).as_deref(),
+            http::authorizer_claims(req).as_ref(),
             http::header(req, "authorization"),
             self.service.now(),
         )?;

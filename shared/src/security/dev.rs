@@ -73,19 +73,33 @@ pub fn app_token(
     jsonwebtoken::encode(&Header::new(Algorithm::RS256), &claims, &key).map_err(|e| e.to_string())
 }
 
-/// A face-verification token as the provider issues it after a passed check.
-pub fn face_token(
-    private_pem: &str,
-    issuer: &str,
-    sub: &str,
-    result: &str,
-    issued_at: OffsetDateTime,
-    nonce: &str,
-) -> Result<String, String> {
-    sign(
-        private_pem,
-        &json!({ "iss": issuer, "sub": sub, "result": result, "iat": issued_at.unix_timestamp(), "nonce": nonce }),
-    )
+/// The face-verification provider as tests and local tools play it: its signing key,
+/// its `iss` and the audience (this service) it issues passes for.
+pub struct FaceProvider<'a> {
+    pub private_pem: &'a str,
+    pub issuer: &'a str,
+    pub audience: &'a str,
+}
+
+impl FaceProvider<'_> {
+    /// A token as the provider issues it after a check: `purpose` `SUBMIT_QUERY` or
+    /// `VIEW_REPORT` (any string, to test refusals), `result` "pass" or "fail".
+    pub fn token(
+        &self,
+        sub: &str,
+        purpose: &str,
+        result: &str,
+        issued_at: OffsetDateTime,
+        nonce: &str,
+    ) -> Result<String, String> {
+        sign(
+            self.private_pem,
+            &json!({
+                "iss": self.issuer, "aud": self.audience, "sub": sub, "purpose": purpose,
+                "result": result, "iat": issued_at.unix_timestamp(), "nonce": nonce,
+            }),
+        )
+    }
 }
 
 #[cfg(test)]
@@ -93,6 +107,7 @@ mod tests {
     use super::*;
     use crate::security::app_jwt::AppAuthenticator;
     use crate::security::face::FaceVerifier;
+    use crate::security::sms_code::Purpose;
     use time::macros::datetime;
     use time::Duration;
 
@@ -137,16 +152,26 @@ mod tests {
         // An EdDSA token (the face provider's kind) is not an app token.
         let (private, public) = generate_ed25519();
         let (other_private, _) = generate_ed25519();
-        let ed_token = face_token(&private, "iss", "user-1", "pass", now, "n0").unwrap();
+        let provider = |pem| FaceProvider {
+            private_pem: pem,
+            issuer: "face",
+            audience: "card-lookup",
+        };
+        let ed_token = provider(&private)
+            .token("user-1", "SUBMIT_QUERY", "pass", now, "n0")
+            .unwrap();
         assert!(auth
             .authenticate(None, Some(&format!("Bearer {ed_token}")), now)
             .is_err());
 
-        let face = FaceVerifier::new(&public, "face", Duration::minutes(5)).unwrap();
+        let face = FaceVerifier::new(&public, "face", "card-lookup", Duration::minutes(5)).unwrap();
         let user = crate::model::ids::UserId::parse("user-1").unwrap();
-        let ok = face_token(&private, "face", "user-1", "pass", now, "n1").unwrap();
+        let submit = Purpose::SubmitQuery;
+        let ok = provider(&private)
+            .token("user-1", "SUBMIT_QUERY", "pass", now, "n1")
+            .unwrap();
         assert_eq!(
-            face.verify(&ok, &user, now + Duration::minutes(5))
+            face.verify(&ok, &user, submit, now + Duration::minutes(5))
                 .unwrap()
                 .nonce,
             "n1"
@@ -155,14 +180,74 @@ mod tests {
             .verify(
                 &ok,
                 &user,
+                submit,
                 now + Duration::minutes(5) + Duration::seconds(1)
             )
             .is_err());
         let other_user = crate::model::ids::UserId::parse("user-2").unwrap();
-        assert!(face.verify(&ok, &other_user, now).is_err());
-        let failed = face_token(&private, "face", "user-1", "fail", now, "n2").unwrap();
-        assert!(face.verify(&failed, &user, now).is_err());
-        let forged = face_token(&other_private, "face", "user-1", "pass", now, "n3").unwrap();
-        assert!(face.verify(&forged, &user, now).is_err());
+        assert!(face.verify(&ok, &other_user, submit, now).is_err());
+        let failed = provider(&private)
+            .token("user-1", "SUBMIT_QUERY", "fail", now, "n2")
+            .unwrap();
+        assert!(face.verify(&failed, &user, submit, now).is_err());
+        let forged = provider(&other_private)
+            .token("user-1", "SUBMIT_QUERY", "pass", now, "n3")
+            .unwrap();
+        assert!(face.verify(&forged, &user, submit, now).is_err());
+    }
+
+    #[test]
+    fn face_passes_are_bound_to_this_service_and_to_their_purpose() {
+        let (private, public) = generate_ed25519();
+        let now = datetime!(2026-11-28 10:00 UTC);
+        let face = FaceVerifier::new(&public, "face", "card-lookup", Duration::minutes(5)).unwrap();
+        let user = crate::model::ids::UserId::parse("user-1").unwrap();
+        let ours = FaceProvider {
+            private_pem: &private,
+            issuer: "face",
+            audience: "card-lookup",
+        };
+        let view = ours
+            .token("user-1", "VIEW_REPORT", "pass", now, "n1")
+            .unwrap();
+        assert!(face.verify(&view, &user, Purpose::ViewReport, now).is_ok());
+        assert!(matches!(
+            face.verify(&view, &user, Purpose::SubmitQuery, now),
+            Err(crate::error::ServiceError::FaceVerificationFailed)
+        ));
+        for purpose in ["", "view_report", "ANY"] {
+            let t = ours.token("user-1", purpose, "pass", now, "n2").unwrap();
+            assert!(
+                face.verify(&t, &user, Purpose::ViewReport, now).is_err(),
+                "{purpose}"
+            );
+            assert!(
+                face.verify(&t, &user, Purpose::SubmitQuery, now).is_err(),
+                "{purpose}"
+            );
+        }
+        let elsewhere = FaceProvider {
+            audience: "another-service",
+            ..ours
+        };
+        let t = elsewhere
+            .token("user-1", "VIEW_REPORT", "pass", now, "n3")
+            .unwrap();
+        assert!(matches!(
+            face.verify(&t, &user, Purpose::ViewReport, now),
+            Err(crate::error::ServiceError::FaceVerificationFailed)
+        ));
+        // No audience or no purpose at all.
+        for claims in [
+            json!({"iss": "face", "sub": "user-1", "purpose": "VIEW_REPORT", "result": "pass", "iat": now.unix_timestamp(), "nonce": "n4"}),
+            json!({"iss": "face", "aud": "card-lookup", "sub": "user-1", "result": "pass", "iat": now.unix_timestamp(), "nonce": "n5"}),
+        ] {
+            let t = sign(&private, &claims).unwrap();
+            assert!(
+                face.verify(&t, &user, Purpose::ViewReport, now).is_err(),
+                "{claims}"
+            );
+        }
+        assert!(FaceVerifier::new(&public, "face", " ", Duration::minutes(5)).is_err());
     }
 }

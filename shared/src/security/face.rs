@@ -1,6 +1,9 @@
 //! Face-verification tokens: a compact JWS (EdDSA) issued by the face-verification
-//! provider after liveness and match. Claims: `sub` (the user), `result` ("pass"),
-//! `iat`, `nonce` (single use, enforced by the store).
+//! provider after liveness and match. Claims: `iss` (the provider), `aud` (this
+//! service: a pass the provider issued for another service of the same user is not one
+//! for us), `purpose` (`SUBMIT_QUERY` or `VIEW_REPORT`: a pass taken to view a report
+//! cannot submit a query, nor the other way round), `sub` (the user), `result`
+//! ("pass"), `iat`, `nonce` (single use, enforced by the store).
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
@@ -8,6 +11,7 @@ use time::{Duration, OffsetDateTime};
 
 use crate::error::ServiceError;
 use crate::model::ids::UserId;
+use crate::security::sms_code::Purpose;
 
 const FUTURE_SKEW_SECS: i64 = 30;
 const MAX_TOKEN_LEN: usize = 4096;
@@ -21,6 +25,7 @@ pub struct FaceVerifier {
 #[derive(Deserialize)]
 struct FaceClaims {
     sub: String,
+    purpose: String,
     result: String,
     iat: i64,
     nonce: String,
@@ -34,15 +39,23 @@ pub struct FacePass {
 }
 
 impl FaceVerifier {
-    pub fn new(public_key_pem: &str, issuer: &str, max_age: Duration) -> Result<Self, String> {
+    pub fn new(
+        public_key_pem: &str,
+        issuer: &str,
+        audience: &str,
+        max_age: Duration,
+    ) -> Result<Self, String> {
         let key = DecodingKey::from_ed_pem(public_key_pem.as_bytes())
             .map_err(|e| format!("face provider public key: {e}"))?;
+        if audience.trim().is_empty() {
+            return Err("the face token audience must not be empty".into());
+        }
         let mut validation = Validation::new(Algorithm::EdDSA);
         validation.set_issuer(&[issuer]);
-        validation.set_required_spec_claims(&["iss", "sub"]);
+        validation.set_audience(&[audience]);
+        validation.set_required_spec_claims(&["iss", "aud", "sub"]);
         validation.validate_exp = false;
         validation.validate_nbf = false;
-        validation.validate_aud = false;
         Ok(Self {
             key,
             validation,
@@ -50,17 +63,20 @@ impl FaceVerifier {
         })
     }
 
-    /// From `FACE_PUBLIC_KEY[_FILE]` and `FACE_ISSUER`.
+    /// From `FACE_PUBLIC_KEY[_FILE]`, `FACE_ISSUER` and `FACE_AUDIENCE`.
     pub fn from_env(max_age: Duration) -> Result<Self, String> {
         let pem = super::pem_from_env("FACE_PUBLIC_KEY")?;
         let issuer = std::env::var("FACE_ISSUER").map_err(|_| "FACE_ISSUER must be set")?;
-        Self::new(&pem, &issuer, max_age)
+        let audience = std::env::var("FACE_AUDIENCE").map_err(|_| "FACE_AUDIENCE must be set")?;
+        Self::new(&pem, &issuer, &audience, max_age)
     }
 
+    /// A pass of `user` for `purpose`, issued for this service within the maximum age.
     pub fn verify(
         &self,
         token: &str,
         user: &UserId,
+        purpose: Purpose,
         now: OffsetDateTime,
     ) -> Result<FacePass, ServiceError> {
         let fail = || ServiceError::FaceVerificationFailed;
@@ -73,6 +89,7 @@ impl FaceVerifier {
         let issued_at = OffsetDateTime::from_unix_timestamp(c.iat).map_err(|_| fail())?;
         let age = now - issued_at;
         if c.sub != user.as_str()
+            || c.purpose != purpose.as_str()
             || c.result != "pass"
             || c.nonce.is_empty()
             || c.nonce.len() > 128

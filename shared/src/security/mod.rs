@@ -2,9 +2,12 @@
 //! and payment passwords.
 
 pub mod app_jwt;
+/// Key generation and token minting: tests and local tools only, never in a function.
+#[cfg(any(test, feature = "test-util"))]
 pub mod dev;
 pub mod face;
 pub mod password;
+pub mod redact;
 pub mod sms_code;
 
 /// Reads a PEM key from `NAME` (the PEM itself) or `NAME_FILE` (a path to it).

@@ -23,7 +23,7 @@ impl SubmissionApi {
 
     fn caller(&self, req: &Request) -> Result<UserId, ServiceError> {
         self.auth.authenticate(
-            http::authorizer_sub(req).as_deref(),
+            http::authorizer_claims(req).as_ref(),
             http::header(req, "authorization"),
             self.service.now(),
         )

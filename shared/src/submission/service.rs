@@ -310,7 +310,10 @@ impl SubmissionService {
 
         // The face token is checked first: it is a signature, not an attempt-limited
         // secret, and a bad one should not cost the user a code attempt.
-        let face = self.d.face.verify(&req.face_token, user, start)?;
+        let face = self
+            .d
+            .face
+            .verify(&req.face_token, user, Purpose::SubmitQuery, start)?;
         if self
             .d
             .store

@@ -34,6 +34,7 @@ use crate::submission::rules::PasswordPolicy;
 const PASSWORD: &str = "135790";
 const AGREEMENT: &str = "2026-11";
 const FACE_ISSUER: &str = "face-provider";
+const FACE_AUDIENCE: &str = "card-lookup";
 const SOURCE_IP: &str = "203.0.113.7";
 /// 10:00 in China (UTC+8), so a whole China day of SMS fits after it.
 const START: OffsetDateTime = datetime!(2026-11-28 02:00:00 UTC);
@@ -191,7 +192,13 @@ impl Fx {
                 clock: Arc::new(ManualClock::new(START)),
                 codes: CodeHasher::new(&[9; 32]).unwrap(),
                 face: Arc::new(
-                    FaceVerifier::new(&face_public, FACE_ISSUER, Duration::minutes(5)).unwrap(),
+                    FaceVerifier::new(
+                        &face_public,
+                        FACE_ISSUER,
+                        FACE_AUDIENCE,
+                        Duration::minutes(5),
+                    )
+                    .unwrap(),
                 ),
             })),
             store: store.clone(),
@@ -215,7 +222,13 @@ impl Fx {
             clock: self.clock.clone(),
             codes: CodeHasher::new(&[9; 32]).unwrap(),
             face: Arc::new(
-                FaceVerifier::new(&self.face_public, FACE_ISSUER, Duration::minutes(5)).unwrap(),
+                FaceVerifier::new(
+                    &self.face_public,
+                    FACE_ISSUER,
+                    FACE_AUDIENCE,
+                    Duration::minutes(5),
+                )
+                .unwrap(),
             ),
         }
     }
@@ -248,15 +261,18 @@ impl Fx {
     }
 
     fn face_with(&self, sub: &str, result: &str, issued_at: OffsetDateTime, nonce: &str) -> String {
-        dev::face_token(
-            &self.face_private,
-            FACE_ISSUER,
-            sub,
-            result,
-            issued_at,
-            nonce,
-        )
-        .unwrap()
+        self.face_as(&self.face_private, FACE_AUDIENCE)
+            .token(sub, "SUBMIT_QUERY", result, issued_at, nonce)
+            .unwrap()
+    }
+
+    /// The face provider (or a forger) signing with `pem`, issuing for `audience`.
+    fn face_as<'a>(&self, pem: &'a str, audience: &'a str) -> dev::FaceProvider<'a> {
+        dev::FaceProvider {
+            private_pem: pem,
+            issuer: FACE_ISSUER,
+            audience,
+        }
     }
 
     /// A fresh passing face token for `user`, issued now.
@@ -747,10 +763,24 @@ async fn bad_face_tokens_are_refused() {
     let c = fx.code(ALICE).await;
     let now = fx.now();
     let (other_private, _) = dev::generate_ed25519();
-    let forged =
-        dev::face_token(&other_private, FACE_ISSUER, ALICE, "pass", now, "forged").unwrap();
-    let other_issuer =
-        dev::face_token(&fx.face_private, "someone-else", ALICE, "pass", now, "iss").unwrap();
+    let forged = fx
+        .face_as(&other_private, FACE_AUDIENCE)
+        .token(ALICE, "SUBMIT_QUERY", "pass", now, "forged")
+        .unwrap();
+    let other_issuer = dev::FaceProvider {
+        issuer: "someone-else",
+        ..fx.face_as(&fx.face_private, FACE_AUDIENCE)
+    }
+    .token(ALICE, "SUBMIT_QUERY", "pass", now, "iss")
+    .unwrap();
+    let other_audience = fx
+        .face_as(&fx.face_private, "another-service")
+        .token(ALICE, "SUBMIT_QUERY", "pass", now, "aud")
+        .unwrap();
+    let view_pass = fx
+        .face_as(&fx.face_private, FACE_AUDIENCE)
+        .token(ALICE, "VIEW_REPORT", "pass", now, "view")
+        .unwrap();
     let stale = fx.face_with(
         ALICE,
         "pass",
@@ -764,6 +794,8 @@ async fn bad_face_tokens_are_refused() {
     for (why, token) in [
         ("signed by another key", forged.as_str()),
         ("another issuer", &other_issuer),
+        ("issued for another service", &other_audience),
+        ("a pass taken to view a report", &view_pass),
         ("older than 5 minutes", &stale),
         ("another user", &other_user),
         ("result fail", &failed),

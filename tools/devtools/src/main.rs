@@ -9,19 +9,22 @@
 //! devtools tables --prefix P            create the template's tables as P<LogicalId>
 //! devtools seed --prefix P              seed the demo users
 //! devtools user-token --user U          print an app JWT for U (valid 1 hour)
-//! devtools face-token --user U          print a face-verification token for U (valid 5 minutes)
+//! devtools face-token --user U [--purpose P]
+//!                                       print a face-verification token for U (valid 5
+//!                                       minutes) for P: SUBMIT_QUERY (default) or VIEW_REPORT
 //! ```
 //! AWS endpoints come from `AWS_ENDPOINT_URL_DYNAMODB` (e.g. under `stack.py exec`).
 
 use std::process::ExitCode;
 
+use shared::security::sms_code::Purpose;
 use testkit::localkeys::LocalKeys;
 
 fn usage() -> ExitCode {
     eprintln!(
         "usage: devtools keys | env --api-url U --bank-sim-url S [--prefix P] [--config-out F] | \
          tables --prefix P | seed --prefix P | \
-         user-token --user U | face-token --user U"
+         user-token --user U | face-token --user U [--purpose SUBMIT_QUERY|VIEW_REPORT]"
     );
     ExitCode::from(2)
 }
@@ -99,7 +102,13 @@ async fn run(cmd: &str, args: &[String]) -> Result<bool, String> {
         }
         "face-token" => {
             let user = flag(args, "--user").ok_or("--user is required")?;
-            println!("{}", keys.face_token(&user, now)?);
+            // A face pass is bound to one purpose; submitting is the first thing one does.
+            let purpose = match flag(args, "--purpose").as_deref() {
+                None | Some("SUBMIT_QUERY") => Purpose::SubmitQuery,
+                Some("VIEW_REPORT") => Purpose::ViewReport,
+                Some(_) => return Err("--purpose is SUBMIT_QUERY or VIEW_REPORT".into()),
+            };
+            println!("{}", keys.face_token(&user, purpose, now)?);
         }
         _ => return Ok(false),
     }

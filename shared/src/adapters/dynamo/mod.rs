@@ -22,7 +22,7 @@ mod submission;
 use std::collections::HashMap;
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::types::{AttributeValue, Put};
 use aws_sdk_dynamodb::Client;
 use serde::de::DeserializeOwned;
@@ -83,10 +83,10 @@ pub fn n(v: impl ToString) -> AttributeValue {
 
 pub fn unavailable<E, R>(e: SdkError<E, R>) -> StoreError
 where
-    E: std::error::Error + Send + Sync + 'static,
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug + Send + Sync + 'static,
 {
-    StoreError::Unavailable(DisplayErrorContext(e).to_string())
+    StoreError::Unavailable(crate::security::redact::sdk_error(&e))
 }
 
 /// The outcome of a conditional write: `true` written, `false` refused by its condition.
@@ -132,8 +132,8 @@ pub fn to_item<T: Serialize>(
     record: &T,
     keys: &[(&str, AttributeValue)],
 ) -> Result<Item, StoreError> {
-    let mut item: Item =
-        serde_dynamo::to_item(record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let mut item: Item = serde_dynamo::to_item(record)
+        .map_err(|e| StoreError::Corrupt(crate::security::redact::serde_error(&e)))?;
     // Absent optional fields are left out rather than stored as NULL.
     item.retain(|_, v| !matches!(v, AttributeValue::Null(true)));
     for (k, v) in keys {
@@ -148,7 +148,8 @@ pub fn from_item<T: DeserializeOwned>(mut item: Item) -> Result<T, StoreError> {
     ] {
         item.remove(k);
     }
-    serde_dynamo::from_item(item).map_err(|e| StoreError::Corrupt(e.to_string()))
+    serde_dynamo::from_item(item)
+        .map_err(|e| StoreError::Corrupt(crate::security::redact::serde_error(&e)))
 }
 
 /// TTL value: DynamoDB deletes the item some time after this instant.
@@ -237,7 +238,10 @@ impl ProfileStore for DynamoStore {
             .await
             .map_err(unavailable)?;
         out.item
-            .map(|i| serde_dynamo::from_item(i).map_err(|e| StoreError::Corrupt(e.to_string())))
+            .map(|i| {
+                serde_dynamo::from_item(i)
+                    .map_err(|e| StoreError::Corrupt(crate::security::redact::serde_error(&e)))
+            })
             .transpose()
     }
 }
