@@ -177,6 +177,13 @@ impl Fanout {
                     .await?;
                 Ok(LegOutcome::Accepted)
             }
+            // Never followed (see `HttpBankClient`): the inquiry holds the subject's ID
+            // number, and a bank that moved its endpoint must be reconfigured, not
+            // chased. Retrying would meet the same redirect, so the leg fails at once.
+            Ok(r) if (300..400).contains(&r.status) => {
+                warn!(query_id = %q.query_id, bank = %leg.bank, status = r.status, "bank answered with a redirect; not followed");
+                self.settle_failed(q, leg, "BANK_REDIRECTED").await
+            }
             Ok(r) if r.status >= 500 || r.status == 408 || r.status == 429 => {
                 self.retry_later(q, leg, attempt, &format!("HTTP {}", r.status), ms)
                     .await

@@ -216,14 +216,19 @@ async fn answers_we_must_refuse_fail_the_leg_and_store_no_cards() {
         ("CMB", vec![Script::Malformed]),
         ("CCB", vec![Script::Leak]),
         ("BOC", vec![Script::Status(400)]),
+        ("ABC", vec![Script::Status(302)]),
+        ("PAB", vec![Script::Status(307)]),
     ]);
-    let q = w.query(&["ICBC", "CMB", "CCB", "BOC"]).await;
+    let q = w.query(&["ICBC", "CMB", "CCB", "BOC", "ABC", "PAB"]).await;
     w.fanout.dispatch(&q).await.unwrap();
     for (bank, why) in [
         ("ICBC", "BAD_SIGNATURE"),
         ("CMB", "MALFORMED_ANSWER"),
         ("CCB", "CARD_NUMBER_IN_ANSWER"),
         ("BOC", "INQUIRY_REFUSED"),
+        // A redirect is the bank's error, not a place to re-send the inquiry to.
+        ("ABC", "BANK_REDIRECTED"),
+        ("PAB", "BANK_REDIRECTED"),
     ] {
         let leg = w.leg(&q, bank).await;
         assert_eq!(leg.state, LegState::Failed, "{bank}");
@@ -234,6 +239,7 @@ async fn answers_we_must_refuse_fail_the_leg_and_store_no_cards() {
         );
     }
     assert_eq!(w.store.unsettled(&q), Some(0));
+    assert_eq!(w.banks.calls_to("ABC"), 1, "a redirect is not retried");
 }
 
 #[tokio::test]
