@@ -733,8 +733,14 @@ fn required_env(binary: &str) -> &'static [&'static str] {
             "REPORT_PRIVATE_KEY",
             "REPORT_KEY_ID",
         ],
-        "bank-fanout" => &["BANK_SECRETS", "CALLBACK_BASE_URL", "BANK_TIMEOUT_MS"],
-        "bank-callback" => &["BANK_SECRETS"],
+        "bank-fanout" => &[
+            "BANK_SECRETS",
+            "CALLBACK_BASE_URL",
+            "BANK_TIMEOUT_MS",
+            "REPORT_PUBLIC_KEY",
+            "REPORT_KEY_ID",
+        ],
+        "bank-callback" => &["BANK_SECRETS", "REPORT_PUBLIC_KEY", "REPORT_KEY_ID"],
         "aggregate-report" => &["REPORT_PUBLIC_KEY", "REPORT_KEY_ID", "SMS_SENDER_ID"],
         "sweep" => &[
             "REPORT_PUBLIC_KEY",
@@ -797,11 +803,15 @@ fn each_function_gets_the_environment_it_reads_and_secrets_only_where_needed() {
             f.binary
         );
     }
-    // The public report key only where reports are sealed.
+    // The public report key only where card data is sealed (answers as legs settle,
+    // reports as they are published).
     for f in functions() {
         assert_eq!(
             f.env().contains_key("REPORT_PUBLIC_KEY"),
-            matches!(f.binary.as_str(), "aggregate-report" | "sweep"),
+            matches!(
+                f.binary.as_str(),
+                "bank-fanout" | "bank-callback" | "aggregate-report" | "sweep"
+            ),
             "{}: REPORT_PUBLIC_KEY",
             f.binary
         );
