@@ -821,6 +821,35 @@ fn each_function_gets_the_environment_it_reads_and_secrets_only_where_needed() {
         .contains_key("REPORT_PRIVATE_KEY"));
 }
 
+/// The configuration built into the binaries has every bank at a `.invalid` placeholder
+/// (the functions refuse it at start-up): a deployment must name the layer with the real
+/// endpoints, and every function must read it. A missing layer fails the deploy.
+#[test]
+fn every_function_reads_the_required_service_configuration_layer() {
+    let p = &template()["Parameters"]["ServiceConfigLayerArn"];
+    assert!(p.is_object(), "ServiceConfigLayerArn is a parameter");
+    assert!(p.get("Default").is_none(), "no default: {p}");
+    let pattern = p["AllowedPattern"].as_str().expect("an AllowedPattern");
+    assert!(
+        !pattern.contains("(|") && !pattern.starts_with("^$"),
+        "empty not allowed: {pattern}"
+    );
+    for f in functions() {
+        assert_eq!(
+            f.props["Layers"],
+            json!([{"Ref": "ServiceConfigLayerArn"}]),
+            "{}",
+            f.binary
+        );
+        assert_eq!(
+            f.env()["SERVICE_CONFIG"],
+            json!("/opt/card-lookup/service.json"),
+            "{}",
+            f.binary
+        );
+    }
+}
+
 // ---- state and operations -----------------------------------------------------------
 
 #[test]

@@ -44,7 +44,9 @@ struct Common {
 }
 
 async fn common() -> Result<Common, StartupError> {
-    let config = Arc::new(ServiceConfig::from_env().map_err(err)?);
+    let config = ServiceConfig::from_env().map_err(err)?;
+    config.require_real_banks().map_err(err)?;
+    let config = Arc::new(config);
     let sdk = aws_config().await;
     let store = Arc::new(DynamoStore::new(
         aws_sdk_dynamodb::Client::new(&sdk),

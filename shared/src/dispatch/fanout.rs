@@ -150,11 +150,9 @@ impl Fanout {
         ) else {
             return self.settle_failed(q, leg, "BANK_NOT_CONFIGURED").await;
         };
-        let url = format!("{}/card-inquiries", bank.endpoint);
-        let Ok(parsed) = reqwest::Url::parse(&url) else {
-            return self.settle_failed(q, leg, "BANK_NOT_CONFIGURED").await;
-        };
-        let path = parsed.path().to_owned();
+        let url = bank.endpoint.inquiries();
+        let path = url.path().to_owned();
+        let url = url.to_string();
         let inquiry = Inquiry {
             query_id: q.query_id,
             inquiry_id: leg.inquiry_id.clone(),
