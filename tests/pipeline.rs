@@ -358,6 +358,36 @@ async fn a_bank_failing_twice_is_retried_and_then_answers() {
     assert_eq!(attempts, 3);
 }
 
+/// A bank answering with a redirect is not followed (the inquiry holds the person's name
+/// and ID number): asked once, its leg fails, the report says so.
+#[tokio::test]
+async fn a_redirecting_bank_is_not_followed_and_fails() {
+    let api = Api::get().await;
+    let user = api.new_user(UserKind::Eligible).await;
+    api.sim_behave(&user, "CGB", json!({"mode": "redirect"}))
+        .await;
+    let (_, report) = ready_report(&api, &user, &["CGB", "CITIC"]).await;
+    let status = |code: &str| {
+        report["summary"]["banks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["bank_code"] == code)
+            .unwrap()["status"]
+            .clone()
+    };
+    assert_eq!(status("CGB"), "FAILED", "{report}");
+    assert_eq!(status("CITIC"), "RESPONDED", "{report}");
+    let asked: Vec<Value> = api
+        .sim_inquiries(&user)
+        .await
+        .into_iter()
+        .filter(|i| i["bank_code"] == "CGB")
+        .collect();
+    assert_eq!(asked.len(), 1, "the redirect was followed: {asked:?}");
+    assert_eq!(asked[0]["status_returned"], 307);
+}
+
 #[tokio::test]
 async fn the_same_ready_record_delivered_twice_makes_one_report_and_one_sms() {
     let api = Api::get().await;
