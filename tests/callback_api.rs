@@ -23,6 +23,8 @@ use shared::adapters::dynamo::{DynamoStore, Tables};
 use shared::bank::signing::{self, BankSecret, SignatureHeaders};
 use shared::model::ids::QueryId;
 use shared::ports::QueryStore;
+use shared::report::body::{open_answer, BankStatus, ReportedBank};
+use shared::report::crypto::ReportOpener;
 use testkit::api::{bank_cards, ready_sms, report_cards, Api, Reply, TestUser, UserKind};
 
 const ALL_BANKS: [&str; 16] = [
@@ -257,6 +259,125 @@ impl Banks {
         }
     }
 
+    /// The leg's answer, opened with the local report key as view-report would.
+    async fn opened_cards(
+        &self,
+        query_id: &str,
+        bank: &str,
+    ) -> Vec<shared::model::card::MaskedCard> {
+        let q = QueryId::parse(query_id).unwrap();
+        let code = shared::config::ServiceConfig::parse(shared::config::DEFAULT_CONFIG)
+            .unwrap()
+            .banks
+            .parse(bank)
+            .unwrap();
+        let store = self.store();
+        let leg = store.leg(&q, &code).await.unwrap().unwrap();
+        let query = store.query(&q).await.unwrap().unwrap();
+        let private = std::fs::read_to_string(self.api.keys.path("report_private.hex")).unwrap();
+        let opener = ReportOpener::new("report-1", &private).unwrap();
+        let reported = ReportedBank {
+            bank_code: code,
+            status: BankStatus::Responded,
+            inquiry_id: leg.inquiry_id.clone(),
+            answer: None,
+        };
+        assert_eq!(leg.cards.len(), 1, "one envelope per answer");
+        open_answer(&opener, &query, &reported, &leg.cards[0]).unwrap()
+    }
+
+    fn unsettled(query: &Item) -> i64 {
+        match query.get("unsettled") {
+            Some(AttributeValue::N(n)) => n.parse().unwrap(),
+            other => panic!("unsettled: {other:?}"),
+        }
+    }
+
+    /// Sends a correctly signed message refused for its content and checks that it
+    /// failed the leg at once with `failure`, counted once on the query, spent its nonce
+    /// and stored nothing of its payload (only the leg's state, failure and settlement
+    /// time change, and it holds no answer).
+    #[allow(clippy::too_many_arguments)]
+    async fn refused_failing(
+        &self,
+        what: &str,
+        p: &Pending,
+        bank: &str,
+        headers: &SignatureHeaders,
+        body: &str,
+        expected: (u16, &str),
+        failure: &str,
+    ) {
+        let before = self.leg_item(&p.query_id, bank).await;
+        let unsettled = Self::unsettled(&self.query_item(&p.query_id).await);
+        let reply = self.post(&path_of(bank), headers, body).await;
+        assert_eq!(
+            (reply.status, reply.code()),
+            (expected.0, Some(expected.1)),
+            "{what}: {reply:?}"
+        );
+        let after = self.leg_item(&p.query_id, bank).await;
+        assert_eq!(
+            after.get("state"),
+            Some(&AttributeValue::S("FAILED".into())),
+            "{what}"
+        );
+        assert_eq!(
+            after.get("failure"),
+            Some(&AttributeValue::S(failure.into())),
+            "{what}"
+        );
+        assert!(after.contains_key("settled_at"), "{what}");
+        let mut keys: Vec<&String> = before.keys().chain(after.keys()).collect();
+        keys.sort();
+        keys.dedup();
+        for k in keys {
+            if before.get(k) == after.get(k) {
+                continue;
+            }
+            assert!(
+                [
+                    "state",
+                    "failure",
+                    "settled_at",
+                    "sealed_cards",
+                    "next_attempt_at",
+                    "due_pk",
+                    "due_at"
+                ]
+                .contains(&k.as_str()),
+                "{what}: {k} changed"
+            );
+        }
+        assert!(
+            match after.get("sealed_cards") {
+                None => true,
+                Some(AttributeValue::L(l)) => l.is_empty(),
+                Some(_) => false,
+            },
+            "{what}: {after:?}"
+        );
+        assert!(!after.contains_key("answer_digest"), "{what}");
+        assert_eq!(
+            Self::unsettled(&self.query_item(&p.query_id).await),
+            unsettled - 1,
+            "{what}: counted once"
+        );
+        assert!(
+            self.nonce_stored(bank, &headers.nonce).await,
+            "{what}: nonce spent"
+        );
+        // The leg is closed: a proper answer now is a different second answer.
+        let ok = answer(&p.query_id, p.inquiry(bank), &some_cards());
+        let (late, _) = self.callback(bank, &ok).await;
+        assert_eq!(
+            (late.status, late.code()),
+            (409, Some("ALREADY_ANSWERED")),
+            "{what}"
+        );
+        assert_eq!(self.leg_item(&p.query_id, bank).await, after, "{what}");
+    }
+
     /// Sends a refused message and checks that nothing of it was stored: the given legs
     /// and the query item byte-identical, the nonce not recorded (unless `nonce_may_exist`,
     /// for a replayed one).
@@ -338,7 +459,24 @@ async fn a_signed_callback_is_recorded_with_its_cards() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(serde_json::to_value(&leg.cards).unwrap(), some_cards());
+    // Sealed: the item holds no card in clear; the report key opens the bank's cards.
+    let text = format!("{raw:?}");
+    for c in some_cards().as_array().unwrap() {
+        let (f, l) = (c["first4"].as_str().unwrap(), c["last4"].as_str().unwrap());
+        assert!(
+            !(text.contains(f) && text.contains(l)),
+            "{f}…{l} in clear: {text}"
+        );
+    }
+    assert!(
+        !text.contains("first4") && !text.contains("last4"),
+        "{text}"
+    );
+    assert_eq!(leg.cards.len(), 1);
+    assert_eq!(
+        serde_json::to_value(b.opened_cards(&p.query_id, "ICBC").await).unwrap(),
+        some_cards()
+    );
     assert!(b.nonce_stored("ICBC", &h.nonce).await, "the nonce is spent");
     // The other leg still waits, and the app sees ICBC as responded.
     let abc = b.leg_item(&p.query_id, "ABC").await;
@@ -533,23 +671,8 @@ async fn a_replayed_nonce_is_refused_even_on_a_message_for_another_leg() {
 async fn another_banks_leg_is_not_found_and_nothing_is_stored() {
     let b = Banks::get().await;
     let not_found = (404, "NOT_FOUND");
-    // The query has an ICBC leg too: CMB's inquiry under ICBC's name.
-    let p = b.pending_query(&["ICBC", "CMB"]).await;
     let path = path_of("ICBC");
-    let body = answer(&p.query_id, p.inquiry("CMB"), &some_cards());
-    let h = b.sign("ICBC", &path, &body);
-    b.refused(
-        "CMB's inquiry called back by ICBC",
-        &p,
-        &["ICBC", "CMB"],
-        &path,
-        &h,
-        &body,
-        not_found,
-        false,
-    )
-    .await;
-    // The query has no ICBC leg at all.
+    // The query has no ICBC leg at all: nothing changes.
     let q = b.pending_query(&["CMB"]).await;
     let body = answer(&q.query_id, q.inquiry("CMB"), &some_cards());
     let h = b.sign("ICBC", &path, &body);
@@ -570,24 +693,54 @@ async fn another_banks_leg_is_not_found_and_nothing_is_stored() {
         items_before,
         "no ICBC leg was created"
     );
-    // A known query and bank, but an inquiry id the leg does not have.
-    let body = answer(
-        &p.query_id,
-        &ulid::Ulid::generate().to_string(),
-        &some_cards(),
-    );
-    let h = b.sign("ICBC", &path, &body);
+    // CMB's leg answered under CMB's name with ICBC's key: not CMB's signature.
+    let body = answer(&q.query_id, q.inquiry("CMB"), &some_cards());
+    let mut h = b.sign("ICBC", &path_of("CMB"), &body);
+    h.bank_code = "CMB".into();
     b.refused(
-        "an unknown inquiry id",
-        &p,
-        &["ICBC", "CMB"],
-        &path,
+        "CMB's leg signed with ICBC's key",
+        &q,
+        &["CMB"],
+        &path_of("CMB"),
         &h,
         &body,
-        not_found,
+        (401, "UNAUTHENTICATED"),
         false,
     )
     .await;
+}
+
+/// ICBC, signing correctly, names its own leg of the query with an inquiry id that is
+/// not that leg's (CMB's, or one we never issued): the ids do not match, so ICBC's leg
+/// fails at once; CMB's leg is untouched.
+#[tokio::test]
+async fn mismatched_ids_from_the_owning_bank_fail_its_leg_at_once() {
+    let b = Banks::get().await;
+    let path = path_of("ICBC");
+    for (what, inquiry) in [
+        ("CMB's inquiry called back by ICBC", None),
+        (
+            "an unknown inquiry id",
+            Some(ulid::Ulid::generate().to_string()),
+        ),
+    ] {
+        let p = b.pending_query(&["ICBC", "CMB"]).await;
+        let inquiry = inquiry.unwrap_or_else(|| p.inquiry("CMB").to_owned());
+        let cmb_before = b.leg_item(&p.query_id, "CMB").await;
+        let body = answer(&p.query_id, &inquiry, &some_cards());
+        let h = b.sign("ICBC", &path, &body);
+        b.refused_failing(
+            what,
+            &p,
+            "ICBC",
+            &h,
+            &body,
+            (404, "NOT_FOUND"),
+            "MISMATCHED_ANSWER",
+        )
+        .await;
+        assert_eq!(b.leg_item(&p.query_id, "CMB").await, cmb_before, "{what}");
+    }
 }
 
 #[tokio::test]
@@ -685,16 +838,11 @@ async fn a_different_second_answer_is_refused_and_a_byte_identical_repeat_succee
     assert_eq!(b.query_item(&p.query_id).await, query_before);
 }
 
-#[tokio::test]
-async fn a_full_card_number_in_any_field_is_refused_and_nothing_is_stored() {
-    let b = Banks::get().await;
-    let p = b.pending_query(&["SPDB"]).await;
-    let path = path_of("SPDB");
-    let q = &p.query_id;
-    let inq = p.inquiry("SPDB");
+/// Answers to `q`/`inq` that each hide a full card number somewhere.
+fn card_number_cases(q: &str, inq: &str) -> Vec<(&'static str, String)> {
     let card =
         |first4: &str, last4: &str| json!({"kind": "DEBIT", "first4": first4, "last4": last4});
-    let cases: Vec<(&str, String)> = vec![
+    vec![
         (
             "plain, in an extra field",
             json!({"query_id": q, "inquiry_id": inq, "status": "FOUND",
@@ -750,25 +898,30 @@ async fn a_full_card_number_in_any_field_is_refused_and_nothing_is_stored() {
                    "cards": [card("6222", "1234")], "note": "4222 2222 2222 2"})
             .to_string(),
         ),
-    ];
-    for (what, body) in &cases {
-        let h = b.sign("SPDB", &path, body);
-        b.refused(
+    ]
+}
+
+#[tokio::test]
+async fn a_full_card_number_in_any_field_fails_the_leg_and_nothing_of_it_is_stored() {
+    let b = Banks::get().await;
+    let path = path_of("SPDB");
+    let count = card_number_cases("q", "i").len();
+    // Signed by the bank that owns the leg: the leg fails at once (one query per case).
+    for i in 0..count {
+        let p = b.pending_query(&["SPDB", "CZB"]).await;
+        let (what, body) = card_number_cases(&p.query_id, p.inquiry("SPDB")).swap_remove(i);
+        let h = b.sign("SPDB", &path, &body);
+        b.refused_failing(
             what,
             &p,
-            &["SPDB"],
-            &path,
+            "SPDB",
             &h,
-            body,
+            &body,
             (422, "CARD_NUMBER_REJECTED"),
-            false,
+            "CARD_NUMBER_IN_ANSWER",
         )
         .await;
     }
-    // A correct answer still goes through afterwards.
-    let ok = answer(q, inq, &some_cards());
-    let (reply, _) = b.callback("SPDB", &ok).await;
-    assert_eq!(reply.status, 204, "{reply:?}");
 }
 
 /// Card numbers the raw-text scan can miss: after a `+` (16 or more digits cannot be an
@@ -778,61 +931,64 @@ async fn a_full_card_number_in_any_field_is_refused_and_nothing_is_stored() {
 #[tokio::test]
 async fn a_disguised_full_card_number_is_refused_with_422() {
     let b = Banks::get().await;
-    let p = b.pending_query(&["PAB"]).await;
     let path = path_of("PAB");
-    let q = &p.query_id;
-    let inq = p.inquiry("PAB");
-    let with = |extra: &str| {
-        format!(
-            r#"{{"query_id":"{q}","inquiry_id":"{inq}","status":"FOUND","cards":[{{"kind":"DEBIT","first4":"6222","last4":"1234"}}],{extra}}}"#
-        )
-    };
-    let cases: Vec<(&str, String)> = vec![
-        ("'+' then 16 digits", with(r#""note":"+6222021234567894""#)),
-        (
-            "'+' then 19 digits",
-            with(r#""note":"+6222021234567891234""#),
-        ),
-        (
-            "spaced with JSON-escaped spaces",
-            with(r#""note":"6222\u00200212\u00203456\u00207894""#),
-        ),
-        (
-            "JSON-escaped digits",
-            with(
-                r#""note":"\u0036\u0032\u0032\u0032\u0030\u0032\u0031\u0032\u0033\u0034\u0035\u0036\u0037\u0038\u0039\u0034""#,
+    let cases = |q: &str, inq: &str| -> Vec<(&'static str, String)> {
+        let with = |extra: &str| {
+            format!(
+                r#"{{"query_id":"{q}","inquiry_id":"{inq}","status":"FOUND","cards":[{{"kind":"DEBIT","first4":"6222","last4":"1234"}}],{extra}}}"#
+            )
+        };
+        vec![
+            ("'+' then 16 digits", with(r#""note":"+6222021234567894""#)),
+            (
+                "'+' then 19 digits",
+                with(r#""note":"+6222021234567891234""#),
             ),
-        ),
-    ];
-    let before = b.leg_item(q, "PAB").await;
-    let query_before = b.query_item(q).await;
-    let mut slipped = Vec::new();
-    for (what, body) in &cases {
-        let h = b.sign("PAB", &path, body);
-        let reply = b.post(&path, &h, body).await;
-        if (reply.status, reply.code()) != (422, Some("CARD_NUMBER_REJECTED")) {
-            slipped.push(format!("{what} → {} {:?}", reply.status, reply.code()));
-        }
-        assert!(reply.status >= 400, "{what} was accepted: {reply:?}");
-        assert_eq!(
-            b.leg_item(q, "PAB").await,
-            before,
-            "{what}: the leg changed"
-        );
-        assert_eq!(
-            b.query_item(q).await,
-            query_before,
-            "{what}: the query changed"
-        );
-        assert!(
-            !b.nonce_stored("PAB", &h.nonce).await,
-            "{what}: nonce stored"
-        );
+            (
+                "spaced with JSON-escaped spaces",
+                with(r#""note":"6222\u00200212\u00203456\u00207894""#),
+            ),
+            (
+                "JSON-escaped digits",
+                with(
+                    r#""note":"\u0036\u0032\u0032\u0032\u0030\u0032\u0031\u0032\u0033\u0034\u0035\u0036\u0037\u0038\u0039\u0034""#,
+                ),
+            ),
+            (
+                "grouped by no-break spaces",
+                with(r#""note":"6222\u00a00212\u00a03456\u00a07894""#),
+            ),
+            (
+                "grouped by ideographic spaces",
+                with("\"note\":\"6222\u{3000}0212\u{3000}3456\u{3000}7894\""),
+            ),
+            ("grouped by dots", with(r#""note":"6222.0212.3456.7894""#)),
+            (
+                "grouped by en dashes",
+                with("\"note\":\"6222\u{2013}0212\u{2013}3456\u{2013}7894\""),
+            ),
+            (
+                "grouped by runs of spaces",
+                with(r#""note":"6222   0212  3456    7894""#),
+            ),
+        ]
+    };
+    let count = cases("q", "i").len();
+    for i in 0..count {
+        let p = b.pending_query(&["PAB", "CZB"]).await;
+        let (what, body) = cases(&p.query_id, p.inquiry("PAB")).swap_remove(i);
+        let h = b.sign("PAB", &path, &body);
+        b.refused_failing(
+            what,
+            &p,
+            "PAB",
+            &h,
+            &body,
+            (422, "CARD_NUMBER_REJECTED"),
+            "CARD_NUMBER_IN_ANSWER",
+        )
+        .await;
     }
-    assert!(
-        slipped.is_empty(),
-        "not refused as card numbers (422 CARD_NUMBER_REJECTED): {slipped:#?}"
-    );
 }
 
 #[tokio::test]
@@ -840,9 +996,34 @@ async fn a_malformed_answer_is_refused_and_nothing_is_stored() {
     let b = Banks::get().await;
     let p = b.pending_query(&["HXB"]).await;
     let path = path_of("HXB");
+    // Bodies that name no leg of ours (not JSON, no query id): nothing changes.
     let q = &p.query_id;
     let inq = p.inquiry("HXB");
-    let cases: Vec<(&str, String)> = vec![
+    let cases: Vec<(&str, String)> = malformed_cases(q, inq)
+        .into_iter()
+        .filter(|(what, _)| NAMES_NO_LEG.contains(what))
+        .collect();
+    assert_eq!(cases.len(), NAMES_NO_LEG.len());
+    for (what, body) in &cases {
+        let h = b.sign("HXB", &path, body);
+        b.refused(
+            what,
+            &p,
+            &["HXB"],
+            &path,
+            &h,
+            body,
+            (400, "MALFORMED_REQUEST"),
+            false,
+        )
+        .await;
+    }
+}
+
+const NAMES_NO_LEG: [&str; 4] = ["not JSON", "empty", "an array", "query_id not a ULID"];
+
+fn malformed_cases(q: &str, inq: &str) -> Vec<(&'static str, String)> {
+    vec![
         ("not JSON", "{\"query_id\": ".to_owned()),
         ("empty", String::new()),
         ("an array", "[]".to_owned()),
@@ -885,18 +1066,34 @@ async fn a_malformed_answer_is_refused_and_nothing_is_stored() {
             json!({"query_id": "query-1", "inquiry_id": inq, "status": "NONE", "cards": []})
                 .to_string(),
         ),
-    ];
-    for (what, body) in &cases {
-        let h = b.sign("HXB", &path, body);
-        b.refused(
+    ]
+}
+
+/// A malformed answer that names its leg, signed by the bank that owns it: the leg fails
+/// at once (one query per case).
+#[tokio::test]
+async fn a_malformed_answer_naming_its_leg_fails_the_leg_at_once() {
+    let b = Banks::get().await;
+    let path = path_of("HXB");
+    let named: Vec<usize> = malformed_cases("q", "i")
+        .iter()
+        .enumerate()
+        .filter(|(_, (what, _))| !NAMES_NO_LEG.contains(what))
+        .map(|(i, _)| i)
+        .collect();
+    assert!(named.len() >= 7);
+    for i in named {
+        let p = b.pending_query(&["HXB", "CZB"]).await;
+        let (what, body) = malformed_cases(&p.query_id, p.inquiry("HXB")).swap_remove(i);
+        let h = b.sign("HXB", &path, &body);
+        b.refused_failing(
             what,
             &p,
-            &["HXB"],
-            &path,
+            "HXB",
             &h,
-            body,
+            &body,
             (400, "MALFORMED_REQUEST"),
-            false,
+            "MALFORMED_ANSWER",
         )
         .await;
     }
@@ -1059,4 +1256,78 @@ async fn sixteen_concurrent_callbacks_make_one_report_and_one_sms() {
         .collect();
     assert_eq!(sks.iter().filter(|s| *s == "REPORT").count(), 1, "{sks:?}");
     assert_eq!(b.api.sim_inquiries(&p.user).await.len(), 16);
+}
+
+/// Twenty correctly signed callbacks for one leg at the same instant, half refused for a
+/// leaked card number and half accepted (each a different answer): exactly one settles
+/// the leg (the query's counter goes down by one), and the replies agree with who won.
+#[tokio::test]
+async fn twenty_concurrent_refused_and_accepted_callbacks_settle_a_leg_once() {
+    let b = Arc::new(Banks::get().await);
+    for round in 0..2 {
+        let p = b.pending_query(&["CEB", "CZB"]).await;
+        let unsettled = Banks::unsettled(&b.query_item(&p.query_id).await);
+        let bodies: Vec<String> = (0..20)
+            .map(|i| {
+                let cards = json!([{"kind": "DEBIT", "first4": "6222", "last4": format!("{:04}", 1000 + i)}]);
+                let mut v: Value =
+                    serde_json::from_str(&answer(&p.query_id, p.inquiry("CEB"), &cards)).unwrap();
+                if i % 2 == 0 {
+                    v["note"] = "6222 0212 3456 7894".into();
+                }
+                v.to_string()
+            })
+            .collect();
+        let barrier = Arc::new(tokio::sync::Barrier::new(bodies.len()));
+        let tasks: Vec<_> = bodies
+            .iter()
+            .cloned()
+            .map(|body| {
+                let (b, barrier) = (b.clone(), barrier.clone());
+                tokio::spawn(async move {
+                    let path = path_of("CEB");
+                    let h = b.sign("CEB", &path, &body);
+                    barrier.wait().await;
+                    b.post(&path, &h, &body).await
+                })
+            })
+            .collect();
+        let mut replies = Vec::new();
+        for t in tasks {
+            replies.push(t.await.unwrap());
+        }
+        let leg = b.leg_item(&p.query_id, "CEB").await;
+        assert_eq!(
+            Banks::unsettled(&b.query_item(&p.query_id).await),
+            unsettled - 1,
+            "round {round}: exactly one settlement"
+        );
+        let accepted: Vec<usize> = (0..replies.len())
+            .filter(|i| replies[*i].status == 204)
+            .collect();
+        for (i, r) in replies.iter().enumerate() {
+            let expected: &[u16] = if i % 2 == 0 { &[422] } else { &[204, 409] };
+            assert!(expected.contains(&r.status), "round {round}, #{i}: {r:?}");
+        }
+        match leg.get("state") {
+            Some(AttributeValue::S(s)) if s == "ANSWERED" => {
+                assert_eq!(accepted.len(), 1, "round {round}: {replies:?}");
+                assert_eq!(
+                    leg.get("answer_digest"),
+                    Some(&AttributeValue::S(hex_sha256(
+                        bodies[accepted[0]].as_bytes()
+                    )))
+                );
+                assert_eq!(b.opened_cards(&p.query_id, "CEB").await.len(), 1);
+            }
+            Some(AttributeValue::S(s)) if s == "FAILED" => {
+                assert!(accepted.is_empty(), "round {round}: {replies:?}");
+                assert_eq!(
+                    leg.get("failure"),
+                    Some(&AttributeValue::S("CARD_NUMBER_IN_ANSWER".into()))
+                );
+            }
+            other => panic!("round {round}: leg state {other:?}"),
+        }
+    }
 }

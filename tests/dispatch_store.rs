@@ -59,7 +59,7 @@ async fn sixteen_concurrent_settles_make_the_query_ready_exactly_once() {
                 let st = Settlement {
                     state: LegState::Answered,
                     failure: None,
-                    cards: vec![],
+                    sealed: None,
                     answer_digest: Some(format!("digest-{bank}")),
                     at: now,
                 };
@@ -83,7 +83,7 @@ async fn sixteen_concurrent_settles_make_the_query_ready_exactly_once() {
     let again = Settlement {
         state: LegState::Failed,
         failure: Some("X".into()),
-        cards: vec![],
+        sealed: None,
         answer_digest: None,
         at: now,
     };

@@ -735,8 +735,14 @@ fn required_env(binary: &str) -> &'static [&'static str] {
             "REPORT_PRIVATE_KEY",
             "REPORT_KEY_ID",
         ],
-        "bank-fanout" => &["BANK_SECRETS", "CALLBACK_BASE_URL", "BANK_TIMEOUT_MS"],
-        "bank-callback" => &["BANK_SECRETS"],
+        "bank-fanout" => &[
+            "BANK_SECRETS",
+            "CALLBACK_BASE_URL",
+            "BANK_TIMEOUT_MS",
+            "REPORT_PUBLIC_KEY",
+            "REPORT_KEY_ID",
+        ],
+        "bank-callback" => &["BANK_SECRETS", "REPORT_PUBLIC_KEY", "REPORT_KEY_ID"],
         "aggregate-report" => &["REPORT_PUBLIC_KEY", "REPORT_KEY_ID", "SMS_SENDER_ID"],
         "sweep" => &[
             "REPORT_PUBLIC_KEY",
@@ -799,11 +805,15 @@ fn each_function_gets_the_environment_it_reads_and_secrets_only_where_needed() {
             f.binary
         );
     }
-    // The public report key only where reports are sealed.
+    // The public report key only where card data is sealed (answers as legs settle,
+    // reports as they are published).
     for f in functions() {
         assert_eq!(
             f.env().contains_key("REPORT_PUBLIC_KEY"),
-            matches!(f.binary.as_str(), "aggregate-report" | "sweep"),
+            matches!(
+                f.binary.as_str(),
+                "bank-fanout" | "bank-callback" | "aggregate-report" | "sweep"
+            ),
             "{}: REPORT_PUBLIC_KEY",
             f.binary
         );
@@ -811,6 +821,35 @@ fn each_function_gets_the_environment_it_reads_and_secrets_only_where_needed() {
     assert!(function("view-report")
         .env()
         .contains_key("REPORT_PRIVATE_KEY"));
+}
+
+/// The configuration built into the binaries has every bank at a `.invalid` placeholder
+/// (the functions refuse it at start-up): a deployment must name the layer with the real
+/// endpoints, and every function must read it. A missing layer fails the deploy.
+#[test]
+fn every_function_reads_the_required_service_configuration_layer() {
+    let p = &template()["Parameters"]["ServiceConfigLayerArn"];
+    assert!(p.is_object(), "ServiceConfigLayerArn is a parameter");
+    assert!(p.get("Default").is_none(), "no default: {p}");
+    let pattern = p["AllowedPattern"].as_str().expect("an AllowedPattern");
+    assert!(
+        !pattern.contains("(|") && !pattern.starts_with("^$"),
+        "empty not allowed: {pattern}"
+    );
+    for f in functions() {
+        assert_eq!(
+            f.props["Layers"],
+            json!([{"Ref": "ServiceConfigLayerArn"}]),
+            "{}",
+            f.binary
+        );
+        assert_eq!(
+            f.env()["SERVICE_CONFIG"],
+            json!("/opt/card-lookup/service.json"),
+            "{}",
+            f.binary
+        );
+    }
 }
 
 // ---- state and operations -----------------------------------------------------------
@@ -1025,8 +1064,18 @@ fn main_table_writes_are_scoped_to_the_partitions_each_function_owns() {
     let now = time::OffsetDateTime::now_utc();
     let report = shared::records::StoredReport {
         query_id: q,
-        user_id: u,
-        sealed: sealer.seal(&q.to_string(), b"{}").unwrap(),
+        user_id: u.clone(),
+        sealed: sealer
+            .seal(
+                &shared::report::crypto::Binding::Report {
+                    query: &q,
+                    user: &u,
+                    generated_at: now,
+                    expires_at: now,
+                },
+                b"{}",
+            )
+            .unwrap(),
         generated_at: now,
         expires_at: now,
     };

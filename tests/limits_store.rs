@@ -279,7 +279,7 @@ async fn a_leg_settles_once_whatever_the_concurrency_and_a_bank_nonce_works_once
     let settlement = Settlement {
         state: LegState::Answered,
         failure: None,
-        cards: vec![],
+        sealed: None,
         answer_digest: Some("digest".into()),
         at: now,
     };

@@ -359,6 +359,36 @@ async fn a_bank_failing_twice_is_retried_and_then_answers() {
     assert_eq!(attempts, 3);
 }
 
+/// A bank answering with a redirect is not followed (the inquiry holds the person's name
+/// and ID number): asked once, its leg fails, the report says so.
+#[tokio::test]
+async fn a_redirecting_bank_is_not_followed_and_fails() {
+    let api = Api::get().await;
+    let user = api.new_user(UserKind::Eligible).await;
+    api.sim_behave(&user, "CGB", json!({"mode": "redirect"}))
+        .await;
+    let (_, report) = ready_report(&api, &user, &["CGB", "CITIC"]).await;
+    let status = |code: &str| {
+        report["summary"]["banks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["bank_code"] == code)
+            .unwrap()["status"]
+            .clone()
+    };
+    assert_eq!(status("CGB"), "FAILED", "{report}");
+    assert_eq!(status("CITIC"), "RESPONDED", "{report}");
+    let asked: Vec<Value> = api
+        .sim_inquiries(&user)
+        .await
+        .into_iter()
+        .filter(|i| i["bank_code"] == "CGB")
+        .collect();
+    assert_eq!(asked.len(), 1, "the redirect was followed: {asked:?}");
+    assert_eq!(asked[0]["status_returned"], 307);
+}
+
 #[tokio::test]
 async fn the_same_ready_record_delivered_twice_makes_one_report_and_one_sms() {
     let api = Api::get().await;
@@ -444,4 +474,113 @@ async fn fifty_users_at_once_get_fifty_reports_and_fifty_sms() {
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), 50);
+}
+
+/// Every text form of a stream record or item, for searching: its attributes as DynamoDB
+/// returns them.
+fn text_of<T: std::fmt::Debug>(x: &T) -> String {
+    format!("{x:?}")
+}
+
+/// The truth's cards as (first4, last4).
+fn truth_pairs(truth: &Value) -> Vec<(String, String)> {
+    truth
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|cards| cards.as_array().unwrap().iter())
+        .map(|c| {
+            (
+                c["first4"].as_str().unwrap().to_owned(),
+                c["last4"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Where a card of the truth is readable in `text`: its first and last four digits both
+/// there, or our own field names for them.
+fn clear_cards(text: &str, pairs: &[(String, String)]) -> Vec<String> {
+    let mut found: Vec<String> = pairs
+        .iter()
+        .filter(|(f, l)| text.contains(f.as_str()) && text.contains(l.as_str()))
+        .map(|(f, l)| format!("{f}…{l}"))
+        .collect();
+    for field in ["first4", "last4", "masked_number", "**** ****"] {
+        if text.contains(field) {
+            found.push(field.to_owned());
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn no_stream_record_or_item_of_a_query_holds_a_card_in_clear() {
+    let api = Api::get().await;
+    let user = api.new_user(UserKind::Eligible).await;
+    // Both ways a bank answers: at once (fan-out settles) and by callback.
+    for bank in ["CMB", "CCB"] {
+        api.sim_behave(
+            &user,
+            bank,
+            json!({"mode": "callback", "callback_delay_ms": 100}),
+        )
+        .await;
+    }
+    let banks = ["ICBC", "ABC", "BOC", "CMB", "CCB"];
+    let (query_id, report) = ready_report(&api, &user, &banks).await;
+    let truth = api.sim_truth(&user).await;
+    let pairs: Vec<(String, String)> = truth_pairs(&json!(banks
+        .iter()
+        .map(|b| (b.to_string(), truth[*b].clone()))
+        .collect::<serde_json::Map<_, _>>()));
+    assert!(!pairs.is_empty(), "the person holds cards at these banks");
+    // The view path does read them.
+    let shown = clear_cards(&report.to_string(), &pairs);
+    assert!(shown.len() > pairs.len(), "{report}");
+
+    let pk = format!("QUERY#{query_id}");
+    let records = testkit::streams::records(&api.clients, &api.tables.main).await;
+    let ours: Vec<_> = records
+        .iter()
+        .filter(|r| {
+            r.dynamodb()
+                .and_then(|d| d.keys())
+                .and_then(|k| k.get("pk"))
+                .is_some_and(|v| v.as_s().is_ok_and(|s| *s == pk))
+        })
+        .collect();
+    // Query, consent and legs written, every leg settled, the report published.
+    let (query, consent, report_item) = (1, 1, 1);
+    let at_least = query + consent + 2 * banks.len() + report_item;
+    assert!(ours.len() >= at_least, "{} records", ours.len());
+    for record in &ours {
+        let text = text_of(record.dynamodb().unwrap());
+        let clear = clear_cards(&text, &pairs);
+        assert!(clear.is_empty(), "readable in a stream record: {clear:?}");
+    }
+    let items = api
+        .clients
+        .dynamodb
+        .query()
+        .table_name(&api.tables.main)
+        .key_condition_expression("pk = :pk")
+        .expression_attribute_values(":pk", AttributeValue::S(pk.clone()))
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap()
+        .items
+        .unwrap_or_default();
+    assert!(items
+        .iter()
+        .any(|i| i.get("sk") == Some(&AttributeValue::S("REPORT".into()))));
+    for item in &items {
+        let clear = clear_cards(&text_of(item), &pairs);
+        assert!(
+            clear.is_empty(),
+            "readable in {:?}: {clear:?}",
+            item.get("sk")
+        );
+    }
 }

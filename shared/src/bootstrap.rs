@@ -44,7 +44,9 @@ struct Common {
 }
 
 async fn common() -> Result<Common, StartupError> {
-    let config = Arc::new(ServiceConfig::from_env().map_err(err)?);
+    let config = ServiceConfig::from_env().map_err(err)?;
+    config.require_real_banks().map_err(err)?;
+    let config = Arc::new(config);
     let sdk = aws_config().await;
     let store = Arc::new(DynamoStore::new(
         aws_sdk_dynamodb::Client::new(&sdk),
@@ -82,6 +84,7 @@ fn fanout_from(c: &Common) -> Result<Fanout, StartupError> {
         clock: Arc::new(SystemClock),
         callback_base,
         bank_timeout: env_millis("BANK_TIMEOUT_MS", 10_000)?,
+        sealer: report_sealer()?,
     }))
 }
 
@@ -93,6 +96,7 @@ pub async fn callback_api() -> Result<CallbackApi, StartupError> {
             config,
             store,
             clock: Arc::new(SystemClock),
+            sealer: report_sealer()?,
         },
     })
 }
@@ -106,9 +110,15 @@ fn sms(sdk: &aws_config::SdkConfig) -> Arc<SnsSms> {
     ))
 }
 
-fn aggregator_from(c: &Common) -> Result<Aggregator, StartupError> {
+/// The report *public* key (`REPORT_PUBLIC_KEY[_FILE]`, `REPORT_KEY_ID`): what every
+/// function that handles card data seals it with (fan-out, callbacks, aggregator).
+fn report_sealer() -> Result<Arc<ReportSealer>, StartupError> {
     let public = crate::security::pem_from_env("REPORT_PUBLIC_KEY").map_err(err)?;
     let key_id = std::env::var("REPORT_KEY_ID").unwrap_or_else(|_| "report-1".into());
+    Ok(Arc::new(ReportSealer::new(&key_id, &public).map_err(err)?))
+}
+
+fn aggregator_from(c: &Common) -> Result<Aggregator, StartupError> {
     Ok(Aggregator::new(AggregatorDeps {
         config: c.config.clone(),
         queries: c.store.clone(),
@@ -116,7 +126,7 @@ fn aggregator_from(c: &Common) -> Result<Aggregator, StartupError> {
         users: c.store.clone(),
         profiles: c.store.clone(),
         sms: sms(&c.sdk),
-        sealer: ReportSealer::new(&key_id, &public).map_err(err)?,
+        sealer: report_sealer()?,
         clock: Arc::new(SystemClock),
     }))
 }

@@ -8,6 +8,7 @@ use std::path::Path;
 use serde::Deserialize;
 use time::Duration;
 
+use crate::bank::endpoint::BankEndpoint;
 use crate::model::bank::{Bank, BankCode, BankRegistry};
 use crate::model::region::RegionCode;
 
@@ -178,13 +179,8 @@ impl ServiceConfig {
                     b.code
                 )));
             }
-            let endpoint = b.endpoint.trim_end_matches('/').to_owned();
-            if !(endpoint.starts_with("https://") || endpoint.starts_with("http://")) {
-                return Err(invalid(format!(
-                    "bank {}: endpoint must be an http(s) URL",
-                    b.code
-                )));
-            }
+            let endpoint = BankEndpoint::parse(&b.endpoint)
+                .map_err(|e| invalid(format!("bank {}: endpoint {e}", b.code)))?;
             banks.push(Bank {
                 code,
                 name: b.name,
@@ -205,6 +201,29 @@ impl ServiceConfig {
             regions,
             banks,
         })
+    }
+
+    /// For a function starting up: refuses a configuration whose banks cannot be asked.
+    /// The shipped configuration has every bank at a placeholder under `.invalid`; a
+    /// deployment left on it would accept queries, ask nobody, and tell each user by SMS
+    /// that a report of silent banks is ready.
+    pub fn require_real_banks(&self) -> Result<(), ConfigError> {
+        let placeholders: Vec<String> = self
+            .banks
+            .all()
+            .iter()
+            .filter(|b| b.endpoint.is_placeholder())
+            .map(|b| b.code.to_string())
+            .collect();
+        if placeholders.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(format!(
+                "banks {} have placeholder endpoints (.invalid): configure the real ones \
+                 (SERVICE_CONFIG)",
+                placeholders.join(", ")
+            )))
+        }
     }
 
     pub fn in_pilot(&self, region: &RegionCode) -> bool {
@@ -253,5 +272,44 @@ mod tests {
         assert!(with(|v| v["rules"]["collection_margin_secs"] = 86400.into()).is_err());
         assert!(with(|v| v["rules"]["surprise"] = 1.into()).is_err());
         assert!(with(|v| v["banks"][0]["endpoint"] = "ftp://x".into()).is_err());
+    }
+
+    #[test]
+    fn bank_endpoints_are_https_or_loopback_and_placeholders_stop_a_function() {
+        // (endpoint of ICBC, parses, a function may start with it)
+        let cases = [
+            ("https://icbc.example/card-lookup", true, true),
+            ("http://127.0.0.1:9100/banks/ICBC", true, true),
+            ("http://[::1]:9100/banks/ICBC", true, true),
+            ("http://localhost:9100/banks/ICBC", true, true),
+            ("http://icbc.example/card-lookup", false, false),
+            ("http://192.168.1.10/card-lookup", false, false),
+            ("https://icbc.banks.invalid/card-lookup", true, false),
+            ("https://user:secret@icbc.example", false, false),
+        ];
+        let all_real = |endpoint: &str| {
+            with(|v| {
+                for (i, bank) in v["banks"].as_array_mut().unwrap().iter_mut().enumerate() {
+                    bank["endpoint"] = format!("https://bank{i}.example/card-lookup").into();
+                }
+                v["banks"][0]["endpoint"] = endpoint.into();
+            })
+        };
+        for (endpoint, parses, starts) in cases {
+            let parsed = all_real(endpoint);
+            assert_eq!(parsed.is_ok(), parses, "{endpoint}");
+            if let Ok(config) = parsed {
+                assert_eq!(config.require_real_banks().is_ok(), starts, "{endpoint}");
+            }
+        }
+        // The shipped configuration parses (tests run on it) but starts no function.
+        let shipped = ServiceConfig::parse(DEFAULT_CONFIG).unwrap();
+        let e = shipped.require_real_banks().unwrap_err().to_string();
+        assert!(e.contains("ICBC") && e.contains(".invalid"), "{e}");
+        // The message names the bank, never echoes credentials.
+        let e = all_real("https://user:secret@icbc.example")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("ICBC") && !e.contains("secret"), "{e}");
     }
 }

@@ -5,7 +5,6 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use crate::model::bank::BankCode;
-use crate::model::card::MaskedCard;
 use crate::model::ids::{QueryId, UserId, VerificationId};
 use crate::model::phone::PhoneNumber;
 use crate::model::profile::UserProfile;
@@ -175,7 +174,8 @@ pub trait SmsSender: Send + Sync {
 pub struct Settlement {
     pub state: LegState,
     pub failure: Option<String>,
-    pub cards: Vec<MaskedCard>,
+    /// The answer's cards, sealed to the report key (answered legs only).
+    pub sealed: Option<crate::report::crypto::Sealed>,
     pub answer_digest: Option<String>,
     pub at: OffsetDateTime,
 }

@@ -4,7 +4,6 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::model::bank::BankCode;
-use crate::model::card::MaskedCard;
 use crate::model::ids::{QueryId, UserId, VerificationId};
 use crate::model::timestamp::rfc3339;
 use crate::security::sms_code::Purpose;
@@ -191,9 +190,12 @@ pub struct LegRecord {
     /// Why the leg failed (stable code, for operators), if it did.
     #[serde(default)]
     pub failure: Option<String>,
-    /// Masked cards of the answer, kept until the report is built.
-    #[serde(default)]
-    pub cards: Vec<MaskedCard>,
+    /// The bank's cards, sealed to the report key when the leg settled (see
+    /// `report::crypto`): one envelope for the whole answer, so neither this item nor
+    /// its stream records or backups hold a card in clear. Empty until the leg is
+    /// answered, and again once the report holds the envelope.
+    #[serde(default, rename = "sealed_cards")]
+    pub cards: Vec<crate::report::crypto::Sealed>,
     /// SHA-256 of the accepted answer body: a byte-identical repeat is a success.
     #[serde(default)]
     pub answer_digest: Option<String>,
@@ -235,7 +237,10 @@ pub enum SubmitConflict {
     FaceNonceUsed,
 }
 
-/// A report as stored: sealed (see `report::crypto`), with its lifetime.
+/// A report as stored: sealed (see `report::crypto`), with its lifetime. The envelope is
+/// bound to `query_id`, `user_id`, `generated_at`, `expires_at` and its key id; it holds
+/// each bank's outcome and sealed answer (`report::body::ReportContent`), opened only
+/// by view-report.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredReport {
     pub query_id: QueryId,

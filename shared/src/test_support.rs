@@ -20,12 +20,15 @@ use crate::dispatch::client::{BankClient, BankReply, TransportError};
 use crate::dispatch::fanout::{Fanout, FanoutDeps};
 use crate::dispatch::secrets::BankSecrets;
 use crate::model::bank::BankCode;
+use crate::model::card::MaskedCard;
 use crate::model::ids::{QueryId, UserId, VerificationId};
 use crate::model::phone::PhoneNumber;
 use crate::model::profile::{IdNumber, UserProfile};
 use crate::model::region::RegionCode;
 use crate::ports::{QueryStore, SubmissionStore};
 use crate::records::*;
+use crate::report::body::{open_answer, BankStatus, ReportedBank};
+use crate::report::crypto::{generate_keypair, ReportOpener, ReportSealer};
 use crate::security::sms_code::Purpose;
 
 /// Where the manual clock starts.
@@ -175,6 +178,9 @@ pub(crate) struct BankWorld {
     pub secrets: BankSecrets,
     /// The same secrets as hex, by bank code (to sign as the bank would).
     pub secrets_json: HashMap<String, String>,
+    /// The report key pair (key id "k1"): answers are sealed to it as legs settle.
+    pub report_private: String,
+    pub sealer: Arc<ReportSealer>,
 }
 
 impl BankWorld {
@@ -209,6 +215,8 @@ impl BankWorld {
             calls: Mutex::new(Vec::new()),
             clock: clock.clone(),
         });
+        let (report_private, report_public) = generate_keypair();
+        let sealer = Arc::new(ReportSealer::new("k1", &report_public).unwrap());
         let fanout = Arc::new(Fanout::new(FanoutDeps {
             config: config.clone(),
             store: store.clone(),
@@ -218,6 +226,7 @@ impl BankWorld {
             clock: clock.clone(),
             callback_base: "https://api.example".into(),
             bank_timeout: StdDuration::from_secs(5),
+            sealer: sealer.clone(),
         }));
         Self {
             config,
@@ -227,6 +236,8 @@ impl BankWorld {
             fanout,
             secrets,
             secrets_json,
+            report_private,
+            sealer,
         }
     }
 
@@ -359,5 +370,26 @@ impl BankWorld {
 
     pub async fn leg(&self, q: &QueryId, bank: &str) -> LegRecord {
         self.store.leg(q, &self.code(bank)).await.unwrap().unwrap()
+    }
+
+    pub fn opener(&self) -> ReportOpener {
+        ReportOpener::new("k1", &self.report_private).unwrap()
+    }
+
+    /// The cards a leg holds, opened as view-report would (none if it holds no answer).
+    pub async fn leg_cards(&self, q: &QueryId, bank: &str) -> Vec<MaskedCard> {
+        let leg = self.leg(q, bank).await;
+        let query = self.store.query(q).await.unwrap().unwrap();
+        assert!(leg.cards.len() <= 1, "one envelope per answer");
+        let Some(sealed) = leg.cards.first() else {
+            return Vec::new();
+        };
+        let bank = ReportedBank {
+            bank_code: leg.bank.clone(),
+            status: BankStatus::Responded,
+            inquiry_id: leg.inquiry_id.clone(),
+            answer: None,
+        };
+        open_answer(&self.opener(), &query, &bank, sealed).unwrap()
     }
 }

@@ -184,6 +184,14 @@ async fn main() {
         // Every bank answers at once: no callback is ever made.
         callback_base: "http://127.0.0.1:9".into(),
         bank_timeout: Duration::from_secs(5),
+        // Answers are sealed as in production (the cost is part of the fan-out).
+        sealer: Arc::new(
+            shared::report::crypto::ReportSealer::new(
+                "bench",
+                &shared::report::crypto::generate_keypair().1,
+            )
+            .expect("report key"),
+        ),
     });
 
     let one = run(&fanout, &f, &banks[..1], n, warmup).await;

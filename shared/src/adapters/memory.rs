@@ -89,6 +89,24 @@ impl MemoryStore {
     }
 
     /// Replaces a user's state outright (test set-up).
+    /// Rewrites a stored report and its query record, as someone able to write the table
+    /// could (tests of the sealed report's integrity).
+    pub fn tamper_report(
+        &self,
+        id: &QueryId,
+        edit: impl FnOnce(&mut StoredReport, &mut QueryRecord),
+    ) {
+        let mut d = self.lock();
+        let (Some(mut report), Some(mut query)) =
+            (d.reports.get(id).cloned(), d.queries.get(id).cloned())
+        else {
+            return;
+        };
+        edit(&mut report, &mut query);
+        d.reports.insert(*id, report);
+        d.queries.insert(*id, query);
+    }
+
     pub fn set_state(&self, user: &UserId, state: UserState) {
         self.lock().states.insert(user.clone(), state);
     }
@@ -432,7 +450,7 @@ impl QueryStore for MemoryStore {
         if let Some(l) = d.legs.get_mut(&(*id, bank.clone())) {
             l.state = st.state;
             l.failure = st.failure.clone();
-            l.cards = st.cards.clone();
+            l.cards = st.sealed.iter().cloned().collect();
             l.answer_digest = st.answer_digest.clone();
             l.settled_at = Some(st.at);
             l.next_attempt_at = None;

@@ -57,25 +57,32 @@ pub enum AnswerError {
 pub const MAX_CARDS: usize = 200;
 
 impl Answer {
-    /// Parses a raw answer body: a card-number-like run anywhere refuses the whole body
-    /// before anything of it is looked at further.
+    /// Parses a raw answer body: a card-number-like run anywhere (our own ids in their
+    /// own fields excepted) refuses the whole body before anything of it is looked at
+    /// further.
     pub fn parse(body: &[u8]) -> Result<Self, AnswerError> {
+        use super::card_number::{contains_card_number, json_contains_card_number_except_ids};
         let text =
             std::str::from_utf8(body).map_err(|_| AnswerError::Malformed("not UTF-8".into()))?;
-        if super::card_number::contains_card_number(text) {
-            return Err(AnswerError::CardNumber);
-        }
         let malformed = |e: serde_json::Error| {
             AnswerError::Malformed(format!("line {} column {}", e.line(), e.column()))
         };
-        let value: serde_json::Value = serde_json::from_str(text).map_err(malformed)?;
-        if super::card_number::json_contains_card_number(&value) {
+        let value: serde_json::Value = match serde_json::from_str(text) {
+            Ok(v) => v,
+            // Not JSON: nothing can be exempt, the raw text decides the reason.
+            Err(_) if contains_card_number(text) => return Err(AnswerError::CardNumber),
+            Err(e) => return Err(malformed(e)),
+        };
+        if json_contains_card_number_except_ids(&value) {
             return Err(AnswerError::CardNumber);
         }
         if !value.is_object() {
             return Err(AnswerError::Malformed("not a JSON object".into()));
         }
-        let answer: Answer = serde_json::from_value(value).map_err(malformed)?;
+        // From the text, not the value: a JSON object keeps only the last of duplicate
+        // keys, which would let a first `"query_id": "<card number>"` go unchecked;
+        // deserializing the struct from the text refuses duplicates instead.
+        let answer: Answer = serde_json::from_str(text).map_err(malformed)?;
         match answer.status {
             AnswerStatus::Found if answer.cards.is_empty() => {
                 Err(AnswerError::Malformed("FOUND without cards".into()))
@@ -114,6 +121,12 @@ mod tests {
         assert_eq!(a.cards[0].masked_number(), "6222 **** **** 1234");
         assert!(Answer::parse(body("NONE", "[]").as_bytes()).is_ok());
         assert!(Answer::parse(body("ERROR", "[]").as_bytes()).is_ok());
+        // Our ULIDs may hold 13+ digits in a row: in their own fields they are no card.
+        let digits = "01KBZ8Y4B66222021234567891";
+        let own = format!(
+            r#"{{"query_id":"{digits}","inquiry_id":"{digits}","status":"NONE","cards":[]}}"#
+        );
+        assert_eq!(Answer::parse(own.as_bytes()).unwrap().inquiry_id, digits);
     }
 
     #[test]
@@ -149,6 +162,10 @@ mod tests {
             Answer::parse(b"{}"),
             Err(AnswerError::Malformed(_))
         ));
+        let dup = format!(
+            r#"{{"query_id":"6222021234567891","query_id":"{Q}","inquiry_id":"inq-1","status":"NONE","cards":[]}}"#
+        );
+        assert!(Answer::parse(dup.as_bytes()).is_err());
         assert!(matches!(
             Answer::parse(b"\xff"),
             Err(AnswerError::Malformed(_))

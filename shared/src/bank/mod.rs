@@ -2,5 +2,6 @@
 
 pub mod answer;
 pub mod card_number;
+pub mod endpoint;
 pub mod retry;
 pub mod signing;

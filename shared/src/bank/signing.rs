@@ -112,6 +112,22 @@ fn nonce_ok(n: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
+/// Unix seconds as sent: ASCII digits with an optional leading `-`, nothing else (`+5`,
+/// ` 5` or `5\n` are not what we sign, so they are malformed rather than "close enough").
+pub fn parse_timestamp(text: &str) -> Result<i64, SignatureError> {
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    if digits.is_empty() || digits.len() > 19 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(SignatureError::Malformed);
+    }
+    text.parse().map_err(|_| SignatureError::Malformed)
+}
+
+/// `|now - ts| <= MAX_SKEW_SECS` without overflow: `abs_diff` is exact over all of `i64`
+/// (`now - i64::MIN` would wrap in release and pass the window).
+pub fn within_skew(now: i64, ts: i64) -> bool {
+    now.abs_diff(ts) <= MAX_SKEW_SECS.unsigned_abs()
+}
+
 /// Checks format, time window and signature. The nonce's single use is the caller's
 /// (it needs a store).
 pub fn verify(
@@ -122,10 +138,7 @@ pub fn verify(
     path: &str,
     body: &[u8],
 ) -> Result<(), SignatureError> {
-    let ts: i64 = headers
-        .timestamp
-        .parse()
-        .map_err(|_| SignatureError::Malformed)?;
+    let ts = parse_timestamp(&headers.timestamp)?;
     if !nonce_ok(&headers.nonce)
         || headers.signature.len() != 64
         || !headers
@@ -135,7 +148,7 @@ pub fn verify(
     {
         return Err(SignatureError::Malformed);
     }
-    if (now.unix_timestamp() - ts).abs() > MAX_SKEW_SECS {
+    if !within_skew(now.unix_timestamp(), ts) {
         return Err(SignatureError::Stale);
     }
     let expected = signature(
@@ -193,6 +206,64 @@ mod tests {
 
     const KNOWN_SIGNATURE: &str =
         "6af01d0a1116d0fecf1e6c91d44cc5b972753bb0126c91e3385f87381777f822";
+
+    #[test]
+    fn extreme_timestamps_neither_panic_nor_pass_the_window() {
+        let now = datetime!(2026-11-28 12:00 UTC);
+        let n = now.unix_timestamp();
+        // (X-Timestamp as sent, expected outcome)
+        let cases: Vec<(String, Result<(), SignatureError>)> = vec![
+            (i64::MIN.to_string(), Err(SignatureError::Stale)),
+            (i64::MAX.to_string(), Err(SignatureError::Stale)),
+            ((i64::MIN + 1).to_string(), Err(SignatureError::Stale)),
+            ("-1".into(), Err(SignatureError::Stale)),
+            ("0".into(), Err(SignatureError::Stale)),
+            ("-0".into(), Err(SignatureError::Stale)),
+            (
+                (n - MAX_SKEW_SECS - 1).to_string(),
+                Err(SignatureError::Stale),
+            ),
+            (
+                (n + MAX_SKEW_SECS + 1).to_string(),
+                Err(SignatureError::Stale),
+            ),
+            ((n - MAX_SKEW_SECS).to_string(), Ok(())),
+            ((n + MAX_SKEW_SECS).to_string(), Ok(())),
+            (n.to_string(), Ok(())),
+            ("9223372036854775808".into(), Err(SignatureError::Malformed)),
+            (
+                "-9223372036854775809".into(),
+                Err(SignatureError::Malformed),
+            ),
+            (
+                "99999999999999999999999".into(),
+                Err(SignatureError::Malformed),
+            ),
+            (format!("+{n}"), Err(SignatureError::Malformed)),
+            (format!(" {n}"), Err(SignatureError::Malformed)),
+            (format!("{n}\n"), Err(SignatureError::Malformed)),
+            ("".into(), Err(SignatureError::Malformed)),
+            ("-".into(), Err(SignatureError::Malformed)),
+        ];
+        for (ts, expected) in cases {
+            let nonce = "nonce-0123456789ab";
+            let h = SignatureHeaders {
+                bank_code: "ICBC".into(),
+                timestamp: ts.clone(),
+                nonce: nonce.into(),
+                signature: signature(&secret(), &ts, nonce, "POST", "/p", b"b"),
+            };
+            assert_eq!(
+                verify(&secret(), &h, now, "POST", "/p", b"b"),
+                expected,
+                "{ts:?}"
+            );
+        }
+        assert!(within_skew(i64::MAX, i64::MAX));
+        assert!(!within_skew(i64::MAX, i64::MIN));
+        assert!(!within_skew(i64::MIN, i64::MAX));
+        assert!(within_skew(i64::MIN, i64::MIN + MAX_SKEW_SECS));
+    }
 
     #[test]
     fn verify_accepts_its_own_signature_and_refuses_changes() {

@@ -48,6 +48,10 @@ pub struct HttpBankClient {
 impl HttpBankClient {
     pub fn new() -> Result<Self, String> {
         let http = reqwest::Client::builder()
+            // An inquiry carries the subject's name, ID number and our signature headers:
+            // a redirect would re-send them to wherever `Location` points. None is
+            // followed; fan-out treats a 3xx as the bank's error.
+            .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(3))
             .pool_idle_timeout(Duration::from_secs(30))
             .build()
@@ -119,5 +123,84 @@ impl BankClient for HttpBankClient {
             signature,
             body,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::TcpListener;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use super::*;
+
+    /// Serves every connection on a thread: counts it, reads one request, answers `reply`.
+    fn serve(reply: String) -> (String, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counted = hits.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                counted.fetch_add(1, Ordering::SeqCst);
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut length = 0usize;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0; length];
+                let _ = reader.read_exact(&mut body);
+                let _ = stream.write_all(reply.as_bytes());
+            }
+        });
+        (format!("http://{addr}"), hits)
+    }
+
+    #[tokio::test]
+    async fn redirects_are_not_followed() {
+        let (elsewhere, stolen) =
+            serve("HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}".into());
+        for status in [
+            "301 Moved Permanently",
+            "302 Found",
+            "303 See Other",
+            "307 Temporary Redirect",
+            "308 Permanent Redirect",
+        ] {
+            let (bank, asked) = serve(format!(
+                "HTTP/1.1 {status}\r\nlocation: {elsewhere}/steal\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            ));
+            let headers = SignatureHeaders {
+                bank_code: "ICBC".into(),
+                timestamp: "1764336000".into(),
+                nonce: "nonce-0123456789ab".into(),
+                signature: "0".repeat(64),
+            };
+            let reply = HttpBankClient::new()
+                .unwrap()
+                .post(
+                    &format!("{bank}/card-inquiries"),
+                    &headers,
+                    br#"{"subject":{"name":"x","id_number":"y"}}"#.to_vec(),
+                    Duration::from_secs(5),
+                )
+                .await
+                .unwrap();
+            assert_eq!(reply.status, status[..3].parse::<u16>().unwrap());
+            assert_eq!(asked.load(Ordering::SeqCst), 1);
+        }
+        assert_eq!(
+            stolen.load(Ordering::SeqCst),
+            0,
+            "nothing went to the Location"
+        );
     }
 }

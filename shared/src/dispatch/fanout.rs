@@ -19,6 +19,8 @@ use crate::model::ids::QueryId;
 use crate::model::timestamp;
 use crate::ports::{ProfileStore, QueryStore, SettleOutcome, Settlement, StoreError};
 use crate::records::{LegRecord, LegState, QueryPhase, QueryRecord};
+use crate::report::body::seal_answer;
+use crate::report::crypto::ReportSealer;
 
 pub struct FanoutDeps {
     pub config: Arc<ServiceConfig>,
@@ -31,6 +33,8 @@ pub struct FanoutDeps {
     pub callback_base: String,
     /// Per-bank request timeout.
     pub bank_timeout: Duration,
+    /// Seals each answer to the report key as its leg settles (public key only).
+    pub sealer: Arc<ReportSealer>,
 }
 
 /// What one dispatch did with one leg.
@@ -113,7 +117,7 @@ impl Fanout {
         let st = Settlement {
             state: LegState::Failed,
             failure: Some(why.to_owned()),
-            cards: Vec::new(),
+            sealed: None,
             answer_digest: None,
             at: self.d.clock.now(),
         };
@@ -146,11 +150,9 @@ impl Fanout {
         ) else {
             return self.settle_failed(q, leg, "BANK_NOT_CONFIGURED").await;
         };
-        let url = format!("{}/card-inquiries", bank.endpoint);
-        let Ok(parsed) = reqwest::Url::parse(&url) else {
-            return self.settle_failed(q, leg, "BANK_NOT_CONFIGURED").await;
-        };
-        let path = parsed.path().to_owned();
+        let url = bank.endpoint.inquiries();
+        let path = url.path().to_owned();
+        let url = url.to_string();
         let inquiry = Inquiry {
             query_id: q.query_id,
             inquiry_id: leg.inquiry_id.clone(),
@@ -176,6 +178,13 @@ impl Fanout {
                     .mark_accepted(&q.query_id, &leg.bank, attempt)
                     .await?;
                 Ok(LegOutcome::Accepted)
+            }
+            // Never followed (see `HttpBankClient`): the inquiry holds the subject's ID
+            // number, and a bank that moved its endpoint must be reconfigured, not
+            // chased. Retrying would meet the same redirect, so the leg fails at once.
+            Ok(r) if (300..400).contains(&r.status) => {
+                warn!(query_id = %q.query_id, bank = %leg.bank, status = r.status, "bank answered with a redirect; not followed");
+                self.settle_failed(q, leg, "BANK_REDIRECTED").await
             }
             Ok(r) if r.status >= 500 || r.status == 408 || r.status == 429 => {
                 self.retry_later(q, leg, attempt, &format!("HTTP {}", r.status), ms)
@@ -246,10 +255,18 @@ impl Fanout {
             AnswerStatus::Found | AnswerStatus::None => (LegState::Answered, None),
             AnswerStatus::Error => (LegState::Failed, Some("BANK_ERROR".to_owned())),
         };
+        let sealed = match state {
+            LegState::Answered => Some(
+                seal_answer(&self.d.sealer, q, &leg.bank, &leg.inquiry_id, &answer.cards)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            ),
+            _ => None,
+        };
+        let cards = answer.cards.len();
         let st = Settlement {
             state,
             failure,
-            cards: answer.cards,
+            sealed,
             answer_digest: Some(hex::encode(Sha256::digest(&reply.body))),
             at: now,
         };
@@ -260,7 +277,7 @@ impl Fanout {
             .await?
         {
             SettleOutcome::Settled => {
-                info!(query_id = %q.query_id, bank = %leg.bank, cards = st.cards.len(), "bank answered");
+                info!(query_id = %q.query_id, bank = %leg.bank, cards, "bank answered");
                 Ok(if state == LegState::Answered {
                     LegOutcome::Answered
                 } else {

@@ -34,6 +34,7 @@ fn world(scripts: &[(&str, Vec<Script>)]) -> World {
         store: base.store.clone(),
         secrets: base.secrets.clone(),
         clock: base.clock.clone(),
+        sealer: base.sealer.clone(),
     };
     World { base, callbacks }
 }
@@ -109,8 +110,9 @@ async fn answers_at_once_settle_every_leg() {
     );
     let icbc = w.leg(&q, "ICBC").await;
     assert_eq!(icbc.state, LegState::Answered);
-    assert_eq!(icbc.cards.len(), 2);
-    assert_eq!(icbc.cards[0].masked_number(), "6222 **** **** 1234");
+    let cards = w.leg_cards(&q, "ICBC").await;
+    assert_eq!(cards.len(), 2);
+    assert_eq!(cards[0].masked_number(), "6222 **** **** 1234");
     assert_eq!(w.leg(&q, "CMB").await.state, LegState::Answered);
     assert_eq!(w.store.unsettled(&q), Some(0));
     // The inquiry carried the subject, our callback URL and the deadline.
@@ -152,7 +154,10 @@ async fn an_accepted_inquiry_is_settled_by_its_callback() {
     w.receive("CCB", &msg).await.unwrap();
     let leg = w.leg(&q, "CCB").await;
     assert_eq!(leg.state, LegState::Answered);
-    assert_eq!(leg.cards[0].masked_number(), "4367 **** **** 1111");
+    assert_eq!(
+        w.leg_cards(&q, "CCB").await[0].masked_number(),
+        "4367 **** **** 1111"
+    );
     assert_eq!(w.store.unsettled(&q), Some(0));
     // The bank retries the very same request: success, nothing changes.
     w.receive("CCB", &msg).await.unwrap();
@@ -216,14 +221,19 @@ async fn answers_we_must_refuse_fail_the_leg_and_store_no_cards() {
         ("CMB", vec![Script::Malformed]),
         ("CCB", vec![Script::Leak]),
         ("BOC", vec![Script::Status(400)]),
+        ("ABC", vec![Script::Status(302)]),
+        ("PAB", vec![Script::Status(307)]),
     ]);
-    let q = w.query(&["ICBC", "CMB", "CCB", "BOC"]).await;
+    let q = w.query(&["ICBC", "CMB", "CCB", "BOC", "ABC", "PAB"]).await;
     w.fanout.dispatch(&q).await.unwrap();
     for (bank, why) in [
         ("ICBC", "BAD_SIGNATURE"),
         ("CMB", "MALFORMED_ANSWER"),
         ("CCB", "CARD_NUMBER_IN_ANSWER"),
         ("BOC", "INQUIRY_REFUSED"),
+        // A redirect is the bank's error, not a place to re-send the inquiry to.
+        ("ABC", "BANK_REDIRECTED"),
+        ("PAB", "BANK_REDIRECTED"),
     ] {
         let leg = w.leg(&q, bank).await;
         assert_eq!(leg.state, LegState::Failed, "{bank}");
@@ -234,6 +244,7 @@ async fn answers_we_must_refuse_fail_the_leg_and_store_no_cards() {
         );
     }
     assert_eq!(w.store.unsettled(&q), Some(0));
+    assert_eq!(w.banks.calls_to("ABC"), 1, "a redirect is not retried");
 }
 
 #[tokio::test]
@@ -285,11 +296,11 @@ async fn refused_callbacks_change_nothing() {
         Err(ServiceError::Unauthenticated)
     ));
     w.clock.set(T0);
-    // Another bank's leg: CMB's inquiry id answered by ICBC.
-    let wrong_leg = w.callback("ICBC", &q, &cmb.inquiry_id, "NONE", &[]);
+    // CMB's leg answered by ICBC's key (a bank can never settle another's leg).
+    let forged = w.signed("ICBC", w.answer(&cmb, "NONE", &[]).2);
     assert!(matches!(
-        w.receive("ICBC", &wrong_leg).await,
-        Err(ServiceError::NotFound)
+        w.receive("CMB", &forged).await,
+        Err(ServiceError::Unauthenticated)
     ));
     // Unknown query.
     let unknown = w.callback("ICBC", &QueryId::generate(), &icbc.inquiry_id, "NONE", &[]);
@@ -297,15 +308,16 @@ async fn refused_callbacks_change_nothing() {
         w.receive("ICBC", &unknown).await,
         Err(ServiceError::NotFound)
     ));
-    // A full card number anywhere.
+    // A leaked card number, unsigned: nothing (a forger cannot fail a bank's leg).
     let mut v: serde_json::Value = serde_json::from_slice(&good.2).unwrap();
     v["note"] = "6222 0212 3456 7891".into();
-    let leak = w.signed("ICBC", v.to_string().into_bytes());
+    let (path, mut h, leak) = w.signed("ICBC", v.to_string().into_bytes());
+    h.signature = "0".repeat(64);
     assert!(matches!(
-        w.receive("ICBC", &leak).await,
-        Err(ServiceError::CardNumberRejected)
+        w.callbacks.receive("ICBC", &path, Some(h), &leak).await,
+        Err(ServiceError::Unauthenticated)
     ));
-    // Malformed.
+    // Malformed, naming no leg.
     let junk = w.signed("ICBC", b"{\"query_id\": 1}".to_vec());
     assert!(matches!(
         w.receive("ICBC", &junk).await,
@@ -327,7 +339,7 @@ async fn refused_callbacks_change_nothing() {
         Err(ServiceError::AlreadyAnswered)
     ));
     w.receive("ICBC", &good).await.unwrap();
-    assert!(w.leg(&q, "ICBC").await.cards.is_empty());
+    assert!(w.leg_cards(&q, "ICBC").await.is_empty(), "NONE: no cards");
     assert_eq!(w.store.unsettled(&q), Some(1));
 
     // A replayed nonce on a message that would change something is refused.
@@ -349,6 +361,129 @@ async fn refused_callbacks_change_nothing() {
         w.callbacks.receive("CMB", &path2, Some(h2), &body2).await,
         Err(ServiceError::AlreadyAnswered)
     ));
+}
+
+/// A leg of u1's query to ICBC and CMB, accepted and awaiting ICBC's callback.
+async fn awaiting_icbc(w: &World) -> (QueryId, LegRecord) {
+    let q = w.query(&["ICBC", "CMB"]).await;
+    w.fanout.dispatch(&q).await.unwrap();
+    (q, w.leg(&q, "ICBC").await)
+}
+
+#[tokio::test]
+async fn a_signed_callback_refused_for_its_content_fails_its_leg_at_once() {
+    let w = world(&[
+        ("ICBC", vec![Script::Accept]),
+        ("CMB", vec![Script::Accept]),
+    ]);
+    let leak = |leg: &LegRecord| {
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&w.answer(leg, "FOUND", &[("DEBIT", "62221234")]).2).unwrap();
+        v["cards"][0]["note"] = "6222\u{00A0}0212\u{00A0}3456\u{00A0}7891".into();
+        v.to_string().into_bytes()
+    };
+    let malformed = |leg: &LegRecord| {
+        // FOUND without cards: the ids are there, the answer is not.
+        answer_body(leg.query_id.to_string(), &leg.inquiry_id, "FOUND", &[])
+    };
+    let mismatched = |leg: &LegRecord| {
+        answer_body(
+            leg.query_id.to_string(),
+            "01KBZ8Y4B6Z0Q9V7T3J2M1N0PX",
+            "NONE",
+            &[],
+        )
+    };
+    type Body<'a> = &'a dyn Fn(&LegRecord) -> Vec<u8>;
+    let cases: [(Body, &str, u16); 3] = [
+        (&leak, "CARD_NUMBER_IN_ANSWER", 422),
+        (&malformed, "MALFORMED_ANSWER", 400),
+        (&mismatched, "MISMATCHED_ANSWER", 404),
+    ];
+    for (body, why, status) in cases {
+        let (q, leg) = awaiting_icbc(&w).await;
+        assert_eq!(w.store.unsettled(&q), Some(2));
+        let msg = w.signed("ICBC", body(&leg));
+        let err = w.receive("ICBC", &msg).await.unwrap_err();
+        assert_eq!(err.status(), status, "{why}: {err:?}");
+        let failed = w.leg(&q, "ICBC").await;
+        assert_eq!(failed.state, LegState::Failed, "{why}");
+        assert_eq!(failed.failure.as_deref(), Some(why));
+        assert!(
+            failed.cards.is_empty() && failed.answer_digest.is_none(),
+            "{why}"
+        );
+        assert_eq!(w.store.unsettled(&q), Some(1), "{why}: counted once");
+        // The same message again (or another one) settles nothing more.
+        let again = w.signed("ICBC", body(&leg));
+        assert_eq!(
+            w.receive("ICBC", &again).await.unwrap_err().status(),
+            status
+        );
+        let late = w.answer(&leg, "FOUND", &[("DEBIT", "62221234")]);
+        assert!(matches!(
+            w.receive("ICBC", &late).await,
+            Err(ServiceError::AlreadyAnswered)
+        ));
+        assert_eq!(w.leg(&q, "ICBC").await, failed);
+        assert_eq!(w.store.unsettled(&q), Some(1));
+        // CMB's leg is untouched.
+        assert_eq!(w.leg(&q, "CMB").await.state, LegState::Accepted);
+    }
+}
+
+#[tokio::test]
+async fn concurrent_refused_and_accepted_callbacks_settle_a_leg_once() {
+    let w = world(&[
+        ("ICBC", vec![Script::Accept]),
+        ("CMB", vec![Script::Accept]),
+    ]);
+    for _ in 0..5 {
+        let (q, leg) = awaiting_icbc(&w).await;
+        // 10 refused (a leaked number) and 10 accepted (each a different answer).
+        let msgs: Vec<_> = (0..20u32)
+            .map(|i| {
+                let last4 = format!("{:04}", 1000 + i);
+                let digits = format!("6222{last4}");
+                let mut v: serde_json::Value = serde_json::from_slice(&answer_body(
+                    q.to_string(),
+                    &leg.inquiry_id,
+                    "FOUND",
+                    &[("DEBIT", digits.as_str())],
+                ))
+                .unwrap();
+                if i % 2 == 0 {
+                    v["note"] = "6222 0212 3456 7891".into();
+                }
+                w.signed("ICBC", v.to_string().into_bytes())
+            })
+            .collect();
+        let results = futures::future::join_all(msgs.iter().map(|m| w.receive("ICBC", m))).await;
+        let settled = w.leg(&q, "ICBC").await;
+        assert!(settled.state.is_settled());
+        assert_eq!(w.store.unsettled(&q), Some(1), "exactly one settlement");
+        let accepted: Vec<usize> = results
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.is_ok())
+            .map(|(i, _)| i)
+            .collect();
+        match settled.state {
+            LegState::Answered => {
+                assert_eq!(accepted.len(), 1, "{results:?}");
+                let digest =
+                    hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&msgs[accepted[0]].2));
+                assert_eq!(settled.answer_digest, Some(digest));
+                assert_eq!(w.leg_cards(&q, "ICBC").await.len(), 1);
+            }
+            LegState::Failed => {
+                assert!(accepted.is_empty(), "{results:?}");
+                assert_eq!(settled.failure.as_deref(), Some("CARD_NUMBER_IN_ANSWER"));
+                assert!(settled.cards.is_empty());
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 }
 
 #[tokio::test]

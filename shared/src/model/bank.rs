@@ -48,8 +48,8 @@ pub struct Bank {
     pub name: String,
     pub name_en: String,
     pub service_phone: String,
-    /// Base URL of the bank's inquiry API (no trailing slash).
-    pub endpoint: String,
+    /// Base URL of the bank's inquiry API.
+    pub endpoint: crate::bank::endpoint::BankEndpoint,
 }
 
 /// The configured banks, in configuration order.

@@ -14,7 +14,7 @@ use time::Duration;
 use tracing::{info, warn};
 
 use super::body;
-use super::crypto::ReportSealer;
+use super::crypto::{Binding, ReportSealer};
 use crate::clock::Clock;
 use crate::config::ServiceConfig;
 use crate::model::ids::QueryId;
@@ -49,7 +49,7 @@ pub struct AggregatorDeps {
     pub users: Arc<dyn SubmissionStore>,
     pub profiles: Arc<dyn ProfileStore>,
     pub sms: Arc<dyn SmsSender>,
-    pub sealer: ReportSealer,
+    pub sealer: Arc<ReportSealer>,
     pub clock: Arc<dyn Clock>,
 }
 
@@ -95,7 +95,7 @@ impl Aggregator {
                     let st = Settlement {
                         state: LegState::NoResponse,
                         failure: None,
-                        cards: Vec::new(),
+                        sealed: None,
                         answer_digest: None,
                         at: now,
                     };
@@ -106,19 +106,22 @@ impl Aggregator {
             let rules = &self.d.config.rules;
             let generated_at = now.replace_nanosecond(0).unwrap_or(now);
             let expires_at = generated_at + rules.report_retention;
-            let report = body::build(
-                &query,
-                &legs,
-                &self.d.config.banks,
+            // Outcomes and the banks' sealed answers, sealed again as one report: the
+            // aggregator never holds a card in clear.
+            let content = body::content(&query, &legs);
+            let answers = content.banks.iter().filter(|b| b.answer.is_some()).count();
+            let json =
+                serde_json::to_vec(&content).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let binding = Binding::Report {
+                query: &query.query_id,
+                user: &query.user_id,
                 generated_at,
                 expires_at,
-            );
-            let json =
-                serde_json::to_vec(&report).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            };
             let sealed = self
                 .d
                 .sealer
-                .seal(&query.query_id.to_string(), &json)
+                .seal(&binding, &json)
                 .map_err(|e| StoreError::Corrupt(e.to_string()))?;
             let state = self.d.users.user_state(&query.user_id).await?;
             let next = UserState {
@@ -153,7 +156,7 @@ impl Aggregator {
                         query_id = %id,
                         banks = legs.len(),
                         banks_without_answer = no_answer,
-                        cards = report.summary.total_cards,
+                        sealed_answers = answers,
                         submit_to_report_ms = latency_ms as i64,
                         "report published"
                     );

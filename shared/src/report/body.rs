@@ -1,11 +1,14 @@
-//! The report as the app receives it (HTTP contract v1), and how it is built from the
-//! banks' legs.
+//! The report as the app receives it (HTTP contract v1), and how it gets there: each
+//! bank's answer is sealed when its leg settles ([`seal_answer`]), the aggregator seals
+//! the outcomes and those envelopes together ([`content`]) without reading a card, and
+//! view-report opens both and renders the report ([`render`]).
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::model::bank::BankRegistry;
-use crate::model::card::CardKind;
+use super::crypto::{Binding, CryptoError, ReportOpener, ReportSealer, Sealed};
+use crate::model::bank::{BankCode, BankRegistry};
+use crate::model::card::{CardKind, MaskedCard};
 use crate::model::timestamp::rfc3339;
 use crate::records::{LegRecord, LegState, QueryRecord};
 
@@ -72,14 +75,124 @@ pub const NOTICES: [&str; 5] = [
 pub const PARTIAL_NOTICE: &str =
     "部分银行未在规定时间内反馈或查询失败，本报告可能不完整，可联系相关银行核实。";
 
-/// Builds the report from the query and its legs, banks in the order the user chose.
-pub fn build(
+/// A bank's answer as sealed when its leg settles (the plaintext of its envelope).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnswerContent {
+    pub cards: Vec<MaskedCard>,
+}
+
+/// One bank's place in a report: its outcome and, if it answered, its sealed answer.
+/// Only the outcome (RESPONDED / NO_RESPONSE / FAILED) is known to the aggregator; it is
+/// no card data (the query record's progress shows it to the user anyway), and even it
+/// travels inside the report's envelope.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportedBank {
+    pub bank_code: BankCode,
+    pub status: BankStatus,
+    pub inquiry_id: String,
+    #[serde(default)]
+    pub answer: Option<Sealed>,
+}
+
+/// The plaintext of a report's envelope: banks in the order the user chose. The
+/// aggregator builds it without reading any card; view-report renders it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportContent {
+    pub banks: Vec<ReportedBank>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SealError {
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+    #[error("sealed content is not what was sealed: {0}")]
+    Content(String),
+}
+
+fn answer_binding<'a>(
+    query: &'a QueryRecord,
+    bank: &'a BankCode,
+    inquiry_id: &'a str,
+) -> Binding<'a> {
+    Binding::Answer {
+        query: &query.query_id,
+        user: &query.user_id,
+        bank,
+        inquiry_id,
+        report_due_by: query.report_due_by,
+    }
+}
+
+/// Seals one bank's answer to the report key, bound to its leg (fan-out, callbacks).
+pub fn seal_answer(
+    sealer: &ReportSealer,
     query: &QueryRecord,
-    legs: &[LegRecord],
-    banks: &BankRegistry,
+    bank: &BankCode,
+    inquiry_id: &str,
+    cards: &[MaskedCard],
+) -> Result<Sealed, SealError> {
+    let plain = serde_json::to_vec(&AnswerContent {
+        cards: cards.to_vec(),
+    })
+    .map_err(|e| SealError::Content(e.to_string()))?;
+    Ok(sealer.seal(&answer_binding(query, bank, inquiry_id), &plain)?)
+}
+
+/// Opens one bank's answer of `query` (view-report).
+pub fn open_answer(
+    opener: &ReportOpener,
+    query: &QueryRecord,
+    bank: &ReportedBank,
+    sealed: &Sealed,
+) -> Result<Vec<MaskedCard>, SealError> {
+    let plain = opener.open(
+        &answer_binding(query, &bank.bank_code, &bank.inquiry_id),
+        sealed,
+    )?;
+    let content: AnswerContent =
+        serde_json::from_slice(&plain).map_err(|e| SealError::Content(e.to_string()))?;
+    Ok(content.cards)
+}
+
+/// What the aggregator seals: each chosen bank's outcome and sealed answer, from the
+/// legs, without opening any answer.
+pub fn content(query: &QueryRecord, legs: &[LegRecord]) -> ReportContent {
+    let banks = query
+        .banks
+        .iter()
+        .map(|code| {
+            let leg = legs.iter().find(|l| &l.bank == code);
+            let status = match leg.map(|l| l.state) {
+                Some(LegState::Answered) => BankStatus::Responded,
+                Some(LegState::Failed) => BankStatus::Failed,
+                _ => BankStatus::NoResponse,
+            };
+            ReportedBank {
+                bank_code: code.clone(),
+                status,
+                inquiry_id: leg.map(|l| l.inquiry_id.clone()).unwrap_or_default(),
+                answer: leg
+                    .filter(|_| status == BankStatus::Responded)
+                    .and_then(|l| l.cards.first().cloned()),
+            }
+        })
+        .collect();
+    ReportContent { banks }
+}
+
+/// The report as the app receives it, from the opened content: `cards_of` opens a
+/// responding bank's answer.
+pub fn render<E>(
+    query_id: &str,
     generated_at: OffsetDateTime,
     expires_at: OffsetDateTime,
-) -> Report {
+    content: &ReportContent,
+    banks: &BankRegistry,
+    mut cards_of: impl FnMut(&ReportedBank, &Sealed) -> Result<Vec<MaskedCard>, E>,
+) -> Result<Report, E> {
     let mut summary = Summary {
         total_cards: 0,
         debit_cards: 0,
@@ -87,23 +200,18 @@ pub fn build(
         banks: Vec::new(),
     };
     let mut cards = Vec::new();
-    for code in &query.banks {
+    for bank in &content.banks {
+        let code = &bank.bank_code;
         let name = banks.name(code).to_owned();
-        let leg = legs.iter().find(|l| &l.bank == code);
-        let status = match leg.map(|l| l.state) {
-            Some(LegState::Answered) => BankStatus::Responded,
-            Some(LegState::Failed) => BankStatus::Failed,
-            _ => BankStatus::NoResponse,
-        };
         let mut row = BankSummary {
             bank_code: code.to_string(),
             bank_name: name.clone(),
-            status,
+            status: bank.status,
             debit_cards: 0,
             credit_cards: 0,
         };
-        if status == BankStatus::Responded {
-            let mut bank_cards = leg.map(|l| l.cards.clone()).unwrap_or_default();
+        if let (BankStatus::Responded, Some(sealed)) = (bank.status, &bank.answer) {
+            let mut bank_cards = cards_of(bank, sealed)?;
             bank_cards.sort();
             for card in bank_cards {
                 match card.kind {
@@ -131,12 +239,12 @@ pub fn build(
     {
         notices.push(PARTIAL_NOTICE.to_owned());
     }
-    Report {
-        query_id: query.query_id.to_string(),
+    Ok(Report {
+        query_id: query_id.to_owned(),
         generated_at,
         expires_at,
         summary,
         cards,
         notices,
-    }
+    })
 }

@@ -1,31 +1,112 @@
-//! Report content is sealed so that only the viewing path can read it: the aggregator
-//! holds the report *public* key (X25519) and seals each report to it with a fresh
-//! ephemeral key (ECIES: X25519 → HKDF-SHA256 → AES-256-GCM, the query id as associated
-//! data); only view-report holds the private key. Table readers, backups and streams see
-//! ciphertext, and a sealed report cannot be moved to another query.
+//! Card data is sealed so that only the viewing path can read it: bank-fanout,
+//! bank-callback and the aggregator hold the report *public* key and seal to it (HPKE,
+//! RFC 9180, base mode: DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, AES-256-GCM); only
+//! view-report holds the private key. Table readers, the stream, backups and the sealing
+//! functions themselves see ciphertext.
+//!
+//! Every envelope is bound (as HPKE associated data) to what it belongs to, rebuilt by
+//! the opener from what it knows: a bank's answer to its query, user, bank, inquiry, the
+//! query's report deadline and the key id; a report to its query, user, generation time,
+//! expiry and key id. Changing any of them in the table makes the envelope unopenable,
+//! so a report cannot be moved to another user or query, or given a longer life.
+//!
+//! Plaintexts are padded with JSON whitespace to a multiple of [`PAD_TO`] bytes, so the
+//! ciphertext's length does not tell how many cards a bank holds for the person.
 
-use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
-use aws_lc_rs::agreement::{self, EphemeralPrivateKey, PrivateKey, UnparsedPublicKey, X25519};
-use aws_lc_rs::encoding::{AsBigEndian, Curve25519SeedBin};
-use aws_lc_rs::hkdf::{Salt, HKDF_SHA256};
-use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
+use hpke::aead::AesGcm256;
+use hpke::kdf::HkdfSha256;
+use hpke::kem::X25519HkdfSha256;
+use hpke::{Deserializable, Kem as _, OpModeR, OpModeS, Serializable};
 use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
 
-const INFO: &[u8] = b"card-lookup report v1";
+use crate::model::bank::BankCode;
+use crate::model::ids::{QueryId, UserId};
+use crate::model::timestamp;
 
-/// What is stored in place of the report.
+type Kem = X25519HkdfSha256;
+type PublicKey = <Kem as hpke::Kem>::PublicKey;
+type PrivateKey = <Kem as hpke::Kem>::PrivateKey;
+type EncappedKey = <Kem as hpke::Kem>::EncappedKey;
+
+/// HPKE `info`: separates these envelopes from any other use of the same key.
+const INFO: &[u8] = b"card-lookup sealed v2";
+
+/// Plaintexts are padded to a multiple of this (about 20 cards per step).
+pub const PAD_TO: usize = 1024;
+
+/// An envelope as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Sealed {
-    /// Identifies the key pair (rotation).
+    /// Identifies the key pair (rotation); bound into the envelope too.
     pub key_id: String,
-    /// Base64 ephemeral X25519 public key.
-    pub epk: String,
-    /// Base64 GCM nonce.
-    pub nonce: String,
+    /// Base64 HPKE encapsulated key (the sender's ephemeral X25519 public key).
+    pub enc: String,
     /// Base64 ciphertext and tag.
     pub ciphertext: String,
+}
+
+/// What an envelope belongs to. Sealer and opener build it from their own knowledge;
+/// any difference fails the open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Binding<'a> {
+    /// One bank's answer (its cards), sealed when the leg settled.
+    Answer {
+        query: &'a QueryId,
+        user: &'a UserId,
+        bank: &'a BankCode,
+        inquiry_id: &'a str,
+        /// The query's `report_due_by`, as submitted (the record's times cannot be
+        /// rewritten without the answers becoming unopenable).
+        report_due_by: OffsetDateTime,
+    },
+    /// A report: which answers it holds and how long it lives.
+    Report {
+        query: &'a QueryId,
+        user: &'a UserId,
+        generated_at: OffsetDateTime,
+        expires_at: OffsetDateTime,
+    },
+}
+
+impl Binding<'_> {
+    /// The associated data: a JSON array (unambiguous whatever the fields hold).
+    fn aad(&self, key_id: &str) -> Vec<u8> {
+        let fields: Vec<String> = match *self {
+            Binding::Answer {
+                query,
+                user,
+                bank,
+                inquiry_id,
+                report_due_by,
+            } => vec![
+                "answer".into(),
+                query.to_string(),
+                user.as_str().into(),
+                bank.to_string(),
+                inquiry_id.into(),
+                timestamp::format(report_due_by),
+                key_id.into(),
+            ],
+            Binding::Report {
+                query,
+                user,
+                generated_at,
+                expires_at,
+            } => vec![
+                "report".into(),
+                query.to_string(),
+                user.as_str().into(),
+                timestamp::format(generated_at),
+                timestamp::format(expires_at),
+                key_id.into(),
+            ],
+        };
+        serde_json::to_vec(&fields).unwrap_or_default()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -34,67 +115,48 @@ pub enum CryptoError {
     Key(String),
     #[error("sealing failed")]
     Seal,
-    #[error("the sealed report cannot be opened with this key")]
+    #[error("the envelope cannot be opened with this key and binding")]
     Open,
 }
 
-fn derive_key(shared: &[u8], epk: &[u8]) -> Result<LessSafeKey, CryptoError> {
-    let prk = Salt::new(HKDF_SHA256, epk).extract(shared);
-    let mut key = [0u8; 32];
-    prk.expand(&[INFO], &AES_256_GCM)
-        .and_then(|okm| okm.fill(&mut key))
-        .map_err(|_| CryptoError::Seal)?;
-    let unbound = UnboundKey::new(&AES_256_GCM, &key).map_err(|_| CryptoError::Seal)?;
-    Ok(LessSafeKey::new(unbound))
-}
-
-/// The aggregator's side.
+/// The sealing side (fan-out, callbacks, aggregator): the public key only.
 pub struct ReportSealer {
     key_id: String,
-    public: Vec<u8>,
-    rng: SystemRandom,
+    public: PublicKey,
 }
 
 impl ReportSealer {
     /// `public_hex`: the 32-byte X25519 public key.
     pub fn new(key_id: &str, public_hex: &str) -> Result<Self, CryptoError> {
-        let public = hex::decode(public_hex.trim()).map_err(|e| CryptoError::Key(e.to_string()))?;
-        if public.len() != 32 {
-            return Err(CryptoError::Key("an X25519 public key is 32 bytes".into()));
-        }
+        let bytes = hex::decode(public_hex.trim()).map_err(|e| CryptoError::Key(e.to_string()))?;
+        let public = PublicKey::from_bytes(&bytes)
+            .map_err(|_| CryptoError::Key("an X25519 public key is 32 bytes".into()))?;
         Ok(Self {
             key_id: key_id.to_owned(),
             public,
-            rng: SystemRandom::new(),
         })
     }
 
-    pub fn seal(&self, aad: &str, plaintext: &[u8]) -> Result<Sealed, CryptoError> {
-        let eph =
-            EphemeralPrivateKey::generate(&X25519, &self.rng).map_err(|_| CryptoError::Seal)?;
-        let epk = eph
-            .compute_public_key()
-            .map_err(|_| CryptoError::Seal)?
-            .as_ref()
-            .to_vec();
-        let peer = UnparsedPublicKey::new(&X25519, &self.public);
-        let key = agreement::agree_ephemeral(eph, peer, CryptoError::Seal, |shared| {
-            derive_key(shared, &epk)
-        })?;
-        let mut nonce = [0u8; NONCE_LEN];
-        self.rng.fill(&mut nonce).map_err(|_| CryptoError::Seal)?;
-        let mut data = plaintext.to_vec();
-        key.seal_in_place_append_tag(
-            Nonce::assume_unique_for_key(nonce),
-            Aad::from(aad.as_bytes()),
-            &mut data,
+    pub fn key_id(&self) -> &str {
+        &self.key_id
+    }
+
+    pub fn seal(&self, binding: &Binding<'_>, plaintext: &[u8]) -> Result<Sealed, CryptoError> {
+        let mut padded = plaintext.to_vec();
+        let target = padded.len().div_ceil(PAD_TO).max(1) * PAD_TO;
+        padded.resize(target, b' ');
+        let (enc, ciphertext) = hpke::single_shot_seal::<AesGcm256, HkdfSha256, Kem>(
+            &OpModeS::Base,
+            &self.public,
+            INFO,
+            &padded,
+            &binding.aad(&self.key_id),
         )
         .map_err(|_| CryptoError::Seal)?;
         Ok(Sealed {
             key_id: self.key_id.clone(),
-            epk: B64.encode(epk),
-            nonce: B64.encode(nonce),
-            ciphertext: B64.encode(data),
+            enc: B64.encode(enc.to_bytes()),
+            ciphertext: B64.encode(ciphertext),
         })
     }
 }
@@ -113,98 +175,237 @@ impl ReportOpener {
         })
     }
 
-    /// Also opens reports sealed to a retired key.
+    /// Also opens envelopes sealed to a retired key.
     pub fn with_previous(mut self, key_id: &str, private_hex: &str) -> Result<Self, CryptoError> {
         self.keys
             .push((key_id.to_owned(), parse_private(private_hex)?));
         Ok(self)
     }
 
-    pub fn open(&self, aad: &str, sealed: &Sealed) -> Result<Vec<u8>, CryptoError> {
+    /// The plaintext (padding included: JSON parsers skip it).
+    pub fn open(&self, binding: &Binding<'_>, sealed: &Sealed) -> Result<Vec<u8>, CryptoError> {
         let (_, private) = self
             .keys
             .iter()
             .find(|(id, _)| *id == sealed.key_id)
             .ok_or(CryptoError::Open)?;
-        let epk = B64.decode(&sealed.epk).map_err(|_| CryptoError::Open)?;
-        let nonce: [u8; NONCE_LEN] = B64
-            .decode(&sealed.nonce)
+        let enc = B64
+            .decode(&sealed.enc)
             .ok()
-            .and_then(|n| n.try_into().ok())
+            .and_then(|b| EncappedKey::from_bytes(&b).ok())
             .ok_or(CryptoError::Open)?;
-        let mut data = B64
+        let ciphertext = B64
             .decode(&sealed.ciphertext)
             .map_err(|_| CryptoError::Open)?;
-        let peer = UnparsedPublicKey::new(&X25519, &epk);
-        let key = agreement::agree(private, peer, CryptoError::Open, |shared| {
-            derive_key(shared, &epk).map_err(|_| CryptoError::Open)
-        })?;
-        let plain = key
-            .open_in_place(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(aad.as_bytes()),
-                &mut data,
-            )
-            .map_err(|_| CryptoError::Open)?;
-        Ok(plain.to_vec())
+        hpke::single_shot_open::<AesGcm256, HkdfSha256, Kem>(
+            &OpModeR::Base,
+            private,
+            &enc,
+            INFO,
+            &ciphertext,
+            &binding.aad(&sealed.key_id),
+        )
+        .map_err(|_| CryptoError::Open)
     }
 }
 
 fn parse_private(private_hex: &str) -> Result<PrivateKey, CryptoError> {
     let bytes = hex::decode(private_hex.trim()).map_err(|e| CryptoError::Key(e.to_string()))?;
-    PrivateKey::from_private_key(&X25519, &bytes)
-        .map_err(|_| CryptoError::Key("not an X25519 private key".into()))
+    PrivateKey::from_bytes(&bytes).map_err(|_| CryptoError::Key("not an X25519 private key".into()))
 }
 
 /// A fresh key pair as (private hex, public hex): local tooling and tests.
 pub fn generate_keypair() -> (String, String) {
-    let private = PrivateKey::generate(&X25519).expect("the system RNG works");
-    let public = private.compute_public_key().expect("X25519 public key");
-    let raw: Curve25519SeedBin<'static> = private.as_be_bytes().expect("raw private key");
-    (hex::encode(raw.as_ref()), hex::encode(public.as_ref()))
+    let (private, public) = Kem::gen_keypair();
+    (
+        hex::encode(private.to_bytes()),
+        hex::encode(public.to_bytes()),
+    )
 }
 
 #[cfg(test)]
 mod tests {
+    use time::macros::datetime;
+    use time::Duration;
+
     use super::*;
 
+    const T: OffsetDateTime = datetime!(2026-11-28 10:00 UTC);
+
+    fn ids() -> (QueryId, QueryId, UserId, UserId) {
+        (
+            QueryId::generate(),
+            QueryId::generate(),
+            UserId::parse("u1").unwrap(),
+            UserId::parse("u2").unwrap(),
+        )
+    }
+
+    fn report<'a>(q: &'a QueryId, u: &'a UserId, exp: OffsetDateTime) -> Binding<'a> {
+        Binding::Report {
+            query: q,
+            user: u,
+            generated_at: T,
+            expires_at: exp,
+        }
+    }
+
     #[test]
-    fn only_the_private_key_opens_and_only_for_the_same_query() {
+    fn only_the_private_key_opens_and_only_with_the_same_binding() {
+        let (q1, q2, u1, u2) = ids();
         let (private, public) = generate_keypair();
         let (other_private, _) = generate_keypair();
         let sealer = ReportSealer::new("k1", &public).unwrap();
-        let sealed = sealer.seal("Q1", b"{\"cards\":[]}").unwrap();
+        let exp = T + Duration::days(7);
+        let b = report(&q1, &u1, exp);
+        let sealed = sealer.seal(&b, b"{\"cards\":[]}").unwrap();
         assert!(!sealed.ciphertext.contains("cards"));
         let opener = ReportOpener::new("k1", &private).unwrap();
-        assert_eq!(opener.open("Q1", &sealed).unwrap(), b"{\"cards\":[]}");
-        assert!(opener.open("Q2", &sealed).is_err(), "bound to its query");
+        let plain = opener.open(&b, &sealed).unwrap();
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&plain).unwrap(),
+            serde_json::json!({"cards": []})
+        );
+        // (binding the opener believes in, why it must fail)
+        for (wrong, why) in [
+            (report(&q2, &u1, exp), "another query"),
+            (report(&q1, &u2, exp), "another user"),
+            (report(&q1, &u1, exp + Duration::days(1)), "a longer life"),
+            (
+                report(&q1, &u1, exp - Duration::seconds(1)),
+                "another expiry",
+            ),
+            (
+                Binding::Report {
+                    query: &q1,
+                    user: &u1,
+                    generated_at: T + Duration::seconds(1),
+                    expires_at: exp,
+                },
+                "another generation time",
+            ),
+        ] {
+            assert!(opener.open(&wrong, &sealed).is_err(), "{why}");
+        }
+        // Key: a different private key, a different key id, a relabelled envelope.
         assert!(ReportOpener::new("k1", &other_private)
             .unwrap()
-            .open("Q1", &sealed)
+            .open(&b, &sealed)
             .is_err());
         assert!(ReportOpener::new("k2", &private)
             .unwrap()
-            .open("Q1", &sealed)
+            .open(&b, &sealed)
             .is_err());
-        let mut tampered = sealed.clone();
-        tampered.ciphertext = B64.encode(b"x".repeat(40));
-        assert!(opener.open("Q1", &tampered).is_err());
-        // During a rotation the previous key still opens what it sealed.
-        let (new_private, new_public) = generate_keypair();
-        let rotated = ReportOpener::new("k2", &new_private)
+        let both = ReportOpener::new("k2", &private)
             .unwrap()
             .with_previous("k1", &private)
             .unwrap();
-        assert_eq!(rotated.open("Q1", &sealed).unwrap(), b"{\"cards\":[]}");
-        let fresh = ReportSealer::new("k2", &new_public)
-            .unwrap()
-            .seal("Q1", b"x")
-            .unwrap();
-        assert_eq!(rotated.open("Q1", &fresh).unwrap(), b"x");
-        // Two seals of the same report differ (fresh ephemeral key and nonce).
+        let relabelled = Sealed {
+            key_id: "k2".into(),
+            ..sealed.clone()
+        };
+        assert!(both.open(&b, &relabelled).is_err(), "the key id is bound");
+        let mut tampered = sealed.clone();
+        tampered.ciphertext = B64.encode(b"x".repeat(40));
+        assert!(opener.open(&b, &tampered).is_err());
+        // Two seals of the same report differ (fresh encapsulation).
         assert_ne!(
-            sealer.seal("Q1", b"same").unwrap(),
-            sealer.seal("Q1", b"same").unwrap()
+            sealer.seal(&b, b"same").unwrap(),
+            sealer.seal(&b, b"same").unwrap()
         );
+    }
+
+    #[test]
+    fn an_answer_is_bound_to_its_leg_and_deadline() {
+        let (q1, q2, u1, u2) = ids();
+        let (private, public) = generate_keypair();
+        let icbc = BankCode::new_unchecked_format("ICBC").unwrap();
+        let boc = BankCode::new_unchecked_format("BOC").unwrap();
+        let due = T + Duration::hours(24);
+        let answer = |q, u, bank, inquiry_id, report_due_by| Binding::Answer {
+            query: q,
+            user: u,
+            bank,
+            inquiry_id,
+            report_due_by,
+        };
+        let b = answer(&q1, &u1, &icbc, "inq-1", due);
+        let sealed = ReportSealer::new("k1", &public)
+            .unwrap()
+            .seal(&b, b"[]")
+            .unwrap();
+        let opener = ReportOpener::new("k1", &private).unwrap();
+        assert!(opener.open(&b, &sealed).is_ok());
+        for wrong in [
+            answer(&q2, &u1, &icbc, "inq-1", due),
+            answer(&q1, &u2, &icbc, "inq-1", due),
+            answer(&q1, &u1, &boc, "inq-1", due),
+            answer(&q1, &u1, &icbc, "inq-2", due),
+            answer(&q1, &u1, &icbc, "inq-1", due + Duration::hours(1)),
+            report(&q1, &u1, due),
+        ] {
+            assert!(opener.open(&wrong, &sealed).is_err(), "{wrong:?}");
+        }
+    }
+
+    #[test]
+    fn lengths_do_not_tell_how_many_cards() {
+        let (q, _, u, _) = ids();
+        let (_, public) = generate_keypair();
+        let sealer = ReportSealer::new("k1", &public).unwrap();
+        let b = report(&q, &u, T);
+        let one = sealer.seal(&b, &[b'x'; 60]).unwrap();
+        let ten = sealer.seal(&b, &[b'x'; 600]).unwrap();
+        assert_eq!(one.ciphertext.len(), ten.ciphertext.len());
+        let more = sealer.seal(&b, &[b'x'; PAD_TO + 1]).unwrap();
+        assert!(more.ciphertext.len() > ten.ciphertext.len());
+    }
+
+    #[test]
+    fn rotation_keeps_the_previous_key_opening_what_it_sealed() {
+        let (q, _, u, _) = ids();
+        let b = report(&q, &u, T);
+        let (old_private, old_public) = generate_keypair();
+        let (new_private, new_public) = generate_keypair();
+        let old = ReportSealer::new("k1", &old_public)
+            .unwrap()
+            .seal(&b, b"old")
+            .unwrap();
+        let new = ReportSealer::new("k2", &new_public)
+            .unwrap()
+            .seal(&b, b"new")
+            .unwrap();
+        let rotated = ReportOpener::new("k2", &new_private)
+            .unwrap()
+            .with_previous("k1", &old_private)
+            .unwrap();
+        assert!(rotated.open(&b, &old).unwrap().starts_with(b"old"));
+        assert!(rotated.open(&b, &new).unwrap().starts_with(b"new"));
+        assert!(ReportOpener::new("k2", &new_private)
+            .unwrap()
+            .open(&b, &old)
+            .is_err());
+    }
+
+    #[test]
+    fn keys_made_elsewhere_still_work() {
+        // Keys of the raw X25519 format the deployment holds (32 bytes, hex), made with
+        // aws-lc-rs as before this module moved to HPKE.
+        use aws_lc_rs::agreement::{PrivateKey as LcPrivate, X25519};
+        use aws_lc_rs::encoding::{AsBigEndian, Curve25519SeedBin};
+        let lc = LcPrivate::generate(&X25519).unwrap();
+        let public = hex::encode(lc.compute_public_key().unwrap().as_ref());
+        let raw: Curve25519SeedBin<'static> = lc.as_be_bytes().unwrap();
+        let private = hex::encode(raw.as_ref());
+        let (q, _, u, _) = ids();
+        let b = report(&q, &u, T);
+        let sealed = ReportSealer::new("k", &public)
+            .unwrap()
+            .seal(&b, b"x")
+            .unwrap();
+        assert!(ReportOpener::new("k", &private)
+            .unwrap()
+            .open(&b, &sealed)
+            .is_ok());
     }
 }

@@ -58,7 +58,7 @@ async fn expiry_is_done_first_and_slow_retries_stop_before_the_deadline() {
         users: w.store.clone(),
         profiles: w.store.clone(),
         sms: Arc::new(MemorySms::default()),
-        sealer: ReportSealer::new("k1", &report_public).unwrap(),
+        sealer: Arc::new(ReportSealer::new("k1", &report_public).unwrap()),
         clock: w.clock.clone(),
     }));
 
@@ -70,7 +70,7 @@ async fn expiry_is_done_first_and_slow_retries_stop_before_the_deadline() {
     let answered = Settlement {
         state: LegState::Answered,
         failure: None,
-        cards: vec![],
+        sealed: None,
         answer_digest: Some("d".into()),
         at: w.now(),
     };
@@ -118,6 +118,7 @@ async fn expiry_is_done_first_and_slow_retries_stop_before_the_deadline() {
         clock: w.clock.clone(),
         callback_base: "https://api.example".into(),
         bank_timeout: StdDuration::from_secs(10),
+        sealer: w.sealer.clone(),
     }));
     let sweeper = Sweeper {
         queries: w.store.clone(),

@@ -14,7 +14,7 @@ use super::aggregate::{
     AggregateOutcome, Aggregator, AggregatorDeps, NOTICE_LEASE, REPORT_READY_SMS,
 };
 use super::body::{self, BankStatus, Report, NOTICES, PARTIAL_NOTICE};
-use super::crypto::{generate_keypair, ReportOpener, ReportSealer};
+use super::crypto::ReportOpener;
 use super::sweep::{SweepStats, Sweeper};
 use super::view::{ViewDeps, ViewService};
 use crate::adapters::memory::MemorySms;
@@ -83,7 +83,6 @@ struct World {
     sweeper: Sweeper,
     codes: CodeHasher,
     face_private: String,
-    report_private: String,
 }
 
 impl Deref for World {
@@ -102,7 +101,6 @@ fn world_with(scripts: &[(&str, Vec<Script>)]) -> World {
     let base = BankWorld::new(scripts);
     let (config, clock, store) = (&base.config, &base.clock, &base.store);
     let sms = Arc::new(TestSms::default());
-    let (report_private, report_public) = generate_keypair();
     let (face_private, face_public) = dev::generate_ed25519();
     let codes = CodeHasher::new(&[7; 32]).unwrap();
 
@@ -113,7 +111,7 @@ fn world_with(scripts: &[(&str, Vec<Script>)]) -> World {
         users: store.clone(),
         profiles: store.clone(),
         sms: sms.clone(),
-        sealer: ReportSealer::new("k1", &report_public).unwrap(),
+        sealer: base.sealer.clone(),
         clock: clock.clone(),
     }));
     let view = ViewService::new(ViewDeps {
@@ -131,7 +129,7 @@ fn world_with(scripts: &[(&str, Vec<Script>)]) -> World {
             )
             .unwrap(),
         ),
-        opener: ReportOpener::new("k1", &report_private).unwrap(),
+        opener: ReportOpener::new("k1", &base.report_private).unwrap(),
         clock: clock.clone(),
     });
     let sweeper = Sweeper {
@@ -149,7 +147,6 @@ fn world_with(scripts: &[(&str, Vec<Script>)]) -> World {
         sweeper,
         codes,
         face_private,
-        report_private,
     };
     w.profile("u1", PHONE);
     w.profile("u2", "+8613900139000");
@@ -220,12 +217,17 @@ impl World {
         q
     }
 
+    /// Settles a leg as fan-out or a callback would: an answer's cards sealed.
     async fn settle(&self, q: &QueryId, bank: &str, state: LegState, cards: Vec<MaskedCard>) {
+        let query = self.query(q).await;
+        let leg = self.leg(q, bank).await;
         let st = Settlement {
             state,
             failure: (state == LegState::Failed).then(|| "BANK_ERROR".to_owned()),
             answer_digest: (state != LegState::NoResponse).then(|| format!("digest-{bank}")),
-            cards,
+            sealed: (state == LegState::Answered).then(|| {
+                body::seal_answer(&self.sealer, &query, &leg.bank, &leg.inquiry_id, &cards).unwrap()
+            }),
             at: self.now(),
         };
         self.store
@@ -262,12 +264,11 @@ impl World {
         ReportStore::report(self.store.as_ref(), q).await.unwrap()
     }
 
-    fn open(&self, stored: &StoredReport) -> Report {
-        let opener = ReportOpener::new("k1", &self.report_private).unwrap();
-        let plain = opener
-            .open(&stored.query_id.to_string(), &stored.sealed)
-            .unwrap();
-        serde_json::from_slice(&plain).unwrap()
+    /// Opens a stored report as view-report does (no step-up, no view recorded).
+    async fn open(&self, stored: &StoredReport) -> Report {
+        let query = self.query(&stored.query_id).await;
+        super::view::open_report(&self.opener(), &self.config, &query.user_id, &query, stored)
+            .unwrap()
     }
 
     /// A query to ICBC and CMB in which ICBC has answered with `cards` and CMB not yet.
@@ -372,19 +373,49 @@ impl World {
 // body::build
 // ---------------------------------------------------------------------------------------
 
-fn leg_record(q: QueryId, bank: &BankCode, state: LegState, cards: Vec<MaskedCard>) -> LegRecord {
+/// A leg of `q` holding `cards` sealed as fan-out would seal them.
+fn leg_record(
+    w: &World,
+    q: &QueryRecord,
+    bank: &BankCode,
+    state: LegState,
+    cards: Vec<MaskedCard>,
+) -> LegRecord {
+    let inquiry_id = format!("inq-{bank}");
     LegRecord {
-        query_id: q,
+        query_id: q.query_id,
         bank: bank.clone(),
-        inquiry_id: format!("inq-{bank}"),
+        cards: vec![body::seal_answer(&w.sealer, q, bank, &inquiry_id, &cards).unwrap()],
+        inquiry_id,
         state,
         attempts: 1,
         next_attempt_at: None,
         failure: None,
-        cards,
         answer_digest: None,
         settled_at: None,
     }
+}
+
+/// The aggregator's half (content, sealed with nothing in clear) and view-report's
+/// half (opened and rendered) of building a report, without the stores.
+fn build(
+    w: &World,
+    q: &QueryRecord,
+    legs: &[LegRecord],
+    generated_at: OffsetDateTime,
+    expires_at: OffsetDateTime,
+) -> Report {
+    let content = body::content(q, legs);
+    let opener = w.opener();
+    body::render(
+        &q.query_id.to_string(),
+        generated_at,
+        expires_at,
+        &content,
+        &w.config.banks,
+        |bank, sealed| body::open_answer(&opener, q, bank, sealed),
+    )
+    .unwrap()
 }
 
 fn query_record(w: &World, banks: &[&str]) -> QueryRecord {
@@ -411,22 +442,25 @@ async fn build_summarises_each_bank_in_the_users_order() {
     let id = q.query_id;
     let legs = vec![
         // Legs come from the store in bank-code order, not the user's.
-        leg_record(id, &w.code("ABC"), LegState::NoResponse, vec![]),
+        leg_record(&w, &q, &w.code("ABC"), LegState::NoResponse, vec![]),
         leg_record(
-            id,
+            &w,
+            &q,
             &w.code("BOC"),
             LegState::Accepted,
             vec![card(CardKind::Debit, "62160001")],
         ),
         leg_record(
-            id,
+            &w,
+            &q,
             &w.code("CCB"),
             LegState::Failed,
             vec![card(CardKind::Debit, "43670002")],
         ),
-        leg_record(id, &w.code("CMB"), LegState::Answered, vec![]),
+        leg_record(&w, &q, &w.code("CMB"), LegState::Answered, vec![]),
         leg_record(
-            id,
+            &w,
+            &q,
             &w.code("ICBC"),
             LegState::Answered,
             vec![
@@ -437,7 +471,7 @@ async fn build_summarises_each_bank_in_the_users_order() {
         ),
     ];
     let gen = T0 + Duration::hours(1);
-    let r = body::build(&q, &legs, &w.config.banks, gen, gen + Duration::days(7));
+    let r = build(&w, &q, &legs, gen, gen + Duration::days(7));
 
     assert_eq!(r.query_id, id.to_string());
     assert_eq!(
@@ -516,15 +550,16 @@ async fn build_adds_the_partial_notice_only_when_a_bank_did_not_respond() {
     let w = world();
     let q = query_record(&w, &["ICBC", "CMB"]);
     let all = vec![
-        leg_record(q.query_id, &w.code("CMB"), LegState::Answered, vec![]),
+        leg_record(&w, &q, &w.code("CMB"), LegState::Answered, vec![]),
         leg_record(
-            q.query_id,
+            &w,
+            &q,
             &w.code("ICBC"),
             LegState::Answered,
             vec![card(CardKind::Debit, "62221234")],
         ),
     ];
-    let r = body::build(&q, &all, &w.config.banks, T0, T0 + Duration::days(7));
+    let r = build(&w, &q, &all, T0, T0 + Duration::days(7));
     assert_eq!(r.notices, NOTICES.map(str::to_owned).to_vec());
     assert!(r
         .summary
@@ -548,12 +583,12 @@ async fn build_adds_the_partial_notice_only_when_a_bank_did_not_respond() {
     for state in [LegState::Failed, LegState::NoResponse, LegState::Pending] {
         let mut legs = all.clone();
         legs[0].state = state;
-        let r = body::build(&q, &legs, &w.config.banks, T0, T0 + Duration::days(7));
+        let r = build(&w, &q, &legs, T0, T0 + Duration::days(7));
         assert_eq!(r.notices.len(), 6, "{state:?}");
         assert_eq!(r.notices[5], PARTIAL_NOTICE);
     }
     // A bank without any leg record did not respond either.
-    let r = body::build(&q, &all[1..], &w.config.banks, T0, T0 + Duration::days(7));
+    let r = build(&w, &q, &all[1..], T0, T0 + Duration::days(7));
     assert_eq!(r.summary.banks[1].status, BankStatus::NoResponse);
     assert_eq!(r.notices.last().unwrap(), PARTIAL_NOTICE);
 }
@@ -564,7 +599,8 @@ async fn the_report_json_follows_the_contract_and_holds_no_card_number() {
     let q = query_record(&w, &["ICBC", "CCB", "ABC"]);
     let legs = vec![
         leg_record(
-            q.query_id,
+            &w,
+            &q,
             &w.code("ICBC"),
             LegState::Answered,
             vec![
@@ -572,9 +608,9 @@ async fn the_report_json_follows_the_contract_and_holds_no_card_number() {
                 card(CardKind::Credit, "62583456"),
             ],
         ),
-        leg_record(q.query_id, &w.code("CCB"), LegState::Failed, vec![]),
+        leg_record(&w, &q, &w.code("CCB"), LegState::Failed, vec![]),
     ];
-    let r = body::build(&q, &legs, &w.config.banks, T0, T0 + Duration::days(7));
+    let r = build(&w, &q, &legs, T0, T0 + Duration::days(7));
     let v = serde_json::to_value(&r).unwrap();
     let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
     keys.sort();
@@ -683,7 +719,7 @@ async fn settled_legs_publish_one_sealed_report_close_the_query_and_send_one_sms
         );
     }
     // ... and it opens with the private key to the report of these legs.
-    let report = w.open(&stored);
+    let report = w.open(&stored).await;
     assert_eq!(report.query_id, q.to_string());
     assert_eq!(report.generated_at, now);
     assert_eq!(stored.generated_at, now);
@@ -816,7 +852,7 @@ async fn an_open_leg_waits_until_the_deadline_then_reports_it_as_no_response() {
         w.aggregator.aggregate(&q).await.unwrap(),
         AggregateOutcome::Published
     );
-    let report = w.open(&w.stored(&q).await.unwrap());
+    let report = w.open(&w.stored(&q).await.unwrap()).await;
     let status = bank_statuses(&report);
     assert_eq!(
         status,
@@ -848,7 +884,7 @@ async fn a_report_published_at_the_deadline_leaves_no_bank_pending() {
         w.aggregator.aggregate(&q).await.unwrap(),
         AggregateOutcome::Published
     );
-    let report = w.open(&w.stored(&q).await.unwrap());
+    let report = w.open(&w.stored(&q).await.unwrap()).await;
     assert_eq!(report.summary.banks[1].status, BankStatus::NoResponse);
 
     let detail = w.view.detail(&user("u1"), &q.to_string()).await.unwrap();
@@ -1106,7 +1142,7 @@ async fn a_report_is_shown_only_after_a_fresh_sms_code_each_time() {
         .iter()
         .any(|c| c["masked_number"] == "6222 **** **** 1234"));
     assert_eq!(shown["notices"].as_array().unwrap().len(), 5);
-    let expected = w.open(&w.stored(&q).await.unwrap());
+    let expected = w.open(&w.stored(&q).await.unwrap()).await;
     assert_eq!(serde_json::from_value::<Report>(shown).unwrap(), expected);
     assert_eq!(expected.generated_at, generated);
     let viewed = w.now();
@@ -1404,7 +1440,7 @@ async fn the_sweeper_closes_a_query_at_its_deadline_from_whatever_answered() {
     assert_eq!(w.leg(&q, "ICBC").await.state, LegState::Answered);
     let rec = w.query(&q).await;
     assert_eq!(rec.phase, QueryPhase::Reported);
-    let report = w.open(&w.stored(&q).await.unwrap());
+    let report = w.open(&w.stored(&q).await.unwrap()).await;
     let status = bank_statuses(&report);
     assert_eq!(
         status,
@@ -1462,7 +1498,10 @@ async fn the_sweeper_resends_a_leg_due_for_retry() {
     assert_eq!(w.banks.calls_to("ICBC"), 2);
     let icbc = w.leg(&q, "ICBC").await;
     assert_eq!((icbc.state, icbc.attempts), (LegState::Answered, 2));
-    assert_eq!(icbc.cards, [card(CardKind::Debit, "62221234")]);
+    assert_eq!(
+        w.leg_cards(&q, "ICBC").await,
+        [card(CardKind::Debit, "62221234")]
+    );
 
     // Again: nothing is sent.
     assert_eq!(w.sweeper.run_once().await.unwrap(), SweepStats::default());
@@ -1473,7 +1512,7 @@ async fn the_sweeper_resends_a_leg_due_for_retry() {
         w.aggregator.aggregate(&q).await.unwrap(),
         AggregateOutcome::Published
     );
-    let report = w.open(&w.stored(&q).await.unwrap());
+    let report = w.open(&w.stored(&q).await.unwrap()).await;
     assert_eq!(report.cards[0].masked_number, "6222 **** **** 1234");
     assert!(report
         .summary
@@ -1651,4 +1690,84 @@ async fn one_sweep_does_all_kinds_of_work_and_a_second_does_nothing() {
     assert_eq!(w.sweeper.run_once().await.unwrap(), SweepStats::default());
     assert_eq!(w.sms.sent().len(), 4);
     assert_eq!(w.banks.total_calls(), calls);
+}
+
+// ---------------------------------------------------------------------------------------
+// Integrity of the sealed report against someone able to write the table
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_report_whose_stored_life_owner_or_key_was_rewritten_is_never_shown() {
+    type Edit = fn(&mut StoredReport, &mut QueryRecord);
+    let cases: [(&str, &str, Edit); 7] = [
+        ("untouched", "u1", |_, _| {}),
+        ("a longer life", "u1", |r, q| {
+            r.expires_at += Duration::days(30);
+            q.report_expires_at = Some(r.expires_at);
+        }),
+        ("an earlier generation", "u1", |r, q| {
+            r.generated_at -= Duration::days(1);
+            q.report_generated_at = Some(r.generated_at);
+        }),
+        ("another user", "u2", |r, q| {
+            r.user_id = user("u2");
+            q.user_id = user("u2");
+        }),
+        ("another key id", "u1", |r, _| r.sealed.key_id = "k0".into()),
+        ("a later deadline", "u1", |_, q| {
+            q.report_due_by += Duration::days(1);
+        }),
+        ("the record's expiry only", "u1", |_, q| {
+            q.report_expires_at = q.report_expires_at.map(|e| e + Duration::days(1));
+        }),
+    ];
+    for (why, viewer, edit) in cases {
+        let w = world();
+        let q = w.reported("u1").await;
+        w.store.tamper_report(&q, edit);
+        let viewer = user(viewer);
+        let shown = w
+            .view_report(
+                &viewer,
+                &q,
+                &face_body(&w.face_token(viewer.as_str(), "n-1")),
+            )
+            .await;
+        if why == "untouched" {
+            assert_eq!(shown.unwrap()["summary"]["total_cards"], 3);
+            continue;
+        }
+        let Err(e) = shown else {
+            panic!("{why}: shown");
+        };
+        assert_eq!(e.status(), 500, "{why}: {e:?}");
+        assert!(
+            w.query(&q).await.last_viewed_at.is_none(),
+            "{why}: no view recorded"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_report_moved_into_another_query_does_not_open() {
+    let w = world();
+    let q1 = w.reported("u1").await;
+    w.clock.advance(Duration::days(8));
+    let q2 = w.reported("u1").await;
+    let moved = w.stored(&q1).await.unwrap();
+    w.store.tamper_report(&q2, |r, q| {
+        r.sealed = moved.sealed.clone();
+        r.generated_at = moved.generated_at;
+        r.expires_at = moved.expires_at;
+        q.report_generated_at = Some(moved.generated_at);
+        q.report_expires_at = Some(moved.expires_at);
+    });
+    // q1's times are past by now: put q2's clock back inside q1's life to be sure the
+    // refusal is the binding, not the expiry.
+    w.clock.set(moved.generated_at + Duration::minutes(1));
+    let e = w
+        .view_report(&user("u1"), &q2, &face_body(&w.face_token("u1", "n-2")))
+        .await
+        .unwrap_err();
+    assert_eq!(e.status(), 500, "{e:?}");
 }

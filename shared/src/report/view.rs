@@ -8,9 +8,10 @@ use lambda_http::http::Method;
 use lambda_http::{Body, Request, Response};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
-use tracing::info;
+use tracing::{info, warn};
 
-use super::crypto::ReportOpener;
+use super::body;
+use super::crypto::{Binding, ReportOpener};
 use crate::clock::Clock;
 use crate::config::ServiceConfig;
 use crate::error::ServiceError;
@@ -18,7 +19,7 @@ use crate::http;
 use crate::model::ids::{QueryId, UserId};
 use crate::model::timestamp::rfc3339;
 use crate::ports::{QueryStore, ReportStore, SubmissionStore};
-use crate::records::{LegState, QueryPhase, QueryRecord};
+use crate::records::{LegState, QueryPhase, QueryRecord, StoredReport};
 use crate::security::app_jwt::AppAuthenticator;
 use crate::security::face::FaceVerifier;
 use crate::security::sms_code::{CodeHasher, Purpose};
@@ -213,13 +214,8 @@ impl ViewService {
         if now >= stored.expires_at {
             return Err(self.expired(&q, now));
         }
-        let plain = self
-            .d
-            .opener
-            .open(&q.query_id.to_string(), &stored.sealed)
-            .map_err(ServiceError::internal)?;
-        let report: serde_json::Value =
-            serde_json::from_slice(&plain).map_err(ServiceError::internal)?;
+        let report = open_report(&self.d.opener, &self.d.config, user, &q, &stored)?;
+        let report = serde_json::to_value(&report).map_err(ServiceError::internal)?;
         self.d
             .reports
             .record_view(&q.query_id, now)
@@ -277,6 +273,53 @@ impl ViewService {
             }
         }
     }
+}
+
+/// Opens a stored report for `user`, refusing one whose stored user, query, times or
+/// key disagree with what its envelopes were sealed to: someone able to write the
+/// table can neither move a report to another user nor extend its life. Such a
+/// report is an integrity failure (logged, 500), never shown.
+pub fn open_report(
+    opener: &ReportOpener,
+    config: &ServiceConfig,
+    user: &UserId,
+    q: &QueryRecord,
+    stored: &StoredReport,
+) -> Result<body::Report, ServiceError> {
+    let integrity = |why: &str| {
+        warn!(query_id = %q.query_id, check = why, "stored report failed its integrity check");
+        ServiceError::internal(format!("report integrity: {why}"))
+    };
+    if stored.query_id != q.query_id || &stored.user_id != user || &q.user_id != user {
+        return Err(integrity("owner"));
+    }
+    if q.report_generated_at != Some(stored.generated_at)
+        || q.report_expires_at != Some(stored.expires_at)
+    {
+        return Err(integrity("times"));
+    }
+    let binding = Binding::Report {
+        query: &q.query_id,
+        user,
+        generated_at: stored.generated_at,
+        expires_at: stored.expires_at,
+    };
+    let plain = opener
+        .open(&binding, &stored.sealed)
+        .map_err(|_| integrity("report envelope"))?;
+    let content: body::ReportContent =
+        serde_json::from_slice(&plain).map_err(|_| integrity("report content"))?;
+    body::render(
+        &q.query_id.to_string(),
+        stored.generated_at,
+        stored.expires_at,
+        &content,
+        &config.banks,
+        |bank, sealed| {
+            body::open_answer(opener, q, bank, sealed)
+                .map_err(|_| integrity("bank answer envelope"))
+        },
+    )
 }
 
 /// Exactly one of `verification` and `face_token`.

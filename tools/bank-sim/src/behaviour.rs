@@ -31,6 +31,9 @@ pub enum Mode {
     Never,
     /// 200 with a signed answer whose status is `ERROR` (no cards).
     ErrorAnswer,
+    /// 307 to the same inquiry URL: a client that follows it re-sends the inquiry (its
+    /// subject and signature headers), which the simulator then records a second time.
+    Redirect,
 }
 
 /// What a callback carries (callback mode only).

@@ -347,6 +347,7 @@ async fn card_inquiry(
         Mode::Error => StatusCode::INTERNAL_SERVER_ERROR,
         Mode::FailThenAnswer if failing => StatusCode::INTERNAL_SERVER_ERROR,
         Mode::Callback | Mode::Never => StatusCode::ACCEPTED,
+        Mode::Redirect => StatusCode::TEMPORARY_REDIRECT,
         _ => StatusCode::OK,
     };
     let idx = sim.record(
@@ -383,6 +384,11 @@ async fn card_inquiry(
         Mode::Error => json_error(status, "simulated bank failure"),
         Mode::FailThenAnswer if failing => json_error(status, "simulated bank failure"),
         Mode::Never => signed(status, secret, &bank, path, b"{}".to_vec()),
+        Mode::Redirect => Response::builder()
+            .status(status)
+            .header(header::LOCATION, path)
+            .body(Body::empty())
+            .expect("valid response"),
         Mode::Callback => {
             let (body, key) = answer_body(&sim, &bank, &inq, behaviour.callback_answer.into());
             tokio::spawn(deliver_callback(

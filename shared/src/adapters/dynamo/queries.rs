@@ -169,13 +169,14 @@ impl QueryStore for DynamoStore {
         st: &Settlement,
         nonce: Option<&BankNonce>,
     ) -> Result<SettleOutcome, StoreError> {
-        let cards: AttributeValue = serde_dynamo::to_attribute_value(&st.cards)
+        let sealed: Vec<_> = st.sealed.iter().collect();
+        let cards: AttributeValue = serde_dynamo::to_attribute_value(&sealed)
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let mut leg_update = Update::builder()
             .table_name(&self.tables.main)
             .set_key(Some(key(query_pk(id), leg_sk(bank))))
             .update_expression(
-                "SET #state = :state, cards = :cards, settled_at = :at \
+                "SET #state = :state, sealed_cards = :cards, settled_at = :at \
                  REMOVE next_attempt_at, due_pk, due_at",
             )
             .condition_expression("attribute_exists(pk) AND #state IN (:pending, :accepted)")
@@ -197,7 +198,7 @@ impl QueryStore for DynamoStore {
         }
         if !extra.is_empty() {
             leg_update = leg_update.update_expression(format!(
-                "SET #state = :state, cards = :cards, settled_at = :at, {} \
+                "SET #state = :state, sealed_cards = :cards, settled_at = :at, {} \
                  REMOVE next_attempt_at, due_pk, due_at",
                 extra.join(", ")
             ));

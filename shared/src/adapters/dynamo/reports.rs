@@ -96,7 +96,8 @@ impl ReportStore for DynamoStore {
             let strip = Update::builder()
                 .table_name(&self.tables.main)
                 .set_key(Some(key(pk.clone(), format!("LEG#{bank}"))))
-                .update_expression("REMOVE cards, answer_digest")
+                // `cards`: clear cards of legs written before answers were sealed.
+                .update_expression("REMOVE sealed_cards, cards, answer_digest")
                 .condition_expression("attribute_exists(pk)")
                 .build()
                 .map_err(build_err)?;
