@@ -833,7 +833,7 @@ mod tests {
             .as_array()
             .unwrap()
             .len();
-        assert_eq!(codes, 25);
+        assert_eq!(codes, 26);
     }
 
     #[test]
