@@ -473,15 +473,20 @@ def _install_shim(jar: Path) -> Path | None:
 # Debian's own chromium and its matching driver (a browser build of its own cannot be
 # downloaded here), selenium pinned into the main venv. Checked on every install call
 # because the marker above predates it; when all is present this is a few stat calls.
-SELENIUM_SPEC = "selenium==4.52.0"
+# The page is zh-CN first: without a CJK font its screenshots show boxes.
+APT_BROWSER = ("chromium", "chromium-driver", "fonts-wqy-microhei")
+CJK_FONT = Path("/usr/share/fonts/truetype/wqy/wqy-microhei.ttc")
+SELENIUM_SPEC = "selenium==4.51.0"  # 4.52.0 needs a certifi newer than PyPI serves here
 
 
 def ensure_browser() -> None:
-    """chromium + chromium-driver (apt, only when missing) and selenium in .local/venv.
+    """chromium, chromium-driver and a CJK font (apt, only when missing) and selenium in
+    .local/venv.
     A failure is a warning, not an error: `make run` needs no browser, and the browser
     test (tests/web_client.rs) fails by itself, naming what is missing."""
     version = SELENIUM_SPEC.split("==")[1]
-    have_apt = bool(shutil.which("chromium") and shutil.which("chromedriver"))
+    have_apt = bool(shutil.which("chromium") and shutil.which("chromedriver")
+                    and CJK_FONT.is_file())
     have_pip = any(VENV_DIR.glob(f"lib/python*/site-packages/selenium-{version}.dist-info"))
     if have_apt and have_pip:
         return
@@ -489,14 +494,16 @@ def ensure_browser() -> None:
     with open(INSTALL_LOCK.with_name("install-browser.lock"), "a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            if not (shutil.which("chromium") and shutil.which("chromedriver")):
+            if not (shutil.which("chromium") and shutil.which("chromedriver")
+                    and CJK_FONT.is_file()):
                 if os.geteuid() != 0:
-                    raise StackError("chromium/chromedriver missing; as root run: apt-get "
-                                     "update && apt-get install -y chromium chromium-driver")
-                say("installing Debian's chromium and chromium-driver (apt-get)")
-                _run_step("apt-update", ["apt-get", "update"])
-                _run_step("apt-browser", ["apt-get", "install", "-y", "--no-install-recommends",
-                                          "chromium", "chromium-driver"])
+                    raise StackError(f"chromium/chromedriver/CJK font missing; as root run: "
+                                     f"apt-get update && apt-get install -y {' '.join(APT_BROWSER)}")
+                say(f"installing Debian's {', '.join(APT_BROWSER)} (apt-get)")
+                _run_step("apt-update", ["env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "update"])
+                _run_step("apt-browser", ["env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install",
+                                          "-y", "--no-install-recommends",
+                                          *APT_BROWSER])
             py = VENV_DIR / "bin" / "python"
             if py.exists() and not any(
                     VENV_DIR.glob(f"lib/python*/site-packages/selenium-{version}.dist-info")):
