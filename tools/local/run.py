@@ -182,6 +182,25 @@ def demo(state: dict) -> None:
     say("Ctrl-C stops everything.")
 
 
+# The reference web client (tools/web/server.py): the page plus a /v1 proxy to the API.
+# WEB_PORT picks its port on 127.0.0.1 (0 = any free one).
+WEB_PORT = int(os.environ.get("WEB_PORT", "9080"))
+
+
+def start_web(state: dict) -> tuple[subprocess.Popen, str]:
+    web = subprocess.Popen(
+        [sys.executable, str(ROOT / "tools" / "web" / "server.py"), "--port", str(WEB_PORT),
+         "--api", state["api_endpoint"], "--sns", state["sns_endpoint"],
+         "--dynamodb", state["dynamodb_endpoint"], "--table-prefix", state["table_prefix"]],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    line = web.stdout.readline() if web.stdout else ""
+    if not line.startswith("WEB READY "):
+        web.kill()
+        raise SystemExit(f"the web client did not start on port {WEB_PORT} (WEB_PORT=N picks "
+                         f"another): {line.strip()}")
+    return web, json.loads(line[len("WEB READY "):])["url"]
+
+
 def main() -> int:
     stack = subprocess.Popen([sys.executable, str(STACK), "up", "--with-api", "--persist"],
                              cwd=ROOT, stdout=subprocess.PIPE, text=True)
@@ -197,8 +216,13 @@ def main() -> int:
     say("stack ready:")
     for name in ("api_endpoint", "bank_sim_endpoint", "dynamodb_endpoint", "sns_endpoint"):
         say(f"   {name:20} {state[name]}")
+    web = None
     try:
+        web, web_url = start_web(state)
+        say(f"   {'web client':20} {web_url}  (the five steps in a browser)")
         demo(state)
+        say(f"web client (一键查卡 in a browser): {web_url} — the demo query above put "
+            f"{DEMO_USER} in its 7-day cooldown: the page's re-seed button clears it")
         while stack.poll() is None:
             time.sleep(0.5)
     except KeyboardInterrupt:
@@ -208,6 +232,9 @@ def main() -> int:
         stack.send_signal(signal.SIGTERM)
         stack.wait()
         return 1
+    finally:
+        if web is not None:
+            web.terminate()
     if stack.poll() is None:
         stack.send_signal(signal.SIGTERM)
     return stack.wait()
