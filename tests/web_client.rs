@@ -52,5 +52,8 @@ fn the_reference_client_walks_the_journey_in_chromium() {
         .env("WEB_TEST_OUT", root.join(".local/web"))
         .status()
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", python.display()));
-    assert!(status.success(), "tests/web/browser_test.py failed: {status}");
+    assert!(
+        status.success(),
+        "tests/web/browser_test.py failed: {status}"
+    );
 }
