@@ -84,7 +84,7 @@ def browser():
 
 
 def main() -> int:
-    from selenium.common.exceptions import TimeoutException
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
@@ -107,9 +107,22 @@ def main() -> int:
     step = "start"
     try:
         driver = browser()
-        wait = WebDriverWait(driver, 30)
+        # Bounds, not expectations: a function's first call under `cargo lambda watch` starts it.
+        wait = WebDriverWait(driver, 60)
         by_id = lambda i: driver.find_element(By.ID, i)  # noqa: E731
         visible = lambda i: wait.until(lambda d: d.find_element(By.ID, i).is_displayed())  # noqa: E731
+
+        def rows(selector: str) -> list[dict]:
+            # Read in one script: the progress table is re-rendered while it is polled.
+            return driver.execute_script(
+                "return [...document.querySelectorAll(arguments[0])].map(r => "
+                "({data: {...r.dataset}, cells: [...r.cells].map(c => c.innerText.trim())}))",
+                selector)
+
+        def attr(i: str, name: str) -> str | None:
+            return driver.execute_script(
+                "const e = document.getElementById(arguments[0]); "
+                "return e ? e.getAttribute(arguments[1]) : null", i, name)
 
         step = "sign in"
         driver.get(url)
@@ -165,16 +178,13 @@ def main() -> int:
         by_id("submit").click()
         visible("step-progress")
         assert not by_id("err-submit").is_displayed(), by_id("err-submit").text
-        rows = driver.find_elements(By.CSS_SELECTOR, "#progress tbody tr")
-        assert sorted(r.get_attribute("data-bank") for r in rows) == sorted(chosen)
-        seen_pending = any(r.get_attribute("data-status") == "PENDING" for r in rows)
+        first = wait.until(lambda d: rows("#progress tbody tr"))
+        assert sorted(r["data"]["bank"] for r in first) == sorted(chosen), first
+        seen_pending = any(r["data"]["status"] == "PENDING" for r in first)
         WebDriverWait(driver, REPORT_WAIT_S).until(
-            lambda d: d.find_element(By.ID, "report-status").get_attribute("data-status")
-            not in (None, "", "PENDING"))
-        assert by_id("report-status").get_attribute("data-status") == "READY", \
-            by_id("report-status").text
-        settled = {r.get_attribute("data-bank"): r.get_attribute("data-status")
-                   for r in driver.find_elements(By.CSS_SELECTOR, "#progress tbody tr")}
+            lambda d: attr("report-status", "data-status") not in (None, "", "PENDING"))
+        assert attr("report-status", "data-status") == "READY", by_id("report-status").text
+        settled = {r["data"]["bank"]: r["data"]["status"] for r in rows("#progress tbody tr")}
         assert settled == {b: "RESPONDED" for b in chosen}, settled
         print(f"browser test: progress settled (pending seen first: {seen_pending})")
 
@@ -187,19 +197,15 @@ def main() -> int:
         by_id("view-face").click()
         visible("report")
         assert not by_id("err-view").is_displayed(), by_id("err-view").text
-        shown = {}
-        for r in driver.find_elements(By.CSS_SELECTOR, "#report-summary tbody tr"):
-            cells = [c.text for c in r.find_elements(By.TAG_NAME, "td")]
-            shown[r.get_attribute("data-bank")] = (cells[1], int(cells[2]), int(cells[3]))
+        shown = {r["data"]["bank"]: (r["cells"][1], int(r["cells"][2]), int(r["cells"][3]))
+                 for r in rows("#report-summary tbody tr")}
         expected = {b: ("已答复 responded",
                         sum(c["kind"] == "DEBIT" for c in truth[b]),
                         sum(c["kind"] == "CREDIT" for c in truth[b])) for b in chosen}
         assert shown == expected, f"summary shown {shown} != simulator truth {expected}"
         kinds = {"DEBIT": "借记卡 debit", "CREDIT": "贷记卡 credit"}
-        cards_shown = Counter(
-            (r.get_attribute("data-bank"), r.find_elements(By.TAG_NAME, "td")[1].text,
-             r.find_elements(By.TAG_NAME, "td")[2].text)
-            for r in driver.find_elements(By.CSS_SELECTOR, "#report-cards tbody tr[data-bank]"))
+        cards_shown = Counter((r["data"]["bank"], r["cells"][1], r["cells"][2])
+                              for r in rows("#report-cards tbody tr[data-bank]"))
         cards_truth = Counter((b, kinds[c["kind"]], f"{c['first4']} **** **** {c['last4']}")
                               for b in chosen for c in truth[b])
         assert cards_shown == cards_truth, f"cards shown {cards_shown} != truth {cards_truth}"
@@ -218,7 +224,7 @@ def main() -> int:
         by_id("step-view").screenshot(str(section))
         print(f"browser test: screenshots {full} and {section}")
         return 0
-    except (AssertionError, TimeoutException) as e:
+    except (AssertionError, WebDriverException) as e:
         print(f"browser test FAILED at step '{step}': {type(e).__name__}: {e}", file=sys.stderr)
         if driver is not None:
             fail = out / "failure.png"

@@ -6,7 +6,7 @@ Serves the static page in tools/web/static/, forwards /v1/* unchanged to the loc
 a few local-only helper routes that stand in for what, in production, the app's own
 user system, the face-verification SDK and the user's phone provide:
 
-    GET  /_local/users                        the seeded users (devtools seed's list)
+    GET  /_local/users                        the seeded users (seeded when it starts)
     POST /_local/seed                         re-seed them (fresh state: no cooldown)
     GET  /_local/token?user=U                 an app JWT for U (devtools user-token)
     GET  /_local/face-token?user=U&purpose=P  a passing face token (devtools face-token)
@@ -189,7 +189,7 @@ def make_handler(helper: Helper) -> type[BaseHTTPRequestHandler]:
             route = (method, url.path)
             try:
                 if route == ("GET", "/_local/users"):
-                    self._send(200, {"users": helper.users or helper.seed()})
+                    self._send(200, {"users": helper.users})
                 elif route == ("POST", "/_local/seed"):
                     self._send(200, {"users": helper.seed()})
                 elif route == ("GET", "/_local/token") and q.get("user"):
@@ -242,6 +242,9 @@ def main() -> int:
     ap.add_argument("--devtools", help="the devtools executable (default: cargo builds it)")
     opts = ap.parse_args()
     helper = Helper(opts)
+    # devtools can only tell the seeded users by seeding them (idempotent: a fresh state
+    # for each), so that happens once here, in the open, rather than on a GET.
+    helper.seed()
     server = ThreadingHTTPServer((HOST, opts.port), make_handler(helper))
     server.daemon_threads = True
     url = f"http://{HOST}:{server.server_address[1]}/"

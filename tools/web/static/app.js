@@ -227,11 +227,12 @@ async function submit() {
   // One key per attempt that reached no answer: a retry after a lost response replays it.
   state.idemKey = state.idemKey || crypto.randomUUID();
   $("submit").disabled = true;
+  // Counted before submitting: with prompt banks the notice can beat the 202's handling.
+  state.smsSeen = state.maskedPhone ? (await smsFor(state.maskedPhone)).length : 0;
   const res = await call("POST", "/v1/card-queries", body, { "idempotency-key": state.idemKey });
   $("submit").disabled = false;
   if (res.status !== 0) state.idemKey = null;
   if (!res.ok) return showError("err-submit", res);
-  state.smsSeen = (await smsFor(state.maskedPhone)).length;
   const a = res.body;
   $("accepted").textContent = `已受理 accepted: ${a.query_id} · 提交 submitted ${a.submitted_at} · `
     + `报告最迟 report due by ${a.report_due_by}`;
