@@ -65,12 +65,8 @@ def start_web() -> tuple[subprocess.Popen[str], str]:
 
 
 def browser():
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-    except ImportError as e:
-        sys.exit(f"browser test: selenium is missing from {sys.executable} ({e}); "
-                 "`python3 tools/local/stack.py install` installs it")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
     chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
     if not chromium or not driver:
         sys.exit("browser test: chromium/chromedriver not installed; `python3 tools/local/"
@@ -84,9 +80,13 @@ def browser():
 
 
 def main() -> int:
-    from selenium.common.exceptions import WebDriverException
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import Select, WebDriverWait
+    try:
+        from selenium.common.exceptions import WebDriverException
+        from selenium.webdriver.common.by import By
+        from selenium.webdriver.support.ui import Select, WebDriverWait
+    except ImportError as e:
+        sys.exit(f"browser test: selenium is missing from {sys.executable} ({e}); "
+                 "`python3 tools/local/stack.py install` installs it")
 
     sim = env("WEB_TEST_BANK_SIM")
     id_number = env("WEB_TEST_ID_NUMBER")
@@ -133,7 +133,7 @@ def main() -> int:
         wait.until(lambda d: "re-seeded" in d.find_element(By.ID, "signed-in").text)
         Select(by_id("user")).select_by_value(USER)
         by_id("signin").click()
-        wait.until(lambda d: d.find_element(By.ID, "eligibility").get_attribute("data-eligible"))
+        visible("step-authorize")  # shown once eligibility, banks and history are in
         elig = by_id("eligibility").text
         assert by_id("eligibility").get_attribute("data-eligible") == "true", elig
         assert "可以查询 eligible 是 yes" in elig, elig
