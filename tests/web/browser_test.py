@@ -218,6 +218,7 @@ def main() -> int:
         step = "screenshot"
         height = driver.execute_script("return document.documentElement.scrollHeight")
         driver.set_window_size(1100, min(int(height) + 40, 8000))
+        driver.execute_script("window.scrollTo(0, 0)")  # the page had scrolled to the report
         full = out / "report-page.png"
         driver.save_screenshot(str(full))
         section = out / "report-section.png"
