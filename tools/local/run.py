@@ -151,7 +151,7 @@ def demo(state: dict) -> None:
 
     say("\n== 5. view the report after a fresh verification (POST .../report)")
     # One code a minute per user: the demo asks with a face token instead.
-    face = devtools(state, "face-token", "--user", DEMO_USER)
+    face = devtools(state, "face-token", "--user", DEMO_USER, "--purpose", "VIEW_REPORT")
     status, report, _ = request("POST", f"{api}/v1/card-queries/{qid}/report",
                                 {"face_token": face}, auth)
     if status != 200:
@@ -174,12 +174,31 @@ def demo(state: dict) -> None:
     say(f"   curl -s {api}/v1/banks -H \"Authorization: Bearer $TOKEN\"")
     say(f"   curl -s {api}/v1/card-queries -H \"Authorization: Bearer $TOKEN\"")
     say(f"   curl -s {api}/v1/card-queries/{qid} -H \"Authorization: Bearer $TOKEN\"")
-    say("   FACE=$(cargo run -q -p devtools -- face-token --user demo-user)")
+    say("   FACE=$(cargo run -q -p devtools -- face-token --user demo-user --purpose SUBMIT_QUERY)")
     say(f"   curl -s -X POST {api}/v1/card-queries/{qid}/report -H \"Authorization: Bearer $TOKEN\""
         " -H 'content-type: application/json' -d \"{\\\"face_token\\\": \\\"$FACE\\\"}\"")
     say("   seeded users: demo-user, not-real-name, outside-pilot, locked-password "
         f"(payment password {PAYMENT_PASSWORD}); SMS: python3 tools/local/stack.py sms")
     say("Ctrl-C stops everything.")
+
+
+# The reference web client (tools/web/server.py): the page plus a /v1 proxy to the API.
+# WEB_PORT picks its port on 127.0.0.1 (0 = any free one).
+WEB_PORT = int(os.environ.get("WEB_PORT", "9080"))
+
+
+def start_web(state: dict) -> tuple[subprocess.Popen, str]:
+    web = subprocess.Popen(
+        [sys.executable, str(ROOT / "tools" / "web" / "server.py"), "--port", str(WEB_PORT),
+         "--api", state["api_endpoint"], "--sns", state["sns_endpoint"],
+         "--dynamodb", state["dynamodb_endpoint"], "--table-prefix", state["table_prefix"]],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    line = web.stdout.readline() if web.stdout else ""
+    if not line.startswith("WEB READY "):
+        web.kill()
+        raise SystemExit(f"the web client did not start on port {WEB_PORT} (WEB_PORT=N picks "
+                         f"another): {line.strip()}")
+    return web, json.loads(line[len("WEB READY "):])["url"]
 
 
 def main() -> int:
@@ -197,8 +216,13 @@ def main() -> int:
     say("stack ready:")
     for name in ("api_endpoint", "bank_sim_endpoint", "dynamodb_endpoint", "sns_endpoint"):
         say(f"   {name:20} {state[name]}")
+    web = None
     try:
+        web, web_url = start_web(state)
+        say(f"   {'web client':20} {web_url}  (the five steps in a browser)")
         demo(state)
+        say(f"web client (一键查卡 in a browser): {web_url} — the demo query above put "
+            f"{DEMO_USER} in its 7-day cooldown: the page's re-seed button clears it")
         while stack.poll() is None:
             time.sleep(0.5)
     except KeyboardInterrupt:
@@ -208,6 +232,9 @@ def main() -> int:
         stack.send_signal(signal.SIGTERM)
         stack.wait()
         return 1
+    finally:
+        if web is not None:
+            web.terminate()
     if stack.poll() is None:
         stack.send_signal(signal.SIGTERM)
     return stack.wait()

@@ -469,8 +469,60 @@ def _install_shim(jar: Path) -> Path | None:
     return SHIM_DIR
 
 
+# ---- browser for the web client's test (tools/web, tests/web) ---------------------------
+# Debian's own chromium and its matching driver (a browser build of its own cannot be
+# downloaded here), selenium pinned into the main venv. Checked on every install call
+# because the marker above predates it; when all is present this is a few stat calls.
+# The page is zh-CN first: without a CJK font its screenshots show boxes.
+APT_BROWSER = ("chromium", "chromium-driver", "fonts-wqy-microhei")
+CJK_FONT = Path("/usr/share/fonts/truetype/wqy/wqy-microhei.ttc")
+SELENIUM_SPEC = "selenium==4.51.0"  # 4.52.0 needs a certifi newer than PyPI serves here
+
+
+def ensure_browser() -> None:
+    """chromium, chromium-driver and a CJK font (apt, only when missing) and selenium in
+    .local/venv.
+    A failure is a warning, not an error: `make run` needs no browser, and the browser
+    test (tests/web_client.rs) fails by itself, naming what is missing."""
+    version = SELENIUM_SPEC.split("==")[1]
+    have_apt = bool(shutil.which("chromium") and shutil.which("chromedriver")
+                    and CJK_FONT.is_file())
+    have_pip = any(VENV_DIR.glob(f"lib/python*/site-packages/selenium-{version}.dist-info"))
+    if have_apt and have_pip:
+        return
+    LOCAL.mkdir(parents=True, exist_ok=True)
+    with open(INSTALL_LOCK.with_name("install-browser.lock"), "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if not (shutil.which("chromium") and shutil.which("chromedriver")
+                    and CJK_FONT.is_file()):
+                if os.geteuid() != 0:
+                    raise StackError(f"chromium/chromedriver/CJK font missing; as root run: "
+                                     f"apt-get update && apt-get install -y {' '.join(APT_BROWSER)}")
+                say(f"installing Debian's {', '.join(APT_BROWSER)} (apt-get)")
+                _run_step("apt-update", ["env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "update"])
+                _run_step("apt-browser", ["env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install",
+                                          "-y", "--no-install-recommends",
+                                          *APT_BROWSER])
+            py = VENV_DIR / "bin" / "python"
+            if py.exists() and not any(
+                    VENV_DIR.glob(f"lib/python*/site-packages/selenium-{version}.dist-info")):
+                say(f"pip installing {SELENIUM_SPEC} into {rel(VENV_DIR)}")
+                _run_step("pip-selenium", [str(py), "-m", "pip", "install",
+                                           "--disable-pip-version-check", "--no-input",
+                                           SELENIUM_SPEC])
+        except StackError as e:
+            say(f"warning: no browser for the web client's test: {e}")
+
+
 def ensure_installed(announce_noop: bool = False) -> dict[str, Any]:
     """Install the pinned tools unless the marker says they are there. Returns the marker."""
+    marker = _ensure_installed(announce_noop)
+    ensure_browser()  # the web client's browser test (tools/web); see ensure_browser
+    return marker
+
+
+def _ensure_installed(announce_noop: bool = False) -> dict[str, Any]:
     m = _load_marker()
     if _marker_valid(m):
         if announce_noop:
