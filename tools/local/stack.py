@@ -26,12 +26,15 @@ import hashlib
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+import tomllib
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -75,6 +78,15 @@ DEFAULT_SNS_PORT = 5055
 DEFAULT_API_PORT = 9000
 DEFAULT_BANK_SIM_PORT = 9100
 WATCH_CONCURRENCY = 4
+# cargo-lambda-watch 1.9.2 deadlocks once one function has 100 invocations queued
+# (docs/decisions.md); the gate (tools/watch-gate) keeps each function below this.
+GATE_MAX_IN_FLIGHT = 48
+WATCH_GATE_READY_LINE = "WATCH-GATE READY"
+# Warm-up: requests fired at once per function, so that the watch starts every
+# instance before the stack says READY (it spawns one more each 100 ms while any
+# invocation waits); and how long to wait for those instances to be running.
+WARM_REQUESTS = 2 * WATCH_CONCURRENCY
+WARM_TIMEOUT_S = 120.0
 # The functions' tables on a stack with the API: `<prefix>CardLookupTable`, ...
 TABLE_PREFIX = "local-"
 # The first start of `cargo lambda watch` may compile the functions (debug build).
@@ -255,6 +267,45 @@ def bank_sim_healthy(endpoint: str, timeout: float = 2.0) -> bool:
         return status == 200
     except (OSError, ValueError):
         return False
+
+
+def function_names() -> list[str]:
+    """The Lambda functions: one crate per `functions/<name>/`, binary named alike."""
+    return sorted(p.parent.name for p in (ROOT / "functions").glob("*/Cargo.toml"))
+
+
+def watch_routes() -> list[dict[str, Any]]:
+    """`[workspace.metadata.lambda.watch.router]` of Cargo.toml as the gate reads it:
+    [{"path", "method" (None = any), "function"}]; method-specific entries first."""
+    with open(ROOT / "Cargo.toml", "rb") as f:
+        router = tomllib.load(f)["workspace"]["metadata"]["lambda"]["watch"]["router"]
+    routes: list[dict[str, Any]] = []
+    for path, target in router.items():
+        if isinstance(target, str):
+            routes.append({"path": path, "method": None, "function": target})
+        else:
+            routes.extend({"path": path, "method": t.get("method"), "function": t["function"]}
+                          for t in target)
+    return sorted(routes, key=lambda r: r["method"] is None)
+
+
+def plain_log(path: Path) -> str:
+    """A log without terminal colour codes (cargo colours its status lines)."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+    return re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", text)
+
+
+def parse_env_file(text: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            k, v = line.split("=", 1)
+            out[k.strip()] = v.strip().strip('"')
+    return out
 
 
 def pid_alive(pid: int | None) -> bool:
@@ -734,14 +785,23 @@ class Stack:
                 return
             self.state["bank_sim_endpoint"] = sim.endpoint
             self.state["pids"]["bank_sim"] = sim.proc.pid  # type: ignore[union-attr]
-            api = self._prepare_api(self.state, sim.endpoint)
-            self.services.append(api)
-            if not self._start_and_wait([api], API_STARTUP_TIMEOUT_S):
+            watch, gate = self._prepare_api(self.state, sim.endpoint)
+            self._build_functions(self.fn_build_env)
+            self.services.append(watch)
+            if not self._start_and_wait([watch], API_STARTUP_TIMEOUT_S):
                 return
-            self.state["api_endpoint"] = api.endpoint
+            self.services.append(gate)
+            if not self._start_and_wait([gate], STARTUP_TIMEOUT_S):
+                return
+            if not self._warm_up(gate.endpoint, watch):
+                return
+            self.state["api_endpoint"] = gate.endpoint
+            self.state["watch_endpoint"] = watch.endpoint
             self.state["table_prefix"] = TABLE_PREFIX
-            self.state["pids"]["api"] = api.proc.pid  # type: ignore[union-attr]
-            pump = self._prepare_pump(self.state, api.endpoint)
+            self.state["devtools"] = str(self.bins["devtools"])
+            self.state["pids"]["api"] = gate.proc.pid  # type: ignore[union-attr]
+            self.state["pids"]["watch"] = watch.proc.pid  # type: ignore[union-attr]
+            pump = self._prepare_pump(self.state, gate.endpoint)
             self.services.append(pump)
             if not self._start_and_wait([pump], STARTUP_TIMEOUT_S):
                 return
@@ -786,10 +846,11 @@ class Stack:
         return Service("bank_sim", "bank simulator", "--bank-sim-port", self.opts.bank_sim_port,
                        argv, ROOT, bank_sim_healthy, self._log_path("bank-sim"), env=env)
 
-    def _prepare_api(self, state: dict[str, Any], bank_sim: str) -> Service:
+    def _prepare_api(self, state: dict[str, Any], bank_sim: str) -> tuple[Service, Service]:
         """Tables (from infra/template.yaml) and the functions' environment (banks at the
-        simulator, callbacks to the API), then `cargo lambda watch` serving every
-        function."""
+        simulator, callbacks to the API); `cargo lambda watch` serving every function on a
+        port of its own, and the admission gate (tools/watch-gate) in front of it on the
+        API's port: every caller (app, bank callbacks, the pump) goes through the gate."""
         env = self.aws_env(state)
         say("creating the functions' tables from infra/template.yaml (devtools tables)")
         self._run_devtools(env, ["tables", "--prefix", TABLE_PREFIX])
@@ -804,21 +865,103 @@ class Stack:
             "--bank-sim-url", bank_sim, "--config-out", str(config)])
         env_file = LOCAL / f"functions-{os.getpid()}.env"
         atomic_write(env_file, fn_env)
-        self.generated_files = [env_file, config]
+        routes_file = LOCAL / f"watch-routes-{os.getpid()}.json"
+        atomic_write(routes_file, json.dumps(watch_routes()))
+        self.generated_files = [env_file, config, routes_file]
         self.pump_bin = self.bins["event-pump"]
+        # The functions' build environment, as the watch gives it to `cargo run`, so the
+        # prebuild is what the watch finds fresh.
+        self.fn_build_env = dict(env)
+        self.fn_build_env.update(parse_env_file(fn_env))
 
-        def watch_argv(port: int) -> list[str]:
+        def watch_argv(watch_port: int) -> list[str]:
             # Several instances per function, as Lambda would run concurrent requests.
-            return [str(BIN_DIR / "cargo-lambda"), "lambda", "watch", "-A", HOST, "-P", str(port),
-                    "--env-file", str(env_file), "--concurrency", str(WATCH_CONCURRENCY)]
+            return [str(BIN_DIR / "cargo-lambda"), "lambda", "watch", "-A", HOST, "-P",
+                    str(watch_port), "--env-file", str(env_file), "--concurrency",
+                    str(WATCH_CONCURRENCY)]
 
-        return Service("api", "cargo lambda watch", "--api-port", port,
-                       watch_argv, ROOT, api_healthy, self._log_path("api"), env=env)
+        watch = Service("watch", "cargo lambda watch", "", 0, watch_argv, ROOT, api_healthy,
+                        self._log_path("watch"), env=env)
+
+        def gate_argv(gate_port: int) -> list[str]:
+            return [str(self.bins["watch-gate"]), "--listen", f"{HOST}:{gate_port}",
+                    "--upstream", watch.endpoint, "--routes", str(routes_file),
+                    "--max-in-flight", str(GATE_MAX_IN_FLIGHT)]
+
+        gate = Service("api", "API gate (watch-gate)", "--api-port", port, gate_argv, ROOT,
+                       lambda endpoint: (gate.log_says(WATCH_GATE_READY_LINE)
+                                         and api_healthy(endpoint)),
+                       self._log_path("api"), env=env)
+        return watch, gate
+
+    def _build_functions(self, env: dict[str, str]) -> None:
+        """Builds every function before the watch serves, one `cargo build --bin NAME` each:
+        exactly the unit graph (features unified over that package alone) of the watch's
+        `cargo run --bin NAME`, so no instance start ever compiles or waits on cargo's
+        build lock behind a compile (see docs/decisions.md)."""
+        names = function_names()
+        say(f"building the functions ({', '.join(names)}) as cargo lambda watch runs them")
+        for name in names:
+            build = subprocess.run(
+                ["cargo", "build", "--quiet", "--locked", "--manifest-path",
+                 str(ROOT / "Cargo.toml"), "--bin", name],
+                cwd=ROOT, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+            if build.returncode != 0:
+                raise StackError(f"building {name} failed:\n{build.stderr[-3000:]}")
+
+    def _warm_up(self, api: str, watch: Service) -> bool:
+        """Starts every instance of every function before the stack is READY, so that the
+        first burst finds them running instead of waiting for `cargo run`s. False if
+        interrupted."""
+        probes = {
+            "submit-query": ("GET", "/v1/banks", None),
+            "view-report": ("GET", "/v1/card-queries", None),
+            "bank-callback": ("POST", "/v1/bank-callbacks/ICBC", b"{}"),
+        }
+        invoke = b'{"Records": []}'
+        names = function_names()
+        say(f"warming up {WATCH_CONCURRENCY} instances of each function")
+
+        def fire(name: str) -> None:
+            method, path, body = probes.get(
+                name, ("POST", f"/2015-03-31/functions/{name}/invocations", invoke))
+            try:
+                http(method, api + path, {"content-type": "application/json"}, body, 60.0)
+            except (OSError, ValueError):
+                pass
+
+        threads = [threading.Thread(target=fire, args=(n,), daemon=True)
+                   for n in names for _ in range(WARM_REQUESTS)]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + WARM_TIMEOUT_S
+        for t in threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+            if self.interrupted():
+                return False
+        # Each instance is a `cargo run`; it serves once cargo says "Running `target/debug/NAME`"
+        # (lines of parallel instances interleave, so only the path is counted).
+        while time.monotonic() < deadline:
+            if self.interrupted():
+                return False
+            log = plain_log(watch.log)
+            started = {n: log.count(f"`target/debug/{n}`") for n in names}
+            if all(c >= WATCH_CONCURRENCY for c in started.values()):
+                break
+            time.sleep(0.2)
+        log = plain_log(watch.log)
+        started = {n: log.count(f"`target/debug/{n}`") for n in names}
+        say("instances running: " + ", ".join(f"{n} {c}" for n, c in started.items()))
+        if "Compiling " in log:
+            say("warning: cargo lambda watch compiled a function after the prebuild; "
+                f"see {rel(watch.log)}")
+        return True
 
     def _build_bins(self, env: dict[str, str]) -> dict[str, Path]:
         """Builds the local tools (debug) in one cargo call and returns their executables."""
-        names = ["event-pump", "bank-sim", "devtools"]
-        say("building the local tools (cargo build -p event-pump -p bank-sim -p devtools)")
+        names = ["event-pump", "bank-sim", "devtools", "watch-gate"]
+        say("building the local tools (cargo build -p event-pump -p bank-sim -p devtools "
+            "-p watch-gate)")
         argv = ["cargo", "build", "--quiet", "--locked", "--message-format=json-render-diagnostics"]
         for n in names:
             argv += ["-p", n]
