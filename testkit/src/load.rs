@@ -27,6 +27,8 @@ pub const ALL_BANKS: [&str; 16] = [
     "ICBC", "ABC", "BOC", "CCB", "BOCOM", "PSBC", "CMB", "SPDB", "CITIC", "CEB", "HXB", "CMBC",
     "CGB", "PAB", "CIB", "CZB",
 ];
+/// The banks `make run` has answer by callback.
+pub const CALLBACK_BANKS: [&str; 4] = ["CMB", "CCB", "PAB", "CIB"];
 const NOTICE_MARK: &str = "报告已生成";
 const SMS_POLL: Duration = Duration::from_millis(250);
 
@@ -39,6 +41,8 @@ pub struct Target {
     /// Service name → pid, from the state file (`dynamodb`, `sns`, `bank_sim`, `api`,
     /// `watch`, `pump`).
     pub pids: BTreeMap<String, u32>,
+    /// The launcher (`stack.py`), parent of every service and function instance.
+    pub launcher_pid: Option<u32>,
 }
 
 impl Target {
@@ -69,7 +73,23 @@ impl Target {
                 .unwrap_or_else(|| "local-".into()),
             endpoints,
             pids,
+            launcher_pid: state["launcher_pid"]
+                .as_u64()
+                .and_then(|p| u32::try_from(p).ok()),
         })
+    }
+
+    /// A stack without pids (CPU accounting then covers nothing).
+    pub fn from_endpoints(endpoints: &Endpoints) -> Self {
+        Self {
+            table_prefix: endpoints
+                .table_prefix
+                .clone()
+                .unwrap_or_else(|| "local-".into()),
+            endpoints: endpoints.clone(),
+            pids: BTreeMap::new(),
+            launcher_pid: None,
+        }
     }
 
     /// The stack of this process: `LOCAL_STACK_STATE` (under `stack.py exec`), else
@@ -91,6 +111,9 @@ pub struct LoadConfig {
     pub users: usize,
     pub clients: usize,
     pub banks: Vec<String>,
+    /// Banks the simulator makes answer by callback (bank-wide, set at the start), as
+    /// `make run` does: their answers come back through the API while fan-outs run.
+    pub callback_banks: Vec<String>,
     /// Limit of one HTTP request of a user (a request that takes longer is a failure).
     pub request_timeout: Duration,
     /// How long to wait, after the last submission, for the last notice.
@@ -105,6 +128,7 @@ impl Default for LoadConfig {
             users: 1000,
             clients: 32,
             banks: ALL_BANKS.iter().map(|s| (*s).to_owned()).collect(),
+            callback_banks: CALLBACK_BANKS.iter().map(|s| (*s).to_owned()).collect(),
             request_timeout: Duration::from_secs(60),
             report_timeout: Duration::from_secs(600),
             settle: Duration::from_secs(5),
@@ -207,6 +231,22 @@ pub async fn run(target: &Target, cfg: &LoadConfig) -> Result<LoadReport, String
         .map_err(|e| format!("SNS emulator: {e}"))?
         .len();
 
+    if let Some(sim) = &target.endpoints.bank_sim_endpoint {
+        for bank in &cfg.callback_banks {
+            let status = http
+                .put(format!("{sim}/_admin/banks/{bank}"))
+                .json(&json!({"mode": "callback", "callback_delay_ms": 300}))
+                .send()
+                .await
+                .map_err(|e| format!("bank simulator: {e}"))?
+                .status();
+            if !status.is_success() {
+                return Err(format!(
+                    "bank simulator refused callback mode for {bank}: {status}"
+                ));
+            }
+        }
+    }
     let users = seed_users(&clients, &target.table_prefix, cfg.users).await?;
     let book = Arc::new(Mutex::new(SmsBook {
         seen: before,
@@ -651,4 +691,66 @@ pub fn processes_named(names: &[&str], ancestor: u32) -> BTreeMap<String, Vec<u3
         }
     }
     out
+}
+
+/// A stack of its own (`stack.py up --with-api` on free ports), stopped on drop (and by
+/// its `--parent-pid` watchdog should this process die).
+pub struct PrivateStack {
+    child: std::process::Child,
+    state_file: std::path::PathBuf,
+    pub target: Target,
+}
+
+impl PrivateStack {
+    /// Starts it and returns once it prints READY.
+    pub fn start() -> Result<Self, String> {
+        use std::io::{BufRead, BufReader};
+        let script = crate::workspace_root().join("tools/local/stack.py");
+        let state_file = std::env::temp_dir().join(format!(
+            "card-lookup-burst-{}-{}.json",
+            std::process::id(),
+            ulid::Ulid::generate()
+        ));
+        let mut child = std::process::Command::new("python3")
+            .arg(&script)
+            .args(["up", "--with-api"])
+            .args(["--dynamodb-port", "0", "--sns-port", "0", "--api-port", "0"])
+            .args(["--bank-sim-port", "0"])
+            .arg("--parent-pid")
+            .arg(std::process::id().to_string())
+            .arg("--state-file")
+            .arg(&state_file)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
+        let stdout = child.stdout.take().ok_or("launcher has no stdout")?;
+        for line in BufReader::new(stdout).lines() {
+            let line = line.map_err(|e| e.to_string())?;
+            if line.starts_with("READY ") {
+                let target = Target::from_state_file(&state_file)?;
+                return Ok(Self {
+                    child,
+                    state_file,
+                    target,
+                });
+            }
+        }
+        let status = child.wait().map_err(|e| e.to_string())?;
+        Err(format!("private stack did not start ({status})"))
+    }
+}
+
+impl Drop for PrivateStack {
+    fn drop(&mut self) {
+        // SIGTERM: the launcher stops every service; then reap it.
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.state_file);
+    }
 }

@@ -26,7 +26,6 @@ import hashlib
 import json
 import os
 import platform
-import re
 import shutil
 import signal
 import socket
@@ -77,20 +76,18 @@ DEFAULT_DYNAMODB_PORT = 8000
 DEFAULT_SNS_PORT = 5055
 DEFAULT_API_PORT = 9000
 DEFAULT_BANK_SIM_PORT = 9100
-WATCH_CONCURRENCY = 4
+# Instances of each function: processes stack.py runs from the prebuilt binaries, each
+# polling the watch's runtime API, as Lambda runs concurrent execution environments.
+FUNCTION_INSTANCES = 4
 # cargo-lambda-watch 1.9.2 deadlocks once one function has 100 invocations queued
 # (docs/decisions.md); the gate (tools/watch-gate) keeps each function below this.
 GATE_MAX_IN_FLIGHT = 48
 WATCH_GATE_READY_LINE = "WATCH-GATE READY"
-# Warm-up: requests fired at once per function, so that the watch starts every
-# instance before the stack says READY (it spawns one more each 100 ms while any
-# invocation waits); and how long to wait for those instances to be running.
-WARM_REQUESTS = 2 * WATCH_CONCURRENCY
-WARM_TIMEOUT_S = 120.0
+# A crashed instance is replaced, as Lambda does; this many times per instance at most.
+INSTANCE_RESTARTS = 20
+PROBE_TIMEOUT_S = 60.0
 # The functions' tables on a stack with the API: `<prefix>CardLookupTable`, ...
 TABLE_PREFIX = "local-"
-# The first start of `cargo lambda watch` may compile the functions (debug build).
-API_STARTUP_TIMEOUT_S = 900.0
 # The event pump (tools/event-pump) follows this table's stream; it says so on stdout.
 PUMP_TABLE = TABLE_PREFIX + "CardLookupTable"
 PUMP_READY_LINE = "EVENT-PUMP READY"
@@ -269,6 +266,29 @@ def bank_sim_healthy(endpoint: str, timeout: float = 2.0) -> bool:
         return False
 
 
+def executables(cargo_json: str, names: list[str]) -> dict[str, Path]:
+    """The executables cargo's `--message-format=json` output names, for `names`."""
+    found: dict[str, Path] = {}
+    for line in cargo_json.splitlines():
+        try:
+            msg = json.loads(line)
+        except ValueError:
+            continue
+        name = msg.get("target", {}).get("name")
+        if msg.get("reason") == "compiler-artifact" and msg.get("executable") and name in names:
+            found[name] = Path(msg["executable"])
+    return found
+
+
+def port_listening(endpoint: str, timeout: float = 1.0) -> bool:
+    host, _, port = endpoint.rpartition(":")
+    try:
+        with socket.create_connection((host.split("//")[-1], int(port)), timeout=timeout):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
 def function_names() -> list[str]:
     """The Lambda functions: one crate per `functions/<name>/`, binary named alike."""
     return sorted(p.parent.name for p in (ROOT / "functions").glob("*/Cargo.toml"))
@@ -287,15 +307,6 @@ def watch_routes() -> list[dict[str, Any]]:
             routes.extend({"path": path, "method": t.get("method"), "function": t["function"]}
                           for t in target)
     return sorted(routes, key=lambda r: r["method"] is None)
-
-
-def plain_log(path: Path) -> str:
-    """A log without terminal colour codes (cargo colours its status lines)."""
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return ""
-    return re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", text)
 
 
 def parse_env_file(text: str) -> dict[str, str]:
@@ -615,6 +626,7 @@ class Service:
         self.proc: subprocess.Popen[bytes] | None = None
         self.ready = False
         self.starts = 0
+        self.restartable = False
 
     @property
     def endpoint(self) -> str:
@@ -786,14 +798,20 @@ class Stack:
             self.state["bank_sim_endpoint"] = sim.endpoint
             self.state["pids"]["bank_sim"] = sim.proc.pid  # type: ignore[union-attr]
             watch, gate = self._prepare_api(self.state, sim.endpoint)
-            self._build_functions(self.fn_build_env)
+            executables = self._build_functions(env)
             self.services.append(watch)
-            if not self._start_and_wait([watch], API_STARTUP_TIMEOUT_S):
+            if not self._start_and_wait([watch], STARTUP_TIMEOUT_S):
                 return
+            instances = self._prepare_instances(executables, watch.endpoint)
+            self.services.extend(instances)
+            if not self._start_and_wait(instances, STARTUP_TIMEOUT_S):
+                return
+            say(f"started {FUNCTION_INSTANCES} instances of each function, logs "
+                f"{rel(LOG_DIR)}/fn-<function>-<n>{'-' + str(os.getpid()) if self.per_run_logs else ''}.log")
             self.services.append(gate)
             if not self._start_and_wait([gate], STARTUP_TIMEOUT_S):
                 return
-            if not self._warm_up(gate.endpoint, watch):
+            if not self._probe_functions(gate.endpoint):
                 return
             self.state["api_endpoint"] = gate.endpoint
             self.state["watch_endpoint"] = watch.endpoint
@@ -869,18 +887,18 @@ class Stack:
         atomic_write(routes_file, json.dumps(watch_routes()))
         self.generated_files = [env_file, config, routes_file]
         self.pump_bin = self.bins["event-pump"]
-        # The functions' build environment, as the watch gives it to `cargo run`, so the
-        # prebuild is what the watch finds fresh.
-        self.fn_build_env = dict(env)
-        self.fn_build_env.update(parse_env_file(fn_env))
+        self.fn_env = dict(env)
+        self.fn_env.update(parse_env_file(fn_env))
 
         def watch_argv(watch_port: int) -> list[str]:
-            # Several instances per function, as Lambda would run concurrent requests.
+            # Only the Lambda APIs (invoke, function URLs, runtime): the watch neither
+            # builds nor starts functions (each start would be a `cargo run`, under
+            # cargo's locks, and every file change would restart them all); stack.py
+            # runs the prebuilt binaries against its runtime API.
             return [str(BIN_DIR / "cargo-lambda"), "lambda", "watch", "-A", HOST, "-P",
-                    str(watch_port), "--env-file", str(env_file), "--concurrency",
-                    str(WATCH_CONCURRENCY)]
+                    str(watch_port), "--only-lambda-apis"]
 
-        watch = Service("watch", "cargo lambda watch", "", 0, watch_argv, ROOT, api_healthy,
+        watch = Service("watch", "cargo lambda watch", "", 0, watch_argv, ROOT, port_listening,
                         self._log_path("watch"), env=env)
 
         def gate_argv(gate_port: int) -> list[str]:
@@ -894,67 +912,75 @@ class Stack:
                        self._log_path("api"), env=env)
         return watch, gate
 
-    def _build_functions(self, env: dict[str, str]) -> None:
-        """Builds every function before the watch serves, one `cargo build --bin NAME` each:
-        exactly the unit graph (features unified over that package alone) of the watch's
-        `cargo run --bin NAME`, so no instance start ever compiles or waits on cargo's
-        build lock behind a compile (see docs/decisions.md)."""
+    def _build_functions(self, env: dict[str, str]) -> dict[str, Path]:
+        """Builds every function (debug) before anything serves, in one cargo call, and
+        returns their executables. Nothing builds them again while the stack runs."""
         names = function_names()
-        say(f"building the functions ({', '.join(names)}) as cargo lambda watch runs them")
-        for name in names:
-            build = subprocess.run(
-                ["cargo", "build", "--quiet", "--locked", "--manifest-path",
-                 str(ROOT / "Cargo.toml"), "--bin", name],
-                cwd=ROOT, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True)
-            if build.returncode != 0:
-                raise StackError(f"building {name} failed:\n{build.stderr[-3000:]}")
+        say(f"building the functions (cargo build -p {' -p '.join(names)})")
+        argv = ["cargo", "build", "--quiet", "--locked", "--message-format=json-render-diagnostics"]
+        for n in names:
+            argv += ["-p", n]
+        build = subprocess.run(argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
+                               capture_output=True, text=True)
+        if build.returncode != 0:
+            raise StackError(f"building the functions failed:\n{build.stderr[-3000:]}")
+        found = executables(build.stdout, names)
+        missing = [n for n in names if n not in found]
+        if missing:
+            raise StackError(f"cargo named no executable for {', '.join(missing)}")
+        return found
 
-    def _warm_up(self, api: str, watch: Service) -> bool:
-        """Starts every instance of every function before the stack is READY, so that the
-        first burst finds them running instead of waiting for `cargo run`s. False if
-        interrupted."""
+    def _prepare_instances(self, executables: dict[str, Path], watch: str) -> list[Service]:
+        """FUNCTION_INSTANCES processes per function, each polling the watch's runtime API
+        for its function, with the environment the watch would give them."""
+        out: list[Service] = []
+        for name, exe in sorted(executables.items()):
+            for i in range(1, FUNCTION_INSTANCES + 1):
+                env = dict(self.fn_env)
+                env.update({
+                    "AWS_LAMBDA_RUNTIME_API": f"{watch}/.rt/{name}",
+                    "AWS_LAMBDA_FUNCTION_NAME": name,
+                    "AWS_LAMBDA_FUNCTION_VERSION": "1",
+                    "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "4096",
+                    "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{name}",
+                    "AWS_LAMBDA_LOG_STREAM_NAME": f"local/{i}",
+                })
+                svc = Service(f"fn-{name}-{i}", f"{name} instance {i}", "", None,
+                              lambda _port, exe=exe: [str(exe)], ROOT,
+                              lambda _endpoint: True, self._log_path(f"fn-{name}-{i}"),
+                              env=env)
+                svc.restartable = True
+                out.append(svc)
+        return out
+
+    def _probe_functions(self, api: str) -> bool:
+        """One cheap call per function through the gate (refused, or an empty batch),
+        so READY means every function answers. False if interrupted."""
         probes = {
-            "submit-query": ("GET", "/v1/banks", None),
-            "view-report": ("GET", "/v1/card-queries", None),
-            "bank-callback": ("POST", "/v1/bank-callbacks/ICBC", b"{}"),
+            "submit-query": ("GET", "/v1/banks", None, 401),
+            "view-report": ("GET", "/v1/card-queries", None, 401),
+            "bank-callback": ("POST", "/v1/bank-callbacks/ICBC", b"{}", 401),
         }
-        invoke = b'{"Records": []}'
-        names = function_names()
-        say(f"warming up {WATCH_CONCURRENCY} instances of each function")
-
-        def fire(name: str) -> None:
-            method, path, body = probes.get(
-                name, ("POST", f"/2015-03-31/functions/{name}/invocations", invoke))
-            try:
-                http(method, api + path, {"content-type": "application/json"}, body, 60.0)
-            except (OSError, ValueError):
-                pass
-
-        threads = [threading.Thread(target=fire, args=(n,), daemon=True)
-                   for n in names for _ in range(WARM_REQUESTS)]
-        for t in threads:
-            t.start()
-        deadline = time.monotonic() + WARM_TIMEOUT_S
-        for t in threads:
-            t.join(max(0.0, deadline - time.monotonic()))
-            if self.interrupted():
-                return False
-        # Each instance is a `cargo run`; it serves once cargo says "Running `target/debug/NAME`"
-        # (lines of parallel instances interleave, so only the path is counted).
-        while time.monotonic() < deadline:
-            if self.interrupted():
-                return False
-            log = plain_log(watch.log)
-            started = {n: log.count(f"`target/debug/{n}`") for n in names}
-            if all(c >= WATCH_CONCURRENCY for c in started.values()):
-                break
-            time.sleep(0.2)
-        log = plain_log(watch.log)
-        started = {n: log.count(f"`target/debug/{n}`") for n in names}
-        say("instances running: " + ", ".join(f"{n} {c}" for n, c in started.items()))
-        if "Compiling " in log:
-            say("warning: cargo lambda watch compiled a function after the prebuild; "
-                f"see {rel(watch.log)}")
+        for name in function_names():
+            method, path, body, want = probes.get(
+                name, ("POST", f"/2015-03-31/functions/{name}/invocations",
+                       b'{"Records": []}', 200))
+            deadline = time.monotonic() + PROBE_TIMEOUT_S
+            while True:
+                if self.interrupted():
+                    return False
+                try:
+                    status, _ = http(method, api + path, {"content-type": "application/json"},
+                                     body, 10.0)
+                except (OSError, ValueError):
+                    status = 0
+                if status == want:
+                    break
+                if time.monotonic() > deadline:
+                    raise StackError(f"{name} does not answer through the API ({method} "
+                                     f"{path}: {status or 'no answer'})")
+                time.sleep(0.2)
+        say(f"every function answers ({FUNCTION_INSTANCES} instances each)")
         return True
 
     def _build_bins(self, env: dict[str, str]) -> dict[str, Path]:
@@ -1007,7 +1033,8 @@ class Stack:
                                  f"free port)")
             s.start()
             attempts[s.name] += 1
-            say(f"started {s.label} (pid {s.proc.pid}){s.where}, log {rel(s.log)}")
+            if not s.restartable:  # function instances: one summary line instead
+                say(f"started {s.label} (pid {s.proc.pid}){s.where}, log {rel(s.log)}")
         deadline = time.monotonic() + timeout
         while not all(s.ready for s in services):
             if self.interrupted():
@@ -1031,7 +1058,8 @@ class Stack:
                                      f"of {rel(s.log)}:\n{log_tail(s.log)}")
                 if s.healthy(s.endpoint):
                     s.ready = True
-                    say(f"{s.label} healthy{s.where}")
+                    if not s.restartable:
+                        say(f"{s.label} healthy{s.where}")
             if time.monotonic() > deadline:
                 late = [s for s in services if not s.ready]
                 raise StackError("; ".join(
@@ -1049,6 +1077,14 @@ class Stack:
         if self.parent_gone():
             return f"parent process {self.parent_pid} is gone"
         for s in self.services:
+            if (s.proc is not None and s.proc.poll() is not None and s.restartable
+                    and s.starts <= INSTANCE_RESTARTS and not self.stopping):
+                # A crashed instance is replaced, as Lambda replaces an execution
+                # environment; its invocation fails in the watch, the caller retries.
+                say(f"{s.label} (pid {s.proc.pid}) exited with code {s.proc.returncode}; "
+                    f"starting it again, log {rel(s.log)}")
+                s.start()
+                continue
             if s.proc is not None and s.proc.poll() is not None:
                 return (f"{s.label} (pid {s.proc.pid}) exited unexpectedly with code "
                         f"{s.proc.returncode}; last lines of {rel(s.log)}:\n{log_tail(s.log)}")

@@ -57,10 +57,10 @@ fn cpu_now(target: &Target) -> BTreeMap<String, (f64, usize)> {
             out.insert(label.to_owned(), (cpu, 1));
         }
     }
-    let Some(watch) = target.pids.get("watch") else {
+    let Some(launcher) = target.launcher_pid else {
         return out;
     };
-    for (name, pids) in load::processes_named(&FUNCTIONS, *watch) {
+    for (name, pids) in load::processes_named(&FUNCTIONS, launcher) {
         let cpu: f64 = pids.iter().filter_map(|p| load::cpu_seconds(*p)).sum();
         out.insert(name, (cpu, pids.len()));
     }

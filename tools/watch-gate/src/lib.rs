@@ -26,7 +26,8 @@ pub const WATCH_QUEUE_CAPACITY: usize = 100;
 /// Larger than Lambda's 6 MB payload limit: the functions themselves refuse bodies over
 /// their own limit (413 in the contract's format).
 pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
-/// The name under which the watch serves requests that match no route.
+/// The name under which the watch queues requests that match no route; the gate
+/// answers those 404 itself.
 pub const DEFAULT_FUNCTION: &str = "_";
 
 /// One entry of `[workspace.metadata.lambda.watch.router]`.
@@ -149,6 +150,10 @@ impl Gate {
             }
         };
         let function = self.router.function(&parts.method, parts.uri.path());
+        if function == DEFAULT_FUNCTION {
+            // The watch would queue it for a default function nobody serves.
+            return error(StatusCode::NOT_FOUND, "NOT_FOUND", "no such route");
+        }
         let Ok(permit) = self.semaphore(&function).acquire_owned().await else {
             return error(
                 StatusCode::SERVICE_UNAVAILABLE,
