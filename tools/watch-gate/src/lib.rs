@@ -150,8 +150,9 @@ impl Gate {
             }
         };
         let function = self.router.function(&parts.method, parts.uri.path());
-        if function == DEFAULT_FUNCTION {
-            // The watch would queue it for a default function nobody serves.
+        if function == DEFAULT_FUNCTION && parts.method != Method::OPTIONS {
+            // The watch would queue it for a default function nobody serves. (CORS
+            // preflights pass: the watch's CORS layer answers them before routing.)
             return error(StatusCode::NOT_FOUND, "NOT_FOUND", "no such route");
         }
         let Ok(permit) = self.semaphore(&function).acquire_owned().await else {
