@@ -351,3 +351,108 @@ async fn a_ready_record_redelivered_while_the_first_aggregation_runs_makes_one_r
     );
     one_notice(&api, &user).await;
 }
+
+/// aggregate-report killed (a process abort compiled only with `shared/fault-injection`,
+/// on a private stack started `--fault-injection`) at its two dangerous points.
+///
+/// 1. Between storing the report and claiming the notice: the report is READY at once;
+///    the invocation never answers, so the pump gives up at twice the function's
+///    Timeout and delivers the record again (or the sweeper's NOTIFY entry comes first):
+///    the notice goes out once, late.
+/// 2. Between SNS accepting the notice and recording `notified_at`: the retry finds the
+///    claim's 2-minute lease held and sends nothing; once the lease has lapsed (moved
+///    back here instead of waiting) the sweeper sends it again. Two notices: the one
+///    duplicate window decisions.md (6) names, and no third once it is recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn aggregate_report_killed_after_the_report_or_after_the_sms() {
+    let stack = tokio::task::spawn_blocking(|| {
+        testkit::load::PrivateStack::start_with(&["--fault-injection"])
+    })
+    .await
+    .unwrap()
+    .unwrap_or_else(|e| panic!("{e}"));
+    let api = stack.api().unwrap();
+    let faults = stack.fault_dir.clone().expect("a fault-injection stack");
+    let arm = |point: &str| std::fs::write(faults.join(point), b"").unwrap();
+    let armed = |point: &str| faults.join(point).exists();
+    let long = Duration::from_secs(240);
+
+    // 1. Killed after the report was stored.
+    let user = api.new_user(UserKind::Eligible).await;
+    arm("aggregate.after_publish");
+    let accepted = api.submit_query(&user, &["ICBC"]).await;
+    let query_id = accepted["query_id"].as_str().unwrap().to_owned();
+    let record = api.wait_report(&user, &query_id, WAIT).await;
+    assert_eq!(record["report_status"], "READY", "{record}");
+    wait_until("the instance to die at the point", || async {
+        !armed("aggregate.after_publish")
+    })
+    .await;
+    let start = Instant::now();
+    while ready_sms(&api.sms_to(&user.phone).await) == 0 {
+        assert!(start.elapsed() < long, "the notice never went out");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    one_notice(&api, &user).await;
+    let (_, status) = view(&api, &user, &query_id).await;
+    assert_eq!(status, statuses(&[("ICBC", "RESPONDED")]));
+
+    // 2. Killed after the SMS, before it was recorded.
+    let user = api.new_user(UserKind::Eligible).await;
+    arm("aggregate.after_sms");
+    let accepted = api.submit_query(&user, &["BOC"]).await;
+    let query_id = accepted["query_id"].as_str().unwrap().to_owned();
+    wait_until("the first notice", || async {
+        ready_sms(&api.sms_to(&user.phone).await) == 1
+    })
+    .await;
+    wait_until("the instance to die at the point", || async {
+        !armed("aggregate.after_sms")
+    })
+    .await;
+    // The lease lapses: two minutes pass for the claim.
+    let lapsed = shared::model::timestamp::format(
+        time::OffsetDateTime::now_utc() - time::Duration::minutes(3),
+    );
+    api.clients
+        .dynamodb
+        .update_item()
+        .table_name(&api.tables.main)
+        .key("pk", AttributeValue::S(format!("QUERY#{query_id}")))
+        .key("sk", AttributeValue::S("QUERY".into()))
+        .update_expression("SET notice_claimed_at = :t")
+        .condition_expression(
+            "attribute_exists(notice_claimed_at) AND attribute_not_exists(notified_at)",
+        )
+        .expression_attribute_values(":t", AttributeValue::S(lapsed))
+        .send()
+        .await
+        .expect("the claim is still open: nothing recorded the first notice");
+    let start = Instant::now();
+    while ready_sms(&api.sms_to(&user.phone).await) < 2 {
+        assert!(
+            start.elapsed() < long,
+            "the unrecorded notice was never resent"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    assert_eq!(ready_sms(&api.sms_to(&user.phone).await), 2);
+    let item = api
+        .clients
+        .dynamodb
+        .get_item()
+        .table_name(&api.tables.main)
+        .key("pk", AttributeValue::S(format!("QUERY#{query_id}")))
+        .key("sk", AttributeValue::S("QUERY".into()))
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        item.item.unwrap().contains_key("notified_at"),
+        "the resent notice is recorded"
+    );
+    let (_, status) = view(&api, &user, &query_id).await;
+    assert_eq!(status, statuses(&[("BOC", "RESPONDED")]));
+}

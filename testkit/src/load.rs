@@ -699,11 +699,18 @@ pub struct PrivateStack {
     child: std::process::Child,
     state_file: std::path::PathBuf,
     pub target: Target,
+    /// The state file's `fault_dir` (stacks started `--fault-injection`).
+    pub fault_dir: Option<std::path::PathBuf>,
 }
 
 impl PrivateStack {
     /// Starts it and returns once it prints READY.
     pub fn start() -> Result<Self, String> {
+        Self::start_with(&[])
+    }
+
+    /// Starts it with more `stack.py up` options (e.g. `--fault-injection`).
+    pub fn start_with(extra: &[&str]) -> Result<Self, String> {
         use std::io::{BufRead, BufReader};
         let script = crate::workspace_root().join("tools/local/stack.py");
         let state_file = std::env::temp_dir().join(format!(
@@ -716,6 +723,7 @@ impl PrivateStack {
             .args(["up", "--with-api"])
             .args(["--dynamodb-port", "0", "--sns-port", "0", "--api-port", "0"])
             .args(["--bank-sim-port", "0"])
+            .args(extra)
             .arg("--parent-pid")
             .arg(std::process::id().to_string())
             .arg("--state-file")
@@ -730,10 +738,15 @@ impl PrivateStack {
             let line = line.map_err(|e| e.to_string())?;
             if line.starts_with("READY ") {
                 let target = Target::from_state_file(&state_file)?;
+                let fault_dir = std::fs::read_to_string(&state_file)
+                    .ok()
+                    .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+                    .and_then(|v| v["fault_dir"].as_str().map(std::path::PathBuf::from));
                 return Ok(Self {
                     child,
                     state_file,
                     target,
+                    fault_dir,
                 });
             }
         }
@@ -752,5 +765,23 @@ impl Drop for PrivateStack {
         }
         let _ = self.child.wait();
         let _ = std::fs::remove_file(&self.state_file);
+    }
+}
+
+impl PrivateStack {
+    /// The app's view of this stack (the same helpers the API tests use).
+    pub fn api(&self) -> Result<crate::api::Api, String> {
+        let e = &self.target.endpoints;
+        Ok(crate::api::Api {
+            base: e.api_endpoint.clone().ok_or("no API")?,
+            sim: e.bank_sim_endpoint.clone().ok_or("no bank simulator")?,
+            http: reqwest::Client::builder()
+                .no_proxy()
+                .build()
+                .map_err(|e| e.to_string())?,
+            keys: LocalKeys::ensure()?,
+            clients: LocalClients::new(e),
+            tables: TableRefs::from_prefix(&self.target.table_prefix),
+        })
     }
 }

@@ -798,7 +798,9 @@ class Stack:
             self.state["bank_sim_endpoint"] = sim.endpoint
             self.state["pids"]["bank_sim"] = sim.proc.pid  # type: ignore[union-attr]
             watch, gate = self._prepare_api(self.state, sim.endpoint)
+            fault_builds = self._build_fault_injection(env) if self.opts.fault_injection else {}
             executables = self._build_functions(env)
+            executables.update(fault_builds)
             self.services.append(watch)
             if not self._start_and_wait([watch], STARTUP_TIMEOUT_S):
                 return
@@ -817,6 +819,8 @@ class Stack:
             self.state["watch_endpoint"] = watch.endpoint
             self.state["table_prefix"] = TABLE_PREFIX
             self.state["devtools"] = str(self.bins["devtools"])
+            if getattr(self, "fault_dir", None) is not None:
+                self.state["fault_dir"] = str(self.fault_dir)
             self.state["pids"]["api"] = gate.proc.pid  # type: ignore[union-attr]
             self.state["pids"]["watch"] = watch.proc.pid  # type: ignore[union-attr]
             pump = self._prepare_pump(self.state, gate.endpoint)
@@ -930,6 +934,28 @@ class Stack:
             raise StackError(f"cargo named no executable for {', '.join(missing)}")
         return found
 
+    def _build_fault_injection(self, env: dict[str, str]) -> dict[str, Path]:
+        """aggregate-report built with `shared/fault-injection` (the aggregator aborts at
+        a point armed by a file in the state's `fault_dir`), copied aside: the normal
+        build that follows puts the plain binary back in place for every other stack."""
+        say("building aggregate-report with --features shared/fault-injection")
+        build = subprocess.run(
+            ["cargo", "build", "--quiet", "--locked", "--message-format=json-render-diagnostics",
+             "-p", "aggregate-report", "--features", "shared/fault-injection"],
+            cwd=ROOT, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+        if build.returncode != 0:
+            raise StackError(f"the fault-injection build failed:\n{build.stderr[-3000:]}")
+        exe = executables(build.stdout, ["aggregate-report"]).get("aggregate-report")
+        if exe is None:
+            raise StackError("cargo named no executable for aggregate-report")
+        aside = LOCAL / "fault-bin" / f"aggregate-report-{os.getpid()}"
+        aside.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(exe, aside)
+        self.fault_dir = LOCAL / f"faults-{os.getpid()}"
+        self.fault_dir.mkdir(parents=True, exist_ok=True)
+        self.generated_files.append(aside)
+        return {"aggregate-report": aside}
+
     def _prepare_instances(self, executables: dict[str, Path], watch: str) -> list[Service]:
         """FUNCTION_INSTANCES processes per function, each polling the watch's runtime API
         for its function, with the environment the watch would give them."""
@@ -945,6 +971,8 @@ class Stack:
                     "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{name}",
                     "AWS_LAMBDA_LOG_STREAM_NAME": f"local/{i}",
                 })
+                if getattr(self, "fault_dir", None) is not None:
+                    env["FAULT_DIR"] = str(self.fault_dir)
                 svc = Service(f"fn-{name}-{i}", f"{name} instance {i}", "", None,
                               lambda _port, exe=exe: [str(exe)], ROOT,
                               lambda _endpoint: True, self._log_path(f"fn-{name}-{i}"),
@@ -1125,6 +1153,8 @@ class Stack:
                 generated.unlink()
             except OSError:
                 pass
+        if getattr(self, "fault_dir", None) is not None:
+            shutil.rmtree(self.fault_dir, ignore_errors=True)
         if clean and self.per_run_logs:
             for s in self.services:
                 try:
@@ -1392,6 +1422,9 @@ def _add_up_options(p: argparse.ArgumentParser, dynamodb_default: int, sns_defau
     p.add_argument("--sns-port", type=_port, default=sns_default, metavar="N",
                    help=f"moto SNS server port on 127.0.0.1, 0 = any free port "
                         f"(default {sns_default})")
+    p.add_argument("--fault-injection", action="store_true",
+                   help="with --with-api: run aggregate-report built with the "
+                        "fault-injection feature (tests only; see tests/faults.rs)")
     p.add_argument("--persist", action="store_true",
                    help=f"keep DynamoDB data on disk in {rel(DATA_DIR)} (default: in memory)")
     p.add_argument("--state-file", metavar="PATH", help=state_help)
