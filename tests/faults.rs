@@ -352,8 +352,9 @@ async fn a_ready_record_redelivered_while_the_first_aggregation_runs_makes_one_r
     one_notice(&api, &user).await;
 }
 
-/// aggregate-report killed (a process abort compiled only with `shared/fault-injection`,
-/// on a private stack started `--fault-injection`) at its two dangerous points.
+/// On a private stack (started `--fault-injection`): aggregate-report killed (a process
+/// abort compiled only with `shared/fault-injection`) at its two dangerous points, and
+/// the SNS emulator frozen while a report is published.
 ///
 /// 1. Between storing the report and claiming the notice: the report is READY at once;
 ///    the invocation never answers, so the pump gives up at twice the function's
@@ -364,7 +365,7 @@ async fn a_ready_record_redelivered_while_the_first_aggregation_runs_makes_one_r
 ///    back here instead of waiting) the sweeper sends it again. Two notices: the one
 ///    duplicate window decisions.md (6) names, and no third once it is recorded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn aggregate_report_killed_after_the_report_or_after_the_sms() {
+async fn aggregate_report_killed_after_the_report_or_after_the_sms_and_sns_down_then_back() {
     let stack = tokio::task::spawn_blocking(|| {
         testkit::load::PrivateStack::start_with(&["--fault-injection"])
     })
@@ -455,4 +456,68 @@ async fn aggregate_report_killed_after_the_report_or_after_the_sms() {
     );
     let (_, status) = view(&api, &user, &query_id).await;
     assert_eq!(status, statuses(&[("BOC", "RESPONDED")]));
+
+    // 3. SNS stops answering (the emulator frozen with SIGSTOP) while the report is
+    //    published, then recovers: the report is READY meanwhile, the notice goes out
+    //    once, later (the held send completes, or the claim lapses and the sweeper
+    //    resends; the lapse is moved forward here rather than waited for).
+    let user = api.new_user(UserKind::Eligible).await;
+    api.sim_behave(
+        &user,
+        "CMB",
+        json!({"mode": "callback", "callback_delay_ms": 4000}),
+    )
+    .await;
+    let accepted = api.submit_query(&user, &["CMB"]).await;
+    let query_id = accepted["query_id"].as_str().unwrap().to_owned();
+    let sns = *stack
+        .target
+        .pids
+        .get("sns")
+        .expect("the SNS emulator's pid");
+    let signal = |sig: &str| {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &sns.to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig} {sns}");
+    };
+    signal("-STOP");
+    let record = api.wait_report(&user, &query_id, WAIT).await;
+    assert_eq!(record["report_status"], "READY", "{record}");
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    signal("-CONT");
+    let start = Instant::now();
+    let mut lapsed = false;
+    while ready_sms(&api.sms_to(&user.phone).await) == 0 {
+        assert!(
+            start.elapsed() < long,
+            "the notice never went out after SNS recovered"
+        );
+        if !lapsed && start.elapsed() > Duration::from_secs(15) {
+            let past = shared::model::timestamp::format(
+                time::OffsetDateTime::now_utc() - time::Duration::minutes(3),
+            );
+            let _ = api
+                .clients
+                .dynamodb
+                .update_item()
+                .table_name(&api.tables.main)
+                .key("pk", AttributeValue::S(format!("QUERY#{query_id}")))
+                .key("sk", AttributeValue::S("QUERY".into()))
+                .update_expression("SET notice_claimed_at = :t")
+                .condition_expression(
+                    "attribute_exists(notice_claimed_at) AND attribute_not_exists(notified_at)",
+                )
+                .expression_attribute_values(":t", AttributeValue::S(past))
+                .send()
+                .await;
+            lapsed = true;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    one_notice(&api, &user).await;
+    let (_, status) = view(&api, &user, &query_id).await;
+    assert_eq!(status, statuses(&[("CMB", "RESPONDED")]));
 }

@@ -252,7 +252,9 @@ pub async fn run(target: &Target, cfg: &LoadConfig) -> Result<LoadReport, String
         seen: before,
         ..Default::default()
     }));
-    let stop = Arc::new(tokio::sync::Notify::new());
+    // A watch channel, not a Notify: a task busy with a request when the stop comes
+    // must still see it (Notify::notify_waiters only wakes those already waiting).
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let watcher = tokio::spawn(watch_sms(sns.clone(), book.clone(), stop.clone()));
     let probe_ok = Arc::new(AtomicUsize::new(0));
     let probe_failed = Arc::new(AtomicUsize::new(0));
@@ -326,7 +328,7 @@ pub async fn run(target: &Target, cfg: &LoadConfig) -> Result<LoadReport, String
             .max()
     };
     tokio::time::sleep(cfg.settle).await;
-    stop.notify_waiters();
+    let _ = stop_tx.send(true);
     let _ = watcher.await;
     let _ = probe.await;
 
@@ -420,8 +422,12 @@ async fn seed_users(
     Ok(out)
 }
 
-async fn watch_sms(sns: String, book: Arc<Mutex<SmsBook>>, stop: Arc<tokio::sync::Notify>) {
-    loop {
+async fn watch_sms(
+    sns: String,
+    book: Arc<Mutex<SmsBook>>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    while !*stop.borrow() {
         if let Ok(all) = crate::sms::sent_sms(&sns).await {
             let now = Instant::now();
             let mut b = lock(&book);
@@ -436,7 +442,7 @@ async fn watch_sms(sns: String, book: Arc<Mutex<SmsBook>>, stop: Arc<tokio::sync
         }
         tokio::select! {
             _ = tokio::time::sleep(SMS_POLL) => {}
-            _ = stop.notified() => return,
+            changed = stop.changed() => if changed.is_err() { return },
         }
     }
 }
@@ -446,9 +452,9 @@ async fn probe_api(
     api: String,
     ok: Arc<AtomicUsize>,
     failed: Arc<AtomicUsize>,
-    stop: Arc<tokio::sync::Notify>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    loop {
+    while !*stop.borrow() {
         let answered = http
             .get(format!("{api}/v1/banks"))
             .timeout(Duration::from_secs(10))
@@ -459,7 +465,7 @@ async fn probe_api(
         (if answered { &ok } else { &failed }).fetch_add(1, Ordering::SeqCst);
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-            _ = stop.notified() => return,
+            changed = stop.changed() => if changed.is_err() { return },
         }
     }
 }
