@@ -359,10 +359,13 @@ pub async fn run(target: &Target, cfg: &LoadConfig) -> Result<LoadReport, String
             }),
         ));
     }
+    let mut states = Vec::with_capacity(verdicts.len());
+    for (id, phone, at, check) in verdicts {
+        states.push((id, phone, at, check.await.map_err(|e| e.to_string())?));
+    }
     let b = lock(&book);
     let mut rep = lock(&report).clone();
-    for (id, phone, at, check) in verdicts {
-        let state = check.await.map_err(|e| e.to_string())?;
+    for (id, phone, at, state) in states {
         match (b.notice_at(&phone), state) {
             (Some(seen), Ok(())) => rep.report_latency.push(seen.saturating_duration_since(at)),
             (None, Ok(())) => rep.lost.push((id, "READY but no notice SMS".into())),
