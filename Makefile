@@ -3,13 +3,25 @@
 
 STACK := python3 tools/local/stack.py
 
-.PHONY: run test install fmt lint lint-infra build-arm64
+.PHONY: run test install fmt lint lint-infra build-arm64 load load-private
 
 run:
 	python3 tools/local/run.py
 
 test:
 	$(STACK) exec --with-api -- cargo test --workspace --locked --no-fail-fast
+
+# Load benchmark (not part of `make test`): USERS users, CLIENTS at a time, every report
+# waited for. `make load` runs against the stack `make run` leaves up; `make load-private`
+# against a private stack of its own (free ports). See tools/load/README.md.
+USERS ?= 1000
+CLIENTS ?= 32
+load:
+	cargo run --quiet --locked -p load-bench -- --users $(USERS) --clients $(CLIENTS)
+
+load-private:
+	cargo build --quiet --locked -p load-bench
+	$(STACK) exec --with-api -- cargo run --quiet --locked -p load-bench -- --users $(USERS) --clients $(CLIENTS)
 
 install:
 	$(STACK) install

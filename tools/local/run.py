@@ -59,7 +59,9 @@ def devtools(state: dict, *args: str) -> str:
                AWS_ENDPOINT_URL_DYNAMODB=state["dynamodb_endpoint"],
                AWS_ENDPOINT_URL_SNS=state["sns_endpoint"],
                AWS_REGION="us-east-1", AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test")
-    out = subprocess.run(["cargo", "run", "--quiet", "--locked", "-p", "devtools", "--", *args],
+    # The binary stack.py built, not `cargo run`: cargo would take the build lock (and
+    # could compile) while the watch starts function instances with `cargo run`.
+    out = subprocess.run([state["devtools"], *args],
                          cwd=ROOT, env=env, capture_output=True, text=True, check=False)
     if out.returncode != 0:
         raise SystemExit(f"devtools {args[0]} failed:\n{out.stderr}")

@@ -31,7 +31,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+import tomllib
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -74,11 +76,18 @@ DEFAULT_DYNAMODB_PORT = 8000
 DEFAULT_SNS_PORT = 5055
 DEFAULT_API_PORT = 9000
 DEFAULT_BANK_SIM_PORT = 9100
-WATCH_CONCURRENCY = 4
+# Instances of each function: processes stack.py runs from the prebuilt binaries, each
+# polling the watch's runtime API, as Lambda runs concurrent execution environments.
+FUNCTION_INSTANCES = 4
+# cargo-lambda-watch 1.9.2 deadlocks once one function has 100 invocations queued
+# (docs/decisions.md); the gate (tools/watch-gate) keeps each function below this.
+GATE_MAX_IN_FLIGHT = 48
+WATCH_GATE_READY_LINE = "WATCH-GATE READY"
+# A crashed instance is replaced, as Lambda does; this many times per instance at most.
+INSTANCE_RESTARTS = 20
+PROBE_TIMEOUT_S = 60.0
 # The functions' tables on a stack with the API: `<prefix>CardLookupTable`, ...
 TABLE_PREFIX = "local-"
-# The first start of `cargo lambda watch` may compile the functions (debug build).
-API_STARTUP_TIMEOUT_S = 900.0
 # The event pump (tools/event-pump) follows this table's stream; it says so on stdout.
 PUMP_TABLE = TABLE_PREFIX + "CardLookupTable"
 PUMP_READY_LINE = "EVENT-PUMP READY"
@@ -255,6 +264,59 @@ def bank_sim_healthy(endpoint: str, timeout: float = 2.0) -> bool:
         return status == 200
     except (OSError, ValueError):
         return False
+
+
+def executables(cargo_json: str, names: list[str]) -> dict[str, Path]:
+    """The executables cargo's `--message-format=json` output names, for `names`."""
+    found: dict[str, Path] = {}
+    for line in cargo_json.splitlines():
+        try:
+            msg = json.loads(line)
+        except ValueError:
+            continue
+        name = msg.get("target", {}).get("name")
+        if msg.get("reason") == "compiler-artifact" and msg.get("executable") and name in names:
+            found[name] = Path(msg["executable"])
+    return found
+
+
+def port_listening(endpoint: str, timeout: float = 1.0) -> bool:
+    host, _, port = endpoint.rpartition(":")
+    try:
+        with socket.create_connection((host.split("//")[-1], int(port)), timeout=timeout):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
+def function_names() -> list[str]:
+    """The Lambda functions: one crate per `functions/<name>/`, binary named alike."""
+    return sorted(p.parent.name for p in (ROOT / "functions").glob("*/Cargo.toml"))
+
+
+def watch_routes() -> list[dict[str, Any]]:
+    """`[workspace.metadata.lambda.watch.router]` of Cargo.toml as the gate reads it:
+    [{"path", "method" (None = any), "function"}]; method-specific entries first."""
+    with open(ROOT / "Cargo.toml", "rb") as f:
+        router = tomllib.load(f)["workspace"]["metadata"]["lambda"]["watch"]["router"]
+    routes: list[dict[str, Any]] = []
+    for path, target in router.items():
+        if isinstance(target, str):
+            routes.append({"path": path, "method": None, "function": target})
+        else:
+            routes.extend({"path": path, "method": t.get("method"), "function": t["function"]}
+                          for t in target)
+    return sorted(routes, key=lambda r: r["method"] is None)
+
+
+def parse_env_file(text: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            k, v = line.split("=", 1)
+            out[k.strip()] = v.strip().strip('"')
+    return out
 
 
 def pid_alive(pid: int | None) -> bool:
@@ -616,6 +678,7 @@ class Service:
         self.proc: subprocess.Popen[bytes] | None = None
         self.ready = False
         self.starts = 0
+        self.restartable = False
 
     @property
     def endpoint(self) -> str:
@@ -786,14 +849,33 @@ class Stack:
                 return
             self.state["bank_sim_endpoint"] = sim.endpoint
             self.state["pids"]["bank_sim"] = sim.proc.pid  # type: ignore[union-attr]
-            api = self._prepare_api(self.state, sim.endpoint)
-            self.services.append(api)
-            if not self._start_and_wait([api], API_STARTUP_TIMEOUT_S):
+            watch, gate = self._prepare_api(self.state, sim.endpoint)
+            fault_builds = self._build_fault_injection(env) if self.opts.fault_injection else {}
+            executables = self._build_functions(env)
+            executables.update(fault_builds)
+            self.services.append(watch)
+            if not self._start_and_wait([watch], STARTUP_TIMEOUT_S):
                 return
-            self.state["api_endpoint"] = api.endpoint
+            instances = self._prepare_instances(executables, watch.endpoint)
+            self.services.extend(instances)
+            if not self._start_and_wait(instances, STARTUP_TIMEOUT_S):
+                return
+            say(f"started {FUNCTION_INSTANCES} instances of each function, logs "
+                f"{rel(LOG_DIR)}/fn-<function>-<n>{'-' + str(os.getpid()) if self.per_run_logs else ''}.log")
+            self.services.append(gate)
+            if not self._start_and_wait([gate], STARTUP_TIMEOUT_S):
+                return
+            if not self._probe_functions(gate.endpoint):
+                return
+            self.state["api_endpoint"] = gate.endpoint
+            self.state["watch_endpoint"] = watch.endpoint
             self.state["table_prefix"] = TABLE_PREFIX
-            self.state["pids"]["api"] = api.proc.pid  # type: ignore[union-attr]
-            pump = self._prepare_pump(self.state, api.endpoint)
+            self.state["devtools"] = str(self.bins["devtools"])
+            if getattr(self, "fault_dir", None) is not None:
+                self.state["fault_dir"] = str(self.fault_dir)
+            self.state["pids"]["api"] = gate.proc.pid  # type: ignore[union-attr]
+            self.state["pids"]["watch"] = watch.proc.pid  # type: ignore[union-attr]
+            pump = self._prepare_pump(self.state, gate.endpoint)
             self.services.append(pump)
             if not self._start_and_wait([pump], STARTUP_TIMEOUT_S):
                 return
@@ -838,10 +920,11 @@ class Stack:
         return Service("bank_sim", "bank simulator", "--bank-sim-port", self.opts.bank_sim_port,
                        argv, ROOT, bank_sim_healthy, self._log_path("bank-sim"), env=env)
 
-    def _prepare_api(self, state: dict[str, Any], bank_sim: str) -> Service:
+    def _prepare_api(self, state: dict[str, Any], bank_sim: str) -> tuple[Service, Service]:
         """Tables (from infra/template.yaml) and the functions' environment (banks at the
-        simulator, callbacks to the API), then `cargo lambda watch` serving every
-        function."""
+        simulator, callbacks to the API); `cargo lambda watch` serving every function on a
+        port of its own, and the admission gate (tools/watch-gate) in front of it on the
+        API's port: every caller (app, bank callbacks, the pump) goes through the gate."""
         env = self.aws_env(state)
         say("creating the functions' tables from infra/template.yaml (devtools tables)")
         self._run_devtools(env, ["tables", "--prefix", TABLE_PREFIX])
@@ -856,21 +939,135 @@ class Stack:
             "--bank-sim-url", bank_sim, "--config-out", str(config)])
         env_file = LOCAL / f"functions-{os.getpid()}.env"
         atomic_write(env_file, fn_env)
-        self.generated_files = [env_file, config]
+        routes_file = LOCAL / f"watch-routes-{os.getpid()}.json"
+        atomic_write(routes_file, json.dumps(watch_routes()))
+        self.generated_files = [env_file, config, routes_file]
         self.pump_bin = self.bins["event-pump"]
+        self.fn_env = dict(env)
+        self.fn_env.update(parse_env_file(fn_env))
 
-        def watch_argv(port: int) -> list[str]:
-            # Several instances per function, as Lambda would run concurrent requests.
-            return [str(BIN_DIR / "cargo-lambda"), "lambda", "watch", "-A", HOST, "-P", str(port),
-                    "--env-file", str(env_file), "--concurrency", str(WATCH_CONCURRENCY)]
+        def watch_argv(watch_port: int) -> list[str]:
+            # Only the Lambda APIs (invoke, function URLs, runtime): the watch neither
+            # builds nor starts functions (each start would be a `cargo run`, under
+            # cargo's locks, and every file change would restart them all); stack.py
+            # runs the prebuilt binaries against its runtime API.
+            return [str(BIN_DIR / "cargo-lambda"), "lambda", "watch", "-A", HOST, "-P",
+                    str(watch_port), "--only-lambda-apis"]
 
-        return Service("api", "cargo lambda watch", "--api-port", port,
-                       watch_argv, ROOT, api_healthy, self._log_path("api"), env=env)
+        watch = Service("watch", "cargo lambda watch", "", 0, watch_argv, ROOT, port_listening,
+                        self._log_path("watch"), env=env)
+
+        def gate_argv(gate_port: int) -> list[str]:
+            return [str(self.bins["watch-gate"]), "--listen", f"{HOST}:{gate_port}",
+                    "--upstream", watch.endpoint, "--routes", str(routes_file),
+                    "--max-in-flight", str(GATE_MAX_IN_FLIGHT)]
+
+        gate = Service("api", "API gate (watch-gate)", "--api-port", port, gate_argv, ROOT,
+                       lambda endpoint: (gate.log_says(WATCH_GATE_READY_LINE)
+                                         and api_healthy(endpoint)),
+                       self._log_path("api"), env=env)
+        return watch, gate
+
+    def _build_functions(self, env: dict[str, str]) -> dict[str, Path]:
+        """Builds every function (debug) before anything serves, in one cargo call, and
+        returns their executables. Nothing builds them again while the stack runs."""
+        names = function_names()
+        say(f"building the functions (cargo build -p {' -p '.join(names)})")
+        argv = ["cargo", "build", "--quiet", "--locked", "--message-format=json-render-diagnostics"]
+        for n in names:
+            argv += ["-p", n]
+        build = subprocess.run(argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
+                               capture_output=True, text=True)
+        if build.returncode != 0:
+            raise StackError(f"building the functions failed:\n{build.stderr[-3000:]}")
+        found = executables(build.stdout, names)
+        missing = [n for n in names if n not in found]
+        if missing:
+            raise StackError(f"cargo named no executable for {', '.join(missing)}")
+        return found
+
+    def _build_fault_injection(self, env: dict[str, str]) -> dict[str, Path]:
+        """aggregate-report built with `shared/fault-injection` (the aggregator aborts at
+        a point armed by a file in the state's `fault_dir`), copied aside: the normal
+        build that follows puts the plain binary back in place for every other stack."""
+        say("building aggregate-report with --features shared/fault-injection")
+        build = subprocess.run(
+            ["cargo", "build", "--quiet", "--locked", "--message-format=json-render-diagnostics",
+             "-p", "aggregate-report", "--features", "shared/fault-injection"],
+            cwd=ROOT, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+        if build.returncode != 0:
+            raise StackError(f"the fault-injection build failed:\n{build.stderr[-3000:]}")
+        exe = executables(build.stdout, ["aggregate-report"]).get("aggregate-report")
+        if exe is None:
+            raise StackError("cargo named no executable for aggregate-report")
+        aside = LOCAL / "fault-bin" / f"aggregate-report-{os.getpid()}"
+        aside.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(exe, aside)
+        self.fault_dir = LOCAL / f"faults-{os.getpid()}"
+        self.fault_dir.mkdir(parents=True, exist_ok=True)
+        self.generated_files.append(aside)
+        return {"aggregate-report": aside}
+
+    def _prepare_instances(self, executables: dict[str, Path], watch: str) -> list[Service]:
+        """FUNCTION_INSTANCES processes per function, each polling the watch's runtime API
+        for its function, with the environment the watch would give them."""
+        out: list[Service] = []
+        for name, exe in sorted(executables.items()):
+            for i in range(1, FUNCTION_INSTANCES + 1):
+                env = dict(self.fn_env)
+                env.update({
+                    "AWS_LAMBDA_RUNTIME_API": f"{watch}/.rt/{name}",
+                    "AWS_LAMBDA_FUNCTION_NAME": name,
+                    "AWS_LAMBDA_FUNCTION_VERSION": "1",
+                    "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "4096",
+                    "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{name}",
+                    "AWS_LAMBDA_LOG_STREAM_NAME": f"local/{i}",
+                })
+                if getattr(self, "fault_dir", None) is not None:
+                    env["FAULT_DIR"] = str(self.fault_dir)
+                svc = Service(f"fn-{name}-{i}", f"{name} instance {i}", "", None,
+                              lambda _port, exe=exe: [str(exe)], ROOT,
+                              lambda _endpoint: True, self._log_path(f"fn-{name}-{i}"),
+                              env=env)
+                svc.restartable = True
+                out.append(svc)
+        return out
+
+    def _probe_functions(self, api: str) -> bool:
+        """One cheap call per function through the gate (refused, or an empty batch),
+        so READY means every function answers. False if interrupted."""
+        probes = {
+            "submit-query": ("GET", "/v1/banks", None, 401),
+            "view-report": ("GET", "/v1/card-queries", None, 401),
+            "bank-callback": ("POST", "/v1/bank-callbacks/ICBC", b"{}", 401),
+        }
+        for name in function_names():
+            method, path, body, want = probes.get(
+                name, ("POST", f"/2015-03-31/functions/{name}/invocations",
+                       b'{"Records": []}', 200))
+            deadline = time.monotonic() + PROBE_TIMEOUT_S
+            while True:
+                if self.interrupted():
+                    return False
+                try:
+                    status, _ = http(method, api + path, {"content-type": "application/json"},
+                                     body, 10.0)
+                except (OSError, ValueError):
+                    status = 0
+                if status == want:
+                    break
+                if time.monotonic() > deadline:
+                    raise StackError(f"{name} does not answer through the API ({method} "
+                                     f"{path}: {status or 'no answer'})")
+                time.sleep(0.2)
+        say(f"every function answers ({FUNCTION_INSTANCES} instances each)")
+        return True
 
     def _build_bins(self, env: dict[str, str]) -> dict[str, Path]:
         """Builds the local tools (debug) in one cargo call and returns their executables."""
-        names = ["event-pump", "bank-sim", "devtools"]
-        say("building the local tools (cargo build -p event-pump -p bank-sim -p devtools)")
+        names = ["event-pump", "bank-sim", "devtools", "watch-gate"]
+        say("building the local tools (cargo build -p event-pump -p bank-sim -p devtools "
+            "-p watch-gate)")
         argv = ["cargo", "build", "--quiet", "--locked", "--message-format=json-render-diagnostics"]
         for n in names:
             argv += ["-p", n]
@@ -916,7 +1113,8 @@ class Stack:
                                  f"free port)")
             s.start()
             attempts[s.name] += 1
-            say(f"started {s.label} (pid {s.proc.pid}){s.where}, log {rel(s.log)}")
+            if not s.restartable:  # function instances: one summary line instead
+                say(f"started {s.label} (pid {s.proc.pid}){s.where}, log {rel(s.log)}")
         deadline = time.monotonic() + timeout
         while not all(s.ready for s in services):
             if self.interrupted():
@@ -940,7 +1138,8 @@ class Stack:
                                      f"of {rel(s.log)}:\n{log_tail(s.log)}")
                 if s.healthy(s.endpoint):
                     s.ready = True
-                    say(f"{s.label} healthy{s.where}")
+                    if not s.restartable:
+                        say(f"{s.label} healthy{s.where}")
             if time.monotonic() > deadline:
                 late = [s for s in services if not s.ready]
                 raise StackError("; ".join(
@@ -958,6 +1157,14 @@ class Stack:
         if self.parent_gone():
             return f"parent process {self.parent_pid} is gone"
         for s in self.services:
+            if (s.proc is not None and s.proc.poll() is not None and s.restartable
+                    and s.starts <= INSTANCE_RESTARTS and not self.stopping):
+                # A crashed instance is replaced, as Lambda replaces an execution
+                # environment; its invocation fails in the watch, the caller retries.
+                say(f"{s.label} (pid {s.proc.pid}) exited with code {s.proc.returncode}; "
+                    f"starting it again, log {rel(s.log)}")
+                s.start()
+                continue
             if s.proc is not None and s.proc.poll() is not None:
                 return (f"{s.label} (pid {s.proc.pid}) exited unexpectedly with code "
                         f"{s.proc.returncode}; last lines of {rel(s.log)}:\n{log_tail(s.log)}")
@@ -998,6 +1205,8 @@ class Stack:
                 generated.unlink()
             except OSError:
                 pass
+        if getattr(self, "fault_dir", None) is not None:
+            shutil.rmtree(self.fault_dir, ignore_errors=True)
         if clean and self.per_run_logs:
             for s in self.services:
                 try:
@@ -1265,6 +1474,9 @@ def _add_up_options(p: argparse.ArgumentParser, dynamodb_default: int, sns_defau
     p.add_argument("--sns-port", type=_port, default=sns_default, metavar="N",
                    help=f"moto SNS server port on 127.0.0.1, 0 = any free port "
                         f"(default {sns_default})")
+    p.add_argument("--fault-injection", action="store_true",
+                   help="with --with-api: run aggregate-report built with the "
+                        "fault-injection feature (tests only; see tests/faults.rs)")
     p.add_argument("--persist", action="store_true",
                    help=f"keep DynamoDB data on disk in {rel(DATA_DIR)} (default: in memory)")
     p.add_argument("--state-file", metavar="PATH", help=state_help)

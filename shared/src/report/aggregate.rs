@@ -64,6 +64,8 @@ impl Aggregator {
 
     pub async fn aggregate(&self, id: &QueryId) -> Result<AggregateOutcome, StoreError> {
         let outcome = self.publish(id).await?;
+        #[cfg(feature = "fault-injection")]
+        fault_point("aggregate.after_publish");
         if matches!(
             outcome,
             AggregateOutcome::Published | AggregateOutcome::AlreadyReported
@@ -195,8 +197,21 @@ impl Aggregator {
             .send_sms(&profile.phone, REPORT_READY_SMS)
             .await
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        #[cfg(feature = "fault-injection")]
+        fault_point("aggregate.after_sms");
         self.d.reports.notice_sent(id, self.d.clock.now()).await?;
         info!(query_id = %id, "report-ready SMS sent");
         Ok(true)
+    }
+}
+
+/// Test builds only: the process dies here, as a Lambda instance killed mid-invocation,
+/// when the point is armed (a file `$FAULT_DIR/<name>`; the first to remove it dies).
+#[cfg(feature = "fault-injection")]
+fn fault_point(name: &str) {
+    if let Some(dir) = std::env::var_os("FAULT_DIR") {
+        if std::fs::remove_file(std::path::Path::new(&dir).join(name)).is_ok() {
+            std::process::abort();
+        }
     }
 }

@@ -30,6 +30,11 @@ use crate::customers;
 pub const CALLBACK_ATTEMPTS: u32 = 5;
 pub const CALLBACK_FIRST_BACKOFF: Duration = Duration::from_millis(250);
 const CALLBACK_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Callbacks a bank has in flight at once, as a bank's outgoing connection pool would
+/// allow. Unbounded, a burst of queries fired hundreds at once: each waited past its
+/// 10 s timeout behind the others, was retried, and the abandoned attempts were still
+/// served, until every attempt of many gave up (docs/decisions.md, entry 37).
+pub const CALLBACK_CONCURRENCY_PER_BANK: usize = 4;
 
 pub struct SimConfig {
     /// Bank codes, in configuration order.
@@ -76,6 +81,7 @@ pub struct Sim {
     secrets: HashMap<String, BankSecret>,
     state: Mutex<State_>,
     client: reqwest::Client,
+    callback_slots: HashMap<String, Arc<tokio::sync::Semaphore>>,
 }
 
 impl Sim {
@@ -89,7 +95,18 @@ impl Sim {
             .timeout(CALLBACK_ATTEMPT_TIMEOUT)
             .build()
             .map_err(|e| format!("HTTP client: {e}"))?;
+        let callback_slots = config
+            .banks
+            .iter()
+            .map(|b| {
+                (
+                    b.clone(),
+                    Arc::new(tokio::sync::Semaphore::new(CALLBACK_CONCURRENCY_PER_BANK)),
+                )
+            })
+            .collect();
         Ok(Self {
+            callback_slots,
             banks: config.banks,
             secrets: config.secrets,
             state: Mutex::new(State_ {
@@ -436,6 +453,12 @@ async fn deliver_callback(
     let mut pause = CALLBACK_FIRST_BACKOFF;
     let mut last_status = None;
     for attempt in 1..=CALLBACK_ATTEMPTS {
+        // The slot covers the attempt only, not the pause before the next one; signed
+        // once it is held, so a wait cannot make the timestamp stale.
+        let slot = match sim.callback_slots.get(&bank) {
+            Some(s) => s.clone().acquire_owned().await.ok(),
+            None => None,
+        };
         let h = signing::sign(&key, &bank, now(), "POST", &path, &body);
         let mut req = sim
             .client
@@ -445,7 +468,9 @@ async fn deliver_callback(
         for (name, value) in h.pairs() {
             req = req.header(name, value);
         }
-        let (outcome, retry) = match req.send().await {
+        let sent = req.send().await;
+        drop(slot);
+        let (outcome, retry) = match sent {
             Ok(resp) => {
                 let s = resp.status();
                 last_status = Some(s.as_u16());

@@ -156,13 +156,32 @@ struct Shared {
     streams: aws_sdk_dynamodbstreams::Client,
     /// Functions the invoke API said it does not serve (logged once each).
     not_served: Mutex<HashSet<String>>,
+    /// Each function's template `Timeout`, by binary name.
+    timeouts: std::collections::HashMap<String, u64>,
 }
 
 impl Shared {
     /// Invokes `function` and logs the invocation line.
     async fn invoke_logged(&self, function: &str, payload: &Value, fields: Value) -> Outcome {
         let t0 = Instant::now();
-        let call = self.invoker.invoke(function, payload);
+        // Lambda ends an invocation at the function's Timeout and the event source
+        // retries it; the watch would wait for ever on an instance that died. Twice the
+        // template's value: debug builds on a shared machine are slower than Lambda.
+        let limit = self
+            .timeouts
+            .get(function)
+            .map_or(self.cfg.invoke_timeout, |t| {
+                Duration::from_secs(t.saturating_mul(2)).min(self.cfg.invoke_timeout)
+            });
+        let call = async {
+            match tokio::time::timeout(limit, self.invoker.invoke(function, payload)).await {
+                Ok(outcome) => outcome,
+                Err(_) => Outcome::Transport(format!(
+                    "no answer within {} s (twice the function's Timeout)",
+                    limit.as_secs()
+                )),
+            }
+        };
         tokio::pin!(call);
         let mut patience = Duration::from_secs(30);
         let outcome = loop {
@@ -170,8 +189,7 @@ impl Shared {
                 outcome = &mut call => break outcome,
                 _ = tokio::time::sleep(patience) => {
                     log::info(
-                        "invocation still running (cargo lambda watch may be compiling the \
-                         function, or waiting for a build that failed: see its log)",
+                        "invocation still running (see the function instances' logs)",
                         json!({ "function": function, "waited_s": t0.elapsed().as_secs() }),
                     );
                     patience = (patience * 2).min(Duration::from_secs(300));
@@ -689,6 +707,7 @@ pub async fn run(
         invoker,
         streams,
         not_served: Mutex::new(HashSet::new()),
+        timeouts: sources.timeouts.clone(),
     });
 
     let (mine, others): (Vec<_>, Vec<_>) = sources

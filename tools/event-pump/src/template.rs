@@ -90,6 +90,9 @@ pub struct EventSources {
     /// Events skipped, with the reason (no binary name, disabled, other event types
     /// are not listed).
     pub skipped: Vec<String>,
+    /// Each function's `Timeout` (seconds; its own, else `Globals.Function.Timeout`), by
+    /// binary name.
+    pub timeouts: std::collections::HashMap<String, u64>,
 }
 
 impl EventSources {
@@ -107,6 +110,11 @@ impl EventSources {
         let Some(resources) = root.get("Resources").and_then(Value::as_mapping) else {
             return Ok(out);
         };
+        let global_timeout = root
+            .get("Globals")
+            .and_then(|g| g.get("Function"))
+            .and_then(|f| f.get("Timeout"))
+            .and_then(Value::as_u64);
         for (id, res) in resources {
             let (Some(id), Some("AWS::Serverless::Function")) =
                 (id.as_str(), res.get("Type").and_then(Value::as_str))
@@ -126,6 +134,14 @@ impl EventSources {
                 .and_then(|b| b.get("Binary"))
                 .and_then(Value::as_str)
                 .map(str::to_owned);
+            let timeout = res
+                .get("Properties")
+                .and_then(|p| p.get("Timeout"))
+                .and_then(Value::as_u64)
+                .or(global_timeout);
+            if let (Some(b), Some(t)) = (&binary, timeout) {
+                out.timeouts.insert(b.clone(), t);
+            }
             for (name, event) in events {
                 let Some(name) = name.as_str() else { continue };
                 let ty = event
@@ -350,5 +366,8 @@ Resources:
             .iter()
             .all(|s| s.reads_table("local-CardLookupTable")));
         assert!(s.schedules.iter().any(|s| s.binary == "sweep"));
+        // Timeouts: the function's own, as the template declares them.
+        assert_eq!(s.timeouts.get("aggregate-report"), Some(&30));
+        assert_eq!(s.timeouts.get("sweep"), Some(&280));
     }
 }
