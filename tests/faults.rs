@@ -228,7 +228,7 @@ async fn garbage_bad_signatures_and_full_card_numbers_inline_fail_their_banks() 
 }
 
 #[tokio::test]
-async fn garbage_bad_signatures_and_full_card_numbers_by_callback_are_refused_then_no_response() {
+async fn callbacks_with_garbage_bad_signatures_or_full_card_numbers_are_refused() {
     let api = Api::get().await;
     let user = api.new_user(UserKind::Eligible).await;
     for (bank, answer) in [
@@ -255,6 +255,9 @@ async fn garbage_bad_signatures_and_full_card_numbers_by_callback_are_refused_th
             == 3
     })
     .await;
+    // A correctly signed answer refused for its content (a full card number) fails its
+    // leg at once (decision 30); what cannot be tied to a leg (a body that is not JSON) or
+    // is not the bank's (a bad signature) changes nothing and waits for the deadline.
     let (record, legs) = progress(&api, &user, &query_id).await;
     assert_eq!(record["report_status"], "PENDING", "{record}");
     assert_eq!(
@@ -262,7 +265,7 @@ async fn garbage_bad_signatures_and_full_card_numbers_by_callback_are_refused_th
         statuses(&[
             ("CMB", "PENDING"),
             ("CIB", "PENDING"),
-            ("CZB", "PENDING"),
+            ("CZB", "FAILED"),
             ("BOC", "RESPONDED")
         ])
     );
@@ -275,7 +278,7 @@ async fn garbage_bad_signatures_and_full_card_numbers_by_callback_are_refused_th
         statuses(&[
             ("CMB", "NO_RESPONSE"),
             ("CIB", "NO_RESPONSE"),
-            ("CZB", "NO_RESPONSE"),
+            ("CZB", "FAILED"),
             ("BOC", "RESPONDED")
         ])
     );
