@@ -203,7 +203,15 @@ def start_web(state: dict) -> tuple[subprocess.Popen, str]:
     return web, json.loads(line[len("WEB READY "):])["url"]
 
 
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> int:
+    # SIGTERM stops everything as Ctrl-C does; SIGINT too when the shell that started us
+    # ignored it (a background job), since Python then installs no handler of its own.
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     stack = subprocess.Popen([sys.executable, str(STACK), "up", "--with-api", "--persist"],
                              cwd=ROOT, stdout=subprocess.PIPE, text=True)
     state = None
