@@ -30,15 +30,7 @@ async fn ready_records(f: &Fixture, q: &QueryId) -> usize {
 
 /// A new user's query to every bank, submitted: its id and its legs.
 async fn submitted(f: &Fixture) -> (QueryId, Vec<LegRecord>) {
-    let user = f.user().await;
-    let code = f.code(&user).await;
-    let (raw, body) = f.body(&code, &f.face(&user));
-    let (_, accepted) = f
-        .service
-        .submit(&user.id, Some("k"), &raw, body, None)
-        .await
-        .unwrap();
-    let q = QueryId::parse(accepted["query_id"].as_str().unwrap()).unwrap();
+    let q = f.submitted_query().await;
     let legs = f.store.legs(&q).await.unwrap();
     (q, legs)
 }

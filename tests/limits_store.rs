@@ -8,7 +8,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use futures::future::join_all;
 use shared::adapters::memory::MemoryStore;
 use shared::clock::Clock;
-use shared::model::ids::{QueryId, UserId, VerificationId};
+use shared::model::ids::{UserId, VerificationId};
 use shared::model::timestamp;
 use shared::ports::{
     BankNonce, PasswordPolicy, QueryStore, ReportStore, SettleOutcome, Settlement, SubmissionStore,
@@ -253,23 +253,10 @@ async fn the_limit_primitives_hold_on_the_memory_store() {
     contract(&store, &UserId::parse("memory-user").unwrap(), now).await;
 }
 
-/// A query of all banks, submitted through the service: its id.
-async fn submitted(f: &Fixture) -> QueryId {
-    let user = f.user().await;
-    let code = f.code(&user).await;
-    let (raw, body) = f.body(&code, &f.face(&user));
-    let (_, accepted) = f
-        .service
-        .submit(&user.id, Some("k"), &raw, body, None)
-        .await
-        .unwrap();
-    QueryId::parse(accepted["query_id"].as_str().unwrap()).unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_leg_settles_once_whatever_the_concurrency_and_a_bank_nonce_works_once() {
     let f = Fixture::new().await;
-    let q = submitted(&f).await;
+    let q = f.submitted_query().await;
     let legs = f.store.legs(&q).await.unwrap();
     let now = f.clock.now();
     let nonce = BankNonce {
@@ -344,7 +331,7 @@ async fn a_leg_settles_once_whatever_the_concurrency_and_a_bank_nonce_works_once
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn twenty_parallel_notice_claims_let_one_sender_through() {
     let f = Fixture::new().await;
-    let q = submitted(&f).await;
+    let q = f.submitted_query().await;
     // Mark the query reported, as publishing does.
     f.env
         .clients

@@ -148,6 +148,20 @@ impl Fixture {
         .expect("face token")
     }
 
+    /// A new user's query to every bank, submitted through the service: its id.
+    pub async fn submitted_query(&self) -> shared::model::ids::QueryId {
+        let user = self.user().await;
+        let code = self.code(&user).await;
+        let (raw, body) = self.body(&code, &self.face(&user));
+        let (_, accepted) = self
+            .service
+            .submit(&user.id, Some("k"), &raw, body, None)
+            .await
+            .expect("the submission is accepted");
+        shared::model::ids::QueryId::parse(accepted["query_id"].as_str().unwrap())
+            .expect("a query id")
+    }
+
     /// A submission body for all 16 banks, as JSON and parsed.
     pub fn body(&self, verification: &(String, String), face: &str) -> (Value, SubmitRequest) {
         let banks: Vec<String> = self
