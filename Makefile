@@ -1,19 +1,19 @@
 # The two commands: `make run` (the whole pipeline locally) and `make test` (every test).
-# Both install what they need into .local/ on first use (see tools/local/README.md).
+# Both install what they need into .local/ on first use (see infra/local/README.md).
 
-STACK := python3 tools/local/stack.py
+STACK := python3 infra/local/stack.py
 
 .PHONY: run test install fmt lint lint-infra build-arm64 load load-private
 
 run:
-	python3 tools/local/run.py
+	python3 infra/local/run.py
 
 test:
 	$(STACK) exec --with-api -- cargo test --workspace --locked --no-fail-fast
 
 # Load benchmark (not part of `make test`): USERS users, CLIENTS at a time, every report
 # waited for. `make load` runs against the stack `make run` leaves up; `make load-private`
-# against a private stack of its own (free ports). See tools/load/README.md.
+# against a private stack of its own (free ports). See tests/load/README.md.
 USERS ?= 1000
 CLIENTS ?= 32
 load:

@@ -9,7 +9,7 @@
 //! nonce is not recorded.
 //!
 //! ```text
-//! python3 tools/local/stack.py exec --with-api -- cargo test -p system-tests --test callback_api
+//! python3 infra/local/stack.py exec --with-api -- cargo test -p system-tests --test callback_api
 //! ```
 
 use std::collections::{BTreeMap, HashMap};

@@ -6,7 +6,7 @@
 //! lock window (and a lock no later failure clears), one answer per idempotency key,
 //! one code SMS a minute, one active query.
 //!
-//! Run with `python3 tools/local/stack.py exec --with-api -- cargo test -p system-tests
+//! Run with `python3 infra/local/stack.py exec --with-api -- cargo test -p system-tests
 //! --test concurrency_api`.
 
 use std::collections::BTreeSet;

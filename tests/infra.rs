@@ -6,7 +6,7 @@
 //! - every crate under `functions/` is exactly one `AWS::Serverless::Function` (by
 //!   `Metadata.BuildProperties.Binary`) and vice versa, each built the same way
 //!   (rust-cargolambda, arm64, provided.al2023);
-//! - every operation of `openapi/openapi.yaml` (the outbound bank webhook aside) is a
+//! - every operation of `functions/openapi.yaml` (the outbound bank webhook aside) is a
 //!   route of the HTTP API, served by the function the `cargo lambda watch` router names
 //!   for it, and vice versa; app routes sit behind the JWT authorizer, exactly the
 //!   operations the contract marks `security: []` opt out of it;
@@ -15,7 +15,7 @@
 //!   each function gets the environment its start-up reads, and the secrets come from
 //!   Secrets Manager, each only where it is needed.
 //!
-//! The tools are the pinned ones `tools/local/stack.py install` puts into `.local/`
+//! The tools are the pinned ones `infra/local/stack.py install` puts into `.local/`
 //! (cfn-lint and the template decoder in `.local/venv`, checkov in `.local/venv-checkov`);
 //! the test runs the install itself, a no-op once done. No AWS account or network is
 //! needed. Run with `cargo test -p system-tests --test infra`.
@@ -53,11 +53,11 @@ fn tools() -> &'static Tools {
     static TOOLS: OnceLock<Tools> = OnceLock::new();
     TOOLS.get_or_init(|| {
         let out = Command::new("python3")
-            .arg(root().join("tools/local/stack.py"))
+            .arg(root().join("infra/local/stack.py"))
             .arg("install")
             .current_dir(root())
             .output()
-            .expect("python3 runs tools/local/stack.py");
+            .expect("python3 runs infra/local/stack.py");
         assert!(
             out.status.success(),
             "stack.py install failed:\n{}",

@@ -28,7 +28,7 @@ async fn launcher_starts_healthy_services_and_stops_them_all() {
         ulid::Ulid::generate().to_string().to_lowercase()
     ));
     let mut launcher = Command::new("python3")
-        .arg(root.join("tools/local/stack.py"))
+        .arg(root.join("infra/local/stack.py"))
         .args(["up", "--dynamodb-port", "0", "--sns-port", "0"])
         .arg("--state-file")
         .arg(&state_file)

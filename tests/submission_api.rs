@@ -3,7 +3,7 @@
 //! `GET /v1/banks`, `GET /v1/eligibility`, `POST /v1/verifications`,
 //! `POST /v1/card-queries`, the happy path and every refusal of the contract.
 //!
-//! Every response is checked against `openapi/openapi.yaml` by `testkit::api`. Each
+//! Every response is checked against `functions/openapi.yaml` by `testkit::api`. Each
 //! refused request is checked for its status and error code, and for leaving the
 //! table as it was: a snapshot of everything stored for the user is taken before and
 //! after, and only the intended counters may differ (a wrong SMS code counts on the
@@ -11,7 +11,7 @@
 //! must not consume the face token's nonce.
 //!
 //! Tests run in parallel against one shared stack: every test has users of its own.
-//! Run with `python3 tools/local/stack.py exec --with-api -- cargo test -p system-tests
+//! Run with `python3 infra/local/stack.py exec --with-api -- cargo test -p system-tests
 //! --test submission_api`.
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -1,4 +1,4 @@
-//! The reference web client (tools/web) in headless Chromium, through a whole query
+//! The reference web client (infra/local/web) in headless Chromium, through a whole query
 //! against the local stack: tests/web/browser_test.py drives the page; this test gives
 //! it the stack's endpoints and the demo person's ID number (for the simulator's truth)
 //! and fails with its output when it fails. Chromium, chromedriver and selenium are

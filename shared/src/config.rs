@@ -12,8 +12,8 @@ use crate::bank::endpoint::BankEndpoint;
 use crate::model::bank::{Bank, BankCode, BankRegistry};
 use crate::model::region::RegionCode;
 
-/// The configuration shipped with the code (`config/service.json`).
-pub const DEFAULT_CONFIG: &str = include_str!("../../config/service.json");
+/// The configuration shipped with the code (`shared/config/service.json`).
+pub const DEFAULT_CONFIG: &str = include_str!("../config/service.json");
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

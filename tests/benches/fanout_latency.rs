@@ -8,7 +8,7 @@
 //! each, on the same query item's counter). Run under the local stack:
 //!
 //! ```text
-//! python3 tools/local/stack.py exec -- cargo bench -p system-tests --bench fanout_latency
+//! python3 infra/local/stack.py exec -- cargo bench -p system-tests --bench fanout_latency
 //! ```
 //! `FANOUT_BENCH_N` sets the number of timed dispatches per configuration (default 50);
 //! `FANOUT_BENCH_LATENCY_MS` the simulated bank latency (default 50).

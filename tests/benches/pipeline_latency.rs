@@ -8,7 +8,7 @@
 //! with a small concurrency, then one after another:
 //!
 //! ```text
-//! python3 tools/local/stack.py exec --with-api --schedule-every 3 -- \
+//! python3 infra/local/stack.py exec --with-api --schedule-every 3 -- \
 //!     cargo bench -p system-tests --bench pipeline_latency
 //! ```
 //! `PIPELINE_BENCH_N` sets the number of queries per run (default 100);

@@ -3,7 +3,7 @@
 //! minus the Lambda runtime. Run under the local stack:
 //!
 //! ```text
-//! python3 tools/local/stack.py exec -- cargo bench -p system-tests --bench submit_latency
+//! python3 infra/local/stack.py exec -- cargo bench -p system-tests --bench submit_latency
 //! ```
 //! `SUBMIT_BENCH_N` sets the number of timed submissions (default 200).
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Headless Chromium drives the reference web client (tools/web) through one whole query
+"""Headless Chromium drives the reference web client (infra/local/web) through one whole query
 against the local stack and checks what a person sees:
 
 - a wrong SMS code is refused with VERIFICATION_FAILED, shown with its message;
@@ -27,7 +27,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 USER = "demo-user"
-PASSWORD = "135790"  # every seeded user's (testkit/src/seed.rs)
+PASSWORD = "135790"  # every seeded user's (tests/testkit/src/seed.rs)
 CALLBACK_BANK = "CMB"  # answers by callback, so progress is seen pending first
 REPORT_WAIT_S = 90
 OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -51,7 +51,7 @@ def http(method: str, url: str, body: object | None = None) -> object:
 
 def start_web() -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "tools/web/server.py"), "--port", "0",
+        [sys.executable, str(ROOT / "infra/local/web/server.py"), "--port", "0",
          "--api", env("WEB_TEST_API"), "--sns", env("WEB_TEST_SNS"),
          "--dynamodb", env("WEB_TEST_DYNAMODB"), "--table-prefix", env("WEB_TEST_TABLE_PREFIX"),
          "--devtools", env("WEB_TEST_DEVTOOLS")],
@@ -69,7 +69,7 @@ def browser():
     from selenium.webdriver.chrome.service import Service
     chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
     if not chromium or not driver:
-        sys.exit("browser test: chromium/chromedriver not installed; `python3 tools/local/"
+        sys.exit("browser test: chromium/chromedriver not installed; `python3 infra/local/"
                  "stack.py install` installs them as root (see .local/logs/install-apt-*.log)")
     opts = webdriver.ChromeOptions()
     opts.binary_location = chromium
@@ -86,7 +86,7 @@ def main() -> int:
         from selenium.webdriver.support.ui import Select, WebDriverWait
     except ImportError as e:
         sys.exit(f"browser test: selenium is missing from {sys.executable} ({e}); "
-                 "`python3 tools/local/stack.py install` installs it")
+                 "`python3 infra/local/stack.py install` installs it")
 
     sim = env("WEB_TEST_BANK_SIM")
     id_number = env("WEB_TEST_ID_NUMBER")

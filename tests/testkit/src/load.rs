@@ -1,7 +1,7 @@
 //! A burst of real users through the running local stack, as the app drives it: seeded
 //! users (clones of the demo profile with their own phone and ID number), an SMS code
 //! each (read back from the SNS emulator), one query to every chosen bank, and the wait
-//! for every "report ready" notice. Shared by the load benchmark (`tools/load`) and the
+//! for every "report ready" notice. Shared by the load benchmark (`tests/load`) and the
 //! burst regression test (`tests/burst.rs`).
 //!
 //! Nothing here panics on a failed request: every failure is counted, so a benchmark
@@ -726,7 +726,7 @@ impl PrivateStack {
     /// Starts it with more `stack.py up` options (e.g. `--fault-injection`).
     pub fn start_with(extra: &[&str]) -> Result<Self, String> {
         use std::io::{BufRead, BufReader};
-        let script = crate::workspace_root().join("tools/local/stack.py");
+        let script = crate::workspace_root().join("infra/local/stack.py");
         let state_file = std::env::temp_dir().join(format!(
             "card-lookup-burst-{}-{}.json",
             std::process::id(),

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The reference web client's local server (dev tooling, never deployed).
 
-Serves the static page in tools/web/static/, forwards /v1/* unchanged to the local API
+Serves the static page in infra/local/web/static/, forwards /v1/* unchanged to the local API
 (so the page and the API share one origin and the functions need no CORS), and answers
 a few local-only helper routes that stand in for what, in production, the app's own
 user system, the face-verification SDK and the user's phone provide:
@@ -34,7 +34,7 @@ import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 STATIC = Path(__file__).resolve().parent / "static"
 HOST = "127.0.0.1"
 MAX_BODY = 64 * 1024  # the API refuses over 16 KiB itself; this only bounds the proxy

@@ -7,7 +7,7 @@ users, runs one 16-bank query from submission to report exactly as the app would
 the SMS that were sent and the report, then keeps serving and prints how to call the API
 with curl. Ctrl-C stops everything.
 
-Standard library only; the stack itself is tools/local/stack.py.
+Standard library only; the stack itself is infra/local/stack.py.
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ def demo(state: dict) -> None:
     if status != 201:
         raise SystemExit(f"verification failed: {status} {created}")
     phone_digits = created["masked_phone"]
-    phone = "+86" + "13800000001"  # the demo user's seeded phone (testkit/src/seed.rs)
+    phone = "+86" + "13800000001"  # the demo user's seeded phone (tests/testkit/src/seed.rs)
     code = re.search(r"(?<!\d)(\d{6})(?!\d)", sms_to(state, phone)[-1]).group(1)
     say(f"code sent to {phone_digits}; read back from the SNS emulator")
 
@@ -180,11 +180,11 @@ def demo(state: dict) -> None:
     say(f"   curl -s -X POST {api}/v1/card-queries/{qid}/report -H \"Authorization: Bearer $TOKEN\""
         " -H 'content-type: application/json' -d \"{\\\"face_token\\\": \\\"$FACE\\\"}\"")
     say("   seeded users: demo-user, not-real-name, outside-pilot, locked-password "
-        f"(payment password {PAYMENT_PASSWORD}); SMS: python3 tools/local/stack.py sms")
+        f"(payment password {PAYMENT_PASSWORD}); SMS: python3 infra/local/stack.py sms")
     say("Ctrl-C stops everything.")
 
 
-# The reference web client (tools/web/server.py): the page plus a /v1 proxy to the API.
+# The reference web client (infra/local/web/server.py): the page plus a /v1 proxy to the API.
 # WEB_PORT picks its port on 127.0.0.1 (0 = any free one).
 WEB_PORT = int(os.environ.get("WEB_PORT", "9080"))
 

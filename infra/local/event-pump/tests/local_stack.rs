@@ -1,4 +1,4 @@
-//! The pump against DynamoDB Local (the local stack: `python3 tools/local/stack.py exec --
+//! The pump against DynamoDB Local (the local stack: `python3 infra/local/stack.py exec --
 //! cargo test -p event-pump`, or a private stack testkit starts) and a tiny invoke API
 //! in the test that records every invocation and answers as scripted.
 
@@ -16,7 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 fn template() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../infra/template.yaml")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../template.yaml")
 }
 
 /// One recorded invocation.

@@ -323,7 +323,7 @@ impl Api {
         v["banks"].clone()
     }
 
-    /// Sets how one bank behaves for this person only (see tools/bank-sim/README.md).
+    /// Sets how one bank behaves for this person only (see infra/local/bank-sim/README.md).
     pub async fn sim_behave(&self, user: &TestUser, bank: &str, behaviour: Value) {
         let url = format!(
             "{}/_admin/subjects/{}/banks/{bank}",

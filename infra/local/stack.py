@@ -11,7 +11,7 @@ Standard library only. Everything it installs or writes lives under <root>/.loca
     stack.py status [--state-file F]
     stack.py down [--state-file F]
 
-See tools/local/README.md.
+See infra/local/README.md.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ DEFAULT_BANK_SIM_PORT = 9100
 # polling the watch's runtime API, as Lambda runs concurrent execution environments.
 FUNCTION_INSTANCES = 4
 # cargo-lambda-watch 1.9.2 deadlocks once one function has 100 invocations queued
-# (docs/decisions.md); the gate (tools/watch-gate) keeps each function below this.
+# (docs/decisions.md); the gate (infra/local/watch-gate) keeps each function below this.
 GATE_MAX_IN_FLIGHT = 48
 WATCH_GATE_READY_LINE = "WATCH-GATE READY"
 # A crashed instance is replaced, as Lambda does; this many times per instance at most.
@@ -88,7 +88,7 @@ INSTANCE_RESTARTS = 20
 PROBE_TIMEOUT_S = 60.0
 # The functions' tables on a stack with the API: `<prefix>CardLookupTable`, ...
 TABLE_PREFIX = "local-"
-# The event pump (tools/event-pump) follows this table's stream; it says so on stdout.
+# The event pump (infra/local/event-pump) follows this table's stream; it says so on stdout.
 PUMP_TABLE = TABLE_PREFIX + "CardLookupTable"
 PUMP_READY_LINE = "EVENT-PUMP READY"
 DEFAULT_SCHEDULE_EVERY_S = 3.0
@@ -531,7 +531,7 @@ def _install_shim(jar: Path) -> Path | None:
     return SHIM_DIR
 
 
-# ---- browser for the web client's test (tools/web, tests/web) ---------------------------
+# ---- browser for the web client's test (infra/local/web, tests/web) ---------------------------
 # Debian's own chromium and its matching driver (a browser build of its own cannot be
 # downloaded here), selenium pinned into the main venv. Checked on every install call
 # because the marker above predates it; when all is present this is a few stat calls.
@@ -580,7 +580,7 @@ def ensure_browser() -> None:
 def ensure_installed(announce_noop: bool = False) -> dict[str, Any]:
     """Install the pinned tools unless the marker says they are there. Returns the marker."""
     marker = _ensure_installed(announce_noop)
-    ensure_browser()  # the web client's browser test (tools/web); see ensure_browser
+    ensure_browser()  # the web client's browser test (infra/local/web); see ensure_browser
     return marker
 
 
@@ -911,7 +911,7 @@ class Stack:
         return run.stdout
 
     def _prepare_bank_sim(self, env: dict[str, str]) -> Service:
-        """The 16 simulated banks (tools/bank-sim), with the local bank secrets."""
+        """The 16 simulated banks (infra/local/bank-sim), with the local bank secrets."""
         secrets = LOCAL / "keys" / "bank_secrets.json"
 
         def argv(port: int) -> list[str]:
@@ -923,7 +923,7 @@ class Stack:
     def _prepare_api(self, state: dict[str, Any], bank_sim: str) -> tuple[Service, Service]:
         """Tables (from infra/template.yaml) and the functions' environment (banks at the
         simulator, callbacks to the API); `cargo lambda watch` serving every function on a
-        port of its own, and the admission gate (tools/watch-gate) in front of it on the
+        port of its own, and the admission gate (infra/local/watch-gate) in front of it on the
         API's port: every caller (app, bank callbacks, the pump) goes through the gate."""
         env = self.aws_env(state)
         say("creating the functions' tables from infra/template.yaml (devtools tables)")

@@ -1,4 +1,4 @@
-//! Checks HTTP responses against `openapi/openapi.yaml`, the v1 contract.
+//! Checks HTTP responses against `functions/openapi.yaml`, the v1 contract.
 //!
 //! ```no_run
 //! use testkit::openapi::OpenApi;
@@ -125,12 +125,12 @@ struct Operation<'a> {
 }
 
 impl OpenApi {
-    /// Path of the contract in the workspace: `openapi/openapi.yaml`.
+    /// Path of the contract in the workspace: `functions/openapi.yaml`.
     pub fn default_path() -> PathBuf {
-        crate::workspace_root().join("openapi/openapi.yaml")
+        crate::workspace_root().join("functions/openapi.yaml")
     }
 
-    /// Loads `openapi/openapi.yaml` from the workspace root.
+    /// Loads `functions/openapi.yaml` from the workspace root.
     pub fn load_default() -> Result<Self, OpenApiError> {
         Self::load(&Self::default_path())
     }
@@ -175,7 +175,7 @@ impl OpenApi {
     pub fn shared() -> &'static OpenApi {
         static SHARED: OnceLock<OpenApi> = OnceLock::new();
         SHARED.get_or_init(|| {
-            Self::load_default().unwrap_or_else(|e| panic!("openapi/openapi.yaml: {e}"))
+            Self::load_default().unwrap_or_else(|e| panic!("functions/openapi.yaml: {e}"))
         })
     }
 
@@ -665,7 +665,7 @@ mod tests {
 
     #[test]
     fn document_loads_and_is_3_1() {
-        let spec = OpenApi::load_default().expect("openapi/openapi.yaml loads");
+        let spec = OpenApi::load_default().expect("functions/openapi.yaml loads");
         assert_eq!(spec.document()["openapi"], "3.1.0");
         let ops = spec.operations();
         for (m, p) in [

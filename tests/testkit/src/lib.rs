@@ -24,11 +24,12 @@ pub use stack::Endpoints;
 pub use tables::TableNames;
 pub use template::Template;
 
-/// The workspace root (where `infra/` and `tools/` are).
+/// The workspace root (where `infra/` and `tests/` are).
 pub fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("testkit lives one level below the workspace root")
+        .ancestors()
+        .nth(2)
+        .expect("testkit lives at tests/testkit below the workspace root")
         .to_owned()
 }
 

@@ -1,4 +1,4 @@
-//! `watch-gate`: see the library's documentation and tools/watch-gate/README.md.
+//! `watch-gate`: see the library's documentation and infra/local/watch-gate/README.md.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

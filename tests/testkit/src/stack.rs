@@ -2,7 +2,7 @@
 //!
 //! `make test` starts the stack once and exports its endpoints (`AWS_ENDPOINT_URL_*`);
 //! a bare `cargo test` or `cargo nextest run` finds no endpoints and starts a private
-//! stack through `tools/local/stack.py up`, which stops by itself when this process
+//! stack through `infra/local/stack.py up`, which stops by itself when this process
 //! exits (its `--parent-pid` watchdog), so no test leaves a JVM behind. Such a private
 //! stack also serves the functions (`--with-api`).
 
@@ -50,7 +50,7 @@ fn from_env() -> Option<Endpoints> {
 }
 
 fn start_private() -> Result<Endpoints, String> {
-    let script = crate::workspace_root().join("tools/local/stack.py");
+    let script = crate::workspace_root().join("infra/local/stack.py");
     let mut child = Command::new("python3")
         .arg(&script)
         .args([

@@ -42,7 +42,7 @@ mod template_filters {
     type Image = HashMap<String, AttributeValue>;
 
     fn source(binary: &str) -> StreamSource {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../infra/template.yaml");
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../template.yaml");
         EventSources::load(&path)
             .expect("the project's template loads")
             .streams

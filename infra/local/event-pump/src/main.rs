@@ -1,4 +1,4 @@
-//! `event-pump`: see `event-pump --help` and tools/event-pump/README.md.
+//! `event-pump`: see `event-pump --help` and infra/local/event-pump/README.md.
 
 use std::io::Write as _;
 use std::process::ExitCode;

@@ -1,4 +1,4 @@
-//! `make load`: a burst of users through a running local stack (see tools/load/README.md).
+//! `make load`: a burst of users through a running local stack (see tests/load/README.md).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -356,7 +356,7 @@ Resources:
 
     #[test]
     fn reads_the_project_template() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../infra/template.yaml");
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../template.yaml");
         let s = EventSources::load(&path).unwrap();
         let names: Vec<_> = s.streams.iter().map(|s| s.binary.as_str()).collect();
         assert!(names.contains(&"bank-fanout"), "{names:?}");
