@@ -13,6 +13,7 @@ pub mod model;
 pub mod ports;
 pub mod records;
 pub mod report;
+pub mod rules;
 pub mod security;
 pub mod stream;
 pub mod submission;

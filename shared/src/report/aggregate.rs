@@ -21,7 +21,8 @@ use crate::model::ids::QueryId;
 use crate::ports::{
     ProfileStore, QueryStore, ReportStore, Settlement, SmsSender, StoreError, SubmissionStore,
 };
-use crate::records::{LegState, Publication, PublishOutcome, QueryPhase, StoredReport, UserState};
+use crate::records::{LegState, Publication, PublishOutcome, QueryPhase, StoredReport};
+use crate::rules::{cooldown, deadline, retention};
 
 /// How long a notice claim holds before another attempt may send.
 pub const NOTICE_LEASE: Duration = Duration::minutes(2);
@@ -88,7 +89,7 @@ impl Aggregator {
             let legs = self.d.queries.legs(id).await?;
             let open: Vec<_> = legs.iter().filter(|l| !l.state.is_settled()).collect();
             if !open.is_empty() {
-                if now < query.collect_until {
+                if deadline::collecting(query.collect_until, now) {
                     return Ok(AggregateOutcome::NotReady);
                 }
                 // The deadline passed: whoever has not answered is NO_RESPONSE, settled
@@ -107,7 +108,7 @@ impl Aggregator {
             }
             let rules = &self.d.config.rules;
             let generated_at = now.replace_nanosecond(0).unwrap_or(now);
-            let expires_at = generated_at + rules.report_retention;
+            let expires_at = retention::report_expires_at(generated_at, rules);
             // Outcomes and the banks' sealed answers, sealed again as one report: the
             // aggregator never holds a card in clear.
             let content = body::content(&query, &legs);
@@ -126,11 +127,7 @@ impl Aggregator {
                 .seal(&binding, &json)
                 .map_err(|e| StoreError::Corrupt(e.to_string()))?;
             let state = self.d.users.user_state(&query.user_id).await?;
-            let next = UserState {
-                active_query_id: state.active_query_id.filter(|a| a != id),
-                next_allowed_at: Some(generated_at + rules.cooldown),
-                ..state.clone()
-            };
+            let next = cooldown::after_report(&state, id, generated_at, rules);
             let publication = Publication {
                 report: StoredReport {
                     query_id: query.query_id,

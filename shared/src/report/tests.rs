@@ -24,11 +24,12 @@ use crate::model::bank::BankCode;
 use crate::model::card::{CardKind, FourDigits, MaskedCard};
 use crate::model::ids::{QueryId, UserId, VerificationId};
 use crate::model::phone::PhoneNumber;
+use crate::model::purpose::Purpose;
 use crate::ports::{NotifyError, QueryStore, ReportStore, Settlement, SmsSender, SubmissionStore};
 use crate::records::*;
 use crate::security::dev;
 use crate::security::face::FaceVerifier;
-use crate::security::sms_code::{CodeHasher, Purpose};
+use crate::security::sms_code::CodeHasher;
 use crate::test_support::{user, BankWorld, Script, PHONE, T0};
 
 const FACE_ISSUER: &str = "face-issuer";
