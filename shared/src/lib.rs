@@ -17,6 +17,7 @@ pub mod rules;
 pub mod security;
 pub mod stream;
 pub mod submission;
+pub mod sweep;
 pub mod telemetry;
 #[cfg(test)]
 pub(crate) mod test_support;

@@ -1,5 +1,5 @@
-//! Ports: what the domain needs from the outside world. Each has an AWS adapter and an
-//! in-memory one (`adapters::memory`) for unit tests.
+//! Ports: what the domain needs from the outside world. Each has an AWS adapter (metrics:
+//! `adapters::emf`) and an in-memory one (`adapters::memory`) for tests.
 
 use async_trait::async_trait;
 use time::OffsetDateTime;
@@ -276,4 +276,18 @@ pub trait ReportStore: Send + Sync {
 
     /// Timed work due at `now`, at most `limit` entries of each kind.
     async fn due(&self, now: OffsetDateTime, limit: usize) -> Result<Vec<DueWork>, StoreError>;
+}
+
+/// An operator metric: what the alarms watch (`infra/template.yaml`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Metric {
+    /// From a query's submission to its published report (the late-report alarm).
+    SubmitToReportLatency(time::Duration),
+}
+
+/// Where operator metrics go (CloudWatch in AWS). Infallible on purpose: a metric that
+/// cannot be written must not fail the work it measures.
+pub trait Metrics: Send + Sync {
+    /// `metric` as observed at `at` (the injected clock's time).
+    fn emit(&self, metric: Metric, at: OffsetDateTime);
 }

@@ -14,8 +14,8 @@ use crate::model::phone::PhoneNumber;
 use crate::model::profile::UserProfile;
 use crate::model::purpose::Purpose;
 use crate::ports::{
-    BankNonce, NotifyError, ProfileStore, QueryStore, ReportStore, SettleOutcome, Settlement,
-    SmsSender, StoreError, SubmissionStore, SubmitError,
+    BankNonce, Metric, Metrics, NotifyError, ProfileStore, QueryStore, ReportStore, SettleOutcome,
+    Settlement, SmsSender, StoreError, SubmissionStore, SubmitError,
 };
 use crate::records::{
     ConsentRecord, DueWork, IdempotencyClaim, IdempotencyRecord, LegRecord, LegState, PasswordSlot,
@@ -590,6 +590,30 @@ impl ReportStore for MemoryStore {
             .collect();
         out.append(&mut notices);
         Ok(out)
+    }
+}
+
+/// Keeps every metric emitted.
+#[derive(Default)]
+pub struct RecordingMetrics {
+    emitted: Mutex<Vec<(Metric, OffsetDateTime)>>,
+}
+
+impl RecordingMetrics {
+    pub fn emitted(&self) -> Vec<(Metric, OffsetDateTime)> {
+        self.emitted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+impl Metrics for RecordingMetrics {
+    fn emit(&self, metric: Metric, at: OffsetDateTime) {
+        self.emitted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((metric, at));
     }
 }
 

@@ -19,7 +19,8 @@ use crate::clock::Clock;
 use crate::config::ServiceConfig;
 use crate::model::ids::QueryId;
 use crate::ports::{
-    ProfileStore, QueryStore, ReportStore, Settlement, SmsSender, StoreError, SubmissionStore,
+    Metric, Metrics, ProfileStore, QueryStore, ReportStore, Settlement, SmsSender, StoreError,
+    SubmissionStore,
 };
 use crate::records::{LegState, Publication, PublishOutcome, QueryPhase, StoredReport};
 use crate::rules::{cooldown, deadline, retention};
@@ -52,6 +53,8 @@ pub struct AggregatorDeps {
     pub sms: Arc<dyn SmsSender>,
     pub sealer: Arc<ReportSealer>,
     pub clock: Arc<dyn Clock>,
+    /// The submit-to-report latency, which the late-report alarm watches.
+    pub metrics: Arc<dyn Metrics>,
 }
 
 pub struct Aggregator {
@@ -150,20 +153,18 @@ impl Aggregator {
                         .iter()
                         .filter(|l| l.state != LegState::Answered)
                         .count();
-                    let latency_ms = (generated_at - query.submitted_at).whole_milliseconds();
+                    let latency = generated_at - query.submitted_at;
                     info!(
                         query_id = %id,
                         banks = legs.len(),
                         banks_without_answer = no_answer,
                         sealed_answers = answers,
-                        submit_to_report_ms = latency_ms as i64,
+                        submit_to_report_ms = latency.whole_milliseconds() as i64,
                         "report published"
                     );
-                    crate::telemetry::emit_metric(
-                        "SubmitToReportLatency",
-                        latency_ms as f64,
-                        "Milliseconds",
-                    );
+                    self.d
+                        .metrics
+                        .emit(Metric::SubmitToReportLatency(latency), generated_at);
                     return Ok(AggregateOutcome::Published);
                 }
                 PublishOutcome::AlreadyClosed => return Ok(AggregateOutcome::AlreadyReported),
