@@ -7,6 +7,7 @@ use std::sync::Arc;
 use aws_config::BehaviorVersion;
 
 use crate::adapters::dynamo::{DynamoStore, Tables};
+use crate::adapters::emf::EmfMetrics;
 use crate::adapters::sns::SnsSms;
 use crate::clock::SystemClock;
 use crate::config::ServiceConfig;
@@ -16,13 +17,13 @@ use crate::dispatch::fanout::{Fanout, FanoutDeps};
 use crate::dispatch::secrets::BankSecrets;
 use crate::report::aggregate::{Aggregator, AggregatorDeps};
 use crate::report::crypto::{ReportOpener, ReportSealer};
-use crate::report::sweep::Sweeper;
 use crate::report::view::{ViewApi, ViewDeps, ViewService};
 use crate::security::app_jwt::AppAuthenticator;
 use crate::security::face::FaceVerifier;
 use crate::security::sms_code::CodeHasher;
 use crate::submission::http::SubmissionApi;
 use crate::submission::{SubmissionDeps, SubmissionService};
+use crate::sweep::Sweeper;
 
 #[derive(Debug, thiserror::Error)]
 #[error("start-up: {0}")]
@@ -128,6 +129,7 @@ fn aggregator_from(c: &Common) -> Result<Aggregator, StartupError> {
         sms: sms(&c.sdk),
         sealer: report_sealer()?,
         clock: Arc::new(SystemClock),
+        metrics: Arc::new(EmfMetrics),
     }))
 }
 

@@ -13,9 +13,11 @@ pub mod model;
 pub mod ports;
 pub mod records;
 pub mod report;
+pub mod rules;
 pub mod security;
 pub mod stream;
 pub mod submission;
+pub mod sweep;
 pub mod telemetry;
 #[cfg(test)]
 pub(crate) mod test_support;

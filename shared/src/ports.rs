@@ -1,5 +1,5 @@
-//! Ports: what the domain needs from the outside world. Each has an AWS adapter and an
-//! in-memory one (`adapters::memory`) for unit tests.
+//! Ports: what the domain needs from the outside world. Each has an AWS adapter (metrics:
+//! `adapters::emf`) and an in-memory one (`adapters::memory`) for tests.
 
 use async_trait::async_trait;
 use time::OffsetDateTime;
@@ -8,13 +8,14 @@ use crate::model::bank::BankCode;
 use crate::model::ids::{QueryId, UserId, VerificationId};
 use crate::model::phone::PhoneNumber;
 use crate::model::profile::UserProfile;
+use crate::model::purpose::Purpose;
+use crate::model::sealed::Sealed;
 use crate::records::{
     DueWork, IdempotencyClaim, IdempotencyRecord, LegRecord, LegState, PasswordSlot, Publication,
     PublishOutcome, QueryRecord, StoredReport, Submission, SubmitConflict, UserState,
     VerificationRecord,
 };
-use crate::security::sms_code::Purpose;
-pub use crate::submission::rules::PasswordPolicy;
+pub use crate::rules::password::PasswordPolicy;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -87,7 +88,7 @@ pub trait SubmissionStore: Send + Sync {
     ) -> Result<bool, StoreError>;
 
     /// Reserves one payment-password comparison (see
-    /// `submission::rules::reserve_password_slot`), atomically. `holder` identifies
+    /// `rules::password::reserve_password_slot`), atomically. `holder` identifies
     /// this request's reservation. Returns the slot and the user's state as the
     /// reservation left it (or found it, when no slot was given).
     async fn reserve_password_slot(
@@ -175,7 +176,7 @@ pub struct Settlement {
     pub state: LegState,
     pub failure: Option<String>,
     /// The answer's cards, sealed to the report key (answered legs only).
-    pub sealed: Option<crate::report::crypto::Sealed>,
+    pub sealed: Option<Sealed>,
     pub answer_digest: Option<String>,
     pub at: OffsetDateTime,
 }
@@ -275,4 +276,18 @@ pub trait ReportStore: Send + Sync {
 
     /// Timed work due at `now`, at most `limit` entries of each kind.
     async fn due(&self, now: OffsetDateTime, limit: usize) -> Result<Vec<DueWork>, StoreError>;
+}
+
+/// An operator metric: what the alarms watch (`infra/template.yaml`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Metric {
+    /// From a query's submission to its published report (the late-report alarm).
+    SubmitToReportLatency(time::Duration),
+}
+
+/// Where operator metrics go (CloudWatch in AWS). Infallible on purpose: a metric that
+/// cannot be written must not fail the work it measures.
+pub trait Metrics: Send + Sync {
+    /// `metric` as observed at `at` (the injected clock's time).
+    fn emit(&self, metric: Metric, at: OffsetDateTime);
 }

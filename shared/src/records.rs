@@ -5,8 +5,9 @@ use time::OffsetDateTime;
 
 use crate::model::bank::BankCode;
 use crate::model::ids::{QueryId, UserId, VerificationId};
+use crate::model::purpose::Purpose;
+use crate::model::sealed::Sealed;
 use crate::model::timestamp::rfc3339;
-use crate::security::sms_code::Purpose;
 
 /// Per-user mutable state, written with optimistic concurrency (`version`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -21,7 +22,7 @@ pub struct UserState {
     #[serde(default, with = "rfc3339::option")]
     pub next_allowed_at: Option<OffsetDateTime>,
     /// Payment-password comparisons reserved since the last success or lock (each
-    /// counted before it is made: see `submission::rules::reserve_password_slot`).
+    /// counted before it is made: see `rules::password::reserve_password_slot`).
     #[serde(default)]
     pub password_failures: u32,
     #[serde(default, with = "rfc3339::option")]
@@ -195,7 +196,7 @@ pub struct LegRecord {
     /// its stream records or backups hold a card in clear. Empty until the leg is
     /// answered, and again once the report holds the envelope.
     #[serde(default, rename = "sealed_cards")]
-    pub cards: Vec<crate::report::crypto::Sealed>,
+    pub cards: Vec<Sealed>,
     /// SHA-256 of the accepted answer body: a byte-identical repeat is a success.
     #[serde(default)]
     pub answer_digest: Option<String>,
@@ -245,7 +246,7 @@ pub enum SubmitConflict {
 pub struct StoredReport {
     pub query_id: QueryId,
     pub user_id: UserId,
-    pub sealed: crate::report::crypto::Sealed,
+    pub sealed: Sealed,
     #[serde(with = "rfc3339")]
     pub generated_at: OffsetDateTime,
     #[serde(with = "rfc3339")]

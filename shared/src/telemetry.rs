@@ -1,5 +1,5 @@
 //! Structured JSON logs. Handlers open a span with the request or query id, so every
-//! line carries it.
+//! line carries it. (Operator metrics: the `Metrics` port, `adapters::emf`.)
 
 use tracing_subscriber::EnvFilter;
 
@@ -13,22 +13,4 @@ pub fn init() {
         .with_span_list(false)
         .with_target(false)
         .try_init();
-}
-
-/// One CloudWatch embedded-metric-format line (namespace `CardLookup`): CloudWatch turns
-/// it into a metric without an API call from the function.
-pub fn emit_metric(name: &str, value: f64, unit: &str) {
-    let ts = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
-    let line = serde_json::json!({
-        "_aws": {
-            "Timestamp": ts,
-            "CloudWatchMetrics": [{
-                "Namespace": "CardLookup",
-                "Dimensions": [[]],
-                "Metrics": [{ "Name": name, "Unit": unit }]
-            }]
-        },
-        name: value,
-    });
-    println!("{line}");
 }

@@ -24,12 +24,12 @@ use crate::model::card::MaskedCard;
 use crate::model::ids::{QueryId, UserId, VerificationId};
 use crate::model::phone::PhoneNumber;
 use crate::model::profile::{IdNumber, UserProfile};
+use crate::model::purpose::Purpose;
 use crate::model::region::RegionCode;
 use crate::ports::{QueryStore, SubmissionStore};
 use crate::records::*;
 use crate::report::body::{open_answer, BankStatus, ReportedBank};
 use crate::report::crypto::{generate_keypair, ReportOpener, ReportSealer};
-use crate::security::sms_code::Purpose;
 
 /// Where the manual clock starts.
 pub(crate) const T0: OffsetDateTime = datetime!(2026-11-28 10:00 UTC);

@@ -6,8 +6,9 @@ use time::OffsetDateTime;
 
 use crate::error::ServiceError;
 use crate::model::ids::{UserId, VerificationId};
+use crate::model::purpose::Purpose;
 use crate::ports::{StoreError, SubmissionStore};
-use crate::security::sms_code::{self, CodeHasher, Purpose};
+use crate::security::sms_code::{self, CodeHasher};
 
 pub fn store_err(e: StoreError) -> ServiceError {
     match e {

@@ -8,7 +8,7 @@ async fn main() -> Result<(), Error> {
     // The scheduled event carries nothing the sweep needs; the context its deadline.
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<serde_json::Value>| async move {
-            let deadline = shared::report::sweep::lambda_deadline(
+            let deadline = shared::sweep::lambda_deadline(
                 event.context.deadline,
                 time::OffsetDateTime::now_utc(),
             );

@@ -12,17 +12,18 @@ use crate::model::bank::BankCode;
 use crate::model::ids::{QueryId, UserId, VerificationId};
 use crate::model::phone::PhoneNumber;
 use crate::model::profile::UserProfile;
+use crate::model::purpose::Purpose;
 use crate::ports::{
-    BankNonce, NotifyError, ProfileStore, QueryStore, ReportStore, SettleOutcome, Settlement,
-    SmsSender, StoreError, SubmissionStore, SubmitError,
+    BankNonce, Metric, Metrics, NotifyError, ProfileStore, QueryStore, ReportStore, SettleOutcome,
+    Settlement, SmsSender, StoreError, SubmissionStore, SubmitError,
 };
 use crate::records::{
     ConsentRecord, DueWork, IdempotencyClaim, IdempotencyRecord, LegRecord, LegState, PasswordSlot,
     Publication, PublishOutcome, QueryPhase, QueryRecord, StoredReport, Submission, SubmitConflict,
     UserState, VerificationRecord,
 };
-use crate::security::sms_code::Purpose;
-use crate::submission::rules::{self, PasswordPolicy};
+use crate::rules::password::{self, PasswordPolicy};
+use crate::rules::{deadline, idempotency, retention, sms_code};
 
 #[derive(Default)]
 struct Data {
@@ -48,11 +49,6 @@ fn bumped(state: UserState) -> UserState {
         version: state.version + 1,
         ..state
     }
-}
-
-/// A stored record a new claim may replace: expired, or in progress past its lease.
-fn idempotency_claimable(r: &IdempotencyRecord, now: OffsetDateTime) -> bool {
-    r.expires_at <= now || (r.in_progress && r.lease_until.is_none_or(|t| t <= now))
 }
 
 #[derive(Default)]
@@ -171,12 +167,7 @@ impl SubmissionStore for MemoryStore {
         max_attempts: u32,
     ) -> Result<Option<VerificationRecord>, StoreError> {
         match self.lock().verifications.get_mut(&(user.clone(), *id)) {
-            Some(v)
-                if !v.used
-                    && v.purpose == purpose
-                    && now < v.expires_at
-                    && v.attempts < max_attempts =>
-            {
+            Some(v) if sms_code::may_compare(v, purpose, now, max_attempts) => {
                 v.attempts += 1;
                 Ok(Some(v.clone()))
             }
@@ -191,7 +182,7 @@ impl SubmissionStore for MemoryStore {
         max_attempts: u32,
     ) -> Result<bool, StoreError> {
         match self.lock().verifications.get_mut(&(user.clone(), *id)) {
-            Some(v) if !v.used && v.attempts <= max_attempts => {
+            Some(v) if sms_code::may_consume(v, max_attempts) => {
                 v.used = true;
                 Ok(true)
             }
@@ -208,7 +199,7 @@ impl SubmissionStore for MemoryStore {
     ) -> Result<(PasswordSlot, UserState), StoreError> {
         let mut d = self.lock();
         let state = d.states.get(user).cloned().unwrap_or_default();
-        let (next, slot) = rules::reserve_password_slot(&state, holder, now, policy);
+        let (next, slot) = password::reserve_password_slot(&state, holder, now, policy);
         if matches!(slot, PasswordSlot::Ordinary | PasswordSlot::Last) {
             let next = bumped(next);
             d.states.insert(user.clone(), next.clone());
@@ -225,7 +216,7 @@ impl SubmissionStore for MemoryStore {
     ) -> Result<(), StoreError> {
         let mut d = self.lock();
         let state = d.states.get(user).cloned().unwrap_or_default();
-        if let Some(next) = rules::after_password_match(&state, holder, now) {
+        if let Some(next) = password::after_password_match(&state, holder, now) {
             d.states.insert(user.clone(), bumped(next));
         }
         Ok(())
@@ -240,14 +231,16 @@ impl SubmissionStore for MemoryStore {
     ) -> Result<OffsetDateTime, StoreError> {
         let mut d = self.lock();
         let state = d.states.get(user).cloned().unwrap_or_default();
-        match rules::after_last_slot_failure(&state, holder, now, policy) {
+        match password::after_last_slot_failure(&state, holder, now, policy) {
             Some(next) => {
-                let until = next.password_locked_until.unwrap_or(now + policy.lock);
+                let until = next.password_locked_until.unwrap_or(policy.lock_until(now));
                 d.states.insert(user.clone(), bumped(next));
                 Ok(until)
             }
             // Not the holder any more: the lock it set stands as it is.
-            None => Ok(state.password_locked_until.unwrap_or(now + policy.lock)),
+            None => Ok(state
+                .password_locked_until
+                .unwrap_or(policy.lock_until(now))),
         }
     }
 
@@ -273,7 +266,7 @@ impl SubmissionStore for MemoryStore {
             .lock()
             .idempotency
             .get(&(user.clone(), key.to_owned()))
-            .filter(|r| r.expires_at > now)
+            .filter(|r| idempotency::is_live(r, now))
             .cloned())
     }
 
@@ -285,7 +278,7 @@ impl SubmissionStore for MemoryStore {
         let mut d = self.lock();
         let k = (claim.user_id.clone(), claim.key.clone());
         match d.idempotency.get(&k) {
-            Some(r) if !idempotency_claimable(r, now) => Ok(IdempotencyClaim::Taken(r.clone())),
+            Some(r) if !idempotency::claimable(r, now) => Ok(IdempotencyClaim::Taken(r.clone())),
             _ => {
                 d.idempotency.insert(k, claim.clone());
                 Ok(IdempotencyClaim::Claimed)
@@ -327,7 +320,7 @@ impl SubmissionStore for MemoryStore {
         let usable = d
             .verifications
             .get(&(user.clone(), s.verification_id))
-            .is_some_and(|v| !v.used && v.attempts <= s.max_code_attempts);
+            .is_some_and(|v| sms_code::may_consume(v, s.max_code_attempts));
         if !usable {
             return Err(SubmitConflict::VerificationUsed.into());
         }
@@ -565,7 +558,9 @@ impl ReportStore for MemoryStore {
         let mut deadlines: Vec<_> = d
             .queries
             .values()
-            .filter(|q| q.phase == QueryPhase::Collecting && q.collect_until <= now)
+            .filter(|q| {
+                q.phase == QueryPhase::Collecting && !deadline::collecting(q.collect_until, now)
+            })
             .map(|q| DueWork::Deadline(q.query_id))
             .take(limit)
             .collect();
@@ -581,7 +576,7 @@ impl ReportStore for MemoryStore {
         let mut expiries: Vec<_> = d
             .reports
             .values()
-            .filter(|r| r.expires_at <= now)
+            .filter(|r| retention::report_expired(r.expires_at, now))
             .map(|r| DueWork::Expiry(r.query_id))
             .take(limit)
             .collect();
@@ -595,6 +590,30 @@ impl ReportStore for MemoryStore {
             .collect();
         out.append(&mut notices);
         Ok(out)
+    }
+}
+
+/// Keeps every metric emitted.
+#[derive(Default)]
+pub struct RecordingMetrics {
+    emitted: Mutex<Vec<(Metric, OffsetDateTime)>>,
+}
+
+impl RecordingMetrics {
+    pub fn emitted(&self) -> Vec<(Metric, OffsetDateTime)> {
+        self.emitted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+impl Metrics for RecordingMetrics {
+    fn emit(&self, metric: Metric, at: OffsetDateTime) {
+        self.emitted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((metric, at));
     }
 }
 

@@ -1,6 +1,7 @@
-//! Implementations of the ports: DynamoDB and SNS for the running system, in-memory
-//! ones for unit tests.
+//! Implementations of the ports: DynamoDB, SNS and CloudWatch EMF for the running
+//! system, in-memory ones for tests.
 
 pub mod dynamo;
+pub mod emf;
 pub mod memory;
 pub mod sns;

@@ -1,7 +1,10 @@
 //! When to try a bank again after a timeout, a 5xx or a connection error: exponential
-//! backoff with jitter, capped, and never past the query's deadline.
+//! backoff with jitter, capped, and never past the end of collection
+//! (`rules::deadline`).
 
 use time::{Duration, OffsetDateTime};
+
+use crate::rules::deadline;
 
 /// First retry after this long.
 pub const BASE: Duration = Duration::seconds(2);
@@ -16,15 +19,16 @@ pub fn backoff(attempt: u32, jitter: f64) -> Duration {
     capped * (0.5 + 0.5 * jitter.clamp(0.0, 1.0))
 }
 
-/// When to try again, or `None` when the next try would fall after the deadline.
+/// When to try again, or `None` when the next try would fall after the query's
+/// `collect_until`.
 pub fn next_attempt_at(
     now: OffsetDateTime,
     attempt: u32,
     jitter: f64,
-    deadline: OffsetDateTime,
+    collect_until: OffsetDateTime,
 ) -> Option<OffsetDateTime> {
     let at = now + backoff(attempt, jitter);
-    (at < deadline).then_some(at)
+    deadline::collecting(collect_until, at).then_some(at)
 }
 
 #[cfg(test)]

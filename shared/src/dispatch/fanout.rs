@@ -21,6 +21,7 @@ use crate::ports::{ProfileStore, QueryStore, SettleOutcome, Settlement, StoreErr
 use crate::records::{LegRecord, LegState, QueryPhase, QueryRecord};
 use crate::report::body::seal_answer;
 use crate::report::crypto::ReportSealer;
+use crate::rules::deadline;
 
 pub struct FanoutDeps {
     pub config: Arc<ServiceConfig>,
@@ -67,7 +68,9 @@ impl Fanout {
             return Ok(Vec::new());
         };
         let now = self.d.clock.now();
-        if query.phase != QueryPhase::Collecting || now >= query.collect_until {
+        let collecting =
+            query.phase == QueryPhase::Collecting && deadline::collecting(query.collect_until, now);
+        if !collecting {
             return Ok(Vec::new());
         }
         let legs = self.d.store.legs(id).await?;

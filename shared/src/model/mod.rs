@@ -6,5 +6,7 @@ pub mod card;
 pub mod ids;
 pub mod phone;
 pub mod profile;
+pub mod purpose;
 pub mod region;
+pub mod sealed;
 pub mod timestamp;

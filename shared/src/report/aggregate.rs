@@ -19,9 +19,11 @@ use crate::clock::Clock;
 use crate::config::ServiceConfig;
 use crate::model::ids::QueryId;
 use crate::ports::{
-    ProfileStore, QueryStore, ReportStore, Settlement, SmsSender, StoreError, SubmissionStore,
+    Metric, Metrics, ProfileStore, QueryStore, ReportStore, Settlement, SmsSender, StoreError,
+    SubmissionStore,
 };
-use crate::records::{LegState, Publication, PublishOutcome, QueryPhase, StoredReport, UserState};
+use crate::records::{LegState, Publication, PublishOutcome, QueryPhase, StoredReport};
+use crate::rules::{cooldown, deadline, retention};
 
 /// How long a notice claim holds before another attempt may send.
 pub const NOTICE_LEASE: Duration = Duration::minutes(2);
@@ -51,6 +53,8 @@ pub struct AggregatorDeps {
     pub sms: Arc<dyn SmsSender>,
     pub sealer: Arc<ReportSealer>,
     pub clock: Arc<dyn Clock>,
+    /// The submit-to-report latency, which the late-report alarm watches.
+    pub metrics: Arc<dyn Metrics>,
 }
 
 pub struct Aggregator {
@@ -88,7 +92,7 @@ impl Aggregator {
             let legs = self.d.queries.legs(id).await?;
             let open: Vec<_> = legs.iter().filter(|l| !l.state.is_settled()).collect();
             if !open.is_empty() {
-                if now < query.collect_until {
+                if deadline::collecting(query.collect_until, now) {
                     return Ok(AggregateOutcome::NotReady);
                 }
                 // The deadline passed: whoever has not answered is NO_RESPONSE, settled
@@ -107,7 +111,7 @@ impl Aggregator {
             }
             let rules = &self.d.config.rules;
             let generated_at = now.replace_nanosecond(0).unwrap_or(now);
-            let expires_at = generated_at + rules.report_retention;
+            let expires_at = retention::report_expires_at(generated_at, rules);
             // Outcomes and the banks' sealed answers, sealed again as one report: the
             // aggregator never holds a card in clear.
             let content = body::content(&query, &legs);
@@ -126,11 +130,7 @@ impl Aggregator {
                 .seal(&binding, &json)
                 .map_err(|e| StoreError::Corrupt(e.to_string()))?;
             let state = self.d.users.user_state(&query.user_id).await?;
-            let next = UserState {
-                active_query_id: state.active_query_id.filter(|a| a != id),
-                next_allowed_at: Some(generated_at + rules.cooldown),
-                ..state.clone()
-            };
+            let next = cooldown::after_report(&state, id, generated_at, rules);
             let publication = Publication {
                 report: StoredReport {
                     query_id: query.query_id,
@@ -153,20 +153,18 @@ impl Aggregator {
                         .iter()
                         .filter(|l| l.state != LegState::Answered)
                         .count();
-                    let latency_ms = (generated_at - query.submitted_at).whole_milliseconds();
+                    let latency = generated_at - query.submitted_at;
                     info!(
                         query_id = %id,
                         banks = legs.len(),
                         banks_without_answer = no_answer,
                         sealed_answers = answers,
-                        submit_to_report_ms = latency_ms as i64,
+                        submit_to_report_ms = latency.whole_milliseconds() as i64,
                         "report published"
                     );
-                    crate::telemetry::emit_metric(
-                        "SubmitToReportLatency",
-                        latency_ms as f64,
-                        "Milliseconds",
-                    );
+                    self.d
+                        .metrics
+                        .emit(Metric::SubmitToReportLatency(latency), generated_at);
                     return Ok(AggregateOutcome::Published);
                 }
                 PublishOutcome::AlreadyClosed => return Ok(AggregateOutcome::AlreadyReported),

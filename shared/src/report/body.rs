@@ -6,9 +6,10 @@
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use super::crypto::{Binding, CryptoError, ReportOpener, ReportSealer, Sealed};
+use super::crypto::{Binding, CryptoError, ReportOpener, ReportSealer};
 use crate::model::bank::{BankCode, BankRegistry};
 use crate::model::card::{CardKind, MaskedCard};
+use crate::model::sealed::Sealed;
 use crate::model::timestamp::rfc3339;
 use crate::records::{LegRecord, LegState, QueryRecord};
 

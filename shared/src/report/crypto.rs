@@ -19,11 +19,11 @@ use hpke::aead::AesGcm256;
 use hpke::kdf::HkdfSha256;
 use hpke::kem::X25519HkdfSha256;
 use hpke::{Deserializable, Kem as _, OpModeR, OpModeS, Serializable};
-use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::model::bank::BankCode;
 use crate::model::ids::{QueryId, UserId};
+use crate::model::sealed::Sealed;
 use crate::model::timestamp;
 
 type Kem = X25519HkdfSha256;
@@ -36,18 +36,6 @@ const INFO: &[u8] = b"card-lookup sealed v2";
 
 /// Plaintexts are padded to a multiple of this (about 20 cards per step).
 pub const PAD_TO: usize = 1024;
-
-/// An envelope as stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Sealed {
-    /// Identifies the key pair (rotation); bound into the envelope too.
-    pub key_id: String,
-    /// Base64 HPKE encapsulated key (the sender's ephemeral X25519 public key).
-    pub enc: String,
-    /// Base64 ciphertext and tag.
-    pub ciphertext: String,
-}
 
 /// What an envelope belongs to. Sealer and opener build it from their own knowledge;
 /// any difference fails the open.

@@ -3,7 +3,6 @@
 pub mod aggregate;
 pub mod body;
 pub mod crypto;
-pub mod sweep;
 pub mod view;
 
 #[cfg(test)]

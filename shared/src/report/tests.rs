@@ -15,20 +15,23 @@ use super::aggregate::{
 };
 use super::body::{self, BankStatus, Report, NOTICES, PARTIAL_NOTICE};
 use super::crypto::ReportOpener;
-use super::sweep::{SweepStats, Sweeper};
 use super::view::{ViewDeps, ViewService};
-use crate::adapters::memory::MemorySms;
+use crate::adapters::memory::{MemorySms, RecordingMetrics};
 use crate::dispatch::fanout::LegOutcome;
 use crate::error::ServiceError;
 use crate::model::bank::BankCode;
 use crate::model::card::{CardKind, FourDigits, MaskedCard};
 use crate::model::ids::{QueryId, UserId, VerificationId};
 use crate::model::phone::PhoneNumber;
-use crate::ports::{NotifyError, QueryStore, ReportStore, Settlement, SmsSender, SubmissionStore};
+use crate::model::purpose::Purpose;
+use crate::ports::{
+    Metric, NotifyError, QueryStore, ReportStore, Settlement, SmsSender, SubmissionStore,
+};
 use crate::records::*;
 use crate::security::dev;
 use crate::security::face::FaceVerifier;
-use crate::security::sms_code::{CodeHasher, Purpose};
+use crate::security::sms_code::CodeHasher;
+use crate::sweep::{SweepStats, Sweeper};
 use crate::test_support::{user, BankWorld, Script, PHONE, T0};
 
 const FACE_ISSUER: &str = "face-issuer";
@@ -78,6 +81,7 @@ impl SmsSender for TestSms {
 struct World {
     base: BankWorld,
     sms: Arc<TestSms>,
+    metrics: Arc<RecordingMetrics>,
     aggregator: Arc<Aggregator>,
     view: ViewService,
     sweeper: Sweeper,
@@ -103,6 +107,7 @@ fn world_with(scripts: &[(&str, Vec<Script>)]) -> World {
     let sms = Arc::new(TestSms::default());
     let (face_private, face_public) = dev::generate_ed25519();
     let codes = CodeHasher::new(&[7; 32]).unwrap();
+    let metrics = Arc::new(RecordingMetrics::default());
 
     let aggregator = Arc::new(Aggregator::new(AggregatorDeps {
         config: config.clone(),
@@ -113,6 +118,7 @@ fn world_with(scripts: &[(&str, Vec<Script>)]) -> World {
         sms: sms.clone(),
         sealer: base.sealer.clone(),
         clock: clock.clone(),
+        metrics: metrics.clone(),
     }));
     let view = ViewService::new(ViewDeps {
         config: config.clone(),
@@ -142,6 +148,7 @@ fn world_with(scripts: &[(&str, Vec<Script>)]) -> World {
     let w = World {
         base,
         sms,
+        metrics,
         aggregator,
         view,
         sweeper,
@@ -758,6 +765,11 @@ async fn settled_legs_publish_one_sealed_report_close_the_query_and_send_one_sms
     assert_eq!(state.active_query_id, None);
     assert_eq!(state.next_allowed_at, Some(now + Duration::days(7)));
     assert_eq!(state.version, before.version + 1);
+    // The operators' latency metric, once, from submission to generation.
+    assert_eq!(
+        w.metrics.emitted(),
+        [(Metric::SubmitToReportLatency(now - rec.submitted_at), now)]
+    );
     // The raw bank answers are gone.
     for bank in ["ICBC", "CMB"] {
         let leg = w.leg(&q, bank).await;
@@ -805,6 +817,11 @@ async fn a_redelivered_ready_record_publishes_nothing_and_sends_nothing() {
     assert_eq!(w.store.state_of(&user("u1")), state);
     assert_eq!(w.sms.sent().len(), 1);
     assert_eq!(w.sms.attempts.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        w.metrics.emitted().len(),
+        1,
+        "measured once, when published"
+    );
 
     // An unknown query.
     assert_eq!(

@@ -46,7 +46,9 @@ pub struct QueryView {
 impl QueryView {
     pub fn of(q: &QueryRecord, now: OffsetDateTime) -> Self {
         let expired = q.phase == QueryPhase::Expired
-            || (q.phase == QueryPhase::Reported && q.report_expires_at.is_some_and(|e| now >= e));
+            || (q.phase == QueryPhase::Reported
+                && q.report_expires_at
+                    .is_some_and(|e| crate::rules::retention::report_expired(e, now)));
         let (status, report_status) = match q.phase {
             QueryPhase::Collecting | QueryPhase::Aggregating => ("PENDING", "PENDING"),
             QueryPhase::Failed => ("FAILED", "FAILED"),
@@ -211,7 +213,7 @@ impl ViewService {
             // Deleted by the sweeper in between.
             return Err(self.expired(&q, now));
         };
-        if now >= stored.expires_at {
+        if crate::rules::retention::report_expired(stored.expires_at, now) {
             return Err(self.expired(&q, now));
         }
         let report = open_report(&self.d.opener, &self.d.config, user, &q, &stored)?;

@@ -105,9 +105,9 @@ impl FaceProvider<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::purpose::Purpose;
     use crate::security::app_jwt::AppAuthenticator;
     use crate::security::face::FaceVerifier;
-    use crate::security::sms_code::Purpose;
     use time::macros::datetime;
     use time::Duration;
 

@@ -11,7 +11,7 @@ use time::{Duration, OffsetDateTime};
 
 use crate::error::ServiceError;
 use crate::model::ids::UserId;
-use crate::security::sms_code::Purpose;
+use crate::model::purpose::Purpose;
 
 const FUTURE_SKEW_SECS: i64 = 30;
 const MAX_TOKEN_LEN: usize = 4096;

@@ -8,22 +8,8 @@ use subtle::ConstantTimeEq;
 
 use crate::model::ids::{UserId, VerificationId};
 
-/// What a code may be used for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum Purpose {
-    SubmitQuery,
-    ViewReport,
-}
-
-impl Purpose {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Purpose::SubmitQuery => "SUBMIT_QUERY",
-            Purpose::ViewReport => "VIEW_REPORT",
-        }
-    }
-}
+// Re-exported where it was defined before `model::purpose`, for callers not yet moved.
+pub use crate::model::purpose::Purpose;
 
 /// The server-side key of the code hash (from `SMS_CODE_KEY`, at least 32 bytes).
 #[derive(Clone)]

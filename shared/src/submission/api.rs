@@ -5,8 +5,8 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::model::bank::BankRegistry;
+use crate::model::purpose::Purpose;
 use crate::model::timestamp::rfc3339;
-use crate::security::sms_code::Purpose;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

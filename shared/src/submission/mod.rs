@@ -2,7 +2,6 @@
 
 pub mod api;
 pub mod http;
-pub mod rules;
 pub mod service;
 
 pub use service::{SubmissionDeps, SubmissionService};

@@ -9,22 +9,23 @@ use super::api::{
     BanksResponse, EligibilityResponse, SubmitAccepted, SubmitRequest, VerificationCreated,
     VerificationRequest,
 };
-use super::rules;
-use super::rules::PasswordPolicy;
 use crate::clock::Clock;
 use crate::config::ServiceConfig;
 use crate::error::ServiceError;
 use crate::model::bank::BankCode;
 use crate::model::ids::{IdempotencyKey, QueryId, UserId, VerificationId};
 use crate::model::profile::UserProfile;
+use crate::model::purpose::Purpose;
 use crate::ports::{ProfileStore, SmsSender, StoreError, SubmissionStore, SubmitError};
 use crate::records::{
     ConsentRecord, IdempotencyClaim, IdempotencyRecord, LegRecord, LegState, PasswordSlot,
     QueryPhase, QueryRecord, Submission, SubmitConflict, UserState, VerificationRecord,
 };
+use crate::rules::password::{self as password_rule, PasswordPolicy};
+use crate::rules::{cooldown, deadline, idempotency, sms_code as code_rule};
 use crate::security::face::{FacePass, FaceVerifier};
 use crate::security::password;
-use crate::security::sms_code::{self, CodeHasher, Purpose};
+use crate::security::sms_code::{self, CodeHasher};
 
 /// How often a write that lost a race on the user's state is re-evaluated.
 const STATE_RETRIES: usize = 8;
@@ -99,7 +100,7 @@ impl SubmissionService {
         let in_pilot_region = profile
             .as_ref()
             .is_some_and(|p| self.d.config.in_pilot(&p.region));
-        let next_allowed_at = state.next_allowed_at.filter(|t| *t > now);
+        let next_allowed_at = cooldown::running_until(&state, now);
         Ok(EligibilityResponse {
             real_name_verified,
             in_pilot_region,
@@ -107,7 +108,7 @@ impl SubmissionService {
             next_allowed_at,
             eligible: real_name_verified
                 && in_pilot_region
-                && rules::check_can_submit(&state, now).is_ok(),
+                && cooldown::check_can_submit(&state, now).is_ok(),
             agreement_version: self.d.config.agreement_version.clone(),
         })
     }
@@ -132,7 +133,7 @@ impl SubmissionService {
         let now = loop {
             let now = self.now();
             let state = self.d.store.user_state(user).await.map_err(store_err)?;
-            let next = rules::take_sms_slot(&state, now, rules)?;
+            let next = code_rule::take_sms_slot(&state, now, rules)?;
             match self
                 .d
                 .store
@@ -151,7 +152,7 @@ impl SubmissionService {
             user_id: user.clone(),
             purpose: req.purpose,
             code_hash: self.d.codes.hash(user, &id, req.purpose, &code),
-            expires_at: now + rules.sms_code_validity,
+            expires_at: code_rule::code_expires_at(now, rules),
             attempts: 0,
             used: false,
         };
@@ -160,7 +161,7 @@ impl SubmissionService {
             .put_verification(&record)
             .await
             .map_err(store_err)?;
-        let text = code_sms_text(&code, req.purpose, rules.sms_code_validity.whole_minutes());
+        let text = code_sms_text(&code, req.purpose, code_rule::validity_minutes(rules));
         self.d
             .sms
             .send_sms(&profile.phone, &text)
@@ -226,7 +227,7 @@ impl SubmissionService {
         fingerprint: &str,
         now: time::OffsetDateTime,
     ) -> Result<(u16, serde_json::Value), ServiceError> {
-        let (status, body) = rules::idempotent_answer(record, fingerprint, now)?;
+        let (status, body) = idempotency::idempotent_answer(record, fingerprint, now)?;
         let body = serde_json::from_str(&body).map_err(ServiceError::internal)?;
         Ok((status, body))
     }
@@ -259,10 +260,10 @@ impl SubmissionService {
             request_fingerprint: fingerprint.clone(),
             status: 0,
             response_body: String::new(),
-            expires_at: now + rules.idempotency_retention,
+            expires_at: idempotency::expires_at(now, rules),
             in_progress: true,
             owner: Some(ulid::Ulid::generate().to_string()),
-            lease_until: Some(now + rules.idempotency_lease),
+            lease_until: Some(idempotency::lease_until(now, rules)),
         };
         match self
             .d
@@ -305,8 +306,8 @@ impl SubmissionService {
             return Err(ServiceError::ConsentRequired);
         }
         let state = self.d.store.user_state(user).await.map_err(store_err)?;
-        rules::check_can_submit(&state, start)?;
-        rules::check_password_lock(&state, start)?;
+        cooldown::check_can_submit(&state, start)?;
+        password_rule::check_password_lock(&state, start)?;
 
         // The face token is checked first: it is a signature, not an attempt-limited
         // secret, and a bad one should not cost the user a code attempt.
@@ -387,15 +388,16 @@ impl SubmissionService {
         let mut attempt = 0;
         loop {
             let now = self.now();
-            if let Err(e) = rules::check_can_submit(&state, now) {
+            if let Err(e) = cooldown::check_can_submit(&state, now) {
                 return (Err(e), false);
             }
             let query_id = QueryId::generate();
+            let deadlines = deadline::for_submission(now, &config.rules);
             let accepted = SubmitAccepted {
                 query_id: query_id.to_string(),
                 status: "PENDING".into(),
                 submitted_at: now,
-                report_due_by: now + config.rules.report_deadline,
+                report_due_by: deadlines.report_due_by,
                 banks: banks.iter().map(ToString::to_string).collect(),
             };
             let response = match serde_json::to_value(&accepted) {
@@ -424,8 +426,8 @@ impl SubmissionService {
                     user_id: user.clone(),
                     phase: QueryPhase::Collecting,
                     submitted_at: now,
-                    report_due_by: accepted.report_due_by,
-                    collect_until: accepted.report_due_by - config.rules.collection_margin,
+                    report_due_by: deadlines.report_due_by,
+                    collect_until: deadlines.collect_until,
                     banks: banks.to_vec(),
                     report_generated_at: None,
                     report_expires_at: None,
@@ -468,8 +470,8 @@ impl SubmissionService {
                     attempt += 1;
                     match self.d.store.user_state(user).await {
                         Ok(fresh) => {
-                            state =
-                                rules::after_password_match(&fresh, holder, now).unwrap_or(fresh);
+                            state = password_rule::after_password_match(&fresh, holder, now)
+                                .unwrap_or(fresh);
                             continue;
                         }
                         Err(e) => store_err(e),
@@ -537,7 +539,7 @@ impl SubmissionService {
         if password::verify(password, &profile.payment_password_hash) {
             // Another request's lock (set while this comparison ran) is left as it is.
             let now = self.now();
-            return Ok(rules::after_password_match(&state, holder, now).unwrap_or(state));
+            return Ok(password_rule::after_password_match(&state, holder, now).unwrap_or(state));
         }
         if slot == PasswordSlot::Last {
             let until = store
@@ -554,7 +556,7 @@ impl SubmissionService {
     /// must hear "query in progress", not "verification failed".
     async fn overtaken_or(&self, user: &UserId, refusal: ServiceError) -> ServiceError {
         match self.d.store.user_state(user).await {
-            Ok(state) => rules::check_can_submit(&state, self.now())
+            Ok(state) => cooldown::check_can_submit(&state, self.now())
                 .err()
                 .unwrap_or(refusal),
             Err(e) => store_err(e),

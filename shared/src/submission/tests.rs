@@ -19,6 +19,7 @@ use crate::model::bank::BankCode;
 use crate::model::ids::{QueryId, UserId, VerificationId};
 use crate::model::phone::PhoneNumber;
 use crate::model::profile::{IdNumber, UserProfile};
+use crate::model::purpose::Purpose;
 use crate::model::region::RegionCode;
 use crate::model::timestamp;
 use crate::ports::{StoreError, SubmissionStore, SubmitError};
@@ -26,10 +27,10 @@ use crate::records::{
     ConsentRecord, IdempotencyClaim, IdempotencyRecord, PasswordSlot, QueryPhase, QueryRecord,
     Submission, UserState, VerificationRecord,
 };
+use crate::rules::password::PasswordPolicy;
 use crate::security::face::FaceVerifier;
-use crate::security::sms_code::{CodeHasher, Purpose};
+use crate::security::sms_code::CodeHasher;
 use crate::security::{dev, password};
-use crate::submission::rules::PasswordPolicy;
 
 const PASSWORD: &str = "135790";
 const AGREEMENT: &str = "2026-11";

@@ -9,14 +9,15 @@ use time::OffsetDateTime;
 
 use super::*;
 use crate::model::ids::{UserId, VerificationId};
+use crate::model::purpose::Purpose;
 use crate::model::timestamp;
 use crate::ports::{StoreError, SubmissionStore, SubmitError};
 use crate::records::{
     IdempotencyClaim, IdempotencyRecord, PasswordSlot, Submission, SubmitConflict, UserState,
     VerificationRecord,
 };
-use crate::security::sms_code::Purpose;
-use crate::submission::rules::PasswordPolicy;
+use crate::rules::idempotency;
+use crate::rules::password::{self, PasswordPolicy};
 
 fn face_nonce_item(nonce: &str, expires_at: OffsetDateTime) -> Item {
     HashMap::from([
@@ -44,10 +45,11 @@ fn updated_state(
 }
 
 /// A code may be used once its comparison matched: the matching comparison itself
-/// counted as an attempt, so up to and including `max`.
+/// counted as an attempt, so up to and including `max` (`rules::sms_code::may_consume`).
 const CODE_CONSUMABLE: &str = "attribute_exists(pk) AND used = :false AND attempts <= :max";
 
-/// No payment-password lock, or one that has ended (timestamps sort as strings).
+/// No payment-password lock, or one that has ended (timestamps sort as strings): the
+/// table's side of `rules::password`.
 const UNLOCKED: &str =
     "attribute_not_exists(password_locked_until) OR password_locked_until <= :now";
 
@@ -153,6 +155,8 @@ impl SubmissionStore for DynamoStore {
             .table_name(&self.tables.main)
             .set_key(Some(key(user_pk(user), format!("VERIF#{id}"))))
             .update_expression("ADD attempts :one")
+            // `rules::sms_code::may_compare`, decided by the table so parallel guesses
+            // cannot both take the last attempt.
             .condition_expression(
                 "attribute_exists(pk) AND used = :false AND attempts < :max \
                  AND purpose = :purpose AND expires_at > :now",
@@ -244,7 +248,7 @@ impl SubmissionStore for DynamoStore {
                 .condition_expression(format!("({UNLOCKED}) AND {failures_at_last}"))
                 .expression_attribute_values(":now", now_s.clone())
                 .expression_attribute_values(":last", n(last))
-                .expression_attribute_values(":until", s(timestamp::format(now + policy.lock)))
+                .expression_attribute_values(":until", s(timestamp::format(policy.lock_until(now))))
                 .expression_attribute_values(":holder", s(holder))
                 .expression_attribute_values(":zero", n(0))
                 .expression_attribute_values(":entity", s("USER_STATE"))
@@ -255,12 +259,7 @@ impl SubmissionStore for DynamoStore {
                 return Ok((PasswordSlot::Last, state));
             }
             let state = self.user_state(user).await?;
-            if let Some(until) = state.password_locked_until.filter(|t| *t > now) {
-                let slot = if state.password_lock_holder.is_some() {
-                    PasswordSlot::Busy
-                } else {
-                    PasswordSlot::Locked { until }
-                };
+            if let Some(slot) = password::no_slot(&state, now) {
                 return Ok((slot, state));
             }
         }
@@ -299,7 +298,7 @@ impl SubmissionStore for DynamoStore {
         now: OffsetDateTime,
         policy: &PasswordPolicy,
     ) -> Result<OffsetDateTime, StoreError> {
-        let until = now + policy.lock;
+        let until = policy.lock_until(now);
         let result = self
             .state_update()
             .set_key(Some(key(user_pk(user), "STATE".into())))
@@ -357,7 +356,7 @@ impl SubmissionStore for DynamoStore {
             .await?
             .map(from_item)
             .transpose()?;
-        Ok(record.filter(|r| r.expires_at > now))
+        Ok(record.filter(|r| idempotency::is_live(r, now)))
     }
 
     async fn claim_idempotency(
@@ -374,6 +373,7 @@ impl SubmissionStore for DynamoStore {
                 .put_item()
                 .table_name(&self.tables.main)
                 .set_item(Some(item.clone()))
+                // `rules::idempotency::claimable`, decided by the table.
                 .condition_expression(
                     "attribute_not_exists(pk) OR expires_at <= :now \
                      OR (in_progress = :true AND lease_until <= :now)",

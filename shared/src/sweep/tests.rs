@@ -8,6 +8,7 @@ use time::Duration;
 
 use super::*;
 use crate::adapters::memory::MemorySms;
+use crate::adapters::memory::RecordingMetrics;
 use crate::bank::signing::SignatureHeaders;
 use crate::clock::ManualClock;
 use crate::dispatch::client::{BankClient, BankReply, TransportError};
@@ -60,6 +61,7 @@ async fn expiry_is_done_first_and_slow_retries_stop_before_the_deadline() {
         sms: Arc::new(MemorySms::default()),
         sealer: Arc::new(ReportSealer::new("k1", &report_public).unwrap()),
         clock: w.clock.clone(),
+        metrics: Arc::new(RecordingMetrics::default()),
     }));
 
     // u1's report, published now: it expires in 7 days.

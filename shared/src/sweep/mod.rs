@@ -1,5 +1,6 @@
 //! The scheduled safety net (every 5 minutes in AWS, every few seconds locally), driven
-//! by the sparse `due` index, never a scan:
+//! by the sparse `due` index, never a scan. It drives fan-out (`dispatch`) and
+//! aggregation (`report`), so it sits beside them rather than inside either:
 //! - queries past their 24-hour deadline: the report is built from whoever answered
 //!   (silent banks NO_RESPONSE);
 //! - legs due for a retry are sent again;
@@ -16,12 +17,12 @@ use std::sync::Arc;
 use time::OffsetDateTime;
 use tracing::{error, info};
 
-use super::aggregate::Aggregator;
 use crate::clock::Clock;
 use crate::dispatch::fanout::Fanout;
 use crate::model::ids::QueryId;
 use crate::ports::{QueryStore, ReportStore, StoreError};
 use crate::records::DueWork;
+use crate::report::aggregate::Aggregator;
 
 /// Entries of each kind taken per run (the next run takes the rest).
 pub const BATCH: usize = 200;
@@ -131,5 +132,4 @@ pub fn lambda_deadline(deadline_ms: u64, now: OffsetDateTime) -> Option<OffsetDa
 }
 
 #[cfg(test)]
-#[path = "sweep_tests.rs"]
 mod tests;

@@ -1,0 +1,32 @@
+//! What an SMS code or a face token is for: a proof for one purpose is no proof for the
+//! other.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Purpose {
+    SubmitQuery,
+    ViewReport,
+}
+
+impl Purpose {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Purpose::SubmitQuery => "SUBMIT_QUERY",
+            Purpose::ViewReport => "VIEW_REPORT",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_wire_name_is_the_stored_name() {
+        for p in [Purpose::SubmitQuery, Purpose::ViewReport] {
+            assert_eq!(serde_json::to_value(p).unwrap(), p.as_str());
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! SMS verification codes: each valid `rules.sms_code_validity` (5 minutes) and good for
+//! `rules.sms_code_max_attempts` comparisons (5); at most one SMS every
+//! `rules.sms_min_interval` (a minute) and `rules.sms_daily_limit` (10) a China day.
+//! (The code itself, its hash and its format: `security::sms_code`.)
+
+use time::OffsetDateTime;
+
+use super::china_day::{china_day, next_china_midnight};
+use super::retry_after_secs;
+use crate::config::Rules;
+use crate::error::ServiceError;
+use crate::model::purpose::Purpose;
+use crate::records::{UserState, VerificationRecord};
+
+/// When a code sent at `sent_at` stops being accepted.
+pub fn code_expires_at(sent_at: OffsetDateTime, rules: &Rules) -> OffsetDateTime {
+    sent_at + rules.sms_code_validity
+}
+
+/// The validity as the SMS text states it, in whole minutes.
+pub fn validity_minutes(rules: &Rules) -> i64 {
+    rules.sms_code_validity.whole_minutes()
+}
+
+/// Whether one more comparison may be made with `code` (before it is made, so parallel
+/// guesses cannot outnumber `max_attempts`): unused, for `purpose`, unexpired at `now`
+/// and with attempts left. DynamoDB: the condition of `reserve_code_attempt`.
+pub fn may_compare(
+    code: &VerificationRecord,
+    purpose: Purpose,
+    now: OffsetDateTime,
+    max_attempts: u32,
+) -> bool {
+    !code.used && code.purpose == purpose && now < code.expires_at && code.attempts < max_attempts
+}
+
+/// Whether a code whose comparison matched may be used up: unused, and the matching
+/// comparison (itself counted) within `max_attempts`. DynamoDB: `CODE_CONSUMABLE`.
+pub fn may_consume(code: &VerificationRecord, max_attempts: u32) -> bool {
+    !code.used && code.attempts <= max_attempts
+}
+
+/// Takes one SMS slot (at most one every `sms_min_interval` and `sms_daily_limit` a
+/// China day), or says how many seconds until the next one.
+pub fn take_sms_slot(
+    state: &UserState,
+    now: OffsetDateTime,
+    rules: &Rules,
+) -> Result<UserState, ServiceError> {
+    if let Some(last) = state.last_sms_at {
+        let next = last + rules.sms_min_interval;
+        if now < next {
+            return Err(ServiceError::TooManyRequests {
+                retry_after_secs: retry_after_secs(next - now),
+            });
+        }
+    }
+    let today = china_day(now);
+    let count_today = if state.sms_day.as_deref() == Some(today.as_str()) {
+        state.sms_count
+    } else {
+        0
+    };
+    if count_today >= rules.sms_daily_limit {
+        return Err(ServiceError::TooManyRequests {
+            retry_after_secs: retry_after_secs(next_china_midnight(now) - now),
+        });
+    }
+    Ok(UserState {
+        last_sms_at: Some(now),
+        sms_day: Some(today),
+        sms_count: count_today + 1,
+        ..state.clone()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ids::{UserId, VerificationId};
+    use crate::rules::shipped;
+    use time::macros::datetime;
+    use time::Duration;
+
+    #[test]
+    fn one_sms_a_minute() {
+        let t0 = datetime!(2026-11-28 01:00:00 UTC);
+        let s1 = take_sms_slot(&UserState::default(), t0, &shipped()).unwrap();
+        match take_sms_slot(&s1, t0 + Duration::seconds(59), &shipped()) {
+            Err(ServiceError::TooManyRequests { retry_after_secs }) => {
+                assert_eq!(retry_after_secs, 1)
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(take_sms_slot(&s1, t0 + Duration::seconds(60), &shipped()).is_ok());
+    }
+
+    #[test]
+    fn ten_sms_a_china_day() {
+        // 2026-11-28 15:00 UTC is 23:00 in China; midnight there is one hour later.
+        let mut t = datetime!(2026-11-28 13:00:00 UTC);
+        let mut s = UserState::default();
+        for _ in 0..10 {
+            s = take_sms_slot(&s, t, &shipped()).unwrap();
+            t += Duration::minutes(2);
+        }
+        let at = datetime!(2026-11-28 15:00:00 UTC);
+        match take_sms_slot(&s, at, &shipped()) {
+            Err(ServiceError::TooManyRequests { retry_after_secs }) => {
+                assert_eq!(retry_after_secs, 3600)
+            }
+            other => panic!("{other:?}"),
+        }
+        let next_day = take_sms_slot(&s, datetime!(2026-11-28 16:00:00 UTC), &shipped()).unwrap();
+        assert_eq!(next_day.sms_count, 1);
+        assert_eq!(next_day.sms_day.as_deref(), Some("2026-11-29"));
+    }
+
+    fn code(sent_at: OffsetDateTime) -> VerificationRecord {
+        VerificationRecord {
+            verification_id: VerificationId::generate(),
+            user_id: UserId::parse("u1").unwrap(),
+            purpose: Purpose::SubmitQuery,
+            code_hash: "h".into(),
+            expires_at: code_expires_at(sent_at, &shipped()),
+            attempts: 0,
+            used: false,
+        }
+    }
+
+    #[test]
+    fn a_code_is_good_for_five_minutes_and_five_comparisons() {
+        let sent = datetime!(2026-11-28 01:00:00 UTC);
+        let c = code(sent);
+        assert_eq!(validity_minutes(&shipped()), 5);
+        let max = shipped().sms_code_max_attempts;
+        assert_eq!(max, 5);
+        let before_end = sent + Duration::minutes(5) - Duration::seconds(1);
+        assert!(may_compare(&c, Purpose::SubmitQuery, before_end, max));
+        assert!(!may_compare(
+            &c,
+            Purpose::SubmitQuery,
+            sent + Duration::minutes(5),
+            max
+        ));
+        assert!(!may_compare(&c, Purpose::ViewReport, sent, max));
+        let fifth = VerificationRecord {
+            attempts: 4,
+            ..c.clone()
+        };
+        assert!(may_compare(&fifth, Purpose::SubmitQuery, sent, max));
+        let burnt = VerificationRecord {
+            attempts: 5,
+            ..c.clone()
+        };
+        assert!(!may_compare(&burnt, Purpose::SubmitQuery, sent, max));
+        let used = VerificationRecord { used: true, ..c };
+        assert!(!may_compare(&used, Purpose::SubmitQuery, sent, max));
+    }
+
+    #[test]
+    fn a_code_matched_on_its_last_attempt_may_still_be_used_once() {
+        let c = code(datetime!(2026-11-28 01:00:00 UTC));
+        let max = shipped().sms_code_max_attempts;
+        let matched_on_fifth = VerificationRecord {
+            attempts: 5,
+            ..c.clone()
+        };
+        assert!(may_consume(&matched_on_fifth, max));
+        assert!(!may_consume(
+            &VerificationRecord {
+                attempts: 6,
+                ..c.clone()
+            },
+            max
+        ));
+        assert!(!may_consume(&VerificationRecord { used: true, ..c }, max));
+    }
+}
