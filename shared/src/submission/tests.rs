@@ -30,6 +30,7 @@ use crate::security::face::FaceVerifier;
 use crate::security::sms_code::{CodeHasher, Purpose};
 use crate::security::{dev, password};
 use crate::submission::rules::PasswordPolicy;
+use crate::test_support::Answered;
 
 const PASSWORD: &str = "135790";
 const AGREEMENT: &str = "2026-11";
