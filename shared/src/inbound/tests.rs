@@ -573,3 +573,48 @@ fn the_step_up_body_is_read_with_the_same_rules() {
     }
     assert!(read(r#"{"face_token": "f"}"#).is_ok());
 }
+
+/// Until the inbound layer is a crate of its own, this keeps the direction: no domain
+/// module names HTTP, axum, lambda_http or this layer (the composition root and tests
+/// excepted).
+#[test]
+fn the_domain_knows_no_http() {
+    fn sources(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                sources(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    sources(&root, &mut files);
+    let exempt = |p: &std::path::Path| {
+        let rel = p
+            .strip_prefix(&root)
+            .unwrap()
+            .to_string_lossy()
+            .replace('\\', "/");
+        let name = p.file_name().unwrap().to_string_lossy();
+        rel.starts_with("inbound/")
+            || ["bootstrap.rs", "lib.rs", "test_support.rs"].contains(&rel.as_str())
+            || name == "tests.rs"
+            || name.ends_with("_tests.rs")
+    };
+    let mut offenders = Vec::new();
+    for file in files.iter().filter(|p| !exempt(p)) {
+        let text = std::fs::read_to_string(file).unwrap();
+        for needle in ["crate::inbound", "lambda_http", "axum", "tower_http"] {
+            if text
+                .lines()
+                .any(|l| !l.trim_start().starts_with("//") && l.contains(needle))
+            {
+                offenders.push(format!("{}: {needle}", file.display()));
+            }
+        }
+    }
+    assert!(offenders.is_empty(), "{offenders:#?}");
+}
