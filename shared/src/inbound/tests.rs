@@ -550,6 +550,29 @@ async fn refusals_name_only_the_fields_of_the_request() {
 }
 
 #[test]
+fn refusals_repeat_nothing_the_client_sent() {
+    use crate::submission::api::VerificationRequest;
+    for (raw, secret) in [
+        (
+            r#"{"purpose": "SUBMIT_QUERY", "s3cr3t_pw": 1}"#,
+            "s3cr3t_pw",
+        ),
+        (r#"{"purpose": "SUBMIT_QUERY", "135790": 1}"#, "135790"),
+        (r#"{"purpose": "135790"}"#, "135790"),
+        (r#"{"purpose": ["135790"]}"#, "135790"),
+        (r#"{"purpose": {"135790": 1}}"#, "135790"),
+        (r#"{"135790": "SUBMIT_QUERY"}"#, "135790"),
+    ] {
+        let value = json_object(raw.as_bytes()).unwrap();
+        match typed::<VerificationRequest>(&value) {
+            Err(ApiError::Malformed(m)) => assert!(!m.contains(secret), "{raw}: {m}"),
+            Err(other) => panic!("{raw}: {other:?}"),
+            Ok(_) => panic!("{raw}: accepted"),
+        }
+    }
+}
+
+#[test]
 fn the_step_up_body_is_read_with_the_same_rules() {
     let read = |raw: &str| {
         json_object(raw.as_bytes())
