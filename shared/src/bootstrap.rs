@@ -11,17 +11,18 @@ use crate::adapters::emf::EmfMetrics;
 use crate::adapters::sns::SnsSms;
 use crate::clock::SystemClock;
 use crate::config::ServiceConfig;
-use crate::dispatch::callback::{CallbackApi, CallbackService};
+use crate::dispatch::callback::CallbackService;
 use crate::dispatch::client::HttpBankClient;
 use crate::dispatch::fanout::{Fanout, FanoutDeps};
 use crate::dispatch::secrets::BankSecrets;
+use crate::inbound::report::ViewApi;
+use crate::inbound::submission::SubmissionApi;
 use crate::report::aggregate::{Aggregator, AggregatorDeps};
 use crate::report::crypto::{ReportOpener, ReportSealer};
-use crate::report::view::{ViewApi, ViewDeps, ViewService};
+use crate::report::view::{ViewDeps, ViewService};
 use crate::security::app_jwt::AppAuthenticator;
 use crate::security::face::FaceVerifier;
 use crate::security::sms_code::CodeHasher;
-use crate::submission::http::SubmissionApi;
 use crate::submission::{SubmissionDeps, SubmissionService};
 use crate::sweep::Sweeper;
 
@@ -89,16 +90,14 @@ fn fanout_from(c: &Common) -> Result<Fanout, StartupError> {
     }))
 }
 
-pub async fn callback_api() -> Result<CallbackApi, StartupError> {
+pub async fn callback_service() -> Result<CallbackService, StartupError> {
     let Common { config, store, .. } = common().await?;
-    Ok(CallbackApi {
-        service: CallbackService {
-            secrets: BankSecrets::from_env(&config.banks).map_err(err)?,
-            config,
-            store,
-            clock: Arc::new(SystemClock),
-            sealer: report_sealer()?,
-        },
+    Ok(CallbackService {
+        secrets: BankSecrets::from_env(&config.banks).map_err(err)?,
+        config,
+        store,
+        clock: Arc::new(SystemClock),
+        sealer: report_sealer()?,
     })
 }
 

@@ -1,5 +1,6 @@
 //! Domain library of the one-click card lookup (一键查卡): model, rules, ports and their
-//! DynamoDB/SNS adapters. Lambda functions are thin shells around it.
+//! DynamoDB/SNS adapters, and the inbound HTTP layer (`inbound`, which nothing else
+//! here imports). Lambda functions are thin shells around it.
 
 pub mod adapters;
 pub mod bank;
@@ -8,7 +9,7 @@ pub mod clock;
 pub mod config;
 pub mod dispatch;
 pub mod error;
-pub mod http;
+pub mod inbound;
 pub mod model;
 pub mod ports;
 pub mod records;

@@ -19,6 +19,7 @@ use crate::config::{ServiceConfig, DEFAULT_CONFIG};
 use crate::dispatch::client::{BankClient, BankReply, TransportError};
 use crate::dispatch::fanout::{Fanout, FanoutDeps};
 use crate::dispatch::secrets::BankSecrets;
+use crate::inbound::error::ApiError;
 use crate::model::bank::BankCode;
 use crate::model::card::MaskedCard;
 use crate::model::ids::{QueryId, UserId, VerificationId};
@@ -30,6 +31,26 @@ use crate::ports::{QueryStore, SubmissionStore};
 use crate::records::*;
 use crate::report::body::{open_answer, BankStatus, ReportedBank};
 use crate::report::crypto::{generate_keypair, ReportOpener, ReportSealer};
+
+/// A domain refusal as the client would get it, for tests that state the contract's
+/// status or code beside the domain's answer.
+pub(crate) trait Answered {
+    fn status(&self) -> u16;
+    fn code(&self) -> &'static str;
+    fn body(&self) -> Value;
+}
+
+impl Answered for crate::error::ServiceError {
+    fn status(&self) -> u16 {
+        ApiError::from(self.clone()).status()
+    }
+    fn code(&self) -> &'static str {
+        ApiError::from(self.clone()).code()
+    }
+    fn body(&self) -> Value {
+        ApiError::from(self.clone()).body()
+    }
+}
 
 /// Where the manual clock starts.
 pub(crate) const T0: OffsetDateTime = datetime!(2026-11-28 10:00 UTC);

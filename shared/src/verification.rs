@@ -7,15 +7,8 @@ use time::OffsetDateTime;
 use crate::error::ServiceError;
 use crate::model::ids::{UserId, VerificationId};
 use crate::model::purpose::Purpose;
-use crate::ports::{StoreError, SubmissionStore};
+use crate::ports::SubmissionStore;
 use crate::security::sms_code::{self, CodeHasher};
-
-pub fn store_err(e: StoreError) -> ServiceError {
-    match e {
-        StoreError::Unavailable(m) => ServiceError::Unavailable(m),
-        other => ServiceError::internal(other),
-    }
-}
 
 /// The verification id if `code` is right for it, its purpose and this user, it is
 /// unused, not burnt and not expired at `now`. Takes one attempt whatever the outcome.
@@ -39,8 +32,7 @@ pub async fn check_code(
     // outnumber the attempts a code allows.
     let record = store
         .reserve_code_attempt(user, &id, purpose, now, max_attempts)
-        .await
-        .map_err(store_err)?
+        .await?
         .ok_or(ServiceError::VerificationFailed)?;
     if !codes.matches(&record.code_hash, user, &id, purpose, code) {
         return Err(ServiceError::VerificationFailed);

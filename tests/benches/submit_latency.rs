@@ -10,10 +10,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use lambda_http::tower::ServiceExt;
 use lambda_http::{Body, Request};
+use shared::inbound::submission::{router, SubmissionApi};
 use shared::security::app_jwt::AppAuthenticator;
 use shared::security::dev;
-use shared::submission::http::SubmissionApi;
 use testkit::submission::Fixture;
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -41,10 +42,10 @@ async fn main() {
     let warmup = 20;
     let f = Fixture::new().await;
     let (private, public) = dev::generate_rsa();
-    let api = SubmissionApi {
+    let api = router(Arc::new(SubmissionApi {
         service: Arc::clone(&f.service),
         auth: AppAuthenticator::new(&public, "bench", "bench").expect("key"),
-    };
+    }));
     let now = time::OffsetDateTime::now_utc();
 
     // Each submission needs a user of its own (one active query per user).
@@ -63,7 +64,11 @@ async fn main() {
     for (i, req) in prepared.into_iter().enumerate() {
         f.dynamo_requests.reset();
         let start = Instant::now();
-        let resp = api.handle(req).await;
+        let resp = api
+            .clone()
+            .oneshot(req)
+            .await
+            .expect("the router is infallible");
         let took = start.elapsed();
         assert_eq!(resp.status(), 202, "{:?}", resp.body());
         if i >= warmup {

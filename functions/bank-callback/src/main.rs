@@ -1,12 +1,10 @@
-use lambda_http::{service_fn, Error, Request};
+use std::sync::Arc;
+
+use lambda_http::Error;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     shared::telemetry::init();
-    let api = shared::bootstrap::callback_api().await?;
-    let api = &api;
-    lambda_http::run(service_fn(move |req: Request| async move {
-        Ok::<_, std::convert::Infallible>(api.handle(req).await)
-    }))
-    .await
+    let service = shared::bootstrap::callback_service().await?;
+    lambda_http::run(shared::inbound::callback::router(Arc::new(service))).await
 }

@@ -8,8 +8,6 @@
 
 use std::sync::Arc;
 
-use lambda_http::http::Method;
-use lambda_http::{Body, Request, Response};
 use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
@@ -19,10 +17,9 @@ use crate::bank::signing::{self, SignatureHeaders};
 use crate::clock::Clock;
 use crate::config::ServiceConfig;
 use crate::error::ServiceError;
-use crate::http;
 use crate::model::bank::BankCode;
 use crate::model::ids::QueryId;
-use crate::ports::{BankNonce, QueryStore, SettleOutcome, Settlement, StoreError};
+use crate::ports::{BankNonce, QueryStore, SettleOutcome, Settlement};
 use crate::records::LegState;
 use crate::report::body::seal_answer;
 use crate::report::crypto::ReportSealer;
@@ -34,13 +31,6 @@ pub struct CallbackService {
     pub clock: Arc<dyn Clock>,
     /// Seals each accepted answer to the report key (public key only).
     pub sealer: Arc<ReportSealer>,
-}
-
-fn store_err(e: StoreError) -> ServiceError {
-    match e {
-        StoreError::Unavailable(m) => ServiceError::Unavailable(m),
-        other => ServiceError::internal(other),
-    }
 }
 
 /// Why a correctly signed callback is refused for its content: the leg it names fails
@@ -127,8 +117,7 @@ impl CallbackService {
         let leg = self
             .store
             .leg(&answer.query_id, &bank)
-            .await
-            .map_err(store_err)?
+            .await?
             .ok_or(ServiceError::NotFound)?;
         if leg.inquiry_id != answer.inquiry_id {
             let refusal = Refusal {
@@ -152,8 +141,7 @@ impl CallbackService {
         let query = self
             .store
             .query(&answer.query_id)
-            .await
-            .map_err(store_err)?
+            .await?
             .ok_or(ServiceError::NotFound)?;
         let (state, failure) = match answer.status {
             AnswerStatus::Found | AnswerStatus::None => (LegState::Answered, None),
@@ -177,8 +165,7 @@ impl CallbackService {
         match self
             .store
             .settle(&answer.query_id, &bank, &settlement, Some(&nonce))
-            .await
-            .map_err(store_err)?
+            .await?
         {
             SettleOutcome::Settled => {
                 info!(query_id = %answer.query_id, bank = %bank, cards, "bank callback accepted");
@@ -205,8 +192,7 @@ impl CallbackService {
         let open = self
             .store
             .leg(query, bank)
-            .await
-            .map_err(store_err)?
+            .await?
             .is_some_and(|l| !l.state.is_settled());
         if !open {
             return Err(refusal.error);
@@ -221,8 +207,7 @@ impl CallbackService {
         match self
             .store
             .settle(query, bank, &settlement, Some(nonce))
-            .await
-            .map_err(store_err)?
+            .await?
         {
             SettleOutcome::Settled => {
                 warn!(query_id = %query, bank = %bank, failure = refusal.failure, "bank callback refused; leg failed");
@@ -231,49 +216,5 @@ impl CallbackService {
             SettleOutcome::NonceReused => Err(ServiceError::Unauthenticated),
             SettleOutcome::AlreadySettled(_) | SettleOutcome::NoSuchLeg => Err(refusal.error),
         }
-    }
-}
-
-fn signature_headers(req: &Request) -> Option<SignatureHeaders> {
-    Some(SignatureHeaders {
-        bank_code: http::header(req, signing::HEADER_BANK_CODE)?.to_owned(),
-        timestamp: http::header(req, signing::HEADER_TIMESTAMP)?.to_owned(),
-        nonce: http::header(req, signing::HEADER_NONCE)?.to_owned(),
-        signature: http::header(req, signing::HEADER_SIGNATURE)?.to_owned(),
-    })
-}
-
-/// HTTP entrypoint of the bank-callback function.
-pub struct CallbackApi {
-    pub service: CallbackService,
-}
-
-impl CallbackApi {
-    pub async fn handle(&self, req: Request) -> Response<Body> {
-        http::serve(&req, |req| async move {
-            self.route(req).await.map(|()| http::empty_response(204))
-        })
-        .await
-    }
-
-    async fn route(&self, req: &Request) -> Result<(), ServiceError> {
-        let path = req.uri().path().to_owned();
-        let code = match http::segments(&path).as_slice() {
-            ["v1", "bank-callbacks", code] => (*code).to_owned(),
-            _ => return Err(ServiceError::NotFound),
-        };
-        if req.method() != Method::POST {
-            return Err(ServiceError::MethodNotAllowed { allow: "POST" });
-        }
-        let body = http::body_bytes(req);
-        if body.len() > http::MAX_BODY_BYTES {
-            return Err(ServiceError::PayloadTooLarge {
-                limit: http::MAX_BODY_BYTES,
-            });
-        }
-        http::check_json_content_type(req)?;
-        self.service
-            .receive(&code, &path, signature_headers(req), body)
-            .await
     }
 }

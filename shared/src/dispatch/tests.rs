@@ -11,7 +11,7 @@ use crate::bank::signing::{self, SignatureHeaders};
 use crate::error::ServiceError;
 use crate::model::ids::QueryId;
 use crate::records::*;
-use crate::test_support::{answer_body, user, BankWorld, Script, PHONE, T0};
+use crate::test_support::{answer_body, user, Answered, BankWorld, Script, PHONE, T0};
 
 /// The shared bank world and the callback service on it.
 struct World {

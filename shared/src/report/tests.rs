@@ -15,10 +15,13 @@ use super::aggregate::{
 };
 use super::body::{self, BankStatus, Report, NOTICES, PARTIAL_NOTICE};
 use super::crypto::ReportOpener;
-use super::view::{ViewDeps, ViewService};
+use super::view::{StepUp, ViewDeps, ViewService};
 use crate::adapters::memory::{MemorySms, RecordingMetrics};
 use crate::dispatch::fanout::LegOutcome;
 use crate::error::ServiceError;
+use crate::inbound::error::ApiError;
+use crate::inbound::extract;
+use crate::inbound::report::{step_up, ReportRequest};
 use crate::model::bank::BankCode;
 use crate::model::card::{CardKind, FourDigits, MaskedCard};
 use crate::model::ids::{QueryId, UserId, VerificationId};
@@ -32,7 +35,7 @@ use crate::security::dev;
 use crate::security::face::FaceVerifier;
 use crate::security::sms_code::CodeHasher;
 use crate::sweep::{SweepStats, Sweeper};
-use crate::test_support::{user, BankWorld, Script, PHONE, T0};
+use crate::test_support::{user, Answered, BankWorld, Script, PHONE, T0};
 
 const FACE_ISSUER: &str = "face-issuer";
 const FACE_AUDIENCE: &str = "card-lookup";
@@ -184,6 +187,22 @@ fn code_body(vid: &str, code: &str) -> Vec<u8> {
     json!({"verification": {"verification_id": vid, "sms_code": code}})
         .to_string()
         .into_bytes()
+}
+
+/// A report request body read as the function reads it; a refusal of the body is the
+/// client's 400.
+fn try_step_up(body: &[u8]) -> Result<StepUp, ServiceError> {
+    extract::json_object(body)
+        .and_then(|raw| extract::typed::<ReportRequest>(&raw))
+        .and_then(step_up)
+        .map_err(|e| match e {
+            ApiError::Malformed(m) => ServiceError::Malformed(m),
+            other => panic!("a body is refused only as malformed: {other:?}"),
+        })
+}
+
+fn read_step_up(body: &[u8]) -> StepUp {
+    try_step_up(body).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn face_body(token: &str) -> Vec<u8> {
@@ -359,7 +378,8 @@ impl World {
         q: &QueryId,
         body: &[u8],
     ) -> Result<Value, ServiceError> {
-        self.view.report(user, &q.to_string(), body).await
+        let step_up = try_step_up(body)?;
+        self.view.report(user, &q.to_string(), step_up).await
     }
 
     /// Why the request to see the report was refused (it must be).
@@ -1103,7 +1123,7 @@ async fn another_users_or_a_malformed_query_id_is_not_found() {
         let body = w.view_code_body("u1").await;
         assert!(
             matches!(
-                w.view.report(&user("u1"), bad, &body).await,
+                w.view.report(&user("u1"), bad, read_step_up(&body)).await,
                 Err(ServiceError::NotFound)
             ),
             "{bad}"

@@ -1,11 +1,9 @@
-//! The user's query records and reports: `GET /v1/card-queries`,
-//! `GET /v1/card-queries/{id}`, `POST /v1/card-queries/{id}/report` (step-up every time).
-//! Another user's query is "not found", never "forbidden".
+//! The user's query records and reports (the list, one query's progress, the report
+//! after a fresh step-up every time). Another user's query is "not found", never
+//! "forbidden".
 
 use std::sync::Arc;
 
-use lambda_http::http::Method;
-use lambda_http::{Body, Request, Response};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use tracing::{info, warn};
@@ -15,15 +13,13 @@ use super::crypto::{Binding, ReportOpener};
 use crate::clock::Clock;
 use crate::config::ServiceConfig;
 use crate::error::ServiceError;
-use crate::http;
 use crate::model::ids::{QueryId, UserId};
 use crate::model::timestamp::rfc3339;
 use crate::ports::{QueryStore, ReportStore, SubmissionStore};
 use crate::records::{LegState, QueryPhase, QueryRecord, StoredReport};
-use crate::security::app_jwt::AppAuthenticator;
 use crate::security::face::FaceVerifier;
 use crate::security::sms_code::{CodeHasher, Purpose};
-use crate::verification::{check_code, store_err};
+use crate::verification::check_code;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct QueryView {
@@ -85,24 +81,15 @@ pub struct QueryDetail {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct CodeInput {
-    verification_id: String,
-    sms_code: String,
+pub struct CodeInput {
+    pub verification_id: String,
+    pub sms_code: String,
 }
 
 /// Step-up proof for one view: an SMS code (purpose VIEW_REPORT) or a face token.
-enum StepUp {
+pub enum StepUp {
     Code { verification: CodeInput },
     Face { face_token: String },
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ReportRequest {
-    #[serde(default)]
-    verification: Option<CodeInput>,
-    #[serde(default)]
-    face_token: Option<String>,
 }
 
 pub struct ViewDeps {
@@ -135,8 +122,7 @@ impl ViewService {
             .d
             .reports
             .user_queries(user)
-            .await
-            .map_err(store_err)?
+            .await?
             .iter()
             .map(|q| QueryView::of(q, now))
             .collect())
@@ -148,15 +134,14 @@ impl ViewService {
         self.d
             .queries
             .query(&id)
-            .await
-            .map_err(store_err)?
+            .await?
             .filter(|q| &q.user_id == user)
             .ok_or(ServiceError::NotFound)
     }
 
     pub async fn detail(&self, user: &UserId, id: &str) -> Result<QueryDetail, ServiceError> {
         let q = self.own_query(user, id).await?;
-        let legs = self.d.queries.legs(&q.query_id).await.map_err(store_err)?;
+        let legs = self.d.queries.legs(&q.query_id).await?;
         let progress = q
             .banks
             .iter()
@@ -191,9 +176,8 @@ impl ViewService {
         &self,
         user: &UserId,
         id: &str,
-        body: &[u8],
+        step_up: StepUp,
     ) -> Result<serde_json::Value, ServiceError> {
-        let step_up = parse_step_up(body)?;
         let q = self.own_query(user, id).await?;
         let now = self.now();
         let view = QueryView::of(&q, now);
@@ -203,13 +187,7 @@ impl ViewService {
             _ => return Err(ServiceError::ReportNotReady),
         }
         self.step_up(user, step_up, now).await?;
-        let Some(stored) = self
-            .d
-            .reports
-            .report(&q.query_id)
-            .await
-            .map_err(store_err)?
-        else {
+        let Some(stored) = self.d.reports.report(&q.query_id).await? else {
             // Deleted by the sweeper in between.
             return Err(self.expired(&q, now));
         };
@@ -218,11 +196,7 @@ impl ViewService {
         }
         let report = open_report(&self.d.opener, &self.d.config, user, &q, &stored)?;
         let report = serde_json::to_value(&report).map_err(ServiceError::internal)?;
-        self.d
-            .reports
-            .record_view(&q.query_id, now)
-            .await
-            .map_err(store_err)?;
+        self.d.reports.record_view(&q.query_id, now).await?;
         info!(query_id = %q.query_id, "report viewed");
         Ok(report)
     }
@@ -251,8 +225,7 @@ impl ViewService {
                     .d
                     .verifications
                     .consume_verification(user, &id, rules.sms_code_max_attempts)
-                    .await
-                    .map_err(store_err)?;
+                    .await?;
                 used.then_some(()).ok_or(ServiceError::VerificationFailed)
             }
             StepUp::Face { face_token } => {
@@ -267,8 +240,7 @@ impl ViewService {
                         &pass.nonce,
                         pass.issued_at + self.d.config.rules.face_token_max_age,
                     )
-                    .await
-                    .map_err(store_err)?;
+                    .await?;
                 fresh
                     .then_some(())
                     .ok_or(ServiceError::FaceVerificationFailed)
@@ -322,75 +294,4 @@ pub fn open_report(
                 .map_err(|_| integrity("bank answer envelope"))
         },
     )
-}
-
-/// Exactly one of `verification` and `face_token`.
-fn parse_step_up(body: &[u8]) -> Result<StepUp, ServiceError> {
-    let value = http::json_object(body)?;
-    http::require_objects(&value, &["verification"])?;
-    let req: ReportRequest = http::typed_body(value)?;
-    match (req.verification, req.face_token) {
-        (Some(verification), None) => Ok(StepUp::Code { verification }),
-        (None, Some(face_token)) => Ok(StepUp::Face { face_token }),
-        _ => Err(ServiceError::Malformed(
-            "give exactly one of verification and face_token".into(),
-        )),
-    }
-}
-
-/// HTTP entrypoint of the view-report function.
-pub struct ViewApi {
-    pub service: ViewService,
-    pub auth: AppAuthenticator,
-}
-
-impl ViewApi {
-    pub async fn handle(&self, req: Request) -> Response<Body> {
-        http::serve(&req, |req| self.route(req)).await
-    }
-
-    async fn route(&self, req: &Request) -> Result<Response<Body>, ServiceError> {
-        let path = req.uri().path().to_owned();
-        let segs = http::segments(&path);
-        let (allowed, allow) = match segs.as_slice() {
-            ["v1", "card-queries"] => (Method::GET, "GET, POST"),
-            ["v1", "card-queries", _] => (Method::GET, "GET"),
-            ["v1", "card-queries", _, "report"] => (Method::POST, "POST"),
-            _ => return Err(ServiceError::NotFound),
-        };
-        if req.method() != allowed {
-            return Err(ServiceError::MethodNotAllowed { allow });
-        }
-        let user = self.auth.authenticate(
-            http::authorizer_claims(req).as_ref(),
-            http::header(req, "authorization"),
-            self.service.now(),
-        )?;
-        tracing::Span::current().record("user_id", user.as_str());
-        match segs.as_slice() {
-            ["v1", "card-queries"] => {
-                let queries = self.service.list(&user).await?;
-                Ok(http::json_response(
-                    200,
-                    &serde_json::json!({ "queries": queries }),
-                ))
-            }
-            ["v1", "card-queries", id] => Ok(http::json_response(
-                200,
-                &self.service.detail(&user, id).await?,
-            )),
-            ["v1", "card-queries", id, "report"] => {
-                let body = http::body_bytes(req);
-                if body.len() > http::MAX_BODY_BYTES {
-                    return Err(ServiceError::PayloadTooLarge {
-                        limit: http::MAX_BODY_BYTES,
-                    });
-                }
-                http::check_json_content_type(req)?;
-                let report = self.service.report(&user, id, body).await?;
-                Ok(http::json_response(200, &report))
-            }
-            _ => Err(ServiceError::NotFound),
-        }
-    }
 }

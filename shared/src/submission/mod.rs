@@ -1,7 +1,6 @@
 //! The submission path: banks, eligibility, SMS verification codes and query submission.
 
 pub mod api;
-pub mod http;
 pub mod service;
 
 pub use service::{SubmissionDeps, SubmissionService};

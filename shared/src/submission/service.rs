@@ -44,8 +44,6 @@ pub struct SubmissionService {
     d: SubmissionDeps,
 }
 
-use crate::verification::store_err;
-
 /// The SMS text of a verification code: zh-CN, no link, an anti-fraud reminder.
 pub fn code_sms_text(code: &str, purpose: Purpose, validity_minutes: i64) -> String {
     let action = match purpose {
@@ -76,7 +74,7 @@ impl SubmissionService {
     }
 
     async fn profile(&self, user: &UserId) -> Result<Option<UserProfile>, ServiceError> {
-        self.d.profiles.profile(user).await.map_err(store_err)
+        Ok(self.d.profiles.profile(user).await?)
     }
 
     /// The profile of a real-name user in a pilot region.
@@ -95,7 +93,7 @@ impl SubmissionService {
     pub async fn eligibility(&self, user: &UserId) -> Result<EligibilityResponse, ServiceError> {
         let now = self.now();
         let profile = self.profile(user).await?;
-        let state = self.d.store.user_state(user).await.map_err(store_err)?;
+        let state = self.d.store.user_state(user).await?;
         let real_name_verified = profile.as_ref().is_some_and(|p| p.real_name_verified);
         let in_pilot_region = profile
             .as_ref()
@@ -132,7 +130,7 @@ impl SubmissionService {
         let mut attempt = 0;
         let now = loop {
             let now = self.now();
-            let state = self.d.store.user_state(user).await.map_err(store_err)?;
+            let state = self.d.store.user_state(user).await?;
             let next = code_rule::take_sms_slot(&state, now, rules)?;
             match self
                 .d
@@ -142,7 +140,7 @@ impl SubmissionService {
             {
                 Ok(()) => break now,
                 Err(StoreError::Conflict) if attempt < STATE_RETRIES => attempt += 1,
-                Err(e) => return Err(store_err(e)),
+                Err(e) => return Err(e.into()),
             }
         };
         let id = VerificationId::generate();
@@ -156,11 +154,7 @@ impl SubmissionService {
             attempts: 0,
             used: false,
         };
-        self.d
-            .store
-            .put_verification(&record)
-            .await
-            .map_err(store_err)?;
+        self.d.store.put_verification(&record).await?;
         let text = code_sms_text(&code, req.purpose, code_rule::validity_minutes(rules));
         self.d
             .sms
@@ -265,13 +259,7 @@ impl SubmissionService {
             owner: Some(ulid::Ulid::generate().to_string()),
             lease_until: Some(idempotency::lease_until(now, rules)),
         };
-        match self
-            .d
-            .store
-            .claim_idempotency(&claim, now)
-            .await
-            .map_err(store_err)?
-        {
+        match self.d.store.claim_idempotency(&claim, now).await? {
             IdempotencyClaim::Taken(record) => return self.replay(&record, &fingerprint, now),
             IdempotencyClaim::Claimed => {}
         }
@@ -305,7 +293,7 @@ impl SubmissionService {
         {
             return Err(ServiceError::ConsentRequired);
         }
-        let state = self.d.store.user_state(user).await.map_err(store_err)?;
+        let state = self.d.store.user_state(user).await?;
         cooldown::check_can_submit(&state, start)?;
         password_rule::check_password_lock(&state, start)?;
 
@@ -315,13 +303,7 @@ impl SubmissionService {
             .d
             .face
             .verify(&req.face_token, user, Purpose::SubmitQuery, start)?;
-        if self
-            .d
-            .store
-            .face_nonce_used(&face.nonce)
-            .await
-            .map_err(store_err)?
-        {
+        if self.d.store.face_nonce_used(&face.nonce).await? {
             return Err(ServiceError::FaceVerificationFailed);
         }
         let verification_id = match self
@@ -474,7 +456,7 @@ impl SubmissionService {
                                 .unwrap_or(fresh);
                             continue;
                         }
-                        Err(e) => store_err(e),
+                        Err(e) => e.into(),
                     }
                 }
                 Err(SubmitError::Conflict(SubmitConflict::StateChanged)) => {
@@ -491,7 +473,7 @@ impl SubmissionService {
                             Err(ServiceError::internal("idempotency record vanished")),
                             false,
                         ),
-                        Err(e) => (Err(store_err(e)), false),
+                        Err(e) => (Err(e.into()), false),
                     };
                 }
                 Err(SubmitError::Conflict(SubmitConflict::VerificationUsed)) => {
@@ -501,7 +483,7 @@ impl SubmissionService {
                 Err(SubmitError::Conflict(SubmitConflict::FaceNonceUsed)) => {
                     ServiceError::FaceVerificationFailed
                 }
-                Err(SubmitError::Store(e)) => store_err(e),
+                Err(SubmitError::Store(e)) => e.into(),
             };
             return (Err(refusal), false);
         }
@@ -522,8 +504,7 @@ impl SubmissionService {
         let store = &self.d.store;
         let (slot, state) = store
             .reserve_password_slot(user, holder, self.now(), &policy)
-            .await
-            .map_err(store_err)?;
+            .await?;
         match slot {
             PasswordSlot::Locked { until } => {
                 return Err(ServiceError::PaymentPasswordLocked { until })
@@ -544,8 +525,7 @@ impl SubmissionService {
         if slot == PasswordSlot::Last {
             let until = store
                 .password_failed_last(user, holder, self.now(), &policy)
-                .await
-                .map_err(store_err)?;
+                .await?;
             warn!(user_id = %user, "payment password locked after repeated failures");
             return Err(ServiceError::PaymentPasswordLocked { until });
         }
@@ -559,7 +539,7 @@ impl SubmissionService {
             Ok(state) => cooldown::check_can_submit(&state, self.now())
                 .err()
                 .unwrap_or(refusal),
-            Err(e) => store_err(e),
+            Err(e) => e.into(),
         }
     }
 }

@@ -31,6 +31,7 @@ use crate::rules::password::PasswordPolicy;
 use crate::security::face::FaceVerifier;
 use crate::security::sms_code::CodeHasher;
 use crate::security::{dev, password};
+use crate::test_support::Answered;
 
 const PASSWORD: &str = "135790";
 const AGREEMENT: &str = "2026-11";

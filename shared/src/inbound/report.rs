@@ -1,0 +1,97 @@
+//! The view-report function: `GET /v1/card-queries`, `GET /v1/card-queries/{query_id}`,
+//! `POST /v1/card-queries/{query_id}/report` (step-up every time).
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde::Deserialize;
+use time::OffsetDateTime;
+
+use super::error::ApiError;
+use super::extract::{Caller, JsonBody, Param};
+use super::response::Json;
+use super::{authenticated, finish, limited, refuse_other_methods, Authenticates};
+use crate::report::view::{CodeInput, StepUp, ViewService};
+use crate::security::app_jwt::AppAuthenticator;
+
+pub struct ViewApi {
+    pub service: ViewService,
+    pub auth: AppAuthenticator,
+}
+
+impl Authenticates for ViewApi {
+    fn authenticator(&self) -> &AppAuthenticator {
+        &self.auth
+    }
+
+    fn now(&self) -> OffsetDateTime {
+        self.service.now()
+    }
+}
+
+type Api = State<Arc<ViewApi>>;
+
+const QUERIES: &str = "/v1/card-queries";
+const QUERY: &str = "/v1/card-queries/{query_id}";
+const REPORT: &str = "/v1/card-queries/{query_id}/report";
+
+pub fn router(api: Arc<ViewApi>) -> Router {
+    let routes = Router::new()
+        .route(QUERIES, get(list))
+        .route(QUERY, get(detail))
+        .route(REPORT, limited(post(report)));
+    let routes = authenticated(routes, api.clone());
+    // POST /v1/card-queries is the submit-query function's.
+    let routes = refuse_other_methods(routes, QUERIES, "GET, POST");
+    let routes = refuse_other_methods(routes, QUERY, "GET");
+    let routes = refuse_other_methods(routes, REPORT, "POST");
+    finish(routes, api)
+}
+
+async fn list(State(api): Api, Caller(user): Caller) -> Result<Response, ApiError> {
+    let queries = api.service.list(&user).await?;
+    Ok(Json(StatusCode::OK, serde_json::json!({ "queries": queries })).into_response())
+}
+
+async fn detail(
+    State(api): Api,
+    Caller(user): Caller,
+    Param(id): Param,
+) -> Result<Response, ApiError> {
+    let detail = api.service.detail(&user, &id).await?;
+    Ok(Json(StatusCode::OK, detail).into_response())
+}
+
+async fn report(
+    State(api): Api,
+    Caller(user): Caller,
+    Param(id): Param,
+    JsonBody { body, .. }: JsonBody<ReportRequest>,
+) -> Result<Response, ApiError> {
+    let report = api.service.report(&user, &id, step_up(body)?).await?;
+    Ok(Json(StatusCode::OK, report).into_response())
+}
+
+/// The body of a report request: exactly one step-up proof.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportRequest {
+    #[serde(default)]
+    verification: Option<CodeInput>,
+    #[serde(default)]
+    face_token: Option<String>,
+}
+
+pub fn step_up(req: ReportRequest) -> Result<StepUp, ApiError> {
+    match (req.verification, req.face_token) {
+        (Some(verification), None) => Ok(StepUp::Code { verification }),
+        (None, Some(face_token)) => Ok(StepUp::Face { face_token }),
+        _ => Err(ApiError::Malformed(
+            "give exactly one of verification and face_token".into(),
+        )),
+    }
+}
