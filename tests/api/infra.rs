@@ -18,7 +18,7 @@
 //! The tools are the pinned ones `infra/local/stack.py install` puts into `.local/`
 //! (cfn-lint and the template decoder in `.local/venv`, checkov in `.local/venv-checkov`);
 //! the test runs the install itself, a no-op once done. No AWS account or network is
-//! needed. Run with `cargo test -p system-tests --test infra`.
+//! needed. Run with `cargo test -p system-tests --test api infra::`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
