@@ -1,61 +1,28 @@
-//! The atomic primitives every limit rests on, each hit by a burst of parallel callers,
-//! as one contract run against both implementations of the port: DynamoDB Local
-//! (conditional writes) and the in-memory store the unit tests use, so the fake cannot
-//! drift from the real semantics. Then the single-use values of the other paths on
-//! DynamoDB: bank-message nonces and the "report ready" notice lease.
+//! `SubmissionStore`: the atomic primitives every limit rests on, each hit by a burst of
+//! parallel callers, the user state's version check, and the submission's
+//! all-or-nothing write.
 
-use aws_sdk_dynamodb::types::AttributeValue;
-use futures::future::join_all;
-use shared::adapters::memory::MemoryStore;
-use shared::clock::Clock;
-use shared::model::ids::{UserId, VerificationId};
-use shared::model::timestamp;
-use shared::ports::{
-    BankNonce, PasswordPolicy, QueryStore, ReportStore, SettleOutcome, Settlement, SubmissionStore,
-};
+use shared::model::ids::QueryId;
+use shared::ports::{PasswordPolicy, StoreError, SubmitError};
 use shared::records::{
-    IdempotencyClaim, IdempotencyRecord, LegState, PasswordSlot, VerificationRecord,
+    IdempotencyClaim, IdempotencyRecord, PasswordSlot, SubmitConflict, UserState,
 };
 use shared::security::sms_code::Purpose;
-use testkit::submission::Fixture;
-use time::{Duration, OffsetDateTime};
-use tokio::sync::Barrier;
+use time::Duration;
+
+use super::{at_once, contract, prepared, verification, Store, World};
 
 const BURST: usize = 50;
 
-/// Runs `f(i)` for `0..n` at once (released by a barrier) and collects the results.
-async fn at_once<T, F, Fut>(n: usize, f: F) -> Vec<T>
-where
-    F: Fn(usize) -> Fut,
-    Fut: std::future::Future<Output = T>,
-{
-    let barrier = Barrier::new(n);
-    join_all((0..n).map(|i| {
-        let fut = f(i);
-        let barrier = &barrier;
-        async move {
-            barrier.wait().await;
-            fut.await
-        }
-    }))
-    .await
-}
+contract!(
+    the_limit_primitives_hold,
+    user_state_writes_are_conditional_on_the_version,
+    a_submission_writes_everything_or_nothing,
+);
 
-fn verification(user: &UserId, now: OffsetDateTime) -> VerificationRecord {
-    VerificationRecord {
-        verification_id: VerificationId::generate(),
-        user_id: user.clone(),
-        purpose: Purpose::SubmitQuery,
-        code_hash: "not-compared-here".into(),
-        expires_at: now + Duration::minutes(5),
-        attempts: 0,
-        used: false,
-    }
-}
-
-/// The contract, on any store: `user` must exist for the store (DynamoDB needs no profile
-/// for these items; the memory store none either).
-async fn contract(store: &dyn SubmissionStore, user: &UserId, now: OffsetDateTime) {
+/// The atomic primitives every limit rests on, each hit by a burst of parallel callers.
+async fn the_limit_primitives_hold<S: Store>(w: &World<S>) {
+    let (store, user, now) = (&*w.store, &w.user, w.now);
     // Code attempts: of 50 parallel reservations, exactly 5 get one.
     let v = verification(user, now);
     store.put_verification(&v).await.unwrap();
@@ -237,124 +204,130 @@ async fn contract(store: &dyn SubmissionStore, user: &UserId, now: OffsetDateTim
     assert!(store.face_nonce_used(&nonce).await.unwrap());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn the_limit_primitives_hold_on_dynamodb() {
-    let f = Fixture::new().await;
-    let user = f.user().await;
-    // Whole seconds, as the table stores instants.
-    let now = timestamp::parse(&timestamp::format(f.clock.now())).unwrap();
-    contract(f.store.as_ref(), &user.id, now).await;
+async fn user_state_writes_are_conditional_on_the_version<S: Store>(w: &World<S>) {
+    let (store, user) = (&*w.store, &w.user);
+    let seen = store.user_state(user).await.unwrap();
+    let next = UserState {
+        next_allowed_at: Some(w.now + Duration::days(7)),
+        ..seen.clone()
+    };
+    // Of 20 writers that read the same version, one wins.
+    let wrote = at_once(20, |_| store.put_user_state(user, &next, seen.version)).await;
+    let won = wrote.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(won, 1, "{wrote:?}");
+    assert!(wrote
+        .iter()
+        .all(|r| r.is_ok() || matches!(r, Err(StoreError::Conflict))));
+    let stored = store.user_state(user).await.unwrap();
+    assert_eq!(stored.version, seen.version + 1);
+    assert_eq!(stored.next_allowed_at, next.next_allowed_at);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn the_limit_primitives_hold_on_the_memory_store() {
-    let store = MemoryStore::default();
-    let now = timestamp::parse("2026-11-28T02:00:00Z").unwrap();
-    contract(&store, &UserId::parse("memory-user").unwrap(), now).await;
-}
+async fn a_submission_writes_everything_or_nothing<S: Store>(w: &World<S>) {
+    let (store, user, now) = (&*w.store, &w.user, w.now);
+    // Each conflict on its own refuses the whole write.
+    let refused = |s: &shared::records::Submission| (s.query.query_id, s.face_nonce.clone());
+    let mut nothing_of: Vec<(QueryId, String)> = Vec::new();
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_leg_settles_once_whatever_the_concurrency_and_a_bank_nonce_works_once() {
-    let f = Fixture::new().await;
-    let q = f.submitted_query().await;
-    let legs = f.store.legs(&q).await.unwrap();
-    let now = f.clock.now();
-    let nonce = BankNonce {
-        nonce: format!("bank-nonce-{}", ulid::Ulid::generate()),
-        expires_at: now + Duration::minutes(10),
-    };
-    let settlement = Settlement {
-        state: LegState::Answered,
-        failure: None,
-        sealed: None,
-        answer_digest: Some("digest".into()),
-        at: now,
-    };
-    // The same signed message replayed 20 times at once: it settles the leg once.
-    let bank = &legs[0].bank;
-    let outcomes = at_once(20, |_| f.store.settle(&q, bank, &settlement, Some(&nonce))).await;
-    let settled = outcomes
+    let mut stale = prepared(store, user, now).await;
+    stale.expected_state_version += 1;
+    let err = store.submit(&stale).await.unwrap_err();
+    assert!(
+        matches!(err, SubmitError::Conflict(SubmitConflict::StateChanged)),
+        "{err:?}"
+    );
+    nothing_of.push(refused(&stale));
+
+    let mut unclaimed = prepared(store, user, now).await;
+    unclaimed.idempotency.owner = Some("not-the-claimant".into());
+    let err = store.submit(&unclaimed).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            SubmitError::Conflict(SubmitConflict::IdempotencyKeyTaken)
+        ),
+        "{err:?}"
+    );
+    nothing_of.push(refused(&unclaimed));
+
+    let used = prepared(store, user, now).await;
+    assert!(store
+        .consume_verification(user, &used.verification_id, 5)
+        .await
+        .unwrap());
+    let err = store.submit(&used).await.unwrap_err();
+    assert!(
+        matches!(err, SubmitError::Conflict(SubmitConflict::VerificationUsed)),
+        "{err:?}"
+    );
+    nothing_of.push(refused(&used));
+
+    let burnt = prepared(store, user, now).await;
+    for _ in 0..6 {
+        store
+            .reserve_code_attempt(user, &burnt.verification_id, Purpose::SubmitQuery, now, 6)
+            .await
+            .unwrap();
+    }
+    let err = store.submit(&burnt).await.unwrap_err();
+    assert!(
+        matches!(err, SubmitError::Conflict(SubmitConflict::VerificationUsed)),
+        "a code compared more than max_code_attempts times is burnt: {err:?}"
+    );
+    nothing_of.push(refused(&burnt));
+
+    let seen_face = prepared(store, user, now).await;
+    assert!(store
+        .consume_face_nonce(&seen_face.face_nonce, now + Duration::minutes(5))
+        .await
+        .unwrap());
+    let err = store.submit(&seen_face).await.unwrap_err();
+    assert!(
+        matches!(err, SubmitError::Conflict(SubmitConflict::FaceNonceUsed)),
+        "{err:?}"
+    );
+
+    for (q, face_nonce) in &nothing_of {
+        assert!(store.query(q).await.unwrap().is_none(), "no query {q}");
+        assert!(store.legs(q).await.unwrap().is_empty(), "no legs of {q}");
+        assert!(
+            !store.face_nonce_used(face_nonce).await.unwrap(),
+            "the refused submission's face nonce stays unused"
+        );
+    }
+    let state = store.user_state(user).await.unwrap();
+    assert_eq!(
+        state.active_query_id, None,
+        "no refused write took the lock"
+    );
+
+    // The write that holds every condition writes all of it.
+    let ok = prepared(store, user, now).await;
+    let q = ok.query.query_id;
+    let before = store.user_state(user).await.unwrap();
+    store.submit(&ok).await.unwrap();
+    assert_eq!(store.query(&q).await.unwrap(), Some(ok.query.clone()));
+    let legs = store.legs(&q).await.unwrap();
+    assert_eq!(legs.len(), ok.legs.len());
+    assert!(legs
         .iter()
-        .filter(|o| matches!(o, Ok(SettleOutcome::Settled)))
-        .count();
-    let refused = outcomes
-        .iter()
-        .filter(|o| {
-            matches!(
-                o,
-                Ok(SettleOutcome::NonceReused) | Ok(SettleOutcome::AlreadySettled(_))
-            )
-        })
-        .count();
-    assert_eq!((settled, refused), (1, 19), "{outcomes:?}");
-    // 20 different messages (fresh nonces) for one other leg: one settles it.
-    let other = &legs[1].bank;
-    let nonces: Vec<BankNonce> = (0..20)
-        .map(|i| BankNonce {
-            nonce: format!("fresh-{i}-{}", ulid::Ulid::generate()),
-            expires_at: now + Duration::minutes(10),
-        })
-        .collect();
-    let outcomes = at_once(20, |i| {
-        f.store.settle(&q, other, &settlement, Some(&nonces[i]))
-    })
-    .await;
-    let settled = outcomes
-        .iter()
-        .filter(|o| matches!(o, Ok(SettleOutcome::Settled)))
-        .count();
-    assert_eq!(settled, 1, "{outcomes:?}");
-    let after = f.store.legs(&q).await.unwrap();
-    assert_eq!(after.iter().filter(|l| l.state.is_settled()).count(), 2);
-    let unsettled = f
-        .env
-        .clients
-        .dynamodb
-        .get_item()
-        .table_name(f.env.table("CardLookupTable"))
-        .key("pk", AttributeValue::S(format!("QUERY#{q}")))
-        .key("sk", AttributeValue::S("QUERY".into()))
-        .consistent_read(true)
-        .send()
+        .all(|l| l.state == shared::records::LegState::Pending));
+    let after = store.user_state(user).await.unwrap();
+    assert_eq!(after.active_query_id, Some(q));
+    assert_eq!(after.version, before.version + 1);
+    let v = store
+        .verification(user, &ok.verification_id)
         .await
         .unwrap()
-        .item
-        .unwrap()["unsettled"]
-        .clone();
-    assert_eq!(
-        unsettled,
-        AttributeValue::N((legs.len() - 2).to_string()),
-        "each leg counted down once"
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn twenty_parallel_notice_claims_let_one_sender_through() {
-    let f = Fixture::new().await;
-    let q = f.submitted_query().await;
-    // Mark the query reported, as publishing does.
-    f.env
-        .clients
-        .dynamodb
-        .update_item()
-        .table_name(f.env.table("CardLookupTable"))
-        .key("pk", AttributeValue::S(format!("QUERY#{q}")))
-        .key("sk", AttributeValue::S("QUERY".into()))
-        .update_expression("SET phase = :p")
-        .expression_attribute_values(":p", AttributeValue::S("REPORTED".into()))
-        .send()
-        .await
         .unwrap();
-    let now = f.clock.now();
-    let lease = Duration::minutes(2);
-    let claims = at_once(20, |_| f.store.claim_notice(&q, now, lease)).await;
-    assert_eq!(claims.iter().filter(|c| *c.as_ref().unwrap()).count(), 1);
-    // Within the lease nobody else; after it, one again (the first sender died).
-    assert!(!f.store.claim_notice(&q, now + lease, lease).await.unwrap());
-    let later = at_once(20, |_| {
-        f.store
-            .claim_notice(&q, now + lease + Duration::seconds(1), lease)
-    })
-    .await;
-    assert_eq!(later.iter().filter(|c| *c.as_ref().unwrap()).count(), 1);
+    assert!(v.used, "the code is used up");
+    assert!(store.face_nonce_used(&ok.face_nonce).await.unwrap());
+    let record: IdempotencyRecord = store
+        .idempotency(user, &ok.idempotency.key, now)
+        .await
+        .unwrap()
+        .expect("the key's record");
+    assert_eq!((record.status, record.in_progress), (202, false));
+    // The same write again is refused as a whole (the state moved on).
+    assert!(store.submit(&ok).await.is_err());
 }
