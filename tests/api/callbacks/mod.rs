@@ -26,6 +26,7 @@ use shared::ports::QueryStore;
 use shared::report::body::{open_answer, BankStatus, ReportedBank};
 use shared::report::crypto::ReportOpener;
 use testkit::api::{bank_cards, ready_sms, report_cards, Api, Reply, TestUser, UserKind};
+use testkit::journey::ALL_BANKS;
 
 mod answers;
 mod card_numbers;
@@ -34,10 +35,6 @@ mod malformed;
 mod ownership;
 mod signature;
 
-const ALL_BANKS: [&str; 16] = [
-    "ICBC", "ABC", "BOC", "CCB", "BOCOM", "PSBC", "CMB", "SPDB", "CITIC", "CEB", "HXB", "CMBC",
-    "CGB", "PAB", "CIB", "CZB",
-];
 const WAIT: Duration = Duration::from_secs(60);
 
 type Item = HashMap<String, AttributeValue>;
