@@ -33,7 +33,7 @@ lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 
-# The SAM template's checks on their own (tests/infra.rs runs them too, under `make test`).
+# The SAM template's checks on their own (tests/api/infra/ runs them too, under `make test`).
 lint-infra: install
 	.local/venv/bin/cfn-lint infra/template.yaml
 	.local/venv-checkov/bin/checkov -f infra/template.yaml --framework cloudformation --skip-download --compact --quiet

@@ -8,105 +8,12 @@
 //! (`pipeline::a_bank_that_never_answers_is_no_response_at_the_deadline`), a bank that
 //! fails twice then answers (`pipeline::a_bank_failing_twice_is_retried_and_then_answers`).
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde_json::{json, Value};
-use testkit::api::{bank_cards, ready_sms, report_cards, Api, TestUser, UserKind};
-
-const WAIT: Duration = Duration::from_secs(90);
-
-/// Per-bank status of a query record (`GET /v1/card-queries/{id}`), asserting the API
-/// answered without a server error.
-async fn progress(api: &Api, user: &TestUser, query_id: &str) -> (Value, BTreeMap<String, String>) {
-    let reply = api
-        .get_json(&format!("/v1/card-queries/{query_id}"), &api.token(user))
-        .await;
-    assert_eq!(reply.status, 200, "{reply:?}");
-    let body = reply.body.unwrap();
-    let statuses = body["progress"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| {
-            (
-                b["bank_code"].as_str().unwrap().to_owned(),
-                b["status"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
-    (body, statuses)
-}
-
-async fn wait_until<F, Fut>(what: &str, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while !cond().await {
-        assert!(start.elapsed() < WAIT, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// The 24 hours pass: the query's collection deadline and its due entry move back.
-async fn pass_the_deadline(api: &Api, query_id: &str) {
-    let due = shared::model::timestamp::format(
-        time::OffsetDateTime::now_utc() - time::Duration::seconds(1),
-    );
-    api.clients
-        .dynamodb
-        .update_item()
-        .table_name(&api.tables.main)
-        .key("pk", AttributeValue::S(format!("QUERY#{query_id}")))
-        .key("sk", AttributeValue::S("QUERY".into()))
-        .update_expression("SET collect_until = :d, due_at = :d")
-        .condition_expression("attribute_exists(pk)")
-        .expression_attribute_values(":d", AttributeValue::S(due))
-        .send()
-        .await
-        .unwrap();
-}
-
-/// The report, viewed as the app does, and its per-bank summary statuses.
-async fn view(api: &Api, user: &TestUser, query_id: &str) -> (Value, BTreeMap<String, String>) {
-    api.allow_next_sms(user).await;
-    let reply = api.view_report(user, query_id).await;
-    assert_eq!(reply.status, 200, "{reply:?}");
-    let report = reply.body.unwrap();
-    let statuses = report["summary"]["banks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| {
-            (
-                b["bank_code"].as_str().unwrap().to_owned(),
-                b["status"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
-    (report, statuses)
-}
-
-/// Exactly one notice reached the phone, and stays one (a late duplicate would come
-/// from the sweeper's next runs, every 3 s locally).
-async fn one_notice(api: &Api, user: &TestUser) {
-    wait_until("the notice SMS", || async {
-        ready_sms(&api.sms_to(&user.phone).await) >= 1
-    })
-    .await;
-    tokio::time::sleep(Duration::from_secs(7)).await;
-    assert_eq!(ready_sms(&api.sms_to(&user.phone).await), 1);
-}
-
-fn statuses(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs
-        .iter()
-        .map(|(b, s)| ((*b).to_owned(), (*s).to_owned()))
-        .collect()
-}
+use testkit::api::{bank_cards, ready_sms, report_cards, Api, UserKind};
+use testkit::journey::{one_notice, pass_the_deadline, progress, statuses, view, wait_until, WAIT};
 
 #[tokio::test]
 async fn a_bank_that_times_out_then_answers_on_retry_is_responded() {

@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod counting;
+pub mod journey;
 pub mod load;
 pub mod localkeys;
 pub mod openapi;

@@ -5,7 +5,7 @@
 //! with them identifies the caller.
 //!
 //! ```text
-//! python3 infra/local/stack.py exec --with-api -- cargo test -p system-tests --test auth_api
+//! python3 infra/local/stack.py exec --with-api -- cargo test -p system-tests --test api auth::
 //! ```
 
 use serde_json::{json, Value};

@@ -7,7 +7,7 @@
 //! one code SMS a minute, one active query.
 //!
 //! Run with `python3 infra/local/stack.py exec --with-api -- cargo test -p system-tests
-//! --test concurrency_api`.
+//! --test api concurrency::`.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;

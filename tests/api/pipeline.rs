@@ -8,25 +8,10 @@ use std::time::Duration;
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde_json::{json, Value};
 use shared::security::sms_code::Purpose;
-use testkit::api::{bank_cards, ready_sms, report_cards, Api, TestUser, UserKind};
+use testkit::api::{bank_cards, report_cards, Api, TestUser, UserKind};
+use testkit::journey::{past, ready_sms_of, set_times, ALL_BANKS};
 
-const ALL_BANKS: [&str; 16] = [
-    "ICBC", "ABC", "BOC", "CCB", "BOCOM", "PSBC", "CMB", "SPDB", "CITIC", "CEB", "HXB", "CMBC",
-    "CGB", "PAB", "CIB", "CZB",
-];
 const REPORT_WAIT: Duration = Duration::from_secs(60);
-
-/// The "report ready" SMS go out right after the report is stored: wait for them.
-async fn ready_sms_of(api: &Api, user: &TestUser) -> usize {
-    let start = std::time::Instant::now();
-    loop {
-        let n = ready_sms(&api.sms_to(&user.phone).await);
-        if n > 0 || start.elapsed() > Duration::from_secs(30) {
-            return n;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 async fn ready_report(api: &Api, user: &TestUser, banks: &[&str]) -> (String, Value) {
     let accepted = api.submit_query(user, banks).await;
@@ -148,30 +133,6 @@ async fn every_view_needs_a_fresh_verification() {
         .get_json(&format!("/v1/card-queries/{query_id}"), &api.token(&other))
         .await;
     assert_eq!((reply.status, reply.code()), (404, Some("NOT_FOUND")));
-}
-
-async fn set_times(api: &Api, pk: &str, sk: &str, assignments: &[(&str, String)]) {
-    let mut expr = Vec::new();
-    let mut req = api
-        .clients
-        .dynamodb
-        .update_item()
-        .table_name(&api.tables.main)
-        .key("pk", AttributeValue::S(pk.into()))
-        .key("sk", AttributeValue::S(sk.into()));
-    for (i, (attr, value)) in assignments.iter().enumerate() {
-        expr.push(format!("{attr} = :v{i}"));
-        req = req.expression_attribute_values(format!(":v{i}"), AttributeValue::S(value.clone()));
-    }
-    req.update_expression(format!("SET {}", expr.join(", ")))
-        .condition_expression("attribute_exists(pk)")
-        .send()
-        .await
-        .unwrap();
-}
-
-fn past(d: time::Duration) -> String {
-    shared::model::timestamp::format(time::OffsetDateTime::now_utc() - d)
 }
 
 #[tokio::test]

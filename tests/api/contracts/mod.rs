@@ -1,0 +1,261 @@
+//! One contract per port, each case run on both implementations: the in-memory store
+//! the unit tests use (`shared::adapters::memory`, feature `test-util`) and the DynamoDB
+//! adapter on DynamoDB Local (conditional writes, transactions), so the fake cannot
+//! drift from the real semantics. A case is a plain `async fn` generic over the store;
+//! [`contract!`] makes it a test of `memory` and one of `dynamo`.
+//!
+//! The SNS notifier and the bank client have no in-memory double outside `shared`'s
+//! own unit tests (`MemorySms` keeps messages and can fail nothing), so they have no
+//! contract here: the SNS adapter is checked against the emulator by
+//! `foundation::an_sms_published_to_the_emulator_is_read_back` and the pipeline suites.
+
+use std::sync::Arc;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use futures::future::{join_all, BoxFuture};
+use serde_json::json;
+use shared::adapters::dynamo::DynamoStore;
+use shared::adapters::memory::MemoryStore;
+use shared::clock::Clock;
+use shared::model::bank::BankCode;
+use shared::model::ids::{QueryId, UserId, VerificationId};
+use shared::model::timestamp;
+use shared::ports::{QueryStore, ReportStore, SubmissionStore};
+use shared::records::{
+    ConsentRecord, IdempotencyRecord, LegRecord, LegState, QueryPhase, QueryRecord, Submission,
+    UserState, VerificationRecord,
+};
+use shared::security::sms_code::Purpose;
+use testkit::submission::Fixture;
+use time::{Duration, OffsetDateTime};
+use tokio::sync::Barrier;
+
+mod query_store;
+mod report_store;
+mod submission_store;
+
+/// Everything a contract case may call: the three store ports.
+pub trait Store: SubmissionStore + QueryStore + ReportStore {}
+impl<T: SubmissionStore + QueryStore + ReportStore> Store for T {}
+
+/// One case's world: a store of its own, a user it may write, and the instant it runs
+/// at (whole seconds, as the table stores instants).
+pub struct World<S> {
+    pub store: Arc<S>,
+    pub user: UserId,
+    pub now: OffsetDateTime,
+    /// The count of a query's unsettled legs, as stored (no port reads it: only the
+    /// aggregation trigger does, from the stream).
+    unsettled: Box<dyn Fn(QueryId) -> BoxFuture<'static, Option<u64>> + Send + Sync>,
+    fixture: Option<Fixture>,
+}
+
+impl World<MemoryStore> {
+    pub fn memory() -> Self {
+        let store = Arc::new(MemoryStore::default());
+        let probe = store.clone();
+        Self {
+            unsettled: Box::new(move |q| {
+                let n = probe.unsettled(&q).map(|n| n as u64);
+                Box::pin(async move { n })
+            }),
+            store,
+            user: UserId::parse("memory-user").unwrap(),
+            now: timestamp::parse("2026-11-28T02:00:00Z").unwrap(),
+            fixture: None,
+        }
+    }
+}
+
+impl World<DynamoStore> {
+    /// Tables of its own on DynamoDB Local and a seeded user.
+    pub async fn dynamo() -> Self {
+        let f = Fixture::new().await;
+        let user = f.user().await.id;
+        let now = timestamp::parse(&timestamp::format(f.clock.now())).unwrap();
+        let (client, table) = (
+            f.env.clients.dynamodb.clone(),
+            f.env.table("CardLookupTable").to_owned(),
+        );
+        Self {
+            store: f.store.clone(),
+            user,
+            now,
+            unsettled: Box::new(move |q| {
+                let (client, table) = (client.clone(), table.clone());
+                Box::pin(async move {
+                    let item = client
+                        .get_item()
+                        .table_name(table)
+                        .key("pk", AttributeValue::S(format!("QUERY#{q}")))
+                        .key("sk", AttributeValue::S("QUERY".into()))
+                        .consistent_read(true)
+                        .send()
+                        .await
+                        .unwrap()
+                        .item?;
+                    item.get("unsettled")?.as_n().ok()?.parse().ok()
+                })
+            }),
+            fixture: Some(f),
+        }
+    }
+}
+
+impl<S> World<S> {
+    pub async fn unsettled(&self, q: QueryId) -> Option<u64> {
+        (self.unsettled)(q).await
+    }
+
+    pub async fn cleanup(self) {
+        if let Some(f) = self.fixture {
+            f.env.cleanup().await;
+        }
+    }
+}
+
+/// Makes each named case (`async fn case<S: Store>(w: &World<S>)`) a test on the memory
+/// store and one on DynamoDB Local.
+macro_rules! contract {
+    ($($case:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    super::$case(&$crate::contracts::World::memory()).await;
+                }
+            )*
+        }
+
+        mod dynamo {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    let w = $crate::contracts::World::dynamo().await;
+                    super::$case(&w).await;
+                    w.cleanup().await;
+                }
+            )*
+        }
+    };
+}
+pub(crate) use contract;
+
+/// Runs `f(i)` for `0..n` at once (released by a barrier) and collects the results.
+pub async fn at_once<T, F, Fut>(n: usize, f: F) -> Vec<T>
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    let barrier = Barrier::new(n);
+    join_all((0..n).map(|i| {
+        let fut = f(i);
+        let barrier = &barrier;
+        async move {
+            barrier.wait().await;
+            fut.await
+        }
+    }))
+    .await
+}
+
+pub fn bank(code: &str) -> BankCode {
+    serde_json::from_value(json!(code)).expect("a bank code")
+}
+
+pub const BANKS: [&str; 4] = ["ICBC", "CMB", "BOC", "CZB"];
+
+/// An unused SUBMIT_QUERY verification of `user`, valid for five minutes from `now`.
+pub fn verification(user: &UserId, now: OffsetDateTime) -> VerificationRecord {
+    VerificationRecord {
+        verification_id: VerificationId::generate(),
+        user_id: user.clone(),
+        purpose: Purpose::SubmitQuery,
+        code_hash: "not-compared-here".into(),
+        expires_at: now + Duration::minutes(5),
+        attempts: 0,
+        used: false,
+    }
+}
+
+/// A submission of a new query to [`BANKS`] that the store accepts as it stands: its
+/// verification stored and its idempotency key claimed, as the service does first.
+pub async fn prepared(store: &impl Store, user: &UserId, now: OffsetDateTime) -> Submission {
+    let q = QueryId::generate();
+    let v = verification(user, now);
+    store.put_verification(&v).await.unwrap();
+    let claim = IdempotencyRecord {
+        user_id: user.clone(),
+        key: format!("k-{q}"),
+        request_fingerprint: "f".into(),
+        status: 0,
+        response_body: String::new(),
+        expires_at: now + Duration::days(1),
+        in_progress: true,
+        owner: Some(format!("owner-{q}")),
+        lease_until: Some(now + Duration::seconds(30)),
+    };
+    store.claim_idempotency(&claim, now).await.unwrap();
+    let state = store.user_state(user).await.unwrap();
+    let legs = BANKS
+        .iter()
+        .map(|b| LegRecord {
+            query_id: q,
+            bank: bank(b),
+            inquiry_id: format!("inq-{b}-{q}"),
+            state: LegState::Pending,
+            attempts: 0,
+            next_attempt_at: None,
+            failure: None,
+            cards: vec![],
+            answer_digest: None,
+            settled_at: None,
+        })
+        .collect();
+    Submission {
+        query: QueryRecord {
+            query_id: q,
+            user_id: user.clone(),
+            phase: QueryPhase::Collecting,
+            submitted_at: now,
+            report_due_by: now + Duration::hours(24),
+            collect_until: now + Duration::hours(24) - Duration::minutes(10),
+            banks: BANKS.iter().map(|b| bank(b)).collect(),
+            report_generated_at: None,
+            report_expires_at: None,
+            last_viewed_at: None,
+            notified_at: None,
+        },
+        legs,
+        consent: ConsentRecord {
+            query_id: q,
+            user_id: user.clone(),
+            agreement_version: "v1".into(),
+            accepted_at: now,
+            source_ip: None,
+        },
+        idempotency: IdempotencyRecord {
+            status: 202,
+            response_body: "{}".into(),
+            in_progress: false,
+            lease_until: None,
+            ..claim
+        },
+        state: UserState {
+            active_query_id: Some(q),
+            ..state.clone()
+        },
+        expected_state_version: state.version,
+        verification_id: v.verification_id,
+        max_code_attempts: 5,
+        face_nonce: format!("face-{q}"),
+        face_nonce_expires_at: now + Duration::minutes(5),
+    }
+}
+
+/// A new query of `user` to [`BANKS`], submitted: its id.
+pub async fn submitted(store: &impl Store, user: &UserId, now: OffsetDateTime) -> QueryId {
+    let s = prepared(store, user, now).await;
+    store.submit(&s).await.expect("the submission is accepted");
+    s.query.query_id
+}

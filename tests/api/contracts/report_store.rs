@@ -1,0 +1,166 @@
+//! `ReportStore`: a report is published once, releasing the user's lock in the same
+//! write; one sender at a time may send its notice; expiry and the due index.
+
+use shared::model::ids::QueryId;
+use shared::records::{DueWork, Publication, PublishOutcome, QueryPhase, StoredReport, UserState};
+use shared::model::sealed::Sealed;
+use time::{Duration, OffsetDateTime};
+
+use super::{at_once, contract, submitted, Store, World};
+
+contract!(
+    a_report_is_published_once_and_releases_the_lock,
+    twenty_parallel_notice_claims_let_one_sender_through,
+    an_expired_report_is_gone_and_its_query_expired,
+);
+
+/// What aggregation writes for `q`, from the user's state as it is now.
+async fn publication<S: Store>(w: &World<S>, q: QueryId, at: OffsetDateTime) -> Publication {
+    let state = w.store.user_state(&w.user).await.unwrap();
+    Publication {
+        report: StoredReport {
+            query_id: q,
+            user_id: w.user.clone(),
+            sealed: Sealed {
+                key_id: "k1".into(),
+                enc: "ZW5j".into(),
+                ciphertext: "Y2lwaGVy".into(),
+            },
+            generated_at: at,
+            expires_at: at + Duration::days(7),
+        },
+        state: UserState {
+            active_query_id: None,
+            next_allowed_at: Some(at + Duration::days(7)),
+            ..state.clone()
+        },
+        expected_state_version: state.version,
+        legs_with_cards: Vec::new(),
+    }
+}
+
+async fn a_report_is_published_once_and_releases_the_lock<S: Store>(w: &World<S>) {
+    let store = &*w.store;
+    let q = submitted(store, &w.user, w.now).await;
+    let at = w.now + Duration::hours(1);
+    // The user's state moved on since it was read: nothing is written.
+    let mut stale = publication(w, q, at).await;
+    stale.expected_state_version += 1;
+    assert_eq!(
+        store.publish(&stale).await.unwrap(),
+        PublishOutcome::StateChanged
+    );
+    assert!(store.report(&q).await.unwrap().is_none());
+    assert_eq!(
+        store.query(&q).await.unwrap().unwrap().phase,
+        QueryPhase::Collecting
+    );
+
+    let p = publication(w, q, at).await;
+    let outcomes = at_once(10, |_| store.publish(&p)).await;
+    let published = outcomes
+        .iter()
+        .filter(|o| matches!(o, Ok(PublishOutcome::Published)))
+        .count();
+    assert_eq!(published, 1, "{outcomes:?}");
+    assert_eq!(store.report(&q).await.unwrap(), Some(p.report.clone()));
+    let query = store.query(&q).await.unwrap().unwrap();
+    assert_eq!(query.phase, QueryPhase::Reported);
+    assert_eq!(query.report_generated_at, Some(at));
+    assert_eq!(query.report_expires_at, Some(at + Duration::days(7)));
+    let state = store.user_state(&w.user).await.unwrap();
+    assert_eq!(state.active_query_id, None);
+    assert_eq!(state.next_allowed_at, Some(at + Duration::days(7)));
+    assert_eq!(state.version, p.expected_state_version + 1);
+    // Once reported, a publication of the same query is refused as closed.
+    let again = publication(w, q, at).await;
+    assert_eq!(
+        store.publish(&again).await.unwrap(),
+        PublishOutcome::AlreadyClosed
+    );
+    let queries = store.user_queries(&w.user).await.unwrap();
+    assert_eq!(
+        queries.iter().map(|q| q.query_id).collect::<Vec<_>>(),
+        vec![q]
+    );
+}
+
+async fn twenty_parallel_notice_claims_let_one_sender_through<S: Store>(w: &World<S>) {
+    let store = &*w.store;
+    let q = submitted(store, &w.user, w.now).await;
+    // Not reported yet: no notice to send.
+    assert!(!store
+        .claim_notice(&q, w.now, Duration::minutes(2))
+        .await
+        .unwrap());
+    store
+        .publish(&publication(w, q, w.now).await)
+        .await
+        .unwrap();
+    assert!(store
+        .due(w.now, 100)
+        .await
+        .unwrap()
+        .contains(&DueWork::Notify(q)));
+    let now = w.now;
+    let lease = Duration::minutes(2);
+    let claims = at_once(20, |_| store.claim_notice(&q, now, lease)).await;
+    assert_eq!(claims.iter().filter(|c| *c.as_ref().unwrap()).count(), 1);
+    // Within the lease nobody else; after it, one again (the first sender died).
+    assert!(!store.claim_notice(&q, now + lease, lease).await.unwrap());
+    let later = at_once(20, |_| {
+        store.claim_notice(&q, now + lease + Duration::seconds(1), lease)
+    })
+    .await;
+    assert_eq!(later.iter().filter(|c| *c.as_ref().unwrap()).count(), 1);
+    // Once sent, never again, and no longer due.
+    let sent = now + lease + Duration::seconds(2);
+    store.notice_sent(&q, sent).await.unwrap();
+    let much_later = sent + Duration::hours(1);
+    assert!(!store.claim_notice(&q, much_later, lease).await.unwrap());
+    assert_eq!(
+        store.query(&q).await.unwrap().unwrap().notified_at,
+        Some(sent)
+    );
+    assert!(!store
+        .due(much_later, 100)
+        .await
+        .unwrap()
+        .contains(&DueWork::Notify(q)));
+}
+
+async fn an_expired_report_is_gone_and_its_query_expired<S: Store>(w: &World<S>) {
+    let store = &*w.store;
+    let q = submitted(store, &w.user, w.now).await;
+    let query = store.query(&q).await.unwrap().unwrap();
+    // The deadline falls due at collect_until, not before.
+    let deadline = DueWork::Deadline(q);
+    let early = store
+        .due(query.collect_until - Duration::seconds(1), 100)
+        .await
+        .unwrap();
+    assert!(!early.contains(&deadline), "{early:?}");
+    let due = store.due(query.collect_until, 100).await.unwrap();
+    assert!(due.contains(&deadline), "{due:?}");
+
+    let p = publication(w, q, w.now).await;
+    store.publish(&p).await.unwrap();
+    store.notice_sent(&q, w.now).await.unwrap();
+    let expiry = DueWork::Expiry(q);
+    let expires = p.report.expires_at;
+    let before = store
+        .due(expires - Duration::seconds(1), 100)
+        .await
+        .unwrap();
+    assert!(!before.contains(&expiry), "{before:?}");
+    let due = store.due(expires, 100).await.unwrap();
+    assert!(due.contains(&expiry), "{due:?}");
+    store.expire(&q).await.unwrap();
+    assert!(store.report(&q).await.unwrap().is_none());
+    assert_eq!(
+        store.query(&q).await.unwrap().unwrap().phase,
+        QueryPhase::Expired
+    );
+    let after = store.due(expires, 100).await.unwrap();
+    assert!(!after.contains(&expiry), "{after:?}");
+}

@@ -1,0 +1,4 @@
+//! The DynamoDB adapter's own guarantees (items, streams, request counts), on DynamoDB
+//! Local.
+mod legs;
+mod service;
