@@ -22,7 +22,7 @@ use crate::config::Config;
 use crate::invoke::Invoker;
 use crate::log;
 use crate::record::{lambda_record, sequence_number};
-use crate::template::{EventSources, ScheduleSource, StreamSource, TemplateError};
+use crate::sources::{EventSources, ScheduleSource, StreamSource, TemplateError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PumpError {
