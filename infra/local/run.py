@@ -26,7 +26,7 @@ import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-STACK = ROOT / "tools" / "local" / "stack.py"
+STACK = ROOT / "infra" / "local" / "stack.py"
 DEMO_USER = "demo-user"
 PAYMENT_PASSWORD = "135790"
 BANKS = ["ICBC", "ABC", "BOC", "CCB", "BOCOM", "PSBC", "CMB", "SPDB", "CITIC", "CEB", "HXB",
