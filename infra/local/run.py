@@ -26,7 +26,7 @@ import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-STACK = ROOT / "tools" / "local" / "stack.py"
+STACK = ROOT / "infra" / "local" / "stack.py"
 DEMO_USER = "demo-user"
 PAYMENT_PASSWORD = "135790"
 BANKS = ["ICBC", "ABC", "BOC", "CCB", "BOCOM", "PSBC", "CMB", "SPDB", "CITIC", "CEB", "HXB",
@@ -191,7 +191,7 @@ WEB_PORT = int(os.environ.get("WEB_PORT", "9080"))
 
 def start_web(state: dict) -> tuple[subprocess.Popen, str]:
     web = subprocess.Popen(
-        [sys.executable, str(ROOT / "tools" / "web" / "server.py"), "--port", str(WEB_PORT),
+        [sys.executable, str(ROOT / "infra" / "local" / "web" / "server.py"), "--port", str(WEB_PORT),
          "--api", state["api_endpoint"], "--sns", state["sns_endpoint"],
          "--dynamodb", state["dynamodb_endpoint"], "--table-prefix", state["table_prefix"]],
         cwd=ROOT, stdout=subprocess.PIPE, text=True)
@@ -216,11 +216,17 @@ def main() -> int:
                              cwd=ROOT, stdout=subprocess.PIPE, text=True)
     state = None
     assert stack.stdout is not None
-    for line in stack.stdout:
-        if line.startswith("READY "):
-            state = json.loads(line[len("READY "):])
-            break
-        sys.stdout.write(line)
+    try:
+        for line in stack.stdout:
+            if line.startswith("READY "):
+                state = json.loads(line[len("READY "):])
+                break
+            sys.stdout.write(line)
+    except KeyboardInterrupt:
+        # Interrupted while the stack starts: it has no watchdog on us, so stop it here
+        # or it would go on starting (and serving) on its own.
+        stack.send_signal(signal.SIGTERM)
+        return stack.wait() or 130
     if state is None:
         return stack.wait() or 1
     say("stack ready:")

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde_json::{json, Value};
-use shared::security::sms_code::Purpose;
+use shared::model::purpose::Purpose;
 use testkit::api::{bank_cards, report_cards, Api, TestUser, UserKind};
 use testkit::journey::{past, ready_sms_of, set_times, ALL_BANKS};
 

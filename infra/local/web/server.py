@@ -84,7 +84,8 @@ class Helper:
         self.sns = opts.sns.rstrip("/")
         self.prefix = opts.table_prefix
         self.devtools = Path(opts.devtools) if opts.devtools else find_devtools()
-        # Both endpoints: devtools given only one of them would start a stack of its own.
+        # devtools needs the DynamoDB endpoint (and refuses to run without it); SNS for
+        # symmetry with `stack.py exec`.
         self.env = dict(os.environ, AWS_ENDPOINT_URL_DYNAMODB=opts.dynamodb,
                         AWS_ENDPOINT_URL_SNS=opts.sns,
                         AWS_REGION="us-east-1", AWS_ACCESS_KEY_ID="test",

@@ -14,11 +14,12 @@ use crate::clock::Clock;
 use crate::config::ServiceConfig;
 use crate::error::ServiceError;
 use crate::model::ids::{QueryId, UserId};
+use crate::model::purpose::Purpose;
 use crate::model::timestamp::rfc3339;
 use crate::ports::{QueryStore, ReportStore, SubmissionStore};
 use crate::records::{LegState, QueryPhase, QueryRecord, StoredReport};
 use crate::security::face::FaceVerifier;
-use crate::security::sms_code::{CodeHasher, Purpose};
+use crate::security::sms_code::CodeHasher;
 use crate::verification::check_code;
 
 #[derive(Debug, Clone, Serialize)]

@@ -9,7 +9,7 @@ use subtle::ConstantTimeEq;
 use crate::model::ids::{UserId, VerificationId};
 
 // Re-exported where it was defined before `model::purpose`, for callers not yet moved.
-pub use crate::model::purpose::Purpose;
+use crate::model::purpose::Purpose;
 
 /// The server-side key of the code hash (from `SMS_CODE_KEY`, at least 32 bytes).
 #[derive(Clone)]

@@ -19,13 +19,13 @@ use shared::adapters::memory::MemoryStore;
 use shared::clock::Clock;
 use shared::model::bank::BankCode;
 use shared::model::ids::{QueryId, UserId, VerificationId};
+use shared::model::purpose::Purpose;
 use shared::model::timestamp;
 use shared::ports::{QueryStore, ReportStore, SubmissionStore};
 use shared::records::{
     ConsentRecord, IdempotencyRecord, LegRecord, LegState, QueryPhase, QueryRecord, Submission,
     UserState, VerificationRecord,
 };
-use shared::security::sms_code::Purpose;
 use testkit::submission::Fixture;
 use time::{Duration, OffsetDateTime};
 use tokio::sync::Barrier;

@@ -2,8 +2,8 @@
 //! write; one sender at a time may send its notice; expiry and the due index.
 
 use shared::model::ids::QueryId;
-use shared::records::{DueWork, Publication, PublishOutcome, QueryPhase, StoredReport, UserState};
 use shared::model::sealed::Sealed;
+use shared::records::{DueWork, Publication, PublishOutcome, QueryPhase, StoredReport, UserState};
 use time::{Duration, OffsetDateTime};
 
 use super::{at_once, contract, submitted, Store, World};

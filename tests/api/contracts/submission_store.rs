@@ -3,11 +3,11 @@
 //! all-or-nothing write.
 
 use shared::model::ids::QueryId;
+use shared::model::purpose::Purpose;
 use shared::ports::{PasswordPolicy, StoreError, SubmitError};
 use shared::records::{
     IdempotencyClaim, IdempotencyRecord, PasswordSlot, SubmitConflict, UserState,
 };
-use shared::security::sms_code::Purpose;
 use time::Duration;
 
 use super::{at_once, contract, prepared, verification, Store, World};

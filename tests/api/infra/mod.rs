@@ -16,7 +16,8 @@
 //!   Secrets Manager, each only where it is needed.
 //!
 //! The tools are the pinned ones `infra/local/stack.py install` puts into `.local/`
-//! (cfn-lint and the template decoder in `.local/venv`, checkov in `.local/venv-checkov`);
+//! (cfn-lint in `.local/venv`, checkov in `.local/venv-checkov`); the template itself is
+//! read by the workspace's one reader, the `sam-template` crate;
 //! the test runs the install itself, a no-op once done. No AWS account or network is
 //! needed. Run with `cargo test -p system-tests --test api infra::`.
 
@@ -27,6 +28,7 @@ use std::sync::OnceLock;
 
 use serde_json::{json, Value};
 use testkit::openapi::OpenApi;
+use testkit::Template;
 
 mod functions;
 mod linters;
@@ -51,7 +53,6 @@ fn template_path() -> PathBuf {
 struct Tools {
     cfn_lint: PathBuf,
     checkov: PathBuf,
-    python: PathBuf,
 }
 
 /// The pinned tools, installed (once per test process) by the project's own script.
@@ -73,9 +74,8 @@ fn tools() -> &'static Tools {
         let tools = Tools {
             cfn_lint: local.join("venv/bin/cfn-lint"),
             checkov: local.join("venv-checkov/bin/checkov"),
-            python: local.join("venv/bin/python"),
         };
-        for tool in [&tools.cfn_lint, &tools.checkov, &tools.python] {
+        for tool in [&tools.cfn_lint, &tools.checkov] {
             assert!(tool.exists(), "{} is missing after install", tool.display());
         }
         tools
@@ -96,28 +96,19 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// The template as JSON, decoded the way CloudFormation tooling reads it (cfn-lint's
-/// decoder: `!GetAtt A.B` becomes `{"Fn::GetAtt": ["A", "B"]}`, and so on).
-fn template() -> &'static Value {
-    static TEMPLATE: OnceLock<Value> = OnceLock::new();
+/// The template as JSON, read by the workspace's one template reader (intrinsic tags
+/// in their long form: `!GetAtt A.B` is `{"Fn::GetAtt": ["A", "B"]}`, as CloudFormation
+/// tooling reads them).
+fn loaded() -> &'static Template {
+    static TEMPLATE: OnceLock<Template> = OnceLock::new();
     TEMPLATE.get_or_init(|| {
-        const DECODE: &str = "import json, sys\n\
-            from cfnlint.decode import decode\n\
-            template, problems = decode(sys.argv[1])\n\
-            if problems:\n    sys.exit('\\n'.join(str(p) for p in problems))\n\
-            json.dump(template, sys.stdout)\n";
-        let path = template_path();
-        let out = run(
-            &tools().python,
-            &["-c", DECODE, path.to_str().expect("UTF-8 path")],
-        );
-        assert!(
-            out.status.success(),
-            "the template does not decode:\n{}",
-            text(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).expect("the decoder prints JSON")
+        Template::load(&template_path())
+            .unwrap_or_else(|e| panic!("the template does not read: {e}"))
     })
+}
+
+fn template() -> &'static Value {
+    loaded().json()
 }
 
 fn resources() -> &'static serde_json::Map<String, Value> {
@@ -220,36 +211,18 @@ impl Function {
 }
 
 fn functions() -> Vec<Function> {
-    let globals = template()["Globals"]["Function"].clone();
-    of_type("AWS::Serverless::Function")
-        .into_iter()
-        .map(|(id, r)| {
-            let mut props = globals.clone();
-            let own = r["Properties"].as_object().expect("function Properties");
-            for (k, v) in own {
-                if k == "Environment" {
-                    let vars = props["Environment"]["Variables"]
-                        .as_object_mut()
-                        .expect("Globals declare Environment.Variables");
-                    for (name, value) in v["Variables"].as_object().into_iter().flatten() {
-                        vars.insert(name.clone(), value.clone());
-                    }
-                } else {
-                    props[k] = v.clone();
-                }
-            }
-            Function {
-                id,
-                binary: r["Metadata"]["BuildProperties"]["Binary"]
-                    .as_str()
-                    .unwrap_or_else(|| panic!("{id} has no Metadata.BuildProperties.Binary"))
-                    .to_owned(),
-                build_method: r["Metadata"]["BuildMethod"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned(),
-                props,
-            }
+    static FUNCTIONS: OnceLock<Vec<testkit::template::Function>> = OnceLock::new();
+    FUNCTIONS
+        .get_or_init(|| loaded().functions())
+        .iter()
+        .map(|f| Function {
+            id: &f.id,
+            binary: f
+                .binary
+                .clone()
+                .unwrap_or_else(|| panic!("{} has no Metadata.BuildProperties.Binary", f.id)),
+            build_method: f.build_method.clone().unwrap_or_default(),
+            props: f.properties.clone(),
         })
         .collect()
 }

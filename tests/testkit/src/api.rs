@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use aws_sdk_dynamodb::types::AttributeValue;
 use reqwest::header::HeaderMap;
 use serde_json::Value;
-use shared::security::sms_code::Purpose;
+use shared::model::purpose::Purpose;
 
 use crate::localkeys::LocalKeys;
 use crate::openapi::OpenApi;

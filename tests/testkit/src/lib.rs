@@ -110,9 +110,3 @@ impl TestEnv {
             .expect("test tables are deleted");
     }
 }
-
-/// A DynamoDB client for the endpoint in `AWS_ENDPOINT_URL_DYNAMODB` (local tooling run
-/// under `stack.py exec`), else the running local stack.
-pub async fn env_dynamodb_client() -> aws_sdk_dynamodb::Client {
-    LocalClients::new(stack::endpoints()).dynamodb
-}

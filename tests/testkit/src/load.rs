@@ -580,7 +580,7 @@ async fn one_user(ctx: &UserCtx, user: &LoadUser) -> Result<(String, Instant), S
     };
     let face = ctx.keys.face_token(
         &user.id,
-        shared::security::sms_code::Purpose::SubmitQuery,
+        shared::model::purpose::Purpose::SubmitQuery,
         time::OffsetDateTime::now_utc(),
     )?;
     let body = json!({

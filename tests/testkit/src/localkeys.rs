@@ -4,8 +4,8 @@
 
 use std::path::PathBuf;
 
+use shared::model::purpose::Purpose;
 use shared::security::dev;
-use shared::security::sms_code::Purpose;
 
 pub const APP_JWT_ISSUER: &str = "https://id.local.card-lookup";
 pub const APP_JWT_AUDIENCE: &str = "card-lookup-app";

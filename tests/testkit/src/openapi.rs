@@ -328,39 +328,24 @@ impl OpenApi {
         self.doc["paths"].as_object().expect("paths is an object")
     }
 
-    /// Finds the template matching a concrete path: same number of segments, literal
-    /// segments equal, `{param}` segments non-empty. Among several matches the one with
-    /// the most literal segments wins (OpenAPI: concrete paths before templated ones).
+    /// Finds the template matching a concrete path (`{param}` segments non-empty). A
+    /// literal segment wins over a templated one (OpenAPI: concrete paths before
+    /// templated ones), as `matchit` ranks them.
     fn match_path(&self, path: &str) -> Result<(&str, &Map<String, Value>), OpenApiError> {
         let path = path.split(['?', '#']).next().unwrap_or_default();
-        let segments: Vec<&str> = path.split('/').collect();
-        let mut best: Option<(usize, &str, &Map<String, Value>)> = None;
+        let mut router = matchit::Router::new();
         for (template, item) in self.paths() {
-            let parts: Vec<&str> = template.split('/').collect();
-            if parts.len() != segments.len() {
-                continue;
-            }
-            let mut literals = 0;
-            let matches = parts.iter().zip(&segments).all(|(part, segment)| {
-                if part.starts_with('{') && part.ends_with('}') && part.len() > 2 {
-                    !segment.is_empty()
-                } else {
-                    literals += 1;
-                    part == segment
-                }
-            });
-            if !matches {
-                continue;
-            }
             let item = item.as_object().ok_or_else(|| {
                 OpenApiError::Document(format!("path item {template} is not an object"))
             })?;
-            if best.is_none_or(|(n, _, _)| literals > n) {
-                best = Some((literals, template, item));
-            }
+            router
+                .insert(template.as_str(), (template.as_str(), item))
+                .map_err(|e| OpenApiError::Document(format!("path {template}: {e}")))?;
         }
-        best.map(|(_, template, item)| (template, item))
-            .ok_or_else(|| OpenApiError::UnknownPath {
+        router
+            .at(path)
+            .map(|m| *m.value)
+            .map_err(|_| OpenApiError::UnknownPath {
                 path: path.to_owned(),
             })
     }
@@ -527,22 +512,9 @@ fn local_ref_pointer(reference: &str) -> Result<String, OpenApiError> {
 }
 
 fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 3 <= bytes.len() {
-            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("--");
-            if let Ok(byte) = u8::from_str_radix(hex, 16) {
-                out.push(byte);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 /// Escapes one JSON pointer token.

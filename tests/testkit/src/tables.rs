@@ -51,7 +51,7 @@ pub async fn create_tables(
             .await
             .is_ok();
         if !exists {
-            spec.create_table(client, &name)
+            crate::template::create_table(client, &spec, &name)
                 .send()
                 .await
                 .map_err(dynamo)?;

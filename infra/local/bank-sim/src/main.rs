@@ -1,7 +1,5 @@
-//! `bank-sim --port N [--host 127.0.0.1] --secrets FILE [--behaviour FILE.json]`
-//!
-//! Prints `BANK-SIM READY {"endpoint":"http://127.0.0.1:PORT"}` on stdout once listening;
-//! logs go to stderr. Stops on SIGTERM or SIGINT.
+//! `bank-sim --port N [--host 127.0.0.1] --secrets FILE [--behaviour FILE.json]`; see
+//! `bank-sim --help`.
 
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -11,70 +9,50 @@ use std::process::ExitCode;
 use bank_sim::behaviour::BehaviourConfig;
 use bank_sim::secrets::load_secrets;
 use bank_sim::server::{start, SimConfig};
+use clap::Parser;
 use shared::config::ServiceConfig;
 
-const USAGE: &str =
-    "usage: bank-sim --port N [--host 127.0.0.1] --secrets FILE [--behaviour FILE.json]
-  --port N          port to listen on (0: any free port)
-  --host ADDR       loopback address to listen on (default 127.0.0.1; nothing else is accepted)
-  --secrets FILE    JSON {\"ICBC\": \"<hex>\", ...}: one secret per configured bank
-  --behaviour FILE  JSON {\"default\": {...}, \"banks\": {\"CMB\": {...}}}
-The banks are those of the service configuration (SERVICE_CONFIG, else the shipped one).";
-
+/// Simulator of the participating banks: deterministic synthetic customers, signed
+/// inquiries and answers, configurable behaviour per bank and per person.
+///
+/// Prints `BANK-SIM READY {"endpoint":"http://127.0.0.1:PORT"}` on stdout once listening;
+/// logs go to stderr. Stops on SIGTERM or SIGINT.
+#[derive(Parser, Debug)]
+#[command(
+    name = "bank-sim",
+    version,
+    after_help = "The banks are those of the service configuration (SERVICE_CONFIG, else the shipped one)."
+)]
 struct Args {
+    /// Port to listen on (0: any free port).
+    #[arg(long, value_name = "N")]
     port: u16,
+    /// Loopback address to listen on (nothing else is accepted).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1", value_parser = loopback)]
     host: IpAddr,
+    /// JSON {"ICBC": "<hex>", ...}: one secret per configured bank.
+    #[arg(long, value_name = "FILE")]
     secrets: PathBuf,
+    /// JSON {"default": {...}, "banks": {"CMB": {...}}}.
+    #[arg(long, visible_alias = "behavior", value_name = "FILE.json")]
     behaviour: Option<PathBuf>,
 }
 
-fn parse_args(args: impl Iterator<Item = String>) -> Result<Args, String> {
-    let (mut port, mut host, mut secrets, mut behaviour) = (None, None, None, None);
-    let mut args = args.peekable();
-    while let Some(flag) = args.next() {
-        if flag == "-h" || flag == "--help" {
-            return Err(String::new());
-        }
-        let (name, inline) = match flag.split_once('=') {
-            Some((n, v)) => (n.to_owned(), Some(v.to_owned())),
-            None => (flag.clone(), None),
-        };
-        let value = match inline {
-            Some(v) => v,
-            None => args.next().ok_or_else(|| format!("{name} needs a value"))?,
-        };
-        match name.as_str() {
-            "--port" => {
-                port = Some(
-                    value
-                        .parse::<u16>()
-                        .map_err(|_| format!("bad port {value:?}"))?,
-                )
-            }
-            "--host" => {
-                let ip = if value == "localhost" {
-                    IpAddr::V4(Ipv4Addr::LOCALHOST)
-                } else {
-                    value
-                        .parse::<IpAddr>()
-                        .map_err(|_| format!("bad host {value:?}"))?
-                };
-                if !ip.is_loopback() {
-                    return Err(format!("{value} is not a loopback address: the simulator listens on 127.0.0.1 only"));
-                }
-                host = Some(ip);
-            }
-            "--secrets" => secrets = Some(PathBuf::from(value)),
-            "--behaviour" | "--behavior" => behaviour = Some(PathBuf::from(value)),
-            other => return Err(format!("unknown option {other}")),
-        }
+/// The simulator listens on loopback only: it holds the banks' signing secrets.
+fn loopback(value: &str) -> Result<IpAddr, String> {
+    let ip = if value == "localhost" {
+        IpAddr::V4(Ipv4Addr::LOCALHOST)
+    } else {
+        value
+            .parse::<IpAddr>()
+            .map_err(|_| format!("bad host {value:?}"))?
+    };
+    if !ip.is_loopback() {
+        return Err(format!(
+            "{value} is not a loopback address: the simulator listens on 127.0.0.1 only"
+        ));
     }
-    Ok(Args {
-        port: port.ok_or("--port is required")?,
-        host: host.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)),
-        secrets: secrets.ok_or("--secrets is required")?,
-        behaviour,
-    })
+    Ok(ip)
 }
 
 fn init_logs() {
@@ -137,17 +115,7 @@ async fn run(args: Args) -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
-    let args = match parse_args(std::env::args().skip(1)) {
-        Ok(a) => a,
-        Err(e) if e.is_empty() => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("bank-sim: {e}\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
+    let args = Args::parse();
     init_logs();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -170,5 +138,52 @@ fn main() -> ExitCode {
             eprintln!("bank-sim: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Args, clap::Error> {
+        Args::try_parse_from(std::iter::once("bank-sim").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Args::command().debug_assert();
+    }
+
+    #[test]
+    fn reads_the_launchers_command_line() {
+        let a = parse(&["--port", "0", "--secrets", "s.json"]).unwrap();
+        assert_eq!(a.port, 0);
+        assert_eq!(a.host, IpAddr::V4(Ipv4Addr::LOCALHOST));
+        assert_eq!(a.secrets, PathBuf::from("s.json"));
+        assert_eq!(a.behaviour, None);
+        let a = parse(&[
+            "--port=9",
+            "--host",
+            "localhost",
+            "--secrets=s",
+            "--behavior",
+            "b",
+        ])
+        .unwrap();
+        assert_eq!(a.port, 9);
+        assert_eq!(a.behaviour, Some(PathBuf::from("b")));
+        assert!(parse(&["--port", "1", "--host", "::1", "--secrets", "s"]).is_ok());
+    }
+
+    #[test]
+    fn refuses_bad_command_lines() {
+        let e = parse(&["--port", "1", "--host", "0.0.0.0", "--secrets", "s"]).unwrap_err();
+        assert!(e.to_string().contains("not a loopback address"), "{e}");
+        assert!(parse(&["--secrets", "s"]).is_err());
+        assert!(parse(&["--port", "70000", "--secrets", "s"]).is_err());
+        assert!(parse(&["--port", "1"]).is_err());
+        assert!(parse(&["--port", "1", "--secrets", "s", "--bogus", "x"]).is_err());
     }
 }

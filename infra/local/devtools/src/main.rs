@@ -1,82 +1,155 @@
 //! `devtools`: what a developer needs to call the local API by hand (and what the run
-//! command and the tests use).
+//! command and the tests use). `devtools --help` lists the commands.
 //!
-//! ```text
-//! devtools keys                         create the local signing keys (once; never committed)
-//! devtools env --api-url U --bank-sim-url S [--prefix P] [--config-out F]
-//!                                       write the local service config (banks at the
-//!                                       simulator) and print the functions' environment
-//! devtools tables --prefix P            create the template's tables as P<LogicalId>
-//! devtools seed --prefix P              seed the demo users
-//! devtools user-token --user U          print an app JWT for U (valid 1 hour)
-//! devtools face-token --user U [--purpose P]
-//!                                       print a face-verification token for U (valid 5
-//!                                       minutes) for P: SUBMIT_QUERY (default) or VIEW_REPORT
-//! ```
-//! AWS endpoints come from `AWS_ENDPOINT_URL_DYNAMODB` (e.g. under `stack.py exec`).
+//! AWS endpoints come from `AWS_ENDPOINT_URL_DYNAMODB` (e.g. under `stack.py exec`);
+//! without it the commands that need DynamoDB stop with a message naming it.
 
+mod endpoint;
+
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use shared::security::sms_code::Purpose;
+use clap::{Parser, Subcommand, ValueEnum};
+use shared::model::purpose::Purpose;
 use testkit::localkeys::LocalKeys;
 
-fn usage() -> ExitCode {
-    eprintln!(
-        "usage: devtools keys | env --api-url U --bank-sim-url S [--prefix P] [--config-out F] | \
-         tables --prefix P | seed --prefix P | \
-         user-token --user U | face-token --user U [--purpose SUBMIT_QUERY|VIEW_REPORT]"
-    );
-    ExitCode::from(2)
+/// Local tooling: signing keys, the functions' environment, tables from the template,
+/// seeded demo users, user JWTs and face tokens.
+#[derive(Parser, Debug)]
+#[command(name = "devtools", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
 }
 
-fn flag(args: &[String], name: &str) -> Option<String> {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create the local signing keys (once; never committed) and print their folder.
+    Keys,
+    /// Write the local service config (banks at the simulator) and print the functions'
+    /// environment as NAME=VALUE lines.
+    Env {
+        /// The API's base URL (the bank callbacks' target).
+        #[arg(long, value_name = "URL")]
+        api_url: String,
+        /// The bank simulator's base URL.
+        #[arg(long, value_name = "URL")]
+        bank_sim_url: String,
+        /// Table name prefix.
+        #[arg(long, value_name = "P", default_value = testkit::localkeys::RUN_PREFIX)]
+        prefix: String,
+        /// Where to write the service config (default .local/service-<pid>.json).
+        #[arg(long, value_name = "FILE")]
+        config_out: Option<PathBuf>,
+    },
+    /// Create the template's tables as <P><LogicalId> (needs AWS_ENDPOINT_URL_DYNAMODB).
+    Tables {
+        /// Table name prefix (`local-` for the local stack).
+        #[arg(long, value_name = "P")]
+        prefix: String,
+    },
+    /// Seed the demo users into the <P>-prefixed tables (needs AWS_ENDPOINT_URL_DYNAMODB).
+    Seed {
+        /// Table name prefix (`local-` for the local stack).
+        #[arg(long, value_name = "P")]
+        prefix: String,
+    },
+    /// Print an app JWT for the user (valid 1 hour).
+    UserToken {
+        /// The user id (a seeded one: `devtools seed` lists them).
+        #[arg(long, value_name = "U")]
+        user: String,
+    },
+    /// Print a face-verification token for the user (valid 5 minutes).
+    FaceToken {
+        /// The user id (a seeded one: `devtools seed` lists them).
+        #[arg(long, value_name = "U")]
+        user: String,
+        /// What the face pass is for (a pass is bound to one purpose).
+        #[arg(long, value_enum, default_value_t = FacePurpose::SubmitQuery)]
+        purpose: FacePurpose,
+    },
+}
+
+// Submitting is the first thing one does, hence the default above.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+#[value(rename_all = "SCREAMING_SNAKE_CASE")]
+enum FacePurpose {
+    SubmitQuery,
+    ViewReport,
+}
+
+impl From<FacePurpose> for Purpose {
+    fn from(p: FacePurpose) -> Self {
+        match p {
+            FacePurpose::SubmitQuery => Purpose::SubmitQuery,
+            FacePurpose::ViewReport => Purpose::ViewReport,
+        }
+    }
+}
+
+impl Command {
+    fn name(&self) -> &'static str {
+        match self {
+            Command::Keys => "keys",
+            Command::Env { .. } => "env",
+            Command::Tables { .. } => "tables",
+            Command::Seed { .. } => "seed",
+            Command::UserToken { .. } => "user-token",
+            Command::FaceToken { .. } => "face-token",
+        }
+    }
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let Some(cmd) = args.first() else {
-        return usage();
-    };
-    match run(cmd, &args[1..]).await {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => usage(),
+    let cli = Cli::parse();
+    let name = cli.command.name();
+    match run(cli.command).await {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("devtools {cmd}: {e}");
+            eprintln!("devtools {name}: {e}");
             ExitCode::FAILURE
         }
     }
 }
 
-async fn run(cmd: &str, args: &[String]) -> Result<bool, String> {
+async fn run(cmd: Command) -> Result<(), String> {
+    // Checked before anything else runs, so a half-set environment fails fast and names
+    // what is missing rather than touching keys or a stack.
+    let dynamodb = match &cmd {
+        Command::Tables { .. } | Command::Seed { .. } => {
+            Some(endpoint::dynamodb_from(|k| std::env::var(k).ok()).map_err(|e| e.to_string())?)
+        }
+        _ => None,
+    };
     let keys = LocalKeys::ensure()?;
     let now = time::OffsetDateTime::now_utc();
     match cmd {
-        "keys" => {
+        Command::Keys => {
             println!("{}", keys.dir.display());
         }
-        "env" => {
-            let prefix =
-                flag(args, "--prefix").unwrap_or_else(|| testkit::localkeys::RUN_PREFIX.into());
-            let api = flag(args, "--api-url").ok_or("--api-url is required")?;
-            let sim = flag(args, "--bank-sim-url").ok_or("--bank-sim-url is required")?;
-            let default_path = keys
-                .dir
-                .parent()
-                .expect("the keys live in .local/keys")
-                .join(format!("service-{}.json", std::process::id()));
-            let config_path = flag(args, "--config-out").map_or(default_path, Into::into);
-            testkit::localkeys::write_local_service_config(&sim, &config_path)?;
-            for (k, v) in keys.function_env(&prefix, &api, &config_path) {
+        Command::Env {
+            api_url,
+            bank_sim_url,
+            prefix,
+            config_out,
+        } => {
+            let config_path = match config_out {
+                Some(path) => path,
+                None => keys
+                    .dir
+                    .parent()
+                    .ok_or("the keys folder has no parent")?
+                    .join(format!("service-{}.json", std::process::id())),
+            };
+            testkit::localkeys::write_local_service_config(&bank_sim_url, &config_path)?;
+            for (k, v) in keys.function_env(&prefix, &api_url, &config_path) {
                 println!("{k}={v}");
             }
         }
-        "tables" => {
-            let prefix = flag(args, "--prefix").ok_or("--prefix is required")?;
-            let client = testkit::env_dynamodb_client().await;
+        Command::Tables { prefix } => {
+            let client = endpoint::client(dynamodb.as_deref().unwrap_or_default());
             let template = testkit::Template::load_default().map_err(|e| e.to_string())?;
             let names = testkit::tables::create_tables(&client, &template, &prefix)
                 .await
@@ -85,9 +158,8 @@ async fn run(cmd: &str, args: &[String]) -> Result<bool, String> {
                 println!("{logical}={name}");
             }
         }
-        "seed" => {
-            let prefix = flag(args, "--prefix").ok_or("--prefix is required")?;
-            let client = testkit::env_dynamodb_client().await;
+        Command::Seed { prefix } => {
+            let client = endpoint::client(dynamodb.as_deref().unwrap_or_default());
             let tables = testkit::seed::TableRefs::from_prefix(&prefix);
             for user in testkit::seed::demo_users() {
                 testkit::seed::put_user(&client, &tables, &user, now)
@@ -96,21 +168,86 @@ async fn run(cmd: &str, args: &[String]) -> Result<bool, String> {
                 println!("{}\t{}", user.profile.user_id, user.description);
             }
         }
-        "user-token" => {
-            let user = flag(args, "--user").ok_or("--user is required")?;
+        Command::UserToken { user } => {
             println!("{}", keys.user_token(&user, now, 3600)?);
         }
-        "face-token" => {
-            let user = flag(args, "--user").ok_or("--user is required")?;
-            // A face pass is bound to one purpose; submitting is the first thing one does.
-            let purpose = match flag(args, "--purpose").as_deref() {
-                None | Some("SUBMIT_QUERY") => Purpose::SubmitQuery,
-                Some("VIEW_REPORT") => Purpose::ViewReport,
-                Some(_) => return Err("--purpose is SUBMIT_QUERY or VIEW_REPORT".into()),
-            };
-            println!("{}", keys.face_token(&user, purpose, now)?);
+        Command::FaceToken { user, purpose } => {
+            println!("{}", keys.face_token(&user, purpose.into(), now)?);
         }
-        _ => return Ok(false),
     }
-    Ok(true)
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn reads_the_callers_command_lines() {
+        let cli = Cli::try_parse_from([
+            "devtools",
+            "env",
+            "--prefix",
+            "local-",
+            "--api-url",
+            "http://a",
+            "--bank-sim-url",
+            "http://s",
+            "--config-out",
+            "/tmp/c.json",
+        ])
+        .unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Env { ref prefix, ref config_out, .. }
+                if prefix == "local-" && config_out.as_deref() == Some("/tmp/c.json".as_ref())
+        ));
+        let cli = Cli::try_parse_from([
+            "devtools",
+            "face-token",
+            "--user",
+            "u",
+            "--purpose",
+            "VIEW_REPORT",
+        ])
+        .unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::FaceToken {
+                purpose: FacePurpose::ViewReport,
+                ..
+            }
+        ));
+        let cli = Cli::try_parse_from(["devtools", "face-token", "--user", "u"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::FaceToken {
+                purpose: FacePurpose::SubmitQuery,
+                ..
+            }
+        ));
+        let cli = Cli::try_parse_from(["devtools", "env", "--api-url", "a", "--bank-sim-url", "s"])
+            .unwrap();
+        assert!(
+            matches!(cli.command, Command::Env { ref prefix, .. } if prefix == testkit::localkeys::RUN_PREFIX)
+        );
+    }
+
+    #[test]
+    fn refuses_bad_command_lines() {
+        assert!(Cli::try_parse_from(["devtools"]).is_err());
+        assert!(Cli::try_parse_from(["devtools", "tables"]).is_err());
+        assert!(
+            Cli::try_parse_from(["devtools", "face-token", "--user", "u", "--purpose", "X"])
+                .is_err()
+        );
+        assert!(Cli::try_parse_from(["devtools", "bogus"]).is_err());
+    }
 }

@@ -3,31 +3,59 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub const USAGE: &str = "\
-usage: event-pump --dynamodb-endpoint URL --table NAME --invoke-endpoint URL
-                  [--template infra/template.yaml] [--schedule-every SECS]
-                  [--poll-ms MS] [--region REGION] [--invoke-timeout SECS]
+use clap::Parser;
 
-Reads the SAM template's DynamoDB stream event sources and schedules, follows every
-shard of the table's stream (DynamoDB Local) and invokes the functions through the
-Lambda invoke API of `cargo lambda watch`, applying each event source's FilterCriteria,
-BatchSize, MaximumRetryAttempts and ReportBatchItemFailures. Delivers the scheduled
-events every --schedule-every seconds. Prints `EVENT-PUMP READY` on stdout once it
-follows the stream; logs one JSON line per invocation on stderr.
+/// Local event pump: DynamoDB Local's stream and the EventBridge schedule to the
+/// functions served by `cargo lambda watch`.
+///
+/// Reads the SAM template's DynamoDB stream event sources and schedules, follows every
+/// shard of the table's stream (DynamoDB Local) and invokes the functions through the
+/// Lambda invoke API of `cargo lambda watch`, applying each event source's
+/// FilterCriteria, BatchSize, MaximumRetryAttempts and ReportBatchItemFailures. Delivers
+/// the scheduled events every --schedule-every seconds. Prints `EVENT-PUMP READY` on
+/// stdout once it follows the stream; logs one JSON line per invocation on stderr.
+#[derive(Parser, Debug)]
+#[command(name = "event-pump", version)]
+pub struct Cli {
+    /// DynamoDB (and DynamoDB Streams) endpoint, e.g. http://127.0.0.1:8000.
+    #[arg(long, value_name = "URL")]
+    dynamodb_endpoint: String,
+    /// The table whose stream to follow, e.g. local-CardLookupTable; event sources whose
+    /// `Stream: !GetAtt <Id>.StreamArn` names a table id that NAME ends with are served.
+    #[arg(long, value_name = "NAME")]
+    table: String,
+    /// The invoke API, e.g. http://127.0.0.1:9000.
+    #[arg(long, value_name = "URL")]
+    invoke_endpoint: String,
+    /// SAM template.
+    #[arg(long, value_name = "PATH", default_value = "infra/template.yaml")]
+    template: PathBuf,
+    /// Period of the scheduled events, instead of the template's rate; 0 = never.
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = seconds)]
+    schedule_every: Duration,
+    /// Pause between empty GetRecords calls of a shard.
+    #[arg(long, value_name = "MS", default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..))]
+    poll_ms: u64,
+    /// Region of the clients and of the events.
+    #[arg(long, value_name = "REGION", default_value = "us-east-1")]
+    region: String,
+    /// Limit of one invocation; the first one of a function may compile it.
+    #[arg(long, value_name = "SECS", default_value = "900", value_parser = positive_seconds)]
+    invoke_timeout: Duration,
+}
 
-  --dynamodb-endpoint URL  DynamoDB (and DynamoDB Streams) endpoint, e.g. http://127.0.0.1:8000
-  --table NAME             the table whose stream to follow, e.g. local-CardLookupTable;
-                           event sources whose `Stream: !GetAtt <Id>.StreamArn` names a
-                           table id that NAME ends with are served
-  --invoke-endpoint URL    the invoke API, e.g. http://127.0.0.1:9000
-  --template PATH          SAM template (default infra/template.yaml)
-  --schedule-every SECS    period of the scheduled events, instead of the template's
-                           rate; 0 = never (default 5)
-  --poll-ms MS             pause between empty GetRecords calls of a shard (default 200)
-  --region REGION          region of the clients and of the events (default us-east-1)
-  --invoke-timeout SECS    limit of one invocation; the first one of a function may
-                           compile it (default 900)
-";
+impl From<Cli> for Config {
+    fn from(cli: Cli) -> Self {
+        Self {
+            template: cli.template,
+            schedule_every: (!cli.schedule_every.is_zero()).then_some(cli.schedule_every),
+            poll: Duration::from_millis(cli.poll_ms),
+            region: cli.region,
+            invoke_timeout: cli.invoke_timeout,
+            ..Config::new(&cli.dynamodb_endpoint, &cli.table, &cli.invoke_endpoint)
+        }
+    }
+}
 
 /// Everything the pump needs to run.
 #[derive(Debug, Clone)]
@@ -64,75 +92,42 @@ impl Config {
         }
     }
 
-    /// Parses the arguments (without the program name). `Ok(None)` means `--help`.
-    pub fn from_args<I: IntoIterator<Item = String>>(args: I) -> Result<Option<Self>, String> {
-        let mut it = args.into_iter();
-        let (mut ddb, mut table, mut invoke) = (None, None, None);
-        let mut cfg = Config::new("", "", "");
-        while let Some(arg) = it.next() {
-            let (flag, inline) = match arg.split_once('=') {
-                Some((f, v)) if f.starts_with("--") => (f.to_owned(), Some(v.to_owned())),
-                _ => (arg.clone(), None),
-            };
-            if flag == "-h" || flag == "--help" {
-                return Ok(None);
-            }
-            let mut value = || {
-                inline
-                    .clone()
-                    .or_else(|| it.next())
-                    .ok_or_else(|| format!("{flag} needs a value"))
-            };
-            match flag.as_str() {
-                "--dynamodb-endpoint" => ddb = Some(value()?),
-                "--table" => table = Some(value()?),
-                "--invoke-endpoint" => invoke = Some(value()?),
-                "--template" => cfg.template = PathBuf::from(value()?),
-                "--schedule-every" => {
-                    let secs = seconds(&flag, &value()?)?;
-                    cfg.schedule_every = (!secs.is_zero()).then_some(secs);
-                }
-                "--poll-ms" => {
-                    let v = value()?;
-                    let ms: u64 = v
-                        .parse()
-                        .ok()
-                        .filter(|ms| *ms > 0)
-                        .ok_or_else(|| format!("--poll-ms: not a positive integer: {v}"))?;
-                    cfg.poll = Duration::from_millis(ms);
-                }
-                "--region" => cfg.region = value()?,
-                "--invoke-timeout" => {
-                    let v = value()?;
-                    cfg.invoke_timeout = seconds(&flag, &v)?;
-                    if cfg.invoke_timeout.is_zero() {
-                        return Err("--invoke-timeout must be positive".into());
-                    }
-                }
-                other => return Err(format!("unknown argument {other:?}")),
-            }
-        }
-        cfg.dynamodb_endpoint = ddb.ok_or("--dynamodb-endpoint is required")?;
-        cfg.table = table.ok_or("--table is required")?;
-        cfg.invoke_endpoint = invoke.ok_or("--invoke-endpoint is required")?;
-        Ok(Some(cfg))
+    /// Parses the arguments (without the program name).
+    pub fn from_args<I: IntoIterator<Item = String>>(args: I) -> Result<Self, clap::Error> {
+        let argv = std::iter::once("event-pump".to_owned()).chain(args);
+        Ok(Cli::try_parse_from(argv)?.into())
     }
 }
 
-fn seconds(flag: &str, v: &str) -> Result<Duration, String> {
+fn seconds(v: &str) -> Result<Duration, String> {
     v.parse::<f64>()
         .ok()
         .filter(|s| s.is_finite() && *s >= 0.0)
         .map(Duration::from_secs_f64)
-        .ok_or_else(|| format!("{flag}: not a number of seconds: {v}"))
+        .ok_or_else(|| format!("not a number of seconds: {v}"))
+}
+
+fn positive_seconds(v: &str) -> Result<Duration, String> {
+    let d = seconds(v)?;
+    if d.is_zero() {
+        Err("must be positive".to_owned())
+    } else {
+        Ok(d)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn parse(args: &[&str]) -> Result<Option<Config>, String> {
+    fn parse(args: &[&str]) -> Result<Config, clap::Error> {
         Config::from_args(args.iter().map(|s| s.to_string()))
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
     }
 
     #[test]
@@ -148,7 +143,6 @@ mod tests {
             "--poll-ms",
             "50",
         ])
-        .unwrap()
         .unwrap();
         assert_eq!(c.dynamodb_endpoint, "http://127.0.0.1:8000");
         assert_eq!(c.table, "local-CardLookupTable");
@@ -167,7 +161,6 @@ mod tests {
             "--schedule-every",
             "0",
         ])
-        .unwrap()
         .unwrap();
         assert_eq!(c.schedule_every, None);
         assert_eq!(c.poll, Duration::from_millis(200));
@@ -175,7 +168,19 @@ mod tests {
 
     #[test]
     fn refuses_bad_command_lines() {
-        assert!(parse(&["--help"]).unwrap().is_none());
+        let help = parse(&["--help"]).unwrap_err();
+        assert_eq!(help.kind(), clap::error::ErrorKind::DisplayHelp);
+        assert!(parse(&[
+            "--dynamodb-endpoint",
+            "a",
+            "--table",
+            "t",
+            "--invoke-endpoint",
+            "b",
+            "--invoke-timeout",
+            "0"
+        ])
+        .is_err());
         assert!(parse(&["--table", "t", "--invoke-endpoint", "b"]).is_err());
         assert!(parse(&[
             "--dynamodb-endpoint",

@@ -16,7 +16,7 @@ pub mod invoke;
 pub mod log;
 pub mod pump;
 pub mod record;
-pub mod template;
+pub mod sources;
 
 pub use config::Config;
 pub use pump::{run, PumpError};
@@ -37,7 +37,7 @@ mod template_filters {
     use crate::filter::FilterCriteria;
     use crate::record::lambda_record;
     use crate::record::tests::{query_image, sdk_record, ARN};
-    use crate::template::{EventSources, StreamSource};
+    use crate::sources::{EventSources, StreamSource};
 
     type Image = HashMap<String, AttributeValue>;
 

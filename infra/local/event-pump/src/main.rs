@@ -3,21 +3,12 @@
 use std::io::Write as _;
 use std::process::ExitCode;
 
-use event_pump::{config::USAGE, Config, READY_LINE};
+use clap::Parser as _;
+use event_pump::{config::Cli, Config, READY_LINE};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cfg = match Config::from_args(std::env::args().skip(1)) {
-        Ok(Some(cfg)) => cfg,
-        Ok(None) => {
-            print!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("event-pump: {e}\n\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
+    let cfg = Config::from(Cli::parse());
     let shutdown = async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("SIGTERM handler");

@@ -22,7 +22,7 @@ use crate::config::Config;
 use crate::invoke::Invoker;
 use crate::log;
 use crate::record::{lambda_record, sequence_number};
-use crate::template::{EventSources, ScheduleSource, StreamSource, TemplateError};
+use crate::sources::{EventSources, ScheduleSource, StreamSource, TemplateError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PumpError {
@@ -119,7 +119,7 @@ pub fn scheduled_event(source: &ScheduleSource, region: &str) -> Value {
     let now = now.replace_nanosecond(0).unwrap_or(now);
     json!({
         "version": "0",
-        "id": uuid_v4(),
+        "id": uuid::Uuid::new_v4().to_string(),
         "detail-type": "Scheduled Event",
         "source": "aws.events",
         "account": ACCOUNT,
@@ -130,21 +130,6 @@ pub fn scheduled_event(source: &ScheduleSource, region: &str) -> Value {
         )],
         "detail": {}
     })
-}
-
-fn uuid_v4() -> String {
-    let mut b: [u8; 16] = rand::random();
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
 }
 
 // ---- shared state -----------------------------------------------------------------------

@@ -227,7 +227,7 @@ async fn set_phase(ddb: &aws_sdk_dynamodb::Client, table: &str, pk: &str, phase:
 /// The NewImage attributes the template's aggregation filter requires, with their first
 /// exact value (the template is the source of truth; this test follows it).
 fn aggregation_trigger() -> Vec<(String, AttributeValue)> {
-    let sources = event_pump::template::EventSources::load(&template()).unwrap();
+    let sources = event_pump::sources::EventSources::load(&template()).unwrap();
     let src = sources
         .streams
         .iter()

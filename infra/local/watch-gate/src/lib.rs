@@ -40,20 +40,46 @@ pub struct Route {
     pub function: String,
 }
 
-/// Which function a request goes to, as the watch decides it.
-#[derive(Debug, Clone, Default)]
+/// Which function a request goes to, as the watch decides it: the path matched by
+/// `matchit` (the router cargo-lambda's own router uses; a literal segment wins over a
+/// `{param}`), then the first route of that path whose method fits.
+#[derive(Debug, Clone)]
 pub struct Router {
-    routes: Vec<Route>,
+    paths: matchit::Router<Vec<Route>>,
+}
+
+impl Default for Router {
+    fn default() -> Self {
+        Self {
+            paths: matchit::Router::new(),
+        }
+    }
 }
 
 impl Router {
-    pub fn new(routes: Vec<Route>) -> Self {
-        Self { routes }
+    /// Refuses routes whose paths overlap ambiguously (e.g. `/a/{x}` and `/a/{y}`).
+    pub fn new(routes: Vec<Route>) -> Result<Self, String> {
+        let mut by_path: Vec<(String, Vec<Route>)> = Vec::new();
+        for route in routes {
+            let path = format!("/{}", route.path.trim_matches('/'));
+            match by_path.iter_mut().find(|(p, _)| *p == path) {
+                Some((_, same)) => same.push(route),
+                None => by_path.push((path, vec![route])),
+            }
+        }
+        let mut paths = matchit::Router::new();
+        for (path, routes) in by_path {
+            paths
+                .insert(path.clone(), routes)
+                .map_err(|e| format!("route {path}: {e}"))?;
+        }
+        Ok(Self { paths })
     }
 
     pub fn function(&self, method: &Method, path: &str) -> String {
-        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+        let path = format!("/{}", path.trim_matches('/'));
         // The invoke API and function URLs name the function themselves.
+        let segments: Vec<&str> = path[1..].split('/').collect();
         match segments.as_slice() {
             ["2015-03-31", "functions", name, ..] | ["lambda-url", name, ..]
                 if !name.is_empty() =>
@@ -62,29 +88,19 @@ impl Router {
             }
             _ => {}
         }
-        self.routes
-            .iter()
-            .filter(|r| {
-                r.method
-                    .as_deref()
-                    .is_none_or(|m| m.eq_ignore_ascii_case(method.as_str()))
+        self.paths
+            .at(&path)
+            .ok()
+            .and_then(|m| {
+                m.value.iter().find(|r| {
+                    r.method
+                        .as_deref()
+                        .is_none_or(|m| m.eq_ignore_ascii_case(method.as_str()))
+                })
             })
-            .find(|r| pattern_matches(&r.path, &segments))
             .map(|r| r.function.clone())
             .unwrap_or_else(|| DEFAULT_FUNCTION.to_owned())
     }
-}
-
-fn pattern_matches(pattern: &str, segments: &[&str]) -> bool {
-    let parts: Vec<&str> = pattern.trim_matches('/').split('/').collect();
-    parts.len() == segments.len()
-        && parts.iter().zip(segments).all(|(p, s)| {
-            if p.starts_with('{') && p.ends_with('}') {
-                !s.is_empty()
-            } else {
-                p == s
-            }
-        })
 }
 
 /// The gate's shared state: where the watch is, and one semaphore per function.
@@ -305,7 +321,7 @@ mod tests {
             {"path": "/v1/bank-callbacks/{bank_code}", "function": "bank-callback"},
         ]))
         .unwrap();
-        Router::new(routes)
+        Router::new(routes).unwrap()
     }
 
     #[test]
@@ -330,6 +346,24 @@ mod tests {
             DEFAULT_FUNCTION
         );
         assert_eq!(r.function(&Method::GET, "/nope"), DEFAULT_FUNCTION);
+    }
+
+    #[test]
+    fn a_literal_segment_wins_and_ambiguous_routes_are_refused() {
+        let routes = |paths: &[(&str, &str)]| -> Vec<Route> {
+            paths
+                .iter()
+                .map(|(path, function)| Route {
+                    path: (*path).into(),
+                    method: None,
+                    function: (*function).into(),
+                })
+                .collect()
+        };
+        let r = Router::new(routes(&[("/a/{x}", "param"), ("/a/b", "literal")])).unwrap();
+        assert_eq!(r.function(&Method::GET, "/a/b"), "literal");
+        assert_eq!(r.function(&Method::GET, "/a/c/"), "param");
+        assert!(Router::new(routes(&[("/a/{x}", "one"), ("/a/{y}", "two")])).is_err());
     }
 
     #[test]

@@ -54,7 +54,7 @@ async fn run(args: Args) -> Result<(), String> {
         serde_json::from_str(&text).map_err(|e| format!("{}: {e}", args.routes.display()))?;
     let gate = Arc::new(Gate::new(
         &args.upstream,
-        Router::new(routes),
+        Router::new(routes).map_err(|e| format!("{}: {e}", args.routes.display()))?,
         args.max_in_flight,
     )?);
     let listener = tokio::net::TcpListener::bind(args.listen)

@@ -1,22 +1,18 @@
-//! The event sources of the SAM template (`infra/template.yaml`): each function's
-//! `Type: DynamoDB` events (event source mappings) and `Type: Schedule` events.
+//! The event sources of the SAM template (`infra/template.yaml`, read by the
+//! `sam-template` crate): each function's `Type: DynamoDB` events (event source
+//! mappings) and `Type: Schedule` events.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+use sam_template::{get_att, Template};
 use serde_json::Value as Json;
-use serde_norway::Value;
 
 use crate::filter::{FilterCriteria, Pattern, PatternError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TemplateError {
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("template is not valid YAML: {0}")]
-    Yaml(#[from] serde_norway::Error),
+    #[error(transparent)]
+    Template(#[from] sam_template::TemplateError),
     #[error("{function}.{event}: {message}")]
     Event {
         function: String,
@@ -97,78 +93,43 @@ pub struct EventSources {
 
 impl EventSources {
     pub fn load(path: &Path) -> Result<Self, TemplateError> {
-        let text = std::fs::read_to_string(path).map_err(|source| TemplateError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Self::parse(&text)
+        Self::from_template(&Template::load(path)?)
     }
 
     pub fn parse(text: &str) -> Result<Self, TemplateError> {
-        let root: Value = serde_norway::from_str(text)?;
+        Self::from_template(&Template::parse(text)?)
+    }
+
+    /// The template's enabled `Type: DynamoDB` and `Type: Schedule` events.
+    pub fn from_template(template: &Template) -> Result<Self, TemplateError> {
         let mut out = EventSources::default();
-        let Some(resources) = root.get("Resources").and_then(Value::as_mapping) else {
-            return Ok(out);
-        };
-        let global_timeout = root
-            .get("Globals")
-            .and_then(|g| g.get("Function"))
-            .and_then(|f| f.get("Timeout"))
-            .and_then(Value::as_u64);
-        for (id, res) in resources {
-            let (Some(id), Some("AWS::Serverless::Function")) =
-                (id.as_str(), res.get("Type").and_then(Value::as_str))
-            else {
-                continue;
-            };
-            let Some(events) = res
-                .get("Properties")
-                .and_then(|p| p.get("Events"))
-                .and_then(Value::as_mapping)
-            else {
-                continue;
-            };
-            let binary = res
-                .get("Metadata")
-                .and_then(|m| m.get("BuildProperties"))
-                .and_then(|b| b.get("Binary"))
-                .and_then(Value::as_str)
-                .map(str::to_owned);
-            let timeout = res
-                .get("Properties")
-                .and_then(|p| p.get("Timeout"))
-                .and_then(Value::as_u64)
-                .or(global_timeout);
-            if let (Some(b), Some(t)) = (&binary, timeout) {
+        for function in template.functions() {
+            let id = function.id.as_str();
+            if let (Some(b), Some(t)) = (&function.binary, function.timeout()) {
                 out.timeouts.insert(b.clone(), t);
             }
-            for (name, event) in events {
-                let Some(name) = name.as_str() else { continue };
-                let ty = event
-                    .get("Type")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default();
-                if ty != "DynamoDB" && ty != "Schedule" {
+            for event in function.events() {
+                let (name, props) = (event.name, event.properties);
+                if event.kind != "DynamoDB" && event.kind != "Schedule" {
                     continue;
                 }
-                let props = event.get("Properties").unwrap_or(&Value::Null);
                 let fail = |message: String| TemplateError::Event {
                     function: id.to_owned(),
                     event: name.to_owned(),
                     message,
                 };
-                if props.get("Enabled").and_then(Value::as_bool) == Some(false) {
+                if props["Enabled"].as_bool() == Some(false) {
                     out.skipped.push(format!("{id}.{name}: Enabled: false"));
                     continue;
                 }
-                let Some(binary) = binary.clone() else {
+                let Some(binary) = function.binary.clone() else {
                     out.skipped.push(format!(
                         "{id}.{name}: the function has no Metadata.BuildProperties.Binary"
                     ));
                     continue;
                 };
-                if ty == "Schedule" {
-                    let input = match props.get("Input").and_then(Value::as_str) {
+                if event.kind == "Schedule" {
+                    let input = match props["Input"].as_str() {
                         Some(s) => Some(
                             serde_json::from_str(s)
                                 .map_err(|e| fail(format!("Input is not JSON: {e}")))?,
@@ -179,27 +140,20 @@ impl EventSources {
                         function_id: id.to_owned(),
                         event_name: name.to_owned(),
                         binary,
-                        expression: props
-                            .get("Schedule")
-                            .and_then(Value::as_str)
-                            .unwrap_or_default()
-                            .to_owned(),
+                        expression: props["Schedule"].as_str().unwrap_or_default().to_owned(),
                         input,
                     });
                     continue;
                 }
-                let patterns = props
-                    .get("FilterCriteria")
-                    .and_then(|f| f.get("Filters"))
-                    .and_then(Value::as_sequence)
+                let patterns = props["FilterCriteria"]["Filters"]
+                    .as_array()
                     .map(|filters| {
                         filters
                             .iter()
                             .map(|f| {
-                                let text =
-                                    f.get("Pattern").and_then(Value::as_str).ok_or_else(|| {
-                                        PatternError("a filter has no Pattern string".into())
-                                    })?;
+                                let text = f["Pattern"].as_str().ok_or_else(|| {
+                                    PatternError("a filter has no Pattern string".into())
+                                })?;
                                 Pattern::parse(text)
                             })
                             .collect::<Result<Vec<_>, PatternError>>()
@@ -207,40 +161,35 @@ impl EventSources {
                     .transpose()
                     .map_err(|e| fail(e.to_string()))?
                     .unwrap_or_default();
-                let batch_size = match props.get("BatchSize").and_then(Value::as_i64) {
+                let batch_size = match props["BatchSize"].as_i64() {
                     None => 100,
                     Some(n) if (1..=10_000).contains(&n) => n as usize,
                     Some(n) => return Err(fail(format!("BatchSize {n} out of range"))),
                 };
-                let max_retries = match props.get("MaximumRetryAttempts").and_then(Value::as_i64) {
+                let max_retries = match props["MaximumRetryAttempts"].as_i64() {
                     None | Some(-1) => None,
                     Some(n) if (0..=10_000).contains(&n) => Some(n as u32),
                     Some(n) => return Err(fail(format!("MaximumRetryAttempts {n} out of range"))),
                 };
-                let report_batch_item_failures = props
-                    .get("FunctionResponseTypes")
-                    .and_then(Value::as_sequence)
-                    .is_some_and(|types| {
-                        types
-                            .iter()
-                            .any(|t| t.as_str() == Some("ReportBatchItemFailures"))
-                    });
+                let report_batch_item_failures = props["FunctionResponseTypes"]
+                    .as_array()
+                    .is_some_and(|types| types.iter().any(|t| t == "ReportBatchItemFailures"));
                 out.streams.push(StreamSource {
                     function_id: id.to_owned(),
                     event_name: name.to_owned(),
                     binary,
-                    table_id: props.get("Stream").and_then(stream_table),
+                    table_id: get_att(&props["Stream"])
+                        .filter(|(_, attr)| *attr == "StreamArn")
+                        .map(|(table, _)| table.to_owned()),
                     batch_size,
                     max_retries,
                     report_batch_item_failures,
-                    starting_position: props
-                        .get("StartingPosition")
-                        .and_then(Value::as_str)
+                    starting_position: props["StartingPosition"]
+                        .as_str()
                         .unwrap_or("TRIM_HORIZON")
                         .to_owned(),
-                    bisect_on_error: props
-                        .get("BisectBatchOnFunctionError")
-                        .and_then(Value::as_bool)
+                    bisect_on_error: props["BisectBatchOnFunctionError"]
+                        .as_bool()
                         .unwrap_or(false),
                     filters: FilterCriteria { patterns },
                 });
@@ -248,27 +197,6 @@ impl EventSources {
         }
         Ok(out)
     }
-}
-
-/// `!GetAtt Table.StreamArn` or `{"Fn::GetAtt": [Table, StreamArn]}` → `Table`.
-fn stream_table(stream: &Value) -> Option<String> {
-    let (table, attr) = match stream {
-        Value::Tagged(t) if t.tag == "GetAtt" => match &t.value {
-            Value::String(s) => s.split_once('.')?,
-            Value::Sequence(seq) => (seq.first()?.as_str()?, seq.get(1)?.as_str()?),
-            _ => return None,
-        },
-        Value::Mapping(m) => {
-            let seq = m.get("Fn::GetAtt")?;
-            match seq {
-                Value::String(s) => s.split_once('.')?,
-                Value::Sequence(seq) => (seq.first()?.as_str()?, seq.get(1)?.as_str()?),
-                _ => return None,
-            }
-        }
-        _ => return None,
-    };
-    (attr == "StreamArn").then(|| table.to_owned())
 }
 
 #[cfg(test)]
