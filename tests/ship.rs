@@ -1,6 +1,7 @@
 //! What ships: the function binaries hold no test code. Token minting and key generation
-//! (`shared::security::dev`) and the in-memory adapters (`shared::adapters::memory`) are
-//! behind `shared`'s `test-util` feature, which only tests and tools enable.
+//! (`domain::security::dev`) and the in-memory adapters (`domain::memory`, also reached as
+//! `shared::adapters::memory`) are behind the `domain` crate's `test-util` feature (which
+//! `shared/test-util` forwards), which only tests and tools enable.
 //!
 //! Cargo resolves features per build: resolver 2 unifies them across the packages selected
 //! in one command, so a function built together with `testkit` (as in `cargo test
@@ -8,8 +9,9 @@
 //! (`make build-arm64`: all six with `--package`; `sam build`: one at a time). So the checks
 //! are on exactly those selections:
 //!
-//! - `cargo tree` shows `shared` resolved without `test-util` for the six functions
-//!   together and for each on its own (the release build's resolution, at no build cost);
+//! - `cargo tree` shows `shared` and `domain` resolved without `test-util` for the six
+//!   functions together and for each on its own (the release build's resolution, at no
+//!   build cost);
 //! - the debug binaries from `cargo build` of the six functions (the same selection; a
 //!   release build takes minutes, and features are a property of the selection, not of
 //!   the profile) carry no symbol of either module. The same scan finds them in a
@@ -32,8 +34,11 @@ const FUNCTIONS: [&str; 6] = [
 ];
 
 /// Module paths as they appear in symbols and debug info, legacy or v0 mangling alike
-/// (`shared::security::dev` → `8security3dev`).
-const MARKERS: [&str; 2] = ["8security3dev", "8adapters6memory"];
+/// (`domain::security::dev` → `8security3dev`).
+const MARKERS: [&str; 2] = ["8security3dev", "6domain6memory"];
+
+/// The crates whose `test-util` must stay off in a shipped build.
+const GATED: [&str; 2] = ["shared", "domain"];
 
 fn cargo() -> Command {
     let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
@@ -48,11 +53,11 @@ fn with_packages<'a>(c: &'a mut Command, packages: &[&str]) -> &'a mut Command {
     c
 }
 
-/// `shared`'s features as resolved when building `packages` (one command).
-fn shared_features(packages: &[&str]) -> Vec<String> {
+/// `krate`'s features as resolved when building `packages` (one command).
+fn features_of(krate: &str, packages: &[&str]) -> Vec<String> {
     let out = with_packages(
         cargo().args([
-            "tree", "--locked", "-e", "features", "-i", "shared", "--format", "{p} {f}",
+            "tree", "--locked", "-e", "features", "-i", krate, "--format", "{p} {f}",
         ]),
         packages,
     )
@@ -64,8 +69,11 @@ fn shared_features(packages: &[&str]) -> Vec<String> {
         String::from_utf8_lossy(&out.stderr)
     );
     let text = String::from_utf8(out.stdout).unwrap();
-    let first = text.lines().next().expect("cargo tree prints shared first");
-    assert!(first.starts_with("shared v"), "{first}");
+    let first = text
+        .lines()
+        .next()
+        .expect("cargo tree prints the crate first");
+    assert!(first.starts_with(&format!("{krate} v")), "{first}");
     first
         .split_once(')')
         .map(|(_, features)| features)
@@ -77,15 +85,24 @@ fn shared_features(packages: &[&str]) -> Vec<String> {
 }
 
 #[test]
-fn the_shipped_builds_resolve_shared_without_test_util() {
-    // The check can see the feature where it is on.
-    assert!(shared_features(&["testkit"]).contains(&"test-util".to_owned()));
-    assert!(!shared_features(&FUNCTIONS).contains(&"test-util".to_owned()));
-    for f in FUNCTIONS {
+fn the_shipped_builds_resolve_shared_and_domain_without_test_util() {
+    let test_util = "test-util".to_owned();
+    for krate in GATED {
+        // The check can see the feature where it is on.
         assert!(
-            !shared_features(&[f]).contains(&"test-util".to_owned()),
-            "{f}"
+            features_of(krate, &["testkit"]).contains(&test_util),
+            "{krate}"
         );
+        assert!(
+            !features_of(krate, &FUNCTIONS).contains(&test_util),
+            "{krate}"
+        );
+        for f in FUNCTIONS {
+            assert!(
+                !features_of(krate, &[f]).contains(&test_util),
+                "{krate}: {f}"
+            );
+        }
     }
 }
 

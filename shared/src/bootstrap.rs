@@ -6,13 +6,13 @@ use std::sync::Arc;
 
 use aws_config::BehaviorVersion;
 
+use crate::adapters::bank_http::HttpBankClient;
 use crate::adapters::dynamo::{DynamoStore, Tables};
 use crate::adapters::emf::EmfMetrics;
 use crate::adapters::sns::SnsSms;
 use crate::clock::SystemClock;
 use crate::config::ServiceConfig;
 use crate::dispatch::callback::CallbackService;
-use crate::dispatch::client::HttpBankClient;
 use crate::dispatch::fanout::{Fanout, FanoutDeps};
 use crate::dispatch::secrets::BankSecrets;
 use crate::inbound::report::ViewApi;

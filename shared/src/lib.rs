@@ -1,25 +1,16 @@
-//! Domain library of the one-click card lookup (一键查卡): model, rules, ports and their
-//! DynamoDB/SNS adapters, and the inbound HTTP layer (`inbound`, which nothing else
+//! The one-click card lookup (一键查卡) as the Lambda functions run it: the domain
+//! (re-exported from the `domain` crate, so `shared::model::…` paths hold), its
+//! DynamoDB/SNS/EMF/bank-HTTP adapters, the stream decoding, telemetry, the wiring of
+//! each function (`bootstrap`) and the inbound HTTP layer (`inbound`, which nothing else
 //! here imports). Lambda functions are thin shells around it.
 
+pub use domain::{
+    bank, clock, config, dispatch, error, model, ports, records, report, rules, security,
+    submission, sweep, verification,
+};
+
 pub mod adapters;
-pub mod bank;
 pub mod bootstrap;
-pub mod clock;
-pub mod config;
-pub mod dispatch;
-pub mod error;
 pub mod inbound;
-pub mod model;
-pub mod ports;
-pub mod records;
-pub mod report;
-pub mod rules;
-pub mod security;
 pub mod stream;
-pub mod submission;
-pub mod sweep;
 pub mod telemetry;
-#[cfg(test)]
-pub(crate) mod test_support;
-pub mod verification;

@@ -1,7 +1,10 @@
-//! Implementations of the ports: DynamoDB, SNS and CloudWatch EMF for the running
-//! system, in-memory ones for tests.
+//! Implementations of the ports for the running system: DynamoDB, SNS, CloudWatch EMF and
+//! the banks' HTTP APIs; the in-memory ones for tests are the domain's (`memory`).
 
+pub mod bank_http;
 pub mod dynamo;
 pub mod emf;
-pub mod memory;
+#[cfg(any(test, feature = "test-util"))]
+pub use domain::memory;
+pub mod redact;
 pub mod sns;

@@ -39,7 +39,7 @@ impl SmsSender for SnsSms {
         }
         req.send()
             .await
-            .map_err(|e| NotifyError::Failed(crate::security::redact::sdk_error(&e)))?;
+            .map_err(|e| NotifyError::Failed(crate::adapters::redact::sdk_error(&e)))?;
         Ok(())
     }
 }

@@ -18,6 +18,8 @@
 mod queries;
 mod reports;
 mod submission;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 
@@ -86,7 +88,7 @@ where
     E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug + Send + Sync + 'static,
 {
-    StoreError::Unavailable(crate::security::redact::sdk_error(&e))
+    StoreError::Unavailable(crate::adapters::redact::sdk_error(&e))
 }
 
 /// The outcome of a conditional write: `true` written, `false` refused by its condition.
@@ -133,7 +135,7 @@ pub fn to_item<T: Serialize>(
     keys: &[(&str, AttributeValue)],
 ) -> Result<Item, StoreError> {
     let mut item: Item = serde_dynamo::to_item(record)
-        .map_err(|e| StoreError::Corrupt(crate::security::redact::serde_error(&e)))?;
+        .map_err(|e| StoreError::Corrupt(crate::adapters::redact::serde_error(&e)))?;
     // Absent optional fields are left out rather than stored as NULL.
     item.retain(|_, v| !matches!(v, AttributeValue::Null(true)));
     for (k, v) in keys {
@@ -149,7 +151,7 @@ pub fn from_item<T: DeserializeOwned>(mut item: Item) -> Result<T, StoreError> {
         item.remove(k);
     }
     serde_dynamo::from_item(item)
-        .map_err(|e| StoreError::Corrupt(crate::security::redact::serde_error(&e)))
+        .map_err(|e| StoreError::Corrupt(crate::adapters::redact::serde_error(&e)))
 }
 
 /// TTL value: DynamoDB deletes the item some time after this instant.
@@ -240,7 +242,7 @@ impl ProfileStore for DynamoStore {
         out.item
             .map(|i| {
                 serde_dynamo::from_item(i)
-                    .map_err(|e| StoreError::Corrupt(crate::security::redact::serde_error(&e)))
+                    .map_err(|e| StoreError::Corrupt(crate::adapters::redact::serde_error(&e)))
             })
             .transpose()
     }

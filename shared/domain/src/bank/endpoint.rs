@@ -12,7 +12,7 @@
 use std::fmt;
 use std::net::IpAddr;
 
-use reqwest::Url;
+use url::Url;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EndpointError {

@@ -13,7 +13,7 @@ use crate::model::bank::{Bank, BankCode, BankRegistry};
 use crate::model::region::RegionCode;
 
 /// The configuration shipped with the code (`shared/config/service.json`).
-pub const DEFAULT_CONFIG: &str = include_str!("../config/service.json");
+pub const DEFAULT_CONFIG: &str = include_str!("../../config/service.json");
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

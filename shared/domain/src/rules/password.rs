@@ -2,7 +2,7 @@
 //! lock window, then locked for `rules.password_lock` (24 hours). Each comparison is
 //! reserved before it is made, so no burst can compare more; the stores apply these
 //! functions atomically (DynamoDB: two conditional updates, see
-//! `adapters::dynamo::submission`).
+//! `shared::adapters::dynamo::submission`).
 
 use time::{Duration, OffsetDateTime};
 

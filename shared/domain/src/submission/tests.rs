@@ -11,10 +11,10 @@ use time::{Duration, OffsetDateTime};
 
 use super::api::{SubmitAccepted, SubmitRequest, VerificationRequest};
 use super::{SubmissionDeps, SubmissionService};
-use crate::adapters::memory::{MemorySms, MemoryStore};
 use crate::clock::{Clock, ManualClock};
 use crate::config::{ServiceConfig, DEFAULT_CONFIG};
 use crate::error::ServiceError;
+use crate::memory::{MemorySms, MemoryStore};
 use crate::model::bank::BankCode;
 use crate::model::ids::{QueryId, UserId, VerificationId};
 use crate::model::phone::PhoneNumber;
@@ -31,7 +31,6 @@ use crate::rules::password::PasswordPolicy;
 use crate::security::face::FaceVerifier;
 use crate::security::sms_code::CodeHasher;
 use crate::security::{dev, password};
-use crate::test_support::Answered;
 
 const PASSWORD: &str = "135790";
 const AGREEMENT: &str = "2026-11";
@@ -1492,7 +1491,7 @@ async fn twenty_twin_submissions_under_one_key_get_the_original_answer() {
             Ok((202, b)) => {
                 ids.insert(b["query_id"].as_str().unwrap().to_owned());
             }
-            Err(e) if e.code() == "IDEMPOTENCY_IN_PROGRESS" => {}
+            Err(ServiceError::IdempotencyInProgress { .. }) => {}
             other => panic!("expected 202 or IDEMPOTENCY_IN_PROGRESS, got {other:?}"),
         }
     }

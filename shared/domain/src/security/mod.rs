@@ -7,7 +7,6 @@ pub mod app_jwt;
 pub mod dev;
 pub mod face;
 pub mod password;
-pub mod redact;
 pub mod sms_code;
 
 /// Reads a PEM key from `NAME` (the PEM itself) or `NAME_FILE` (a path to it).

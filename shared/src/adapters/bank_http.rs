@@ -1,4 +1,5 @@
-//! Port to the banks' inquiry APIs, and its HTTP implementation.
+//! The banks' inquiry APIs over HTTP: the reqwest implementation of the domain's
+//! `BankClient` port.
 
 use std::time::Duration;
 
@@ -7,36 +8,7 @@ use async_trait::async_trait;
 use crate::bank::signing::{
     SignatureHeaders, HEADER_BANK_CODE, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP,
 };
-
-/// A bank's HTTP reply.
-#[derive(Debug, Clone)]
-pub struct BankReply {
-    pub status: u16,
-    /// Signature headers of the reply, if all four are present.
-    pub signature: Option<SignatureHeaders>,
-    pub body: Vec<u8>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum TransportError {
-    #[error("timed out")]
-    Timeout,
-    #[error("connection failed: {0}")]
-    Connect(String),
-    #[error("request failed: {0}")]
-    Other(String),
-}
-
-#[async_trait]
-pub trait BankClient: Send + Sync {
-    async fn post(
-        &self,
-        url: &str,
-        headers: &SignatureHeaders,
-        body: Vec<u8>,
-        timeout: Duration,
-    ) -> Result<BankReply, TransportError>;
-}
+use crate::dispatch::client::{BankClient, BankReply, TransportError};
 
 /// Bank replies larger than this are not read (an answer is a few KiB).
 const MAX_REPLY_BYTES: usize = 256 * 1024;

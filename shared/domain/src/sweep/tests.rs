@@ -7,12 +7,12 @@ use async_trait::async_trait;
 use time::Duration;
 
 use super::*;
-use crate::adapters::memory::MemorySms;
-use crate::adapters::memory::RecordingMetrics;
 use crate::bank::signing::SignatureHeaders;
 use crate::clock::ManualClock;
 use crate::dispatch::client::{BankClient, BankReply, TransportError};
 use crate::dispatch::fanout::FanoutDeps;
+use crate::memory::MemorySms;
+use crate::memory::RecordingMetrics;
 use crate::model::ids::QueryId;
 use crate::ports::{QueryStore, Settlement};
 use crate::records::{LegState, QueryPhase};

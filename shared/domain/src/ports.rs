@@ -1,5 +1,6 @@
-//! Ports: what the domain needs from the outside world. Each has an AWS adapter (metrics:
-//! `adapters::emf`) and an in-memory one (`adapters::memory`) for tests.
+//! Ports: what the domain needs from the outside world. Each has an AWS adapter in
+//! `shared` (metrics: `shared::adapters::emf`) and an in-memory one (`crate::memory`) for
+//! tests.
 
 use async_trait::async_trait;
 use time::OffsetDateTime;

@@ -12,14 +12,13 @@ use serde_json::{json, Value};
 use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
 
-use crate::adapters::memory::MemoryStore;
 use crate::bank::signing::{self, SignatureHeaders};
 use crate::clock::{Clock, ManualClock};
 use crate::config::{ServiceConfig, DEFAULT_CONFIG};
 use crate::dispatch::client::{BankClient, BankReply, TransportError};
 use crate::dispatch::fanout::{Fanout, FanoutDeps};
 use crate::dispatch::secrets::BankSecrets;
-use crate::inbound::error::ApiError;
+use crate::memory::MemoryStore;
 use crate::model::bank::BankCode;
 use crate::model::card::MaskedCard;
 use crate::model::ids::{QueryId, UserId, VerificationId};
@@ -32,38 +31,18 @@ use crate::records::*;
 use crate::report::body::{open_answer, BankStatus, ReportedBank};
 use crate::report::crypto::{generate_keypair, ReportOpener, ReportSealer};
 
-/// A domain refusal as the client would get it, for tests that state the contract's
-/// status or code beside the domain's answer.
-pub(crate) trait Answered {
-    fn status(&self) -> u16;
-    fn code(&self) -> &'static str;
-    fn body(&self) -> Value;
-}
-
-impl Answered for crate::error::ServiceError {
-    fn status(&self) -> u16 {
-        ApiError::from(self.clone()).status()
-    }
-    fn code(&self) -> &'static str {
-        ApiError::from(self.clone()).code()
-    }
-    fn body(&self) -> Value {
-        ApiError::from(self.clone()).body()
-    }
-}
-
 /// Where the manual clock starts.
-pub(crate) const T0: OffsetDateTime = datetime!(2026-11-28 10:00 UTC);
+pub const T0: OffsetDateTime = datetime!(2026-11-28 10:00 UTC);
 /// The registered phone of user "u1".
-pub(crate) const PHONE: &str = "+8613800138000";
+pub const PHONE: &str = "+8613800138000";
 
-pub(crate) fn user(id: &str) -> UserId {
+pub fn user(id: &str) -> UserId {
     UserId::parse(id).unwrap()
 }
 
 /// A bank's answer to an inquiry, as JSON bytes: `cards` are (kind, first four and last
 /// four digits).
-pub(crate) fn answer_body(
+pub fn answer_body(
     query_id: impl Serialize,
     inquiry_id: impl Serialize,
     status: &str,
@@ -79,7 +58,7 @@ pub(crate) fn answer_body(
 
 /// What a scripted bank does with one inquiry.
 #[derive(Clone)]
-pub(crate) enum Script {
+pub enum Script {
     /// Answers at once, signed: FOUND with these cards, or NONE without any.
     Cards(&'static [(&'static str, &'static str)]),
     /// 202: the answer is to come by callback.
@@ -95,7 +74,7 @@ pub(crate) enum Script {
 }
 
 /// Plays the banks: each call pops the bank's next scripted reply (the last one repeats).
-pub(crate) struct ScriptedBanks {
+pub struct ScriptedBanks {
     secrets: HashMap<String, signing::BankSecret>,
     scripts: Mutex<HashMap<String, Vec<Script>>>,
     /// Every inquiry received: (bank, inquiry).
@@ -128,7 +107,7 @@ impl BankClient for ScriptedBanks {
         _timeout: StdDuration,
     ) -> Result<BankReply, TransportError> {
         let bank = headers.bank_code.clone();
-        let path = reqwest::Url::parse(url).unwrap().path().to_owned();
+        let path = url::Url::parse(url).unwrap().path().to_owned();
         let secret = &self.secrets[&bank];
         let now = self.clock.now();
         signing::verify(secret, headers, now, "POST", &path, &body)
@@ -189,7 +168,7 @@ impl BankClient for ScriptedBanks {
 /// The default configuration, a manual clock at [`T0`], the in-memory store, and every
 /// configured bank played by [`ScriptedBanks`] behind a fan-out. The dispatch and report
 /// tests' worlds are built on it (and dereference to it).
-pub(crate) struct BankWorld {
+pub struct BankWorld {
     pub config: Arc<ServiceConfig>,
     pub clock: Arc<ManualClock>,
     pub store: Arc<MemoryStore>,

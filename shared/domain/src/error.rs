@@ -1,5 +1,5 @@
 //! Every refusal the domain gives, as plain data. Which HTTP status, code and body each
-//! one gets is the inbound layer's business (`crate::inbound::error::ApiError`).
+//! one gets is the inbound layer's business (`shared::inbound::error::ApiError`).
 
 use time::OffsetDateTime;
 
