@@ -16,6 +16,7 @@ pub mod records;
 pub mod report;
 pub mod rules;
 pub mod security;
+pub mod settings;
 pub mod stream;
 pub mod submission;
 pub mod sweep;

@@ -10,7 +10,7 @@ use crate::model::bank::{BankCode, BankRegistry};
 pub struct BankSecrets(HashMap<BankCode, BankSecret>);
 
 impl BankSecrets {
-    /// From a JSON object `{"ICBC": "<hex>", ...}`: every configured bank needs one;
+    /// From a JSON object `{"ICBC": "<hex>", ...}` (`BANK_SECRETS`, from Secrets Manager): every configured bank needs one;
     /// an entry for an unknown bank is an error (a typo would silently lock a bank out).
     pub fn parse(json: &str, banks: &BankRegistry) -> Result<Self, String> {
         let raw: HashMap<String, String> = serde_json::from_str(json)
@@ -31,13 +31,6 @@ impl BankSecrets {
             return Err(format!("no secret for bank {}", missing.code));
         }
         Ok(Self(out))
-    }
-
-    /// From `BANK_SECRETS` (the JSON itself, e.g. injected from Secrets Manager) or
-    /// `BANK_SECRETS_FILE`.
-    pub fn from_env(banks: &BankRegistry) -> Result<Self, String> {
-        let json = crate::security::pem_from_env("BANK_SECRETS")?;
-        Self::parse(&json, banks)
     }
 
     pub fn get(&self, bank: &BankCode) -> Option<&BankSecret> {
