@@ -1,10 +1,12 @@
-//! Builds each function's dependencies from the environment, once per cold start.
-//! AWS endpoints come from the standard `AWS_ENDPOINT_URL[_DYNAMODB|_SNS]` variables,
-//! so the same binary runs against AWS and the local emulators.
+//! Builds each function's dependencies, once per cold start, from its settings struct
+//! (`settings`, read here and nowhere else). AWS endpoints come from the SDK's standard
+//! `AWS_ENDPOINT_URL[_DYNAMODB|_SNS]` variables, so the same binary runs against AWS and
+//! the local emulators.
 
 use std::sync::Arc;
 
 use aws_config::BehaviorVersion;
+use secrecy::{ExposeSecret, SecretString};
 
 use crate::adapters::bank_http::HttpBankClient;
 use crate::adapters::dynamo::{DynamoStore, Tables};
@@ -23,6 +25,11 @@ use crate::report::view::{ViewDeps, ViewService};
 use crate::security::app_jwt::AppAuthenticator;
 use crate::security::face::FaceVerifier;
 use crate::security::sms_code::CodeHasher;
+use crate::settings::{
+    AggregateReportEnv, AppJwtEnv, BankCallbackEnv, BankCallsEnv, BankFanoutEnv, BankSecretsEnv,
+    CommonEnv, FaceEnv, ReportRetiringEnv, ReportSealEnv, SmsCodeEnv, SmsSenderEnv, SubmitQueryEnv,
+    SweepEnv, ViewReportEnv,
+};
 use crate::submission::{SubmissionDeps, SubmissionService};
 use crate::sweep::Sweeper;
 
@@ -45,88 +52,122 @@ struct Common {
     store: Arc<DynamoStore>,
 }
 
-async fn common() -> Result<Common, StartupError> {
-    let config = ServiceConfig::from_env().map_err(err)?;
+async fn common(env: &CommonEnv) -> Result<Common, StartupError> {
+    let config = match &env.service_config {
+        Some(path) => ServiceConfig::from_file(path),
+        None => ServiceConfig::parse(crate::config::DEFAULT_CONFIG),
+    }
+    .map_err(err)?;
     config.require_real_banks().map_err(err)?;
     let config = Arc::new(config);
     let sdk = aws_config().await;
     let store = Arc::new(DynamoStore::new(
         aws_sdk_dynamodb::Client::new(&sdk),
-        Tables::from_env().map_err(err)?,
+        Tables {
+            main: env.table_name.clone(),
+            users: env.users_table_name.clone(),
+        },
     ));
     Ok(Common { config, sdk, store })
 }
 
-fn env_millis(name: &str, default: u64) -> Result<std::time::Duration, StartupError> {
-    match std::env::var(name) {
-        Ok(v) => v
-            .parse()
-            .map(std::time::Duration::from_millis)
-            .map_err(|_| StartupError(format!("{name} must be a number of milliseconds"))),
-        Err(_) => Ok(std::time::Duration::from_millis(default)),
-    }
+fn bank_secrets(env: &BankSecretsEnv, c: &Common) -> Result<BankSecrets, StartupError> {
+    BankSecrets::parse(env.bank_secrets.expose_secret(), &c.config.banks).map_err(err)
+}
+
+fn sms(env: &SmsSenderEnv, sdk: &aws_config::SdkConfig) -> Arc<SnsSms> {
+    Arc::new(SnsSms::new(
+        aws_sdk_sns::Client::new(sdk),
+        env.sms_sender_id.clone(),
+    ))
+}
+
+/// The report *public* key: what every function that handles card data seals it with
+/// (fan-out, callbacks, aggregator).
+fn report_sealer(env: &ReportSealEnv) -> Result<Arc<ReportSealer>, StartupError> {
+    Ok(Arc::new(
+        ReportSealer::new(&env.report_key_id, &env.report_public_key).map_err(err)?,
+    ))
+}
+
+fn code_hasher(env: &SmsCodeEnv) -> Result<CodeHasher, StartupError> {
+    let key = hex::decode(env.sms_code_key.expose_secret().trim())
+        .map_err(|_| err("SMS_CODE_KEY is not hex"))?;
+    CodeHasher::new(&key).map_err(err)
+}
+
+fn app_authenticator(env: &AppJwtEnv) -> Result<AppAuthenticator, StartupError> {
+    AppAuthenticator::new(
+        &env.app_jwt_public_key,
+        &env.app_jwt_issuer,
+        &env.app_jwt_audience,
+    )
+    .map_err(err)
+}
+
+fn face_verifier(env: &FaceEnv, c: &Common) -> Result<Arc<FaceVerifier>, StartupError> {
+    Ok(Arc::new(
+        FaceVerifier::new(
+            &env.face_public_key,
+            &env.face_issuer,
+            &env.face_audience,
+            c.config.rules.face_token_max_age,
+        )
+        .map_err(err)?,
+    ))
 }
 
 pub async fn fanout() -> Result<Fanout, StartupError> {
-    fanout_from(&common().await?)
+    let env = BankFanoutEnv::from_env().map_err(err)?;
+    let c = common(&env.common).await?;
+    fanout_from(&c, &env.bank_secrets, &env.bank_calls, &env.report)
 }
 
-fn fanout_from(c: &Common) -> Result<Fanout, StartupError> {
+fn fanout_from(
+    c: &Common,
+    secrets: &BankSecretsEnv,
+    calls: &BankCallsEnv,
+    report: &ReportSealEnv,
+) -> Result<Fanout, StartupError> {
     let (config, store) = (c.config.clone(), c.store.clone());
-    let callback_base = std::env::var("CALLBACK_BASE_URL")
-        .map_err(|_| err("CALLBACK_BASE_URL must be set"))?
-        .trim_end_matches('/')
-        .to_owned();
     Ok(Fanout::new(FanoutDeps {
-        secrets: BankSecrets::from_env(&config.banks).map_err(err)?,
+        secrets: bank_secrets(secrets, c)?,
         config,
         profiles: store.clone(),
         store,
         client: Arc::new(HttpBankClient::new().map_err(err)?),
         clock: Arc::new(SystemClock),
-        callback_base,
-        bank_timeout: env_millis("BANK_TIMEOUT_MS", 10_000)?,
-        sealer: report_sealer()?,
+        callback_base: calls.callback_base(),
+        bank_timeout: calls.bank_timeout_ms.0,
+        sealer: report_sealer(report)?,
     }))
 }
 
 pub async fn callback_service() -> Result<CallbackService, StartupError> {
-    let Common { config, store, .. } = common().await?;
+    let env = BankCallbackEnv::from_env().map_err(err)?;
+    let c = common(&env.common).await?;
     Ok(CallbackService {
-        secrets: BankSecrets::from_env(&config.banks).map_err(err)?,
-        config,
-        store,
+        secrets: bank_secrets(&env.bank_secrets, &c)?,
+        config: c.config,
+        store: c.store,
         clock: Arc::new(SystemClock),
-        sealer: report_sealer()?,
+        sealer: report_sealer(&env.report)?,
     })
 }
 
-fn sms(sdk: &aws_config::SdkConfig) -> Arc<SnsSms> {
-    Arc::new(SnsSms::new(
-        aws_sdk_sns::Client::new(sdk),
-        std::env::var("SMS_SENDER_ID")
-            .ok()
-            .filter(|s| !s.is_empty()),
-    ))
-}
-
-/// The report *public* key (`REPORT_PUBLIC_KEY[_FILE]`, `REPORT_KEY_ID`): what every
-/// function that handles card data seals it with (fan-out, callbacks, aggregator).
-fn report_sealer() -> Result<Arc<ReportSealer>, StartupError> {
-    let public = crate::security::pem_from_env("REPORT_PUBLIC_KEY").map_err(err)?;
-    let key_id = std::env::var("REPORT_KEY_ID").unwrap_or_else(|_| "report-1".into());
-    Ok(Arc::new(ReportSealer::new(&key_id, &public).map_err(err)?))
-}
-
-fn aggregator_from(c: &Common) -> Result<Aggregator, StartupError> {
+fn aggregator_from(
+    c: &Common,
+    report: &ReportSealEnv,
+    sms_env: &SmsSenderEnv,
+) -> Result<Aggregator, StartupError> {
     Ok(Aggregator::new(AggregatorDeps {
         config: c.config.clone(),
         queries: c.store.clone(),
         reports: c.store.clone(),
         users: c.store.clone(),
         profiles: c.store.clone(),
-        sms: sms(&c.sdk),
-        sealer: report_sealer()?,
+        sms: sms(sms_env, &c.sdk),
+        sealer: report_sealer(report)?,
         clock: Arc::new(SystemClock),
         metrics: Arc::new(EmfMetrics),
     }))
@@ -134,51 +175,59 @@ fn aggregator_from(c: &Common) -> Result<Aggregator, StartupError> {
 
 /// The aggregate-report function: holds only the report *public* key.
 pub async fn aggregator() -> Result<Aggregator, StartupError> {
-    aggregator_from(&common().await?)
+    let env = AggregateReportEnv::from_env().map_err(err)?;
+    let c = common(&env.common).await?;
+    aggregator_from(&c, &env.report, &env.sms)
 }
 
-/// The current report key and, while one is being retired, the previous one
-/// (`REPORT_PREVIOUS_KEY_ID` + `REPORT_PREVIOUS_PRIVATE_KEY[_FILE]`).
-fn report_opener(key_id: &str, private: &str) -> Result<ReportOpener, StartupError> {
-    let opener = ReportOpener::new(key_id, private).map_err(err)?;
-    match std::env::var("REPORT_PREVIOUS_KEY_ID") {
-        Ok(previous_id) if !previous_id.is_empty() => {
-            let previous =
-                crate::security::pem_from_env("REPORT_PREVIOUS_PRIVATE_KEY").map_err(err)?;
-            opener.with_previous(&previous_id, &previous).map_err(err)
-        }
-        _ => Ok(opener),
+/// The current report key and, while one is being retired, the previous one.
+fn report_opener(
+    key_id: &str,
+    private: &SecretString,
+    retiring: &ReportRetiringEnv,
+) -> Result<ReportOpener, StartupError> {
+    let opener = ReportOpener::new(key_id, private.expose_secret()).map_err(err)?;
+    match retiring.previous().map_err(err)? {
+        Some((previous_id, previous)) => opener
+            .with_previous(previous_id, previous.expose_secret())
+            .map_err(err),
+        None => Ok(opener),
     }
 }
 
 /// The view-report function: the only holder of the report private key.
 pub async fn view_api() -> Result<ViewApi, StartupError> {
-    let Common {
-        config,
-        sdk: _,
-        store,
-    } = common().await?;
-    let private = crate::security::pem_from_env("REPORT_PRIVATE_KEY").map_err(err)?;
-    let key_id = std::env::var("REPORT_KEY_ID").unwrap_or_else(|_| "report-1".into());
+    let env = ViewReportEnv::from_env().map_err(err)?;
+    let c = common(&env.common).await?;
     Ok(ViewApi {
         service: ViewService::new(ViewDeps {
-            face: Arc::new(FaceVerifier::from_env(config.rules.face_token_max_age).map_err(err)?),
-            config,
-            queries: store.clone(),
-            reports: store.clone(),
-            verifications: store,
-            codes: CodeHasher::from_env().map_err(err)?,
-            opener: report_opener(&key_id, &private)?,
+            face: face_verifier(&env.face, &c)?,
+            config: c.config.clone(),
+            queries: c.store.clone(),
+            reports: c.store.clone(),
+            verifications: c.store.clone(),
+            codes: code_hasher(&env.sms_code)?,
+            opener: report_opener(
+                &env.report.report_key_id,
+                &env.report.report_private_key,
+                &env.retiring,
+            )?,
             clock: Arc::new(SystemClock),
         }),
-        auth: AppAuthenticator::from_env().map_err(err)?,
+        auth: app_authenticator(&env.app_jwt)?,
     })
 }
 
 pub async fn sweeper() -> Result<Sweeper, StartupError> {
-    let c = common().await?;
-    let aggregator = Arc::new(aggregator_from(&c)?);
-    let fanout = Arc::new(fanout_from(&c)?);
+    let env = SweepEnv::from_env().map_err(err)?;
+    let c = common(&env.common).await?;
+    let aggregator = Arc::new(aggregator_from(&c, &env.report, &env.sms)?);
+    let fanout = Arc::new(fanout_from(
+        &c,
+        &env.bank_secrets,
+        &env.bank_calls,
+        &env.report,
+    )?);
     Ok(Sweeper {
         queries: c.store.clone(),
         reports: c.store,
@@ -189,25 +238,19 @@ pub async fn sweeper() -> Result<Sweeper, StartupError> {
 }
 
 pub async fn submission_api() -> Result<SubmissionApi, StartupError> {
-    let Common { config, sdk, store } = common().await?;
-    let sms = Arc::new(SnsSms::new(
-        aws_sdk_sns::Client::new(&sdk),
-        std::env::var("SMS_SENDER_ID")
-            .ok()
-            .filter(|s| !s.is_empty()),
-    ));
-    let face = Arc::new(FaceVerifier::from_env(config.rules.face_token_max_age).map_err(err)?);
+    let env = SubmitQueryEnv::from_env().map_err(err)?;
+    let c = common(&env.common).await?;
     let service = SubmissionService::new(SubmissionDeps {
-        config,
-        profiles: store.clone(),
-        store,
-        sms,
+        face: face_verifier(&env.face, &c)?,
+        config: c.config.clone(),
+        profiles: c.store.clone(),
+        store: c.store.clone(),
+        sms: sms(&env.sms, &c.sdk),
         clock: Arc::new(SystemClock),
-        codes: CodeHasher::from_env().map_err(err)?,
-        face,
+        codes: code_hasher(&env.sms_code)?,
     });
     Ok(SubmissionApi {
         service: Arc::new(service),
-        auth: AppAuthenticator::from_env().map_err(err)?,
+        auth: app_authenticator(&env.app_jwt)?,
     })
 }

@@ -12,5 +12,6 @@ pub use domain::{
 pub mod adapters;
 pub mod bootstrap;
 pub mod inbound;
+pub mod settings;
 pub mod stream;
 pub mod telemetry;

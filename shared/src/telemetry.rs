@@ -3,9 +3,13 @@
 
 use tracing_subscriber::EnvFilter;
 
-/// JSON lines to stdout (CloudWatch in AWS), level from `RUST_LOG` (default `info`).
+/// The variable holding the log filter, read before the function's settings so that
+/// their errors are logged too.
+pub const LOG_FILTER_VAR: &str = "RUST_LOG";
+
+/// JSON lines to stdout (CloudWatch in AWS), level from [`LOG_FILTER_VAR`] (default `info`).
 pub fn init() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_env(LOG_FILTER_VAR).unwrap_or_else(|_| EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .json()
         .with_env_filter(filter)

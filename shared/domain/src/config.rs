@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::Deserialize;
+use std::time::Duration as StdDuration;
+
 use time::Duration;
 
 use crate::bank::endpoint::BankEndpoint;
@@ -34,22 +36,34 @@ struct RawConfig {
     banks: Vec<RawBank>,
 }
 
+/// Durations are written as text ("7d", "24h", "5m", "30s") so the file reads as the
+/// product brief does; they become `time::Duration` in [`ServiceConfig::parse`].
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawRules {
-    sms_code_validity_secs: u32,
+    #[serde(with = "humantime_serde")]
+    sms_code_validity: StdDuration,
     sms_code_max_attempts: u32,
-    sms_min_interval_secs: u32,
+    #[serde(with = "humantime_serde")]
+    sms_min_interval: StdDuration,
     sms_daily_limit: u32,
-    face_token_max_age_secs: u32,
+    #[serde(with = "humantime_serde")]
+    face_token_max_age: StdDuration,
     password_max_failures: u32,
-    password_lock_secs: u32,
-    cooldown_secs: u32,
-    report_deadline_secs: u32,
-    collection_margin_secs: u32,
-    report_retention_secs: u32,
-    idempotency_retention_secs: u32,
-    idempotency_lease_secs: u32,
+    #[serde(with = "humantime_serde")]
+    password_lock: StdDuration,
+    #[serde(with = "humantime_serde")]
+    cooldown: StdDuration,
+    #[serde(with = "humantime_serde")]
+    report_deadline: StdDuration,
+    #[serde(with = "humantime_serde")]
+    collection_margin: StdDuration,
+    #[serde(with = "humantime_serde")]
+    report_retention: StdDuration,
+    #[serde(with = "humantime_serde")]
+    idempotency_retention: StdDuration,
+    #[serde(with = "humantime_serde")]
+    idempotency_lease: StdDuration,
 }
 
 #[derive(Debug, Deserialize)]
@@ -124,12 +138,10 @@ impl ServiceConfig {
             return Err(invalid("agreement_version is empty".into()));
         }
         let r = raw.rules;
-        let secs = |name: &str, v: u32| {
-            if v == 0 {
-                Err(invalid(format!("rules.{name} must be positive")))
-            } else {
-                Ok(Duration::seconds(i64::from(v)))
-            }
+        let span = |name: &str, v: StdDuration| match Duration::try_from(v) {
+            Ok(d) if d.is_positive() => Ok(d),
+            Ok(_) => Err(invalid(format!("rules.{name} must be positive"))),
+            Err(_) => Err(invalid(format!("rules.{name} is too long"))),
         };
         let count = |name: &str, v: u32| {
             if v == 0 {
@@ -139,22 +151,19 @@ impl ServiceConfig {
             }
         };
         let rules = Rules {
-            sms_code_validity: secs("sms_code_validity_secs", r.sms_code_validity_secs)?,
+            sms_code_validity: span("sms_code_validity", r.sms_code_validity)?,
             sms_code_max_attempts: count("sms_code_max_attempts", r.sms_code_max_attempts)?,
-            sms_min_interval: secs("sms_min_interval_secs", r.sms_min_interval_secs)?,
+            sms_min_interval: span("sms_min_interval", r.sms_min_interval)?,
             sms_daily_limit: count("sms_daily_limit", r.sms_daily_limit)?,
-            face_token_max_age: secs("face_token_max_age_secs", r.face_token_max_age_secs)?,
+            face_token_max_age: span("face_token_max_age", r.face_token_max_age)?,
             password_max_failures: count("password_max_failures", r.password_max_failures)?,
-            password_lock: secs("password_lock_secs", r.password_lock_secs)?,
-            cooldown: secs("cooldown_secs", r.cooldown_secs)?,
-            report_deadline: secs("report_deadline_secs", r.report_deadline_secs)?,
-            collection_margin: secs("collection_margin_secs", r.collection_margin_secs)?,
-            report_retention: secs("report_retention_secs", r.report_retention_secs)?,
-            idempotency_retention: secs(
-                "idempotency_retention_secs",
-                r.idempotency_retention_secs,
-            )?,
-            idempotency_lease: secs("idempotency_lease_secs", r.idempotency_lease_secs)?,
+            password_lock: span("password_lock", r.password_lock)?,
+            cooldown: span("cooldown", r.cooldown)?,
+            report_deadline: span("report_deadline", r.report_deadline)?,
+            collection_margin: span("collection_margin", r.collection_margin)?,
+            report_retention: span("report_retention", r.report_retention)?,
+            idempotency_retention: span("idempotency_retention", r.idempotency_retention)?,
+            idempotency_lease: span("idempotency_lease", r.idempotency_lease)?,
         };
 
         let mut regions = BTreeMap::new();
@@ -191,7 +200,7 @@ impl ServiceConfig {
         }
         if rules.collection_margin >= rules.report_deadline {
             return Err(invalid(
-                "rules.collection_margin_secs must be shorter than the report deadline".into(),
+                "rules.collection_margin must be shorter than the report deadline".into(),
             ));
         }
         let banks = BankRegistry::new(banks).map_err(invalid)?;
@@ -244,6 +253,8 @@ mod tests {
         assert_eq!(c.rules.report_deadline, Duration::hours(24));
         assert_eq!(c.rules.sms_code_validity, Duration::minutes(5));
         assert_eq!(c.rules.collection_margin, Duration::minutes(10));
+        assert_eq!(c.rules.sms_min_interval, Duration::minutes(1));
+        assert_eq!(c.rules.idempotency_lease, Duration::seconds(30));
         assert!(c.in_pilot(&RegionCode::parse("31").unwrap()));
         assert!(!c.in_pilot(&RegionCode::parse("44").unwrap()));
     }
@@ -268,8 +279,11 @@ mod tests {
         assert!(dup_region.unwrap_err().to_string().contains("twice"));
         assert!(with(|v| v["regions"][0]["code"] = "3a".into()).is_err());
         assert!(with(|v| v["banks"][0]["code"] = "icbc".into()).is_err());
-        assert!(with(|v| v["rules"]["cooldown_secs"] = 0.into()).is_err());
-        assert!(with(|v| v["rules"]["collection_margin_secs"] = 86400.into()).is_err());
+        assert!(with(|v| v["rules"]["cooldown"] = "0s".into()).is_err());
+        assert!(with(|v| v["rules"]["collection_margin"] = "24h".into()).is_err());
+        // Durations are text with a unit: a bare number is refused, not read as seconds.
+        assert!(with(|v| v["rules"]["cooldown"] = 604800.into()).is_err());
+        assert!(with(|v| v["rules"]["cooldown"] = "7".into()).is_err());
         assert!(with(|v| v["rules"]["surprise"] = 1.into()).is_err());
         assert!(with(|v| v["banks"][0]["endpoint"] = "ftp://x".into()).is_err());
     }

@@ -12,8 +12,9 @@
 //!   operations the contract marks `security: []` opt out of it;
 //! - least privilege, as far as a template can show it: no `*` action; `*` resources
 //!   only for the actions that have no resource ARN; nothing writes the users table;
-//!   each function gets the environment its start-up reads, and the secrets come from
-//!   Secrets Manager, each only where it is needed.
+//!   each function's environment (Globals merged) is exactly what its settings struct
+//!   in `shared::settings` reads, and the secrets come from Secrets Manager, each only
+//!   where it is needed.
 //!
 //! The tools are the pinned ones `infra/local/stack.py install` puts into `.local/`
 //! (cfn-lint in `.local/venv`, checkov in `.local/venv-checkov`); the template itself is

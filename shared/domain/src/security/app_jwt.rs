@@ -83,13 +83,6 @@ impl AppAuthenticator {
         Ok(Self { key, validation })
     }
 
-    /// From `APP_JWT_PUBLIC_KEY[_FILE]`, `APP_JWT_ISSUER`, `APP_JWT_AUDIENCE`.
-    pub fn from_env() -> Result<Self, String> {
-        let pem = super::pem_from_env("APP_JWT_PUBLIC_KEY")?;
-        let var = |n: &str| std::env::var(n).map_err(|_| format!("{n} must be set"));
-        Self::new(&pem, &var("APP_JWT_ISSUER")?, &var("APP_JWT_AUDIENCE")?)
-    }
-
     /// The caller: the verified bearer token's `sub`. Authorizer claims, when present,
     /// must name the same subject (and issuer and audience, where they carry them).
     pub fn authenticate(

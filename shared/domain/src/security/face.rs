@@ -63,14 +63,6 @@ impl FaceVerifier {
         })
     }
 
-    /// From `FACE_PUBLIC_KEY[_FILE]`, `FACE_ISSUER` and `FACE_AUDIENCE`.
-    pub fn from_env(max_age: Duration) -> Result<Self, String> {
-        let pem = super::pem_from_env("FACE_PUBLIC_KEY")?;
-        let issuer = std::env::var("FACE_ISSUER").map_err(|_| "FACE_ISSUER must be set")?;
-        let audience = std::env::var("FACE_AUDIENCE").map_err(|_| "FACE_AUDIENCE must be set")?;
-        Self::new(&pem, &issuer, &audience, max_age)
-    }
-
     /// A pass of `user` for `purpose`, issued for this service within the maximum age.
     pub fn verify(
         &self,

@@ -11,7 +11,7 @@ use crate::model::ids::{UserId, VerificationId};
 // Re-exported where it was defined before `model::purpose`, for callers not yet moved.
 use crate::model::purpose::Purpose;
 
-/// The server-side key of the code hash (from `SMS_CODE_KEY`, at least 32 bytes).
+/// The server-side key of the code hash (`SMS_CODE_KEY`, at least 32 bytes).
 #[derive(Clone)]
 pub struct CodeHasher {
     key: Vec<u8>,
@@ -23,13 +23,6 @@ impl CodeHasher {
             return Err("the SMS code key must be at least 32 bytes".into());
         }
         Ok(Self { key: key.to_vec() })
-    }
-
-    /// From `SMS_CODE_KEY` (hex) or `SMS_CODE_KEY_FILE`.
-    pub fn from_env() -> Result<Self, String> {
-        let hex_key = super::pem_from_env("SMS_CODE_KEY")?;
-        let key = hex::decode(hex_key.trim()).map_err(|e| format!("SMS_CODE_KEY: {e}"))?;
-        Self::new(&key)
     }
 
     pub fn hash(&self, user: &UserId, id: &VerificationId, purpose: Purpose, code: &str) -> String {

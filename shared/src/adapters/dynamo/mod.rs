@@ -51,22 +51,11 @@ pub fn query_pk(query: &QueryId) -> String {
 
 pub type Item = HashMap<String, AttributeValue>;
 
-/// Physical table names (from the SAM template's outputs, through the environment).
+/// Physical table names (the template's tables, through `TABLE_NAME`/`USERS_TABLE_NAME`).
 #[derive(Debug, Clone)]
 pub struct Tables {
     pub main: String,
     pub users: String,
-}
-
-impl Tables {
-    /// From `TABLE_NAME` and `USERS_TABLE_NAME`.
-    pub fn from_env() -> Result<Self, String> {
-        let var = |n: &str| std::env::var(n).map_err(|_| format!("{n} must be set"));
-        Ok(Self {
-            main: var("TABLE_NAME")?,
-            users: var("USERS_TABLE_NAME")?,
-        })
-    }
 }
 
 #[derive(Clone)]
