@@ -194,6 +194,24 @@ def executables(cargo_json: str, names: list[str]) -> dict[str, Path]:
     return found
 
 
+def cargo_build(names: list[str], env: dict[str, str], what: str,
+                extra: tuple[str, ...] = ()) -> dict[str, Path]:
+    """Builds the packages `names` (debug) in one cargo call and returns their
+    executables, every one of them or a StackError naming `what` failed."""
+    argv = ["cargo", "build", "--quiet", "--locked", "--message-format=json-render-diagnostics"]
+    for n in names:
+        argv += ["-p", n]
+    build = subprocess.run(argv + list(extra), cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
+                           capture_output=True, text=True)
+    if build.returncode != 0:
+        raise StackError(f"building {what} failed:\n{build.stderr[-3000:]}")
+    found = executables(build.stdout, names)
+    missing = [n for n in names if n not in found]
+    if missing:
+        raise StackError(f"cargo named no executable for {', '.join(missing)}")
+    return found
+
+
 def port_listening(endpoint: str, timeout: float = 1.0) -> bool:
     host, _, port = endpoint.rpartition(":")
     try:

@@ -23,7 +23,7 @@ from .common import (
     INSTANCE_RESTARTS, LOCAL, LOG_DIR, PROBE_TIMEOUT_S, PUMP_READY_LINE, PUMP_TABLE, REGION,
     ROOT, STARTUP_TIMEOUT_S, STOP_GRACE_S, StackError, TABLE_PREFIX, VENV_DIR,
     WATCH_GATE_READY_LINE, api_healthy, atomic_write, bank_sim_healthy, dynamodb_healthy,
-    executables, function_names, http, log_tail, parse_env_file, pick_free_port, pid_alive,
+    cargo_build, function_names, http, log_tail, parse_env_file, pick_free_port, pid_alive,
     port_free, port_listening, proc_start_time, rel, say, sns_healthy, watch_routes,
 )
 from .java import dynamodb_command
@@ -356,33 +356,15 @@ class Stack:
         returns their executables. Nothing builds them again while the stack runs."""
         names = function_names()
         say(f"building the functions (cargo build -p {' -p '.join(names)})")
-        argv = ["cargo", "build", "--quiet", "--locked", "--message-format=json-render-diagnostics"]
-        for n in names:
-            argv += ["-p", n]
-        build = subprocess.run(argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
-                               capture_output=True, text=True)
-        if build.returncode != 0:
-            raise StackError(f"building the functions failed:\n{build.stderr[-3000:]}")
-        found = executables(build.stdout, names)
-        missing = [n for n in names if n not in found]
-        if missing:
-            raise StackError(f"cargo named no executable for {', '.join(missing)}")
-        return found
+        return cargo_build(names, env, "the functions")
 
     def _build_fault_injection(self, env: dict[str, str]) -> dict[str, Path]:
         """aggregate-report built with `shared/fault-injection` (the aggregator aborts at
         a point armed by a file in the state's `fault_dir`), copied aside: the normal
         build that follows puts the plain binary back in place for every other stack."""
         say("building aggregate-report with --features shared/fault-injection")
-        build = subprocess.run(
-            ["cargo", "build", "--quiet", "--locked", "--message-format=json-render-diagnostics",
-             "-p", "aggregate-report", "--features", "shared/fault-injection"],
-            cwd=ROOT, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True)
-        if build.returncode != 0:
-            raise StackError(f"the fault-injection build failed:\n{build.stderr[-3000:]}")
-        exe = executables(build.stdout, ["aggregate-report"]).get("aggregate-report")
-        if exe is None:
-            raise StackError("cargo named no executable for aggregate-report")
+        exe = cargo_build(["aggregate-report"], env, "aggregate-report with fault injection",
+                          ("--features", "shared/fault-injection"))["aggregate-report"]
         aside = LOCAL / "fault-bin" / f"aggregate-report-{os.getpid()}"
         aside.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(exe, aside)
@@ -451,26 +433,7 @@ class Stack:
         names = ["event-pump", "bank-sim", "devtools", "watch-gate"]
         say("building the local tools (cargo build -p event-pump -p bank-sim -p devtools "
             "-p watch-gate)")
-        argv = ["cargo", "build", "--quiet", "--locked", "--message-format=json-render-diagnostics"]
-        for n in names:
-            argv += ["-p", n]
-        build = subprocess.run(argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
-                               capture_output=True, text=True)
-        if build.returncode != 0:
-            raise StackError(f"building the local tools failed:\n{build.stderr[-3000:]}")
-        found: dict[str, Path] = {}
-        for line in build.stdout.splitlines():
-            try:
-                msg = json.loads(line)
-            except ValueError:
-                continue
-            name = msg.get("target", {}).get("name")
-            if msg.get("reason") == "compiler-artifact" and msg.get("executable") and name in names:
-                found[name] = Path(msg["executable"])
-        missing = [n for n in names if n not in found]
-        if missing:
-            raise StackError(f"cargo named no executable for {', '.join(missing)}")
-        return found
+        return cargo_build(names, env, "the local tools")
 
     def _prepare_pump(self, state: dict[str, Any], api_endpoint: str) -> Service:
         """The event pump: the table's stream and the schedules to the functions served
