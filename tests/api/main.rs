@@ -21,4 +21,5 @@ mod dynamo;
 mod foundation;
 mod infra;
 mod pipeline;
+mod property;
 mod submission;

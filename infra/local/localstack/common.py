@@ -49,6 +49,9 @@ CARGO_LAMBDA_SPEC = "cargo-lambda==1.9.2"
 CFN_LINT_SPEC = "cfn-lint==1.58.0"
 ZIGLANG_SPEC = "ziglang==0.17.1"
 CHECKOV_SPEC = "checkov==3.3.30"
+# The property run of the API (tests/api/property), in the main venv: it adds only its
+# own packages there (pip changes none of moto's).
+SCHEMATHESIS_SPEC = "schemathesis==4.32.5"
 
 DEFAULT_DYNAMODB_PORT = 8000
 DEFAULT_SNS_PORT = 5055

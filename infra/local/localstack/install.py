@@ -18,7 +18,7 @@ from typing import Any
 from .common import (
     BIN_DIR, CARGO_LAMBDA_SPEC, CFN_LINT_SPEC, CHECKOV_SPEC, CHECKOV_VENV_DIR, DYNAMO_NPM_PKG,
     DYNAMO_NPM_VERSION, INSTALL_LOCK, LOCAL, MARKER, MARKER_SCHEMA, MOTO_SPEC, NPM_DIR,
-    StackError, VENV_DIR, ZIGLANG_SPEC, _run_step, atomic_write, rel, say,
+    SCHEMATHESIS_SPEC, StackError, VENV_DIR, ZIGLANG_SPEC, _run_step, atomic_write, rel, say,
 )
 from .java import SHIM_CLASS, SHIM_HASH, _find_dynamodb_jar, _install_shim
 
@@ -83,12 +83,13 @@ PINS = {
     "cargo-lambda": CARGO_LAMBDA_SPEC,
     "cfn-lint": CFN_LINT_SPEC,
     "ziglang": ZIGLANG_SPEC,
+    "schemathesis": SCHEMATHESIS_SPEC,
     "checkov": CHECKOV_SPEC,
     "dynamodb-shim": SHIM_HASH,
 }
-VENV_PINS = ("moto", "cargo-lambda", "cfn-lint", "ziglang")
-VENV_SPECS = (MOTO_SPEC, CARGO_LAMBDA_SPEC, CFN_LINT_SPEC, ZIGLANG_SPEC)
-VENV_BINS = ("python", "moto_server", "cargo-lambda", "cfn-lint")
+VENV_PINS = ("moto", "cargo-lambda", "cfn-lint", "ziglang", "schemathesis")
+VENV_SPECS = (MOTO_SPEC, CARGO_LAMBDA_SPEC, CFN_LINT_SPEC, ZIGLANG_SPEC, SCHEMATHESIS_SPEC)
+VENV_BINS = ("python", "moto_server", "cargo-lambda", "cfn-lint", "schemathesis")
 
 def _install_npm() -> tuple[Path, Path]:
     npm = shutil.which("npm")

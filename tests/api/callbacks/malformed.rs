@@ -146,3 +146,41 @@ async fn an_oversized_body_is_refused_and_nothing_is_stored() {
     let reply = b.post(&path, &h, &body).await;
     assert_eq!(reply.status, 204, "16 KiB is allowed: {reply:?}");
 }
+
+/// Issue 15: a signed body that is not UTF-8 is the function's 400 through the local
+/// stack too (cargo lambda watch alone answers 500 before any function runs; the gate
+/// delivers such a body base64-encoded, as API Gateway does: decision 60).
+#[tokio::test]
+async fn a_signed_body_that_is_not_utf8_is_refused_with_400() {
+    let b = Banks::get().await;
+    let p = b.pending_query(&["HXB"]).await;
+    let path = path_of("HXB");
+    let before = b.leg_item(&p.query_id, "HXB").await;
+    let mut body = answer(&p.query_id, p.inquiry("HXB"), &json!([])).into_bytes();
+    // Latin-1 é inside a string: JSON in every respect but the encoding.
+    let at = body
+        .windows(6)
+        .position(|w| w == b"\"NONE\"")
+        .expect("the NONE status")
+        + 1;
+    body[at] = 0xe9;
+    assert!(std::str::from_utf8(&body).is_err());
+    let h = signing::sign(
+        b.secret("HXB"),
+        "HXB",
+        time::OffsetDateTime::now_utc(),
+        "POST",
+        &path,
+        &body,
+    );
+    let reply = b
+        .api
+        .call_bytes("POST", &path, None, &h.pairs(), Some(body))
+        .await;
+    assert_eq!(
+        (reply.status, reply.code()),
+        (400, Some("MALFORMED_REQUEST")),
+        "{reply:?}"
+    );
+    assert_eq!(b.leg_item(&p.query_id, "HXB").await, before);
+}

@@ -51,13 +51,15 @@ fn template_path() -> PathBuf {
         .unwrap_or_else(|| root().join("infra/template.yaml"))
 }
 
-struct Tools {
-    cfn_lint: PathBuf,
-    checkov: PathBuf,
+pub(crate) struct Tools {
+    pub(crate) cfn_lint: PathBuf,
+    pub(crate) checkov: PathBuf,
+    /// The property run's (tests/api/property).
+    pub(crate) schemathesis: PathBuf,
 }
 
 /// The pinned tools, installed (once per test process) by the project's own script.
-fn tools() -> &'static Tools {
+pub(crate) fn tools() -> &'static Tools {
     static TOOLS: OnceLock<Tools> = OnceLock::new();
     TOOLS.get_or_init(|| {
         let out = Command::new("python3")
@@ -75,8 +77,9 @@ fn tools() -> &'static Tools {
         let tools = Tools {
             cfn_lint: local.join("venv/bin/cfn-lint"),
             checkov: local.join("venv-checkov/bin/checkov"),
+            schemathesis: local.join("venv/bin/schemathesis"),
         };
-        for tool in [&tools.cfn_lint, &tools.checkov] {
+        for tool in [&tools.cfn_lint, &tools.checkov, &tools.schemathesis] {
             assert!(tool.exists(), "{} is missing after install", tool.display());
         }
         tools

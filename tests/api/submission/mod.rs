@@ -22,6 +22,7 @@ use shared::model::timestamp;
 use shared::security::dev;
 use testkit::api::{Api, Reply, TestUser, UserKind};
 use testkit::localkeys::{APP_JWT_AUDIENCE, APP_JWT_ISSUER, FACE_AUDIENCE, FACE_ISSUER};
+use testkit::openapi::OpenApi;
 use testkit::seed::PAYMENT_PASSWORD;
 use time::{Duration, OffsetDateTime};
 
@@ -109,13 +110,17 @@ async fn agreement_version(api: &Api, user: &TestUser) -> String {
 
 /// A submission that is valid in every respect.
 fn submission(agreement: &str, verification_id: &str, code: &str, face: &Face) -> Value {
-    json!({
+    let body = json!({
         "banks": CHOSEN_BANKS,
         "consent": { "agreement_version": agreement, "accepted": true },
         "verification": { "verification_id": verification_id, "sms_code": code },
         "face_token": face.token,
         "payment_password": PAYMENT_PASSWORD,
-    })
+    });
+    if let Err(e) = OpenApi::shared().check_request_body("POST", CARD_QUERIES, &body) {
+        panic!("the valid submission does not conform to the OpenAPI document: {e}");
+    }
+    body
 }
 
 /// What a submission carries besides the face token: the agreement version consented to

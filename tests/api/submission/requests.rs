@@ -222,6 +222,56 @@ async fn bodies_over_16_kib_get_413_and_16_kib_is_accepted() {
     assert_eq!(ok.status, 202, "a 16 KiB submission is accepted: {ok:?}");
 }
 
+/// Issue 15: a body that is not UTF-8 is the function's answer through the local stack
+/// too: 400 declared as JSON, 415 declared as text (cargo lambda watch alone answers 500
+/// to both before any function runs; the gate delivers such a body base64-encoded, as
+/// API Gateway does: decision 60).
+#[tokio::test]
+async fn a_body_that_is_not_utf8_is_the_functions_answer() {
+    let api = Api::get().await;
+    let user = held_user(&api).await;
+    let token = api.token(&user);
+    let before = api.snapshot(&user).await;
+    let latin1 = b"{\"purpose\": \"SUBMIT_QUERY\xe9\"}".to_vec();
+    for path in [VERIFICATIONS, CARD_QUERIES] {
+        for (ct, status, code) in [
+            ("application/json", 400, "MALFORMED_REQUEST"),
+            ("text/plain", 415, "UNSUPPORTED_MEDIA_TYPE"),
+        ] {
+            let headers = [("content-type", ct), ("idempotency-key", "not-utf8")];
+            let reply = api
+                .call_bytes("POST", path, Some(&token), &headers, Some(latin1.clone()))
+                .await;
+            assert_error(&reply, status, code, &format!("{path} ({ct})"));
+        }
+    }
+    assert_unchanged(
+        &before,
+        &api.snapshot(&user).await,
+        "bodies that are not UTF-8",
+    );
+    assert_eq!(sms_count(&api, &user).await, 0);
+}
+
+/// The path `/v1/card-queries` is served by two functions (POST, GET): any other method
+/// reaches neither, and the local API answers the contract's 405 with both (decision 61).
+#[tokio::test]
+async fn other_methods_on_a_path_split_between_functions_get_405() {
+    let api = Api::get().await;
+    let user = held_user(&api).await;
+    let token = api.token(&user);
+    for method in ["TRACE", "PUT", "DELETE", "PATCH"] {
+        let reply = api
+            .call(method, CARD_QUERIES, Some(&token), &[], None)
+            .await;
+        assert_error(&reply, 405, "METHOD_NOT_ALLOWED", method);
+        let allow = reply.headers.get("allow").and_then(|v| v.to_str().ok());
+        let mut allowed: Vec<&str> = allow.unwrap_or_default().split(", ").collect();
+        allowed.sort_unstable();
+        assert_eq!(allowed, ["GET", "POST"], "{method}: Allow {allow:?}");
+    }
+}
+
 #[tokio::test]
 async fn other_methods_on_the_functions_paths_get_405() {
     let api = Api::get().await;

@@ -130,7 +130,9 @@ impl Api {
             .expect("face token")
     }
 
-    /// Sends a request; the response must conform to the OpenAPI document.
+    /// Sends a request; the response must conform to the OpenAPI document, and a request
+    /// the API accepted (2xx) must have had a body the document accepts: a test may send
+    /// a bad body on purpose, the server may not take one.
     pub async fn call(
         &self,
         method: &str,
@@ -138,6 +140,19 @@ impl Api {
         token: Option<&str>,
         headers: &[(&str, &str)],
         body: Option<String>,
+    ) -> Reply {
+        self.call_bytes(method, path, token, headers, body.map(String::into_bytes))
+            .await
+    }
+
+    /// [`Api::call`] with a body of any bytes (one that is not UTF-8, say).
+    pub async fn call_bytes(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Option<Vec<u8>>,
     ) -> Reply {
         let m = reqwest::Method::from_bytes(method.as_bytes()).expect("a valid method");
         let mut req = self.http.request(m, format!("{}{path}", self.base));
@@ -147,6 +162,7 @@ impl Api {
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
+        let sent: Option<Value> = body.as_deref().and_then(|b| serde_json::from_slice(b).ok());
         if let Some(b) = body {
             if !headers
                 .iter()
@@ -167,8 +183,17 @@ impl Api {
                 panic!("{method} {path} → {status}: body is not JSON ({e}): {text}")
             }))
         };
-        if let Err(e) = OpenApi::shared().check_response(method, path, status, body.as_ref()) {
+        let spec = OpenApi::shared();
+        if let Err(e) = spec.check_response(method, path, status, body.as_ref()) {
             panic!("{method} {path} → {status} does not conform to the OpenAPI document: {e}");
+        }
+        if (200..300).contains(&status) && spec.documents_request_body(method, path) {
+            let sent = sent.unwrap_or_else(|| {
+                panic!("{method} {path} → {status}: accepted a body that is not JSON")
+            });
+            if let Err(e) = spec.check_request_body(method, path, &sent) {
+                panic!("{method} {path} → {status}: accepted a request the contract refuses: {e}");
+            }
         }
         Reply {
             status,
@@ -181,7 +206,12 @@ impl Api {
         self.call("GET", path, Some(token), &[], None).await
     }
 
+    /// A request with a well-formed body: the body must conform to the OpenAPI document
+    /// before it is sent (a test that means to send a bad one uses [`Api::call`]).
     pub async fn post_json(&self, path: &str, token: &str, body: &Value) -> Reply {
+        if let Err(e) = OpenApi::shared().check_request_body("POST", path, body) {
+            panic!("POST {path}: the test's body does not conform to the OpenAPI document: {e}");
+        }
         self.call("POST", path, Some(token), &[], Some(body.to_string()))
             .await
     }

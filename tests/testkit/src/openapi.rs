@@ -288,6 +288,12 @@ impl OpenApi {
         }
     }
 
+    /// Whether the operation documents a request body (false for unknown operations).
+    pub fn documents_request_body(&self, method: &str, path: &str) -> bool {
+        self.operation(method, path)
+            .is_ok_and(|op| op.object.get("requestBody").is_some())
+    }
+
     /// Checks a request body against the operation's `requestBody` schema (useful to keep
     /// test fixtures and the bank simulator honest).
     pub fn check_request_body(
@@ -1247,6 +1253,88 @@ mod tests {
         assert!(spec
             .check_request_body("GET", "/v1/banks", &json!({}))
             .is_err());
+    }
+
+    /// Issue 15: what the server refuses for reasons that are not state (the configured
+    /// banks, the current agreement, consent given, a FOUND answer with cards and the
+    /// others without) the schema refuses too, so valid by the schema means not refused
+    /// by these rules; and its lists are the configuration's.
+    #[test]
+    fn the_rules_that_are_not_state_are_in_the_schema() {
+        let spec = spec();
+        let config = shared::config::ServiceConfig::parse(shared::config::DEFAULT_CONFIG)
+            .expect("the shipped configuration parses");
+        let configured: Vec<Value> = config
+            .banks
+            .all()
+            .iter()
+            .map(|b| json!(b.code.to_string()))
+            .collect();
+        assert_eq!(
+            spec.document()
+                .pointer("/components/schemas/BankCode/enum")
+                .and_then(Value::as_array),
+            Some(&configured),
+            "BankCode lists the configured banks, in their order"
+        );
+        assert_eq!(
+            spec.document()
+                .pointer("/components/schemas/Consent/properties/agreement_version/enum"),
+            Some(&json!([config.agreement_version])),
+            "the consent names the current agreement version"
+        );
+        let submission = |banks: Value, version: &str, accepted: bool| {
+            json!({"banks": banks,
+                "consent": {"agreement_version": version, "accepted": accepted},
+                "verification": {"verification_id": VID, "sms_code": "123456"},
+                "face_token": "tok", "payment_password": "147258"})
+        };
+        let version = config.agreement_version.as_str();
+        spec.check_request_body(
+            "POST",
+            "/v1/card-queries",
+            &submission(json!(configured), version, true),
+        )
+        .expect("every configured bank at once");
+        for (body, why) in [
+            (submission(json!(["ZZZZ"]), version, true), "unknown bank"),
+            (submission(json!([]), version, true), "no bank"),
+            (
+                submission(json!(["ICBC"]), version, false),
+                "consent not given",
+            ),
+            (
+                submission(json!(["ICBC"]), "2025-01", true),
+                "an old agreement",
+            ),
+        ] {
+            assert!(
+                spec.check_request_body("POST", "/v1/card-queries", &body)
+                    .is_err(),
+                "{why}: {body}"
+            );
+        }
+        let answer = |status: &str, cards: Value| json!({"query_id": QID, "inquiry_id": IID, "status": status, "cards": cards});
+        let card = json!({"kind": "DEBIT", "first4": "6222", "last4": "1234"});
+        let path = "/v1/bank-callbacks/ICBC";
+        for (body, valid) in [
+            (answer("FOUND", json!([card])), true),
+            (answer("NONE", json!([])), true),
+            (answer("ERROR", json!([])), true),
+            (answer("FOUND", json!([])), false),
+            (answer("NONE", json!([card])), false),
+            (answer("ERROR", json!([card])), false),
+            (
+                answer("FOUND", Value::Array(vec![card.clone(); 201])),
+                false,
+            ),
+        ] {
+            assert_eq!(
+                spec.check_request_body("POST", path, &body).is_ok(),
+                valid,
+                "{body}"
+            );
+        }
     }
 
     #[test]

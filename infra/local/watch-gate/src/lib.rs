@@ -13,7 +13,9 @@
 //! until the watch has answered, even when the caller gave up meanwhile: an abandoned
 //! invocation still sits in the watch's queue until an instance takes it.
 
-use std::collections::HashMap;
+pub mod binary_body;
+
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use axum::body::{Body, Bytes};
@@ -77,6 +79,15 @@ impl Router {
     }
 
     pub fn function(&self, method: &Method, path: &str) -> String {
+        match self.target(method, path) {
+            Target::Function(name) => name,
+            Target::MethodNotAllowed { .. } | Target::NoRoute => DEFAULT_FUNCTION.to_owned(),
+        }
+    }
+
+    /// Where a request goes: its function, or (for a path the routes name with other
+    /// methods only) the methods it allows, or nowhere.
+    pub fn target(&self, method: &Method, path: &str) -> Target {
         let path = format!("/{}", path.trim_matches('/'));
         // The invoke API and function URLs name the function themselves.
         let segments: Vec<&str> = path[1..].split('/').collect();
@@ -84,23 +95,62 @@ impl Router {
             ["2015-03-31", "functions", name, ..] | ["lambda-url", name, ..]
                 if !name.is_empty() =>
             {
-                return (*name).to_owned()
+                return Target::Function((*name).to_owned())
             }
             _ => {}
         }
+        let Ok(matched) = self.paths.at(&path) else {
+            return Target::NoRoute;
+        };
+        let routes = matched.value;
+        if let Some(r) = routes.iter().find(|r| {
+            r.method
+                .as_deref()
+                .is_none_or(|m| m.eq_ignore_ascii_case(method.as_str()))
+        }) {
+            return Target::Function(r.function.clone());
+        }
+        let allow: Vec<String> = routes
+            .iter()
+            .filter_map(|r| r.method.as_deref().map(str::to_ascii_uppercase))
+            .collect();
+        Target::MethodNotAllowed {
+            allow: allow.join(", "),
+        }
+    }
+
+    /// The `{param}` values of a routed path, as the watch puts them in its events.
+    pub fn path_parameters(&self, path: &str) -> BTreeMap<String, String> {
+        let path = format!("/{}", path.trim_matches('/'));
         self.paths
             .at(&path)
-            .ok()
-            .and_then(|m| {
-                m.value.iter().find(|r| {
-                    r.method
-                        .as_deref()
-                        .is_none_or(|m| m.eq_ignore_ascii_case(method.as_str()))
-                })
+            .map(|m| {
+                m.params
+                    .iter()
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .collect()
             })
-            .map(|r| r.function.clone())
-            .unwrap_or_else(|| DEFAULT_FUNCTION.to_owned())
+            .unwrap_or_default()
     }
+
+    /// Whether the path is one of the routes (not the invoke API or a function URL).
+    fn is_route(&self, path: &str) -> bool {
+        let path = format!("/{}", path.trim_matches('/'));
+        !path.starts_with("/2015-03-31/")
+            && !path.starts_with("/lambda-url/")
+            && self.paths.at(&path).is_ok()
+    }
+}
+
+/// See [`Router::target`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Function(String),
+    /// Every route of the path names a method, none this one: `allow` lists them.
+    MethodNotAllowed {
+        allow: String,
+    },
+    NoRoute,
 }
 
 /// The gate's shared state: where the watch is, and one semaphore per function.
@@ -165,12 +215,18 @@ impl Gate {
                 )
             }
         };
-        let function = self.router.function(&parts.method, parts.uri.path());
-        if function == DEFAULT_FUNCTION && parts.method != Method::OPTIONS {
-            // The watch would queue it for a default function nobody serves. (CORS
-            // preflights pass: the watch's CORS layer answers them before routing.)
-            return error(StatusCode::NOT_FOUND, "NOT_FOUND", "no such route");
-        }
+        let path = parts.uri.path();
+        let function = match self.router.target(&parts.method, path) {
+            Target::Function(name) => name,
+            // CORS preflights pass: the watch's CORS layer answers them before routing.
+            _ if parts.method == Method::OPTIONS => DEFAULT_FUNCTION.to_owned(),
+            // A path split between functions by method (`/v1/card-queries`): no function
+            // sees the other methods, so the gate answers as each function does for its
+            // own paths (the contract's 405). The watch would queue them for a default
+            // function nobody serves.
+            Target::MethodNotAllowed { allow } => return method_not_allowed(&allow),
+            Target::NoRoute => return error(StatusCode::NOT_FOUND, "NOT_FOUND", "no such route"),
+        };
         let Ok(permit) = self.semaphore(&function).acquire_owned().await else {
             return error(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -178,18 +234,42 @@ impl Gate {
                 "gate closed",
             );
         };
-        let url = format!(
-            "{}{}",
-            self.upstream,
-            parts
-                .uri
-                .path_and_query()
-                .map(|p| p.as_str())
-                .unwrap_or("/")
-        );
+        // The watch answers 500 to a body declared as text that is not UTF-8; such a
+        // request goes to the function as API Gateway would deliver it (binary_body.rs).
+        let via_invoke_api =
+            self.router.is_route(path) && binary_body::watch_refuses(&parts.headers, &body);
+        let (method, url, headers, body) = if via_invoke_api {
+            let event = binary_body::event(
+                &parts.method,
+                &parts.uri,
+                &parts.headers,
+                &body,
+                self.router.path_parameters(path),
+                time::OffsetDateTime::now_utc(),
+            );
+            let url = format!(
+                "{}/2015-03-31/functions/{function}/invocations",
+                self.upstream
+            );
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                axum::http::header::CONTENT_TYPE,
+                axum::http::HeaderValue::from_static("application/json"),
+            );
+            (Method::POST, url, headers, Bytes::from(event.to_string()))
+        } else {
+            let url = format!(
+                "{}{}",
+                self.upstream,
+                parts
+                    .uri
+                    .path_and_query()
+                    .map(|p| p.as_str())
+                    .unwrap_or("/")
+            );
+            (parts.method.clone(), url, forwardable(&parts.headers), body)
+        };
         let gate = self.clone();
-        let method = parts.method.clone();
-        let headers = forwardable(&parts.headers);
         // A task of its own, so that a caller going away does not release the permit
         // while the invocation is still queued in the watch.
         let call = tokio::spawn(async move {
@@ -213,23 +293,23 @@ impl Gate {
                 Err(e) => Err(e.to_string()),
             }
         });
-        match call.await {
-            Ok(Ok((status, headers, bytes))) => {
+        let answer = match call.await {
+            Ok(Ok(answer)) if via_invoke_api => {
+                let (status, headers, bytes) = answer;
+                binary_body::response(status, headers, bytes)
+            }
+            Ok(answer) => answer,
+            Err(e) => Err(e.to_string()),
+        };
+        match answer {
+            Ok((status, headers, bytes)) => {
                 let mut resp = Response::new(Body::from(bytes));
                 *resp.status_mut() = status;
-                *resp.headers_mut() = headers;
+                *resp.headers_mut() = forwardable(&headers);
                 resp
             }
-            Ok(Err(e)) => {
-                log_warn("upstream call failed", &function, &e);
-                error(
-                    StatusCode::BAD_GATEWAY,
-                    "BAD_GATEWAY",
-                    "the API is not answering",
-                )
-            }
             Err(e) => {
-                log_warn("upstream task failed", &function, &e.to_string());
+                log_warn("upstream call failed", &function, &e);
                 error(
                     StatusCode::BAD_GATEWAY,
                     "BAD_GATEWAY",
@@ -260,6 +340,19 @@ fn forwardable(headers: &HeaderMap) -> HeaderMap {
         }
     }
     out
+}
+
+/// The contract's 405, as the functions give it for their own paths.
+fn method_not_allowed(allow: &str) -> Response<Body> {
+    let mut resp = error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "METHOD_NOT_ALLOWED",
+        "method not allowed",
+    );
+    if let Ok(v) = axum::http::HeaderValue::from_str(allow) {
+        resp.headers_mut().insert(axum::http::header::ALLOW, v);
+    }
+    resp
 }
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
@@ -346,6 +439,100 @@ mod tests {
             DEFAULT_FUNCTION
         );
         assert_eq!(r.function(&Method::GET, "/nope"), DEFAULT_FUNCTION);
+    }
+
+    #[test]
+    fn a_path_split_by_method_allows_its_methods_only() {
+        let r = router();
+        let not_allowed = Target::MethodNotAllowed {
+            allow: "POST, GET".into(),
+        };
+        assert_eq!(r.target(&Method::TRACE, "/v1/card-queries"), not_allowed);
+        assert_eq!(r.target(&Method::DELETE, "/v1/card-queries/"), not_allowed);
+        // A path routed for every method: its function answers the other methods.
+        assert_eq!(
+            r.target(&Method::TRACE, "/v1/banks"),
+            Target::Function("submit-query".into())
+        );
+        assert_eq!(r.target(&Method::GET, "/v1/nope"), Target::NoRoute);
+        assert_eq!(
+            r.path_parameters("/v1/bank-callbacks/ICBC"),
+            BTreeMap::from([("bank_code".to_owned(), "ICBC".to_owned())])
+        );
+    }
+
+    /// The gate's own answers: the contract's 405 (with Allow) and 404.
+    #[tokio::test]
+    async fn answers_unrouted_methods_and_paths_in_the_contracts_format() {
+        let gate = Arc::new(Gate::new("http://127.0.0.1:1", router(), 5).unwrap());
+        let call = |method: Method, path: &str| {
+            let req = Request::builder()
+                .method(method)
+                .uri(path)
+                .body(Body::empty())
+                .unwrap();
+            gate.clone().handle(req)
+        };
+        let resp = call(Method::TRACE, "/v1/card-queries").await;
+        assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(resp.headers()["allow"], "POST, GET");
+        let body = axum::body::to_bytes(resp.into_body(), 1024).await.unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["error"]["code"], "METHOD_NOT_ALLOWED");
+        let resp = call(Method::GET, "/v1/nope").await;
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+        let body = axum::body::to_bytes(resp.into_body(), 1024).await.unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["error"]["code"], "NOT_FOUND");
+    }
+
+    /// A body the watch would refuse (JSON declared, not UTF-8) reaches the function
+    /// through the invoke API as a base64-encoded API Gateway event, and the function's
+    /// API Gateway answer comes back as HTTP.
+    #[tokio::test]
+    async fn a_body_that_is_not_utf8_goes_through_the_invoke_api() {
+        let seen = Arc::new(Mutex::new(Vec::<(String, serde_json::Value)>::new()));
+        let s2 = seen.clone();
+        let upstream = axum::Router::new().fallback(move |req: Request<Body>| {
+            let seen = s2.clone();
+            async move {
+                let path = req.uri().path().to_owned();
+                let bytes = axum::body::to_bytes(req.into_body(), 1 << 20)
+                    .await
+                    .unwrap();
+                let event = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+                seen.lock().unwrap().push((path, event));
+                serde_json::json!({
+                    "statusCode": 400,
+                    "headers": {"content-type": "application/json"},
+                    "multiValueHeaders": {},
+                    "body": "{\"error\":{\"code\":\"MALFORMED_REQUEST\",\"message\":\"x\"}}",
+                    "isBase64Encoded": false,
+                    "cookies": [],
+                })
+                .to_string()
+            }
+        });
+        let up = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let up_addr = up.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(up, upstream).await });
+        let gate = Arc::new(Gate::new(&format!("http://{up_addr}"), router(), 5).unwrap());
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri("/v1/bank-callbacks/ICBC")
+            .header("content-type", "application/json")
+            .body(Body::from(&b"{\"status\": \"\xff\"}"[..]))
+            .unwrap();
+        let resp = gate.handle(req).await;
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(resp.headers()["content-type"], "application/json");
+        let seen = seen.lock().unwrap();
+        let (path, event) = &seen[0];
+        assert_eq!(path, "/2015-03-31/functions/bank-callback/invocations");
+        assert_eq!(event["isBase64Encoded"], true);
+        assert_eq!(event["rawPath"], "/v1/bank-callbacks/ICBC");
+        assert_eq!(event["pathParameters"]["bank_code"], "ICBC");
+        assert_eq!(event["headers"]["content-type"], "application/json");
     }
 
     #[test]
