@@ -121,7 +121,7 @@ fn order(item: &DueWork) -> u8 {
 /// emulator, `cargo lambda watch` 1.9, passes the function's timeout there (600000), so
 /// such a value is read as the time left.
 pub fn lambda_deadline(deadline_ms: u64, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-    let ms = chrono::TimeDelta::milliseconds(i64::try_from(deadline_ms).ok()?);
+    let ms = chrono::TimeDelta::try_milliseconds(i64::try_from(deadline_ms).ok()?)?;
     if ms.is_zero() {
         return None;
     }
