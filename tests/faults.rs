@@ -322,9 +322,8 @@ async fn aggregate_report_killed_after_the_report_or_after_the_sms_and_sns_down_
     })
     .await;
     // The lease lapses: two minutes pass for the claim.
-    let lapsed = shared::model::timestamp::format(
-        time::OffsetDateTime::now_utc() - time::Duration::minutes(3),
-    );
+    let lapsed =
+        shared::model::timestamp::format(chrono::Utc::now() - chrono::TimeDelta::minutes(3));
     api.clients
         .dynamodb
         .update_item()
@@ -407,7 +406,7 @@ async fn aggregate_report_killed_after_the_report_or_after_the_sms_and_sns_down_
         );
         if !lapsed && start.elapsed() > Duration::from_secs(15) {
             let past = shared::model::timestamp::format(
-                time::OffsetDateTime::now_utc() - time::Duration::minutes(3),
+                chrono::Utc::now() - chrono::TimeDelta::minutes(3),
             );
             let _ = api
                 .clients

@@ -88,7 +88,7 @@ async fn forged_authorizer_claims_without_a_valid_token_are_refused() {
         APP_JWT_ISSUER,
         APP_JWT_AUDIENCE,
         &user.id,
-        time::OffsetDateTime::now_utc(),
+        chrono::Utc::now(),
         600,
     )
     .unwrap();

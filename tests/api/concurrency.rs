@@ -13,6 +13,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use aws_sdk_dynamodb::types::AttributeValue;
+use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::{json, Value};
 use shared::model::ids::{UserId, VerificationId};
 use shared::model::purpose::Purpose;
@@ -20,15 +21,14 @@ use shared::model::timestamp;
 use shared::security::sms_code::CodeHasher;
 use testkit::api::{Api, Reply, TestUser, UserKind};
 use testkit::seed::PAYMENT_PASSWORD;
-use time::{Duration, OffsetDateTime};
 use tokio::sync::Barrier;
 
 const CARD_QUERIES: &str = "/v1/card-queries";
 const WRONG_PASSWORD: &str = "246801";
 const BANKS: [&str; 2] = ["CMB", "ICBC"];
 
-fn now() -> OffsetDateTime {
-    OffsetDateTime::now_utc()
+fn now() -> DateTime<Utc> {
+    Utc::now()
 }
 
 /// An eligible user whose chosen banks never answer, so no report changes the user's
@@ -72,7 +72,7 @@ async fn planted_code(api: &Api, user: &TestUser, n: u32) -> (String, String) {
         .item("code_hash", AttributeValue::S(hash))
         .item(
             "expires_at",
-            AttributeValue::S(timestamp::format(now() + Duration::minutes(5))),
+            AttributeValue::S(timestamp::format(now() + TimeDelta::minutes(5))),
         )
         .item("attempts", AttributeValue::N("0".into()))
         .item("used", AttributeValue::Bool(false))
@@ -218,7 +218,7 @@ async fn fifty_one_wrong_passwords_at_once_lock_the_account_for_good() {
     };
     let until = timestamp::parse(&until).unwrap();
     assert!(
-        until > now() + Duration::hours(23),
+        until > now() + TimeDelta::hours(23),
         "locked for 24 hours: {until}"
     );
     let code = planted_code(&api, &user, 99).await;

@@ -142,7 +142,7 @@ async fn an_expired_report_is_refused_with_its_record_then_deleted_by_the_sweepe
     let (query_id, _) = ready_report(&api, &user, &["BOC"]).await;
     // Seven days pass: move the stored times back.
     let pk = format!("QUERY#{query_id}");
-    let expired_at = past(time::Duration::seconds(1));
+    let expired_at = past(chrono::TimeDelta::seconds(1));
     set_times(
         &api,
         &pk,
@@ -226,7 +226,7 @@ async fn a_new_query_right_after_the_report_is_refused_until_seven_days_later() 
         .to_owned();
     assert_eq!(
         shared::model::timestamp::parse(&next).unwrap(),
-        generated + time::Duration::days(7)
+        generated + chrono::TimeDelta::days(7)
     );
 }
 
@@ -256,7 +256,7 @@ async fn a_bank_that_never_answers_is_no_response_at_the_deadline() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // 24 hours pass: the deadline (and its due entry) moves into the past.
-    let due = past(time::Duration::seconds(1));
+    let due = past(chrono::TimeDelta::seconds(1));
     set_times(
         &api,
         &format!("QUERY#{query_id}"),

@@ -102,7 +102,7 @@ async fn one(api: &Api) -> One {
     let recorded = parse("report_generated_at") - parse("submitted_at");
     One {
         observed,
-        recorded: recorded.try_into().unwrap_or(Duration::ZERO),
+        recorded: recorded.to_std().unwrap_or(Duration::ZERO),
         submit,
     }
 }

@@ -46,7 +46,7 @@ async fn main() {
         service: Arc::clone(&f.service),
         auth: AppAuthenticator::new(&public, "bench", "bench").expect("key"),
     }));
-    let now = time::OffsetDateTime::now_utc();
+    let now = chrono::Utc::now();
 
     // Each submission needs a user of its own (one active query per user).
     let mut prepared = Vec::with_capacity(n + warmup);

@@ -8,10 +8,8 @@ async fn main() -> Result<(), Error> {
     // The scheduled event carries nothing the sweep needs; the context its deadline.
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<serde_json::Value>| async move {
-            let deadline = shared::sweep::lambda_deadline(
-                event.context.deadline,
-                time::OffsetDateTime::now_utc(),
-            );
+            let deadline =
+                shared::sweep::lambda_deadline(event.context.deadline, chrono::Utc::now());
             let stats = sweeper.run_until(deadline).await?;
             Ok::<_, Error>(serde_json::json!({
                 "deadlines": stats.deadlines,

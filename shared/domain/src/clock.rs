@@ -2,41 +2,41 @@
 
 use std::sync::Mutex;
 
-use time::{Duration, OffsetDateTime};
+use chrono::{DateTime, TimeDelta, Utc};
 
 pub trait Clock: Send + Sync {
-    fn now(&self) -> OffsetDateTime;
+    fn now(&self) -> DateTime<Utc>;
 }
 
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SystemClock;
 
 impl Clock for SystemClock {
-    fn now(&self) -> OffsetDateTime {
-        OffsetDateTime::now_utc()
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
     }
 }
 
 /// A clock that moves only when told to.
 #[derive(Debug)]
-pub struct ManualClock(Mutex<OffsetDateTime>);
+pub struct ManualClock(Mutex<DateTime<Utc>>);
 
 impl ManualClock {
-    pub fn new(start: OffsetDateTime) -> Self {
+    pub fn new(start: DateTime<Utc>) -> Self {
         Self(Mutex::new(start))
     }
 
-    pub fn advance(&self, by: Duration) {
+    pub fn advance(&self, by: TimeDelta) {
         *self.0.lock().unwrap_or_else(|e| e.into_inner()) += by;
     }
 
-    pub fn set(&self, to: OffsetDateTime) {
+    pub fn set(&self, to: DateTime<Utc>) {
         *self.0.lock().unwrap_or_else(|e| e.into_inner()) = to;
     }
 }
 
 impl Clock for ManualClock {
-    fn now(&self) -> OffsetDateTime {
+    fn now(&self) -> DateTime<Utc> {
         *self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

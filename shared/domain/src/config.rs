@@ -8,7 +8,7 @@ use std::path::Path;
 use serde::Deserialize;
 use std::time::Duration as StdDuration;
 
-use time::Duration;
+use chrono::TimeDelta;
 
 use crate::bank::endpoint::BankEndpoint;
 use crate::model::bank::{Bank, BankCode, BankRegistry};
@@ -37,7 +37,7 @@ struct RawConfig {
 }
 
 /// Durations are written as text ("7d", "24h", "5m", "30s") so the file reads as the
-/// product brief does; they become `time::Duration` in [`ServiceConfig::parse`].
+/// product brief does; they become `chrono::TimeDelta` in [`ServiceConfig::parse`].
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawRules {
@@ -86,23 +86,23 @@ struct RawBank {
 /// Durations and limits of the product rules.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rules {
-    pub sms_code_validity: Duration,
+    pub sms_code_validity: TimeDelta,
     pub sms_code_max_attempts: u32,
-    pub sms_min_interval: Duration,
+    pub sms_min_interval: TimeDelta,
     pub sms_daily_limit: u32,
-    pub face_token_max_age: Duration,
+    pub face_token_max_age: TimeDelta,
     pub password_max_failures: u32,
-    pub password_lock: Duration,
-    pub cooldown: Duration,
-    pub report_deadline: Duration,
+    pub password_lock: TimeDelta,
+    pub cooldown: TimeDelta,
+    pub report_deadline: TimeDelta,
     /// Banks are waited for until this long before the report deadline, so the report
     /// (built by the next sweep at the latest) is out by the deadline itself.
-    pub collection_margin: Duration,
-    pub report_retention: Duration,
-    pub idempotency_retention: Duration,
+    pub collection_margin: TimeDelta,
+    pub report_retention: TimeDelta,
+    pub idempotency_retention: TimeDelta,
     /// How long an in-progress idempotency claim is honoured before a retry may take it
     /// over (the first request is then taken to have crashed).
-    pub idempotency_lease: Duration,
+    pub idempotency_lease: TimeDelta,
 }
 
 #[derive(Debug, Clone)]
@@ -138,8 +138,8 @@ impl ServiceConfig {
             return Err(invalid("agreement_version is empty".into()));
         }
         let r = raw.rules;
-        let span = |name: &str, v: StdDuration| match Duration::try_from(v) {
-            Ok(d) if d.is_positive() => Ok(d),
+        let span = |name: &str, v: StdDuration| match TimeDelta::from_std(v) {
+            Ok(d) if d > TimeDelta::zero() => Ok(d),
             Ok(_) => Err(invalid(format!("rules.{name} must be positive"))),
             Err(_) => Err(invalid(format!("rules.{name} is too long"))),
         };
@@ -249,12 +249,12 @@ mod tests {
         let c = ServiceConfig::parse(DEFAULT_CONFIG).unwrap();
         assert_eq!(c.banks.len(), 16);
         assert_eq!(c.regions.len(), 16);
-        assert_eq!(c.rules.cooldown, Duration::days(7));
-        assert_eq!(c.rules.report_deadline, Duration::hours(24));
-        assert_eq!(c.rules.sms_code_validity, Duration::minutes(5));
-        assert_eq!(c.rules.collection_margin, Duration::minutes(10));
-        assert_eq!(c.rules.sms_min_interval, Duration::minutes(1));
-        assert_eq!(c.rules.idempotency_lease, Duration::seconds(30));
+        assert_eq!(c.rules.cooldown, TimeDelta::days(7));
+        assert_eq!(c.rules.report_deadline, TimeDelta::hours(24));
+        assert_eq!(c.rules.sms_code_validity, TimeDelta::minutes(5));
+        assert_eq!(c.rules.collection_margin, TimeDelta::minutes(10));
+        assert_eq!(c.rules.sms_min_interval, TimeDelta::minutes(1));
+        assert_eq!(c.rules.idempotency_lease, TimeDelta::seconds(30));
         assert!(c.in_pilot(&RegionCode::parse("31").unwrap()));
         assert!(!c.in_pilot(&RegionCode::parse("44").unwrap()));
     }

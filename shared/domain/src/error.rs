@@ -1,7 +1,7 @@
 //! Every refusal the domain gives, as plain data. Which HTTP status, code and body each
 //! one gets is the inbound layer's business (`shared::inbound::error::ApiError`).
 
-use time::OffsetDateTime;
+use chrono::{DateTime, Utc};
 
 use crate::ports::StoreError;
 
@@ -44,9 +44,9 @@ pub enum ServiceError {
     #[error("the payload holds what looks like a full card number")]
     CardNumberRejected,
     #[error("the payment password is locked")]
-    PaymentPasswordLocked { until: OffsetDateTime },
+    PaymentPasswordLocked { until: DateTime<Utc> },
     #[error("a new query is allowed from next_allowed_at")]
-    CooldownActive { next_allowed_at: OffsetDateTime },
+    CooldownActive { next_allowed_at: DateTime<Utc> },
     #[error("too many requests")]
     TooManyRequests { retry_after_secs: u64 },
     #[error("a dependency is unavailable, try again later")]

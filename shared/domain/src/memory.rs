@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use time::OffsetDateTime;
+use chrono::{DateTime, Utc};
 
 use crate::model::bank::BankCode;
 use crate::model::ids::{QueryId, UserId, VerificationId};
@@ -38,7 +38,7 @@ struct Data {
     unsettled: HashMap<QueryId, usize>,
     bank_nonces: HashSet<(BankCode, String)>,
     reports: HashMap<QueryId, StoredReport>,
-    notice_claims: HashMap<QueryId, OffsetDateTime>,
+    notice_claims: HashMap<QueryId, DateTime<Utc>>,
 }
 
 /// A state written by an atomic update: the version moves, so optimistic writers that
@@ -163,7 +163,7 @@ impl SubmissionStore for MemoryStore {
         user: &UserId,
         id: &VerificationId,
         purpose: Purpose,
-        now: OffsetDateTime,
+        now: DateTime<Utc>,
         max_attempts: u32,
     ) -> Result<Option<VerificationRecord>, StoreError> {
         match self.lock().verifications.get_mut(&(user.clone(), *id)) {
@@ -194,7 +194,7 @@ impl SubmissionStore for MemoryStore {
         &self,
         user: &UserId,
         holder: &str,
-        now: OffsetDateTime,
+        now: DateTime<Utc>,
         policy: &PasswordPolicy,
     ) -> Result<(PasswordSlot, UserState), StoreError> {
         let mut d = self.lock();
@@ -212,7 +212,7 @@ impl SubmissionStore for MemoryStore {
         &self,
         user: &UserId,
         holder: &str,
-        now: OffsetDateTime,
+        now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let mut d = self.lock();
         let state = d.states.get(user).cloned().unwrap_or_default();
@@ -226,9 +226,9 @@ impl SubmissionStore for MemoryStore {
         &self,
         user: &UserId,
         holder: &str,
-        now: OffsetDateTime,
+        now: DateTime<Utc>,
         policy: &PasswordPolicy,
-    ) -> Result<OffsetDateTime, StoreError> {
+    ) -> Result<DateTime<Utc>, StoreError> {
         let mut d = self.lock();
         let state = d.states.get(user).cloned().unwrap_or_default();
         match password::after_last_slot_failure(&state, holder, now, policy) {
@@ -251,7 +251,7 @@ impl SubmissionStore for MemoryStore {
     async fn consume_face_nonce(
         &self,
         nonce: &str,
-        _expires_at: OffsetDateTime,
+        _expires_at: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         Ok(self.lock().face_nonces.insert(nonce.to_owned()))
     }
@@ -260,7 +260,7 @@ impl SubmissionStore for MemoryStore {
         &self,
         user: &UserId,
         key: &str,
-        now: OffsetDateTime,
+        now: DateTime<Utc>,
     ) -> Result<Option<IdempotencyRecord>, StoreError> {
         Ok(self
             .lock()
@@ -273,7 +273,7 @@ impl SubmissionStore for MemoryStore {
     async fn claim_idempotency(
         &self,
         claim: &IdempotencyRecord,
-        now: OffsetDateTime,
+        now: DateTime<Utc>,
     ) -> Result<IdempotencyClaim, StoreError> {
         let mut d = self.lock();
         let k = (claim.user_id.clone(), claim.key.clone());
@@ -379,7 +379,7 @@ impl QueryStore for MemoryStore {
         id: &QueryId,
         bank: &BankCode,
         seen_attempts: u32,
-        _now: OffsetDateTime,
+        _now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         let mut d = self.lock();
         match d.legs.get_mut(&(*id, bank.clone())) {
@@ -397,7 +397,7 @@ impl QueryStore for MemoryStore {
         id: &QueryId,
         bank: &BankCode,
         attempt: u32,
-        at: OffsetDateTime,
+        at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         if let Some(l) = self.lock().legs.get_mut(&(*id, bank.clone())) {
             if l.state == LegState::Pending && l.attempts == attempt {
@@ -500,8 +500,8 @@ impl ReportStore for MemoryStore {
     async fn claim_notice(
         &self,
         id: &QueryId,
-        now: OffsetDateTime,
-        lease: time::Duration,
+        now: DateTime<Utc>,
+        lease: chrono::TimeDelta,
     ) -> Result<bool, StoreError> {
         let mut d = self.lock();
         let ready = d
@@ -517,14 +517,14 @@ impl ReportStore for MemoryStore {
         }
     }
 
-    async fn notice_sent(&self, id: &QueryId, at: OffsetDateTime) -> Result<(), StoreError> {
+    async fn notice_sent(&self, id: &QueryId, at: DateTime<Utc>) -> Result<(), StoreError> {
         if let Some(q) = self.lock().queries.get_mut(id) {
             q.notified_at = Some(at);
         }
         Ok(())
     }
 
-    async fn record_view(&self, id: &QueryId, at: OffsetDateTime) -> Result<(), StoreError> {
+    async fn record_view(&self, id: &QueryId, at: DateTime<Utc>) -> Result<(), StoreError> {
         if let Some(q) = self.lock().queries.get_mut(id) {
             q.last_viewed_at = Some(at);
         }
@@ -552,7 +552,7 @@ impl ReportStore for MemoryStore {
         Ok(())
     }
 
-    async fn due(&self, now: OffsetDateTime, limit: usize) -> Result<Vec<DueWork>, StoreError> {
+    async fn due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<DueWork>, StoreError> {
         let d = self.lock();
         let mut out = Vec::new();
         let mut deadlines: Vec<_> = d
@@ -596,11 +596,11 @@ impl ReportStore for MemoryStore {
 /// Keeps every metric emitted.
 #[derive(Default)]
 pub struct RecordingMetrics {
-    emitted: Mutex<Vec<(Metric, OffsetDateTime)>>,
+    emitted: Mutex<Vec<(Metric, DateTime<Utc>)>>,
 }
 
 impl RecordingMetrics {
-    pub fn emitted(&self) -> Vec<(Metric, OffsetDateTime)> {
+    pub fn emitted(&self) -> Vec<(Metric, DateTime<Utc>)> {
         self.emitted
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -609,7 +609,7 @@ impl RecordingMetrics {
 }
 
 impl Metrics for RecordingMetrics {
-    fn emit(&self, metric: Metric, at: OffsetDateTime) {
+    fn emit(&self, metric: Metric, at: DateTime<Utc>) {
         self.emitted
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -3,7 +3,7 @@
 //! tests.
 
 use async_trait::async_trait;
-use time::OffsetDateTime;
+use chrono::{DateTime, Utc};
 
 use crate::model::bank::BankCode;
 use crate::model::ids::{QueryId, UserId, VerificationId};
@@ -75,7 +75,7 @@ pub trait SubmissionStore: Send + Sync {
         user: &UserId,
         id: &VerificationId,
         purpose: Purpose,
-        now: OffsetDateTime,
+        now: DateTime<Utc>,
         max_attempts: u32,
     ) -> Result<Option<VerificationRecord>, StoreError>;
 
@@ -96,7 +96,7 @@ pub trait SubmissionStore: Send + Sync {
         &self,
         user: &UserId,
         holder: &str,
-        now: OffsetDateTime,
+        now: DateTime<Utc>,
         policy: &PasswordPolicy,
     ) -> Result<(PasswordSlot, UserState), StoreError>;
 
@@ -107,7 +107,7 @@ pub trait SubmissionStore: Send + Sync {
         &self,
         user: &UserId,
         holder: &str,
-        now: OffsetDateTime,
+        now: DateTime<Utc>,
     ) -> Result<(), StoreError>;
 
     /// The comparison in the last slot failed: the lock (held by `holder`) now runs from
@@ -116,9 +116,9 @@ pub trait SubmissionStore: Send + Sync {
         &self,
         user: &UserId,
         holder: &str,
-        now: OffsetDateTime,
+        now: DateTime<Utc>,
         policy: &PasswordPolicy,
-    ) -> Result<OffsetDateTime, StoreError>;
+    ) -> Result<DateTime<Utc>, StoreError>;
 
     /// Whether a face-token nonce was used before (a pre-check: the nonce is recorded,
     /// atomically, only by [`Self::consume_face_nonce`] or the submission).
@@ -128,7 +128,7 @@ pub trait SubmissionStore: Send + Sync {
     async fn consume_face_nonce(
         &self,
         nonce: &str,
-        expires_at: OffsetDateTime,
+        expires_at: DateTime<Utc>,
     ) -> Result<bool, StoreError>;
 
     /// The key's record, unless expired at `now`.
@@ -136,7 +136,7 @@ pub trait SubmissionStore: Send + Sync {
         &self,
         user: &UserId,
         key: &str,
-        now: OffsetDateTime,
+        now: DateTime<Utc>,
     ) -> Result<Option<IdempotencyRecord>, StoreError>;
 
     /// Claims a key (`claim` is in progress, with its owner and lease): succeeds if the
@@ -144,7 +144,7 @@ pub trait SubmissionStore: Send + Sync {
     async fn claim_idempotency(
         &self,
         claim: &IdempotencyRecord,
-        now: OffsetDateTime,
+        now: DateTime<Utc>,
     ) -> Result<IdempotencyClaim, StoreError>;
 
     /// Gives up an in-progress claim (the request was refused): only its owner can.
@@ -179,7 +179,7 @@ pub struct Settlement {
     /// The answer's cards, sealed to the report key (answered legs only).
     pub sealed: Option<Sealed>,
     pub answer_digest: Option<String>,
-    pub at: OffsetDateTime,
+    pub at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -209,7 +209,7 @@ pub trait QueryStore: Send + Sync {
         id: &QueryId,
         bank: &BankCode,
         seen_attempts: u32,
-        now: OffsetDateTime,
+        now: DateTime<Utc>,
     ) -> Result<bool, StoreError>;
 
     /// After attempt `attempt` failed transiently: try again at `at` (the sweeper finds it
@@ -219,7 +219,7 @@ pub trait QueryStore: Send + Sync {
         id: &QueryId,
         bank: &BankCode,
         attempt: u32,
-        at: OffsetDateTime,
+        at: DateTime<Utc>,
     ) -> Result<(), StoreError>;
 
     /// The bank accepted attempt `attempt` and will call back.
@@ -246,7 +246,7 @@ pub trait QueryStore: Send + Sync {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BankNonce {
     pub nonce: String,
-    pub expires_at: OffsetDateTime,
+    pub expires_at: DateTime<Utc>,
 }
 
 /// Reports and their query records (aggregation, viewing, sweeping).
@@ -261,13 +261,13 @@ pub trait ReportStore: Send + Sync {
     async fn claim_notice(
         &self,
         id: &QueryId,
-        now: OffsetDateTime,
-        lease: time::Duration,
+        now: DateTime<Utc>,
+        lease: chrono::TimeDelta,
     ) -> Result<bool, StoreError>;
 
-    async fn notice_sent(&self, id: &QueryId, at: OffsetDateTime) -> Result<(), StoreError>;
+    async fn notice_sent(&self, id: &QueryId, at: DateTime<Utc>) -> Result<(), StoreError>;
 
-    async fn record_view(&self, id: &QueryId, at: OffsetDateTime) -> Result<(), StoreError>;
+    async fn record_view(&self, id: &QueryId, at: DateTime<Utc>) -> Result<(), StoreError>;
 
     /// The user's query records, newest first.
     async fn user_queries(&self, user: &UserId) -> Result<Vec<QueryRecord>, StoreError>;
@@ -276,19 +276,19 @@ pub trait ReportStore: Send + Sync {
     async fn expire(&self, id: &QueryId) -> Result<(), StoreError>;
 
     /// Timed work due at `now`, at most `limit` entries of each kind.
-    async fn due(&self, now: OffsetDateTime, limit: usize) -> Result<Vec<DueWork>, StoreError>;
+    async fn due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<DueWork>, StoreError>;
 }
 
 /// An operator metric: what the alarms watch (`infra/template.yaml`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Metric {
     /// From a query's submission to its published report (the late-report alarm).
-    SubmitToReportLatency(time::Duration),
+    SubmitToReportLatency(chrono::TimeDelta),
 }
 
 /// Where operator metrics go (CloudWatch in AWS). Infallible on purpose: a metric that
 /// cannot be written must not fail the work it measures.
 pub trait Metrics: Send + Sync {
     /// `metric` as observed at `at` (the injected clock's time).
-    fn emit(&self, metric: Metric, at: OffsetDateTime);
+    fn emit(&self, metric: Metric, at: DateTime<Utc>);
 }

@@ -1,7 +1,7 @@
 //! What the service stores, in domain terms. Adapters map these to items.
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
 
 use crate::model::bank::BankCode;
 use crate::model::ids::{QueryId, UserId, VerificationId};
@@ -20,19 +20,19 @@ pub struct UserState {
     pub active_query_id: Option<QueryId>,
     /// 7 days after the most recent report was generated.
     #[serde(default, with = "rfc3339::option")]
-    pub next_allowed_at: Option<OffsetDateTime>,
+    pub next_allowed_at: Option<DateTime<Utc>>,
     /// Payment-password comparisons reserved since the last success or lock (each
     /// counted before it is made: see `rules::password::reserve_password_slot`).
     #[serde(default)]
     pub password_failures: u32,
     #[serde(default, with = "rfc3339::option")]
-    pub password_locked_until: Option<OffsetDateTime>,
+    pub password_locked_until: Option<DateTime<Utc>>,
     /// The reservation holding the last comparison slot: the lock is set when that slot
     /// is taken and stays unless this very comparison succeeds.
     #[serde(default)]
     pub password_lock_holder: Option<String>,
     #[serde(default, with = "rfc3339::option")]
-    pub last_sms_at: Option<OffsetDateTime>,
+    pub last_sms_at: Option<DateTime<Utc>>,
     /// China Standard Time calendar day (`2026-11-28`) that `sms_count` counts.
     #[serde(default)]
     pub sms_day: Option<String>,
@@ -48,7 +48,7 @@ pub struct VerificationRecord {
     /// Keyed hash of the code; the code itself is never stored.
     pub code_hash: String,
     #[serde(with = "rfc3339")]
-    pub expires_at: OffsetDateTime,
+    pub expires_at: DateTime<Utc>,
     pub attempts: u32,
     pub used: bool,
 }
@@ -75,22 +75,22 @@ pub struct QueryRecord {
     pub user_id: UserId,
     pub phase: QueryPhase,
     #[serde(with = "rfc3339")]
-    pub submitted_at: OffsetDateTime,
+    pub submitted_at: DateTime<Utc>,
     #[serde(with = "rfc3339")]
-    pub report_due_by: OffsetDateTime,
+    pub report_due_by: DateTime<Utc>,
     /// Banks are waited for until then; the report follows by `report_due_by`.
     #[serde(with = "rfc3339")]
-    pub collect_until: OffsetDateTime,
+    pub collect_until: DateTime<Utc>,
     pub banks: Vec<BankCode>,
     #[serde(default, with = "rfc3339::option")]
-    pub report_generated_at: Option<OffsetDateTime>,
+    pub report_generated_at: Option<DateTime<Utc>>,
     #[serde(default, with = "rfc3339::option")]
-    pub report_expires_at: Option<OffsetDateTime>,
+    pub report_expires_at: Option<DateTime<Utc>>,
     #[serde(default, with = "rfc3339::option")]
-    pub last_viewed_at: Option<OffsetDateTime>,
+    pub last_viewed_at: Option<DateTime<Utc>>,
     /// When the "report ready" SMS went out.
     #[serde(default, with = "rfc3339::option")]
-    pub notified_at: Option<OffsetDateTime>,
+    pub notified_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,7 +99,7 @@ pub struct ConsentRecord {
     pub user_id: UserId,
     pub agreement_version: String,
     #[serde(with = "rfc3339")]
-    pub accepted_at: OffsetDateTime,
+    pub accepted_at: DateTime<Utc>,
     pub source_ip: Option<String>,
 }
 
@@ -117,7 +117,7 @@ pub struct IdempotencyRecord {
     #[serde(default)]
     pub response_body: String,
     #[serde(with = "rfc3339")]
-    pub expires_at: OffsetDateTime,
+    pub expires_at: DateTime<Utc>,
     /// True from the claim until the submission completes (or the claim is released).
     #[serde(default)]
     pub in_progress: bool,
@@ -127,7 +127,7 @@ pub struct IdempotencyRecord {
     /// An in-progress claim older than this is taken to have crashed and may be taken
     /// over.
     #[serde(default, with = "rfc3339::option")]
-    pub lease_until: Option<OffsetDateTime>,
+    pub lease_until: Option<DateTime<Utc>>,
 }
 
 /// What claiming an idempotency key found.
@@ -147,7 +147,7 @@ pub enum PasswordSlot {
     /// The last slot: the lock is already set, held by this reservation.
     Last,
     /// No slot: the password is locked.
-    Locked { until: OffsetDateTime },
+    Locked { until: DateTime<Utc> },
     /// No slot now: the last one is taken and its comparison still running (it either
     /// locks the password or frees the slots).
     Busy,
@@ -187,7 +187,7 @@ pub struct LegRecord {
     pub state: LegState,
     pub attempts: u32,
     #[serde(default, with = "rfc3339::option")]
-    pub next_attempt_at: Option<OffsetDateTime>,
+    pub next_attempt_at: Option<DateTime<Utc>>,
     /// Why the leg failed (stable code, for operators), if it did.
     #[serde(default)]
     pub failure: Option<String>,
@@ -201,7 +201,7 @@ pub struct LegRecord {
     #[serde(default)]
     pub answer_digest: Option<String>,
     #[serde(default, with = "rfc3339::option")]
-    pub settled_at: Option<OffsetDateTime>,
+    pub settled_at: Option<DateTime<Utc>>,
 }
 
 /// Everything one accepted submission writes, all or nothing.
@@ -222,7 +222,7 @@ pub struct Submission {
     pub max_code_attempts: u32,
     /// Recorded: must never have been seen.
     pub face_nonce: String,
-    pub face_nonce_expires_at: OffsetDateTime,
+    pub face_nonce_expires_at: DateTime<Utc>,
 }
 
 /// Why a submission's all-or-nothing write was refused.
@@ -248,9 +248,9 @@ pub struct StoredReport {
     pub user_id: UserId,
     pub sealed: Sealed,
     #[serde(with = "rfc3339")]
-    pub generated_at: OffsetDateTime,
+    pub generated_at: DateTime<Utc>,
     #[serde(with = "rfc3339")]
-    pub expires_at: OffsetDateTime,
+    pub expires_at: DateTime<Utc>,
 }
 
 /// Everything that publishing a report writes, all or nothing.

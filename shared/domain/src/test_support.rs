@@ -7,10 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration as StdDuration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, TimeDelta, Utc};
 use serde::Serialize;
 use serde_json::{json, Value};
-use time::macros::datetime;
-use time::{Duration, OffsetDateTime};
 
 use crate::bank::signing::{self, SignatureHeaders};
 use crate::clock::{Clock, ManualClock};
@@ -31,8 +30,15 @@ use crate::records::*;
 use crate::report::body::{open_answer, BankStatus, ReportedBank};
 use crate::report::crypto::{generate_keypair, ReportOpener, ReportSealer};
 
+/// An instant in UTC, as tests write it: `at(2026, 11, 28, 10, 0, 0)`.
+pub const fn at(year: i32, month: u32, day: u32, hour: u32, min: u32, sec: u32) -> DateTime<Utc> {
+    let date = NaiveDate::from_ymd_opt(year, month, day).expect("a valid date");
+    let time = NaiveTime::from_hms_opt(hour, min, sec).expect("a valid time of day");
+    NaiveDateTime::new(date, time).and_utc()
+}
+
 /// Where the manual clock starts.
-pub const T0: OffsetDateTime = datetime!(2026-11-28 10:00 UTC);
+pub const T0: DateTime<Utc> = at(2026, 11, 28, 10, 0, 0);
 /// The registered phone of user "u1".
 pub const PHONE: &str = "+8613800138000";
 
@@ -254,7 +260,7 @@ impl BankWorld {
         self.config.banks.parse(c).unwrap()
     }
 
-    pub fn now(&self) -> OffsetDateTime {
+    pub fn now(&self) -> DateTime<Utc> {
         self.clock.now()
     }
 
@@ -290,7 +296,7 @@ impl BankWorld {
                 user_id: user.clone(),
                 purpose: Purpose::SubmitQuery,
                 code_hash: String::new(),
-                expires_at: now + Duration::minutes(5),
+                expires_at: now + TimeDelta::minutes(5),
                 attempts: 0,
                 used: false,
             })
@@ -302,10 +308,10 @@ impl BankWorld {
             request_fingerprint: String::new(),
             status: 0,
             response_body: String::new(),
-            expires_at: now + Duration::days(1),
+            expires_at: now + TimeDelta::days(1),
             in_progress: true,
             owner: Some(format!("owner-{q}")),
-            lease_until: Some(now + Duration::seconds(30)),
+            lease_until: Some(now + TimeDelta::seconds(30)),
         };
         self.store.claim_idempotency(&claim, now).await.unwrap();
         let legs = banks
@@ -362,7 +368,7 @@ impl BankWorld {
                 verification_id: vid,
                 max_code_attempts: 5,
                 face_nonce: format!("n-{q}"),
-                face_nonce_expires_at: now + Duration::minutes(5),
+                face_nonce_expires_at: now + TimeDelta::minutes(5),
             })
             .await
             .unwrap();

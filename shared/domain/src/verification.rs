@@ -2,7 +2,7 @@
 //! right or wrong, takes one of the code's attempts first), shared by submission and
 //! report viewing.
 
-use time::OffsetDateTime;
+use chrono::{DateTime, Utc};
 
 use crate::error::ServiceError;
 use crate::model::ids::{UserId, VerificationId};
@@ -17,7 +17,7 @@ pub async fn check_code(
     store: &dyn SubmissionStore,
     codes: &CodeHasher,
     max_attempts: u32,
-    now: OffsetDateTime,
+    now: DateTime<Utc>,
     user: &UserId,
     purpose: Purpose,
     verification_id: &str,

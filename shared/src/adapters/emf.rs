@@ -2,7 +2,7 @@
 //! per value, namespace `CardLookup`, which CloudWatch Logs turns into a metric without
 //! an API call (or a failure mode) in the function.
 
-use time::OffsetDateTime;
+use chrono::{DateTime, Utc};
 
 use crate::ports::{Metric, Metrics};
 
@@ -13,21 +13,21 @@ pub const NAMESPACE: &str = "CardLookup";
 pub struct EmfMetrics;
 
 impl Metrics for EmfMetrics {
-    fn emit(&self, metric: Metric, at: OffsetDateTime) {
+    fn emit(&self, metric: Metric, at: DateTime<Utc>) {
         println!("{}", line(metric, at));
     }
 }
 
 /// The EMF document of one value.
-fn line(metric: Metric, at: OffsetDateTime) -> serde_json::Value {
+fn line(metric: Metric, at: DateTime<Utc>) -> serde_json::Value {
     let (name, value, unit) = match metric {
         Metric::SubmitToReportLatency(d) => (
             "SubmitToReportLatency",
-            d.whole_milliseconds() as f64,
+            d.num_milliseconds() as f64,
             "Milliseconds",
         ),
     };
-    let ts = (at.unix_timestamp_nanos() / 1_000_000) as i64;
+    let ts = at.timestamp_millis();
     serde_json::json!({
         "_aws": {
             "Timestamp": ts,
@@ -44,13 +44,13 @@ fn line(metric: Metric, at: OffsetDateTime) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use time::macros::datetime;
-    use time::Duration;
+    use chrono::TimeDelta;
+    use domain::test_support::at;
 
     #[test]
     fn latency_is_one_emf_document_in_milliseconds() {
-        let at = datetime!(2026-11-28 01:00:00.250 UTC);
-        let doc = line(Metric::SubmitToReportLatency(Duration::seconds(90)), at);
+        let t = at(2026, 11, 28, 1, 0, 0) + TimeDelta::milliseconds(250);
+        let doc = line(Metric::SubmitToReportLatency(TimeDelta::seconds(90)), t);
         assert_eq!(doc["SubmitToReportLatency"], 90_000.0);
         assert_eq!(doc["_aws"]["Timestamp"], 1_795_827_600_250_i64);
         let m = &doc["_aws"]["CloudWatchMetrics"][0];

@@ -25,7 +25,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{head, MethodRouter};
 use axum::Router;
-use time::OffsetDateTime;
+use chrono::{DateTime, Utc};
 use tower_http::limit::RequestBodyLimitLayer;
 use tracing::Instrument;
 
@@ -38,7 +38,7 @@ use crate::security::app_jwt::AppAuthenticator;
 /// What the authentication layer needs of a router's state.
 pub trait Authenticates: Send + Sync + 'static {
     fn authenticator(&self) -> &AppAuthenticator;
-    fn now(&self) -> OffsetDateTime;
+    fn now(&self) -> DateTime<Utc>;
 }
 
 /// `route` with the body limit. The limit layer refuses a declared length over the limit

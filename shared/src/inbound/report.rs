@@ -8,8 +8,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use chrono::{DateTime, Utc};
 use serde::Deserialize;
-use time::OffsetDateTime;
 
 use super::error::ApiError;
 use super::extract::{Caller, JsonBody, Param};
@@ -28,7 +28,7 @@ impl Authenticates for ViewApi {
         &self.auth
     }
 
-    fn now(&self) -> OffsetDateTime {
+    fn now(&self) -> DateTime<Utc> {
         self.service.now()
     }
 }

@@ -8,7 +8,7 @@ use axum::http::{Extensions, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use time::OffsetDateTime;
+use chrono::{DateTime, Utc};
 
 use super::error::ApiError;
 use super::extract::{header, source_ip, Caller, JsonBody};
@@ -28,7 +28,7 @@ impl Authenticates for SubmissionApi {
         &self.auth
     }
 
-    fn now(&self) -> OffsetDateTime {
+    fn now(&self) -> DateTime<Utc> {
         self.service.now()
     }
 }

@@ -411,7 +411,7 @@ async fn a_declared_type_other_than_json_gets_415() {
         &[],
     ] {
         // One code a minute.
-        r.world.clock.advance(time::Duration::minutes(2));
+        r.world.clock.advance(chrono::TimeDelta::minutes(2));
         let reply = send(
             &r.submission,
             request("POST", "/v1/verifications", Some(&r.token), headers, body()),

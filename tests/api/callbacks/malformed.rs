@@ -168,7 +168,7 @@ async fn a_signed_body_that_is_not_utf8_is_refused_with_400() {
     let h = signing::sign(
         b.secret("HXB"),
         "HXB",
-        time::OffsetDateTime::now_utc(),
+        chrono::Utc::now(),
         "POST",
         &path,
         &body,

@@ -80,7 +80,7 @@ fn some_cards() -> Value {
 }
 
 fn now_ts() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
+    chrono::Utc::now().timestamp()
 }
 
 fn hex_sha256(bytes: &[u8]) -> String {
@@ -119,7 +119,7 @@ impl Banks {
         signing::sign(
             self.secret(bank),
             bank,
-            time::OffsetDateTime::now_utc(),
+            chrono::Utc::now(),
             "POST",
             path,
             body.as_bytes(),

@@ -12,6 +12,7 @@
 use std::sync::Arc;
 
 use aws_sdk_dynamodb::types::AttributeValue;
+use chrono::{DateTime, TimeDelta, Utc};
 use futures::future::{join_all, BoxFuture};
 use serde_json::json;
 use shared::adapters::dynamo::DynamoStore;
@@ -27,7 +28,6 @@ use shared::records::{
     UserState, VerificationRecord,
 };
 use testkit::submission::Fixture;
-use time::{Duration, OffsetDateTime};
 use tokio::sync::Barrier;
 
 mod query_store;
@@ -43,7 +43,7 @@ impl<T: SubmissionStore + QueryStore + ReportStore> Store for T {}
 pub struct World<S> {
     pub store: Arc<S>,
     pub user: UserId,
-    pub now: OffsetDateTime,
+    pub now: DateTime<Utc>,
     /// The count of a query's unsettled legs, as stored (no port reads it: only the
     /// aggregation trigger does, from the stream).
     unsettled: Box<dyn Fn(QueryId) -> BoxFuture<'static, Option<u64>> + Send + Sync>,
@@ -166,13 +166,13 @@ pub fn bank(code: &str) -> BankCode {
 pub const BANKS: [&str; 4] = ["ICBC", "CMB", "BOC", "CZB"];
 
 /// An unused SUBMIT_QUERY verification of `user`, valid for five minutes from `now`.
-pub fn verification(user: &UserId, now: OffsetDateTime) -> VerificationRecord {
+pub fn verification(user: &UserId, now: DateTime<Utc>) -> VerificationRecord {
     VerificationRecord {
         verification_id: VerificationId::generate(),
         user_id: user.clone(),
         purpose: Purpose::SubmitQuery,
         code_hash: "not-compared-here".into(),
-        expires_at: now + Duration::minutes(5),
+        expires_at: now + TimeDelta::minutes(5),
         attempts: 0,
         used: false,
     }
@@ -180,7 +180,7 @@ pub fn verification(user: &UserId, now: OffsetDateTime) -> VerificationRecord {
 
 /// A submission of a new query to [`BANKS`] that the store accepts as it stands: its
 /// verification stored and its idempotency key claimed, as the service does first.
-pub async fn prepared(store: &impl Store, user: &UserId, now: OffsetDateTime) -> Submission {
+pub async fn prepared(store: &impl Store, user: &UserId, now: DateTime<Utc>) -> Submission {
     let q = QueryId::generate();
     let v = verification(user, now);
     store.put_verification(&v).await.unwrap();
@@ -190,10 +190,10 @@ pub async fn prepared(store: &impl Store, user: &UserId, now: OffsetDateTime) ->
         request_fingerprint: "f".into(),
         status: 0,
         response_body: String::new(),
-        expires_at: now + Duration::days(1),
+        expires_at: now + TimeDelta::days(1),
         in_progress: true,
         owner: Some(format!("owner-{q}")),
-        lease_until: Some(now + Duration::seconds(30)),
+        lease_until: Some(now + TimeDelta::seconds(30)),
     };
     store.claim_idempotency(&claim, now).await.unwrap();
     let state = store.user_state(user).await.unwrap();
@@ -218,8 +218,8 @@ pub async fn prepared(store: &impl Store, user: &UserId, now: OffsetDateTime) ->
             user_id: user.clone(),
             phase: QueryPhase::Collecting,
             submitted_at: now,
-            report_due_by: now + Duration::hours(24),
-            collect_until: now + Duration::hours(24) - Duration::minutes(10),
+            report_due_by: now + TimeDelta::hours(24),
+            collect_until: now + TimeDelta::hours(24) - TimeDelta::minutes(10),
             banks: BANKS.iter().map(|b| bank(b)).collect(),
             report_generated_at: None,
             report_expires_at: None,
@@ -249,12 +249,12 @@ pub async fn prepared(store: &impl Store, user: &UserId, now: OffsetDateTime) ->
         verification_id: v.verification_id,
         max_code_attempts: 5,
         face_nonce: format!("face-{q}"),
-        face_nonce_expires_at: now + Duration::minutes(5),
+        face_nonce_expires_at: now + TimeDelta::minutes(5),
     }
 }
 
 /// A new query of `user` to [`BANKS`], submitted: its id.
-pub async fn submitted(store: &impl Store, user: &UserId, now: OffsetDateTime) -> QueryId {
+pub async fn submitted(store: &impl Store, user: &UserId, now: DateTime<Utc>) -> QueryId {
     let s = prepared(store, user, now).await;
     store.submit(&s).await.expect("the submission is accepted");
     s.query.query_id

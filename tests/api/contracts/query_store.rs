@@ -2,10 +2,10 @@
 //! concurrency, counting down its query once; a bank nonce works once, and only a
 //! settle that happens consumes it.
 
+use chrono::TimeDelta;
 use shared::model::ids::QueryId;
 use shared::ports::{BankNonce, SettleOutcome, Settlement};
 use shared::records::{DueWork, LegState};
-use time::Duration;
 
 use super::{at_once, bank, contract, submitted, Store, World, BANKS};
 
@@ -24,7 +24,7 @@ async fn a_leg_settles_once_whatever_the_concurrency_and_a_bank_nonce_works_once
     let now = w.now;
     let nonce = BankNonce {
         nonce: format!("bank-nonce-{}", ulid::Ulid::generate()),
-        expires_at: now + Duration::minutes(10),
+        expires_at: now + TimeDelta::minutes(10),
     };
     let settlement = Settlement {
         state: LegState::Answered,
@@ -55,7 +55,7 @@ async fn a_leg_settles_once_whatever_the_concurrency_and_a_bank_nonce_works_once
     let nonces: Vec<BankNonce> = (0..20)
         .map(|i| BankNonce {
             nonce: format!("fresh-{i}-{}", ulid::Ulid::generate()),
-            expires_at: now + Duration::minutes(10),
+            expires_at: now + TimeDelta::minutes(10),
         })
         .collect();
     let outcomes = at_once(20, |i| {
@@ -99,10 +99,10 @@ async fn one_sender_gets_each_attempt_and_an_accepted_leg_still_settles<S: Store
     assert_eq!(claims.iter().filter(|c| *c.as_ref().unwrap()).count(), 1);
     assert_eq!(store.leg(&q, &icbc).await.unwrap().unwrap().attempts, 1);
     // The attempt failed transiently: the retry falls due at its time, not before.
-    let at = w.now + Duration::seconds(30);
+    let at = w.now + TimeDelta::seconds(30);
     store.schedule_retry(&q, &icbc, 1, at).await.unwrap();
     let retry = DueWork::Retry(q, icbc.clone());
-    let due_before = store.due(at - Duration::seconds(1), 100).await.unwrap();
+    let due_before = store.due(at - TimeDelta::seconds(1), 100).await.unwrap();
     assert!(!due_before.contains(&retry), "{due_before:?}");
     let due = store.due(at, 100).await.unwrap();
     assert!(due.contains(&retry), "{due:?}");
@@ -133,7 +133,7 @@ async fn a_settle_of_no_leg_writes_nothing_and_keeps_its_nonce<S: Store>(w: &Wor
     let q = submitted(store, &w.user, w.now).await;
     let nonce = BankNonce {
         nonce: format!("n-{}", ulid::Ulid::generate()),
-        expires_at: w.now + Duration::minutes(10),
+        expires_at: w.now + TimeDelta::minutes(10),
     };
     let settlement = Settlement {
         state: LegState::Answered,

@@ -1,10 +1,10 @@
 //! `ReportStore`: a report is published once, releasing the user's lock in the same
 //! write; one sender at a time may send its notice; expiry and the due index.
 
+use chrono::{DateTime, TimeDelta, Utc};
 use shared::model::ids::QueryId;
 use shared::model::sealed::Sealed;
 use shared::records::{DueWork, Publication, PublishOutcome, QueryPhase, StoredReport, UserState};
-use time::{Duration, OffsetDateTime};
 
 use super::{at_once, contract, submitted, Store, World};
 
@@ -15,7 +15,7 @@ contract!(
 );
 
 /// What aggregation writes for `q`, from the user's state as it is now.
-async fn publication<S: Store>(w: &World<S>, q: QueryId, at: OffsetDateTime) -> Publication {
+async fn publication<S: Store>(w: &World<S>, q: QueryId, at: DateTime<Utc>) -> Publication {
     let state = w.store.user_state(&w.user).await.unwrap();
     Publication {
         report: StoredReport {
@@ -27,11 +27,11 @@ async fn publication<S: Store>(w: &World<S>, q: QueryId, at: OffsetDateTime) -> 
                 ciphertext: "Y2lwaGVy".into(),
             },
             generated_at: at,
-            expires_at: at + Duration::days(7),
+            expires_at: at + TimeDelta::days(7),
         },
         state: UserState {
             active_query_id: None,
-            next_allowed_at: Some(at + Duration::days(7)),
+            next_allowed_at: Some(at + TimeDelta::days(7)),
             ..state.clone()
         },
         expected_state_version: state.version,
@@ -42,7 +42,7 @@ async fn publication<S: Store>(w: &World<S>, q: QueryId, at: OffsetDateTime) -> 
 async fn a_report_is_published_once_and_releases_the_lock<S: Store>(w: &World<S>) {
     let store = &*w.store;
     let q = submitted(store, &w.user, w.now).await;
-    let at = w.now + Duration::hours(1);
+    let at = w.now + TimeDelta::hours(1);
     // The user's state moved on since it was read: nothing is written.
     let mut stale = publication(w, q, at).await;
     stale.expected_state_version += 1;
@@ -67,10 +67,10 @@ async fn a_report_is_published_once_and_releases_the_lock<S: Store>(w: &World<S>
     let query = store.query(&q).await.unwrap().unwrap();
     assert_eq!(query.phase, QueryPhase::Reported);
     assert_eq!(query.report_generated_at, Some(at));
-    assert_eq!(query.report_expires_at, Some(at + Duration::days(7)));
+    assert_eq!(query.report_expires_at, Some(at + TimeDelta::days(7)));
     let state = store.user_state(&w.user).await.unwrap();
     assert_eq!(state.active_query_id, None);
-    assert_eq!(state.next_allowed_at, Some(at + Duration::days(7)));
+    assert_eq!(state.next_allowed_at, Some(at + TimeDelta::days(7)));
     assert_eq!(state.version, p.expected_state_version + 1);
     // Once reported, a publication of the same query is refused as closed.
     let again = publication(w, q, at).await;
@@ -90,7 +90,7 @@ async fn twenty_parallel_notice_claims_let_one_sender_through<S: Store>(w: &Worl
     let q = submitted(store, &w.user, w.now).await;
     // Not reported yet: no notice to send.
     assert!(!store
-        .claim_notice(&q, w.now, Duration::minutes(2))
+        .claim_notice(&q, w.now, TimeDelta::minutes(2))
         .await
         .unwrap());
     store
@@ -103,20 +103,20 @@ async fn twenty_parallel_notice_claims_let_one_sender_through<S: Store>(w: &Worl
         .unwrap()
         .contains(&DueWork::Notify(q)));
     let now = w.now;
-    let lease = Duration::minutes(2);
+    let lease = TimeDelta::minutes(2);
     let claims = at_once(20, |_| store.claim_notice(&q, now, lease)).await;
     assert_eq!(claims.iter().filter(|c| *c.as_ref().unwrap()).count(), 1);
     // Within the lease nobody else; after it, one again (the first sender died).
     assert!(!store.claim_notice(&q, now + lease, lease).await.unwrap());
     let later = at_once(20, |_| {
-        store.claim_notice(&q, now + lease + Duration::seconds(1), lease)
+        store.claim_notice(&q, now + lease + TimeDelta::seconds(1), lease)
     })
     .await;
     assert_eq!(later.iter().filter(|c| *c.as_ref().unwrap()).count(), 1);
     // Once sent, never again, and no longer due.
-    let sent = now + lease + Duration::seconds(2);
+    let sent = now + lease + TimeDelta::seconds(2);
     store.notice_sent(&q, sent).await.unwrap();
-    let much_later = sent + Duration::hours(1);
+    let much_later = sent + TimeDelta::hours(1);
     assert!(!store.claim_notice(&q, much_later, lease).await.unwrap());
     assert_eq!(
         store.query(&q).await.unwrap().unwrap().notified_at,
@@ -136,7 +136,7 @@ async fn an_expired_report_is_gone_and_its_query_expired<S: Store>(w: &World<S>)
     // The deadline falls due at collect_until, not before.
     let deadline = DueWork::Deadline(q);
     let early = store
-        .due(query.collect_until - Duration::seconds(1), 100)
+        .due(query.collect_until - TimeDelta::seconds(1), 100)
         .await
         .unwrap();
     assert!(!early.contains(&deadline), "{early:?}");
@@ -149,7 +149,7 @@ async fn an_expired_report_is_gone_and_its_query_expired<S: Store>(w: &World<S>)
     let expiry = DueWork::Expiry(q);
     let expires = p.report.expires_at;
     let before = store
-        .due(expires - Duration::seconds(1), 100)
+        .due(expires - TimeDelta::seconds(1), 100)
         .await
         .unwrap();
     assert!(!before.contains(&expiry), "{before:?}");

@@ -2,13 +2,13 @@
 //! parallel callers, the user state's version check, and the submission's
 //! all-or-nothing write.
 
+use chrono::TimeDelta;
 use shared::model::ids::QueryId;
 use shared::model::purpose::Purpose;
 use shared::ports::{PasswordPolicy, StoreError, SubmitError};
 use shared::records::{
     IdempotencyClaim, IdempotencyRecord, PasswordSlot, SubmitConflict, UserState,
 };
-use time::Duration;
 
 use super::{at_once, contract, prepared, verification, Store, World};
 
@@ -86,7 +86,7 @@ async fn the_limit_primitives_hold<S: Store>(w: &World<S>) {
     // Password slots: 4 ordinary, 1 last (which locks), everyone else locked.
     let policy = PasswordPolicy {
         max_failures: 5,
-        lock: Duration::hours(24),
+        lock: TimeDelta::hours(24),
     };
     let holders: Vec<String> = (0..BURST).map(|i| format!("holder-{i}")).collect();
     let slots = at_once(BURST, |i| {
@@ -111,7 +111,7 @@ async fn the_limit_primitives_hold<S: Store>(w: &World<S>) {
     assert_eq!((ordinary, last.len()), (4, 1), "password slots: {slots:?}");
     let state = store.user_state(user).await.unwrap();
     let until = state.password_locked_until.expect("the last slot locks");
-    assert_eq!(until, now + Duration::hours(24));
+    assert_eq!(until, now + TimeDelta::hours(24));
     // While the last comparison runs, a newcomer is told to come back, not "locked".
     let busy = store
         .reserve_password_slot(user, "newcomer", now, &policy)
@@ -128,14 +128,14 @@ async fn the_limit_primitives_hold<S: Store>(w: &World<S>) {
         store.user_state(user).await.unwrap().password_locked_until,
         Some(until)
     );
-    let later = now + Duration::seconds(3);
+    let later = now + TimeDelta::seconds(3);
     let relocked = store
         .password_failed_last(user, &holders[last[0]], later, &policy)
         .await
         .unwrap();
     assert_eq!(
         relocked,
-        later + Duration::hours(24),
+        later + TimeDelta::hours(24),
         "the lock runs from the 5th failure"
     );
     let after = at_once(20, |i| {
@@ -154,10 +154,10 @@ async fn the_limit_primitives_hold<S: Store>(w: &World<S>) {
             request_fingerprint: "f".into(),
             status: 0,
             response_body: String::new(),
-            expires_at: now + Duration::hours(24),
+            expires_at: now + TimeDelta::hours(24),
             in_progress: true,
             owner: Some(format!("owner-{i}")),
-            lease_until: Some(now + Duration::seconds(30)),
+            lease_until: Some(now + TimeDelta::seconds(30)),
         })
         .collect();
     let outcomes = at_once(20, |i| store.claim_idempotency(&claims[i], now)).await;
@@ -194,7 +194,7 @@ async fn the_limit_primitives_hold<S: Store>(w: &World<S>) {
     // Face-token nonces: 20 parallel uses, one.
     let nonce = format!("nonce-{}", ulid::Ulid::generate());
     let fresh = at_once(20, |_| {
-        store.consume_face_nonce(&nonce, now + Duration::minutes(5))
+        store.consume_face_nonce(&nonce, now + TimeDelta::minutes(5))
     })
     .await;
     assert_eq!(
@@ -208,7 +208,7 @@ async fn user_state_writes_are_conditional_on_the_version<S: Store>(w: &World<S>
     let (store, user) = (&*w.store, &w.user);
     let seen = store.user_state(user).await.unwrap();
     let next = UserState {
-        next_allowed_at: Some(w.now + Duration::days(7)),
+        next_allowed_at: Some(w.now + TimeDelta::days(7)),
         ..seen.clone()
     };
     // Of 20 writers that read the same version, one wins.
@@ -278,7 +278,7 @@ async fn a_submission_writes_everything_or_nothing<S: Store>(w: &World<S>) {
 
     let seen_face = prepared(store, user, now).await;
     assert!(store
-        .consume_face_nonce(&seen_face.face_nonce, now + Duration::minutes(5))
+        .consume_face_nonce(&seen_face.face_nonce, now + TimeDelta::minutes(5))
         .await
         .unwrap());
     let err = store.submit(&seen_face).await.unwrap_err();

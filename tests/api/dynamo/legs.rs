@@ -111,7 +111,7 @@ async fn the_deadline_entry_falls_due_before_the_promised_report_time() {
     let query = f.store.query(&q).await.unwrap().unwrap();
     assert_eq!(
         query.collect_until,
-        query.report_due_by - time::Duration::minutes(10)
+        query.report_due_by - chrono::TimeDelta::minutes(10)
     );
     let item = f
         .env

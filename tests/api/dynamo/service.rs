@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use aws_sdk_dynamodb::types::AttributeValue;
+use chrono::Timelike;
 use shared::clock::Clock;
 use shared::error::ServiceError;
 use shared::ports::SubmissionStore;
@@ -108,7 +109,7 @@ async fn an_idempotent_retry_returns_the_first_response() {
         .submit(&user.id, Some("retry-key"), &raw, body, None)
         .await
         .unwrap();
-    f.clock.advance(time::Duration::seconds(3));
+    f.clock.advance(chrono::TimeDelta::seconds(3));
     let (raw, body) = f.body(&code, &face);
     let again = f
         .service
@@ -124,7 +125,7 @@ async fn an_idempotent_retry_returns_the_first_response() {
 async fn a_submission_in_the_cooldown_is_refused_with_next_allowed_at() {
     let f = Fixture::new().await;
     let user = f.user().await;
-    let next = f.clock.now().replace_nanosecond(0).unwrap() + time::Duration::days(3);
+    let next = f.clock.now().with_nanosecond(0).unwrap() + chrono::TimeDelta::days(3);
     let seeded = f.store.user_state(&user.id).await.unwrap();
     f.store
         .put_user_state(

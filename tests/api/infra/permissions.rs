@@ -208,7 +208,7 @@ fn main_table_writes_are_scoped_to_the_partitions_each_function_owns() {
     // Those attributes are the stored report's (and the names the Deny lists).
     let (_, public) = shared::report::crypto::generate_keypair();
     let sealer = shared::report::crypto::ReportSealer::new("k1", &public).unwrap();
-    let now = time::OffsetDateTime::now_utc();
+    let now = chrono::Utc::now();
     let report = shared::records::StoredReport {
         query_id: q,
         user_id: u.clone(),

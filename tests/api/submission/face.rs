@@ -22,7 +22,7 @@ async fn forged_stale_failed_and_other_users_face_tokens_are_refused() {
                 &api.keys.face_private,
                 &user.id,
                 "pass",
-                now() - Duration::seconds(301),
+                now() - TimeDelta::seconds(301),
             ),
         ),
         ("another user's token", face(&api, &other)),
@@ -58,7 +58,7 @@ async fn forged_stale_failed_and_other_users_face_tokens_are_refused() {
                 &api.keys.face_private,
                 &user.id,
                 "pass",
-                now() + Duration::minutes(5),
+                now() + TimeDelta::minutes(5),
             ),
         ),
         (

@@ -17,6 +17,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use aws_sdk_dynamodb::types::AttributeValue;
+use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::{json, Value};
 use shared::model::timestamp;
 use shared::security::dev;
@@ -24,7 +25,6 @@ use testkit::api::{Api, Reply, TestUser, UserKind};
 use testkit::localkeys::{APP_JWT_AUDIENCE, APP_JWT_ISSUER, FACE_AUDIENCE, FACE_ISSUER};
 use testkit::openapi::OpenApi;
 use testkit::seed::PAYMENT_PASSWORD;
-use time::{Duration, OffsetDateTime};
 
 mod eligibility;
 mod face;
@@ -46,8 +46,8 @@ type Snapshot = Vec<BTreeMap<String, String>>;
 
 // ---- helpers ------------------------------------------------------------------------
 
-fn now() -> OffsetDateTime {
-    OffsetDateTime::now_utc()
+fn now() -> DateTime<Utc> {
+    Utc::now()
 }
 
 fn new_key() -> String {
@@ -60,7 +60,7 @@ struct Face {
     nonce: String,
 }
 
-fn face_with(private_pem: &str, sub: &str, result: &str, issued_at: OffsetDateTime) -> Face {
+fn face_with(private_pem: &str, sub: &str, result: &str, issued_at: DateTime<Utc>) -> Face {
     face_issued(
         private_pem,
         FACE_AUDIENCE,
@@ -79,7 +79,7 @@ fn face_issued(
     purpose: &str,
     sub: &str,
     result: &str,
-    issued_at: OffsetDateTime,
+    issued_at: DateTime<Utc>,
 ) -> Face {
     let nonce = ulid::Ulid::generate().to_string();
     let provider = dev::FaceProvider {
@@ -177,14 +177,14 @@ fn body(reply: &Reply) -> &Value {
     reply.body.as_ref().expect("a JSON body")
 }
 
-fn ts(v: &Value) -> OffsetDateTime {
+fn ts(v: &Value) -> DateTime<Utc> {
     timestamp::parse(v.as_str().unwrap_or_else(|| panic!("not a timestamp: {v}")))
         .unwrap_or_else(|e| panic!("not RFC 3339: {v}: {e}"))
 }
 
-fn assert_near(t: OffsetDateTime, expected: OffsetDateTime, what: &str) {
+fn assert_near(t: DateTime<Utc>, expected: DateTime<Utc>, what: &str) {
     assert!(
-        (t - expected).abs() <= Duration::seconds(60),
+        (t - expected).abs() <= TimeDelta::seconds(60),
         "{what}: {t} is not within a minute of {expected}"
     );
 }
@@ -350,7 +350,7 @@ async fn clear_active_query(api: &Api, user: &TestUser) {
         .condition_expression("attribute_exists(active_query_id)")
         .expression_attribute_values(
             ":t",
-            AttributeValue::S(timestamp::format(now() - Duration::minutes(2))),
+            AttributeValue::S(timestamp::format(now() - TimeDelta::minutes(2))),
         )
         .send()
         .await

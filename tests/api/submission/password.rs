@@ -46,7 +46,7 @@ async fn five_wrong_passwords_lock_the_payment_password() {
         } else {
             assert_error(&reply, 423, "PAYMENT_PASSWORD_LOCKED", "wrong password #5");
             let until = ts(&body(&reply)["error"]["locked_until"]);
-            assert_near(until, now() + Duration::hours(24), "locked_until");
+            assert_near(until, now() + TimeDelta::hours(24), "locked_until");
             expected.insert(state_key("password_failures"), (n(4), n(0)));
             expected.insert(
                 state_key("password_locked_until"),
@@ -83,7 +83,7 @@ async fn five_wrong_passwords_lock_the_payment_password() {
     .await;
     assert_near(
         ts(&body(&reply)["error"]["locked_until"]),
-        now() + Duration::hours(24),
+        now() + TimeDelta::hours(24),
         "locked_until",
     );
 }

@@ -54,7 +54,7 @@ async fn happy_path_then_idempotent_retry_key_reuse_and_query_in_progress() {
     );
     assert_near(
         ts(&body(&created)["expires_at"]),
-        now() + Duration::minutes(5),
+        now() + TimeDelta::minutes(5),
         "expires_at",
     );
     let verification_id = body(&created)["verification_id"]
@@ -84,7 +84,7 @@ async fn happy_path_then_idempotent_retry_key_reuse_and_query_in_progress() {
     );
     let submitted_at = ts(&a["submitted_at"]);
     assert_near(submitted_at, now(), "submitted_at");
-    assert_eq!(ts(&a["report_due_by"]), submitted_at + Duration::hours(24));
+    assert_eq!(ts(&a["report_due_by"]), submitted_at + TimeDelta::hours(24));
     let query_id = a["query_id"].as_str().unwrap().to_owned();
     assert!(
         api.nonce_used(&f.nonce).await,
@@ -245,7 +245,7 @@ async fn cooldown_refuses_with_next_allowed_at() {
     let api = Api::get().await;
     let user = held_user(&api).await;
     let agreement = agreement_version(&api, &user).await;
-    let next = timestamp::parse(&timestamp::format(now() + Duration::days(1))).unwrap();
+    let next = timestamp::parse(&timestamp::format(now() + TimeDelta::days(1))).unwrap();
     api.clients
         .dynamodb
         .put_item()

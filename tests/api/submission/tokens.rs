@@ -8,7 +8,7 @@ async fn every_route_refuses_missing_expired_and_forged_tokens() {
     let user = held_user(&api).await;
     let agreement = agreement_version(&api, &user).await;
     let t = now();
-    let token = |iss: &str, aud: &str, at: OffsetDateTime, ttl: i64| {
+    let token = |iss: &str, aud: &str, at: DateTime<Utc>, ttl: i64| {
         dev::app_token(&api.keys.app_private, iss, aud, &user.id, at, ttl).unwrap()
     };
     let valid = api.token(&user);
@@ -25,7 +25,7 @@ async fn every_route_refuses_missing_expired_and_forged_tokens() {
                 token(
                     APP_JWT_ISSUER,
                     APP_JWT_AUDIENCE,
-                    t - Duration::hours(2),
+                    t - TimeDelta::hours(2),
                     3600
                 )
             )),
@@ -37,7 +37,7 @@ async fn every_route_refuses_missing_expired_and_forged_tokens() {
                 token(
                     APP_JWT_ISSUER,
                     APP_JWT_AUDIENCE,
-                    t + Duration::hours(1),
+                    t + TimeDelta::hours(1),
                     3600
                 )
             )),

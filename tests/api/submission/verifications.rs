@@ -101,7 +101,7 @@ async fn an_expired_code_is_refused() {
         .update_expression("SET expires_at = :t")
         .expression_attribute_values(
             ":t",
-            AttributeValue::S(timestamp::format(expires_at - Duration::minutes(6))),
+            AttributeValue::S(timestamp::format(expires_at - TimeDelta::minutes(6))),
         )
         .send()
         .await

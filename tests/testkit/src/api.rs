@@ -106,7 +106,7 @@ impl Api {
             &self.clients.dynamodb,
             &self.tables,
             &user,
-            time::OffsetDateTime::now_utc(),
+            chrono::Utc::now(),
         )
         .await
         .expect("test user is stored");
@@ -119,14 +119,14 @@ impl Api {
 
     pub fn token(&self, user: &TestUser) -> String {
         self.keys
-            .user_token(&user.id, time::OffsetDateTime::now_utc(), 3600)
+            .user_token(&user.id, chrono::Utc::now(), 3600)
             .expect("token")
     }
 
     /// A passed face check of `user` for `purpose` (face passes are bound to one).
     pub fn face_token(&self, user: &TestUser, purpose: Purpose) -> String {
         self.keys
-            .face_token(&user.id, purpose, time::OffsetDateTime::now_utc())
+            .face_token(&user.id, purpose, chrono::Utc::now())
             .expect("face token")
     }
 
@@ -452,9 +452,8 @@ impl Api {
     /// at once (the one-a-minute rule has tests of its own).
     pub async fn allow_next_sms(&self, user: &TestUser) {
         let db = &self.clients.dynamodb;
-        let past = shared::model::timestamp::format(
-            time::OffsetDateTime::now_utc() - time::Duration::minutes(2),
-        );
+        let past =
+            shared::model::timestamp::format(chrono::Utc::now() - chrono::TimeDelta::minutes(2));
         let _ = db
             .update_item()
             .table_name(&self.tables.main)

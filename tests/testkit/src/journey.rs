@@ -130,13 +130,13 @@ pub async fn set_times(api: &Api, pk: &str, sk: &str, assignments: &[(&str, Stri
 }
 
 /// The instant `d` ago, as stored.
-pub fn past(d: time::Duration) -> String {
-    shared::model::timestamp::format(time::OffsetDateTime::now_utc() - d)
+pub fn past(d: chrono::TimeDelta) -> String {
+    shared::model::timestamp::format(chrono::Utc::now() - d)
 }
 
 /// The 24 hours pass: the query's collection deadline and its due entry move back.
 pub async fn pass_the_deadline(api: &Api, query_id: &str) {
-    let due = past(time::Duration::seconds(1));
+    let due = past(chrono::TimeDelta::seconds(1));
     set_times(
         api,
         &format!("QUERY#{query_id}"),

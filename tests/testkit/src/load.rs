@@ -345,7 +345,7 @@ pub async fn run(target: &Target, cfg: &LoadConfig) -> Result<LoadReport, String
         let (http, api, token) = (
             http.clone(),
             target.api().to_owned(),
-            keys.user_token(&user.id, time::OffsetDateTime::now_utc(), 3600)?,
+            keys.user_token(&user.id, chrono::Utc::now(), 3600)?,
         );
         let qid = qid.clone();
         verdicts.push((
@@ -412,7 +412,7 @@ async fn seed_users(
         let (db, tables, sem) = (clients.dynamodb.clone(), tables.clone(), sem.clone());
         tasks.push(tokio::spawn(async move {
             let _p = sem.acquire().await.map_err(|e| e.to_string())?;
-            seed::put_user(&db, &tables, &user, time::OffsetDateTime::now_utc()).await?;
+            seed::put_user(&db, &tables, &user, chrono::Utc::now()).await?;
             Ok::<_, String>(LoadUser {
                 id,
                 phone: user.profile.phone.e164().to_owned(),
@@ -482,7 +482,7 @@ async fn agreement_version(
     keys: &LocalKeys,
     user: &LoadUser,
 ) -> Result<Value, String> {
-    let token = keys.user_token(&user.id, time::OffsetDateTime::now_utc(), 3600)?;
+    let token = keys.user_token(&user.id, chrono::Utc::now(), 3600)?;
     let body: Value = http
         .get(format!("{api}/v1/eligibility"))
         .bearer_auth(token)
@@ -551,7 +551,7 @@ fn transport_kind(e: &reqwest::Error) -> &'static str {
 
 /// One user's journey up to the 202: (query id, when the 202 arrived).
 async fn one_user(ctx: &UserCtx, user: &LoadUser) -> Result<(String, Instant), String> {
-    let now = time::OffsetDateTime::now_utc();
+    let now = chrono::Utc::now();
     let token = ctx.keys.user_token(&user.id, now, 3600)?;
     let (status, created) = ctx
         .post(
@@ -581,7 +581,7 @@ async fn one_user(ctx: &UserCtx, user: &LoadUser) -> Result<(String, Instant), S
     let face = ctx.keys.face_token(
         &user.id,
         shared::model::purpose::Purpose::SubmitQuery,
-        time::OffsetDateTime::now_utc(),
+        chrono::Utc::now(),
     )?;
     let body = json!({
         "banks": ctx.banks,

@@ -153,7 +153,7 @@ impl LocalKeys {
     pub fn user_token(
         &self,
         user: &str,
-        now: time::OffsetDateTime,
+        now: chrono::DateTime<chrono::Utc>,
         ttl_secs: i64,
     ) -> Result<String, String> {
         dev::app_token(
@@ -180,7 +180,7 @@ impl LocalKeys {
         &self,
         user: &str,
         purpose: Purpose,
-        now: time::OffsetDateTime,
+        now: chrono::DateTime<chrono::Utc>,
     ) -> Result<String, String> {
         self.face_provider().token(
             user,

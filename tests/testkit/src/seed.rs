@@ -2,6 +2,7 @@
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::Client;
+use chrono::Datelike;
 use shared::model::ids::UserId;
 use shared::model::phone::PhoneNumber;
 use shared::model::profile::{IdNumber, UserProfile};
@@ -36,11 +37,12 @@ pub struct SeedUser {
 /// sequence number spread 18 million values of `n` over distinct numbers).
 pub fn id_number(n: u32) -> IdNumber {
     const WEIGHTS: [u32; 17] = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
-    let born = time::macros::date!(1950 - 01 - 01) + time::Duration::days(i64::from(n % 18_000));
+    let born = chrono::NaiveDate::from_ymd_opt(1950, 1, 1).expect("a valid date")
+        + chrono::TimeDelta::days(i64::from(n % 18_000));
     let body = format!(
         "310101{:04}{:02}{:02}{:03}",
         born.year(),
-        u8::from(born.month()),
+        born.month(),
         born.day(),
         (n / 18_000) % 1000
     );
@@ -104,7 +106,7 @@ pub async fn put_user(
     client: &Client,
     tables: &TableRefs,
     user: &SeedUser,
-    now: time::OffsetDateTime,
+    now: chrono::DateTime<chrono::Utc>,
 ) -> Result<(), String> {
     let item: std::collections::HashMap<String, AttributeValue> =
         serde_dynamo::to_item(&user.profile).map_err(|e| e.to_string())?;
@@ -118,7 +120,7 @@ pub async fn put_user(
     {
         let state = UserState {
             version: 1,
-            password_locked_until: user.locked.then(|| now + time::Duration::hours(24)),
+            password_locked_until: user.locked.then(|| now + chrono::TimeDelta::hours(24)),
             ..Default::default()
         };
         let item = shared::adapters::dynamo::to_item(

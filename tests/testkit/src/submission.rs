@@ -57,7 +57,7 @@ impl Fixture {
         ));
         let config = Arc::new(ServiceConfig::parse(DEFAULT_CONFIG).expect("shipped config"));
         let (face_private, face_public) = dev::generate_ed25519();
-        let clock = Arc::new(ManualClock::new(time::OffsetDateTime::now_utc()));
+        let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
         let mut key = [0u8; 32];
         rand::fill(&mut key);
         let service = Arc::new(SubmissionService::new(SubmissionDeps {

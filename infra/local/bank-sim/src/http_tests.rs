@@ -9,6 +9,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::routing::post;
+use chrono::Utc;
 use serde_json::{json, Value};
 use shared::bank::answer::{Answer, AnswerError, AnswerStatus};
 use shared::bank::card_number::contains_card_number;
@@ -16,7 +17,6 @@ use shared::bank::signing::{self, BankSecret, SignatureError, SignatureHeaders};
 use shared::config::{ServiceConfig, DEFAULT_CONFIG};
 use shared::model::card::MaskedCard;
 use shared::model::ids::QueryId;
-use time::OffsetDateTime;
 use tokio::sync::mpsc;
 
 use crate::behaviour::BehaviourConfig;
@@ -95,7 +95,7 @@ async fn ask(run: &Running, bank: &str, body: &[u8]) -> reqwest::Response {
     let h = signing::sign(
         &secret_of(bank),
         bank,
-        OffsetDateTime::now_utc(),
+        Utc::now(),
         "POST",
         &path_of(bank),
         body,
@@ -128,14 +128,7 @@ async fn read(
     let h = response_headers(&r);
     assert!(h.bank_code.is_empty() || h.bank_code == bank);
     let body = r.bytes().await.unwrap().to_vec();
-    let v = signing::verify(
-        &secret_of(bank),
-        &h,
-        OffsetDateTime::now_utc(),
-        "POST",
-        path,
-        &body,
-    );
+    let v = signing::verify(&secret_of(bank), &h, Utc::now(), "POST", path, &body);
     (status, v, body)
 }
 
@@ -226,7 +219,7 @@ async fn refuses_bad_signatures_replays_and_bad_bodies() {
     let id = person(2);
     let cb = "http://127.0.0.1:9/v1/bank-callbacks/ICBC";
     let path = path_of("ICBC");
-    let now = OffsetDateTime::now_utc();
+    let now = Utc::now();
 
     // Signed with another bank's key.
     let body = inquiry(&id, cb);
@@ -259,7 +252,7 @@ async fn refuses_bad_signatures_replays_and_bad_bodies() {
     let h = signing::sign(
         &secret_of("ICBC"),
         "ICBC",
-        now - time::Duration::minutes(6),
+        now - chrono::TimeDelta::minutes(6),
         "POST",
         &path,
         &body,
@@ -548,7 +541,7 @@ async fn latency_and_timeout_delay_the_answer() {
     let h = signing::sign(
         &secret_of("PAB"),
         "PAB",
-        OffsetDateTime::now_utc(),
+        Utc::now(),
         "POST",
         &path_of("PAB"),
         &body,
@@ -682,7 +675,7 @@ async fn callbacks_are_signed_delayed_and_retried() {
     let (h1, h2) = (headers_of(&h1), headers_of(&h2));
     assert_ne!(h1.nonce, h2.nonce);
     assert_eq!(h1.bank_code, "CMB");
-    let now = OffsetDateTime::now_utc();
+    let now = Utc::now();
     assert_eq!(
         signing::verify(&secret_of("CMB"), &h2, now, "POST", &path1, &body2),
         Ok(())
@@ -738,7 +731,7 @@ async fn a_refused_callback_is_final_and_tampered_callbacks_are_sent() {
         signing::verify(
             &secret_of("SPDB"),
             &headers_of(&h),
-            OffsetDateTime::now_utc(),
+            Utc::now(),
             "POST",
             &path,
             &body
@@ -767,7 +760,7 @@ async fn a_refused_callback_is_final_and_tampered_callbacks_are_sent() {
         signing::verify(
             &secret_of("HXB"),
             &headers_of(&h),
-            OffsetDateTime::now_utc(),
+            Utc::now(),
             "POST",
             &path,
             &body

@@ -13,14 +13,13 @@ use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
+use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use shared::bank::answer::{Answer, AnswerStatus, Inquiry};
 use shared::bank::signing::{self, BankSecret, SignatureHeaders};
 use shared::model::card::MaskedCard;
-use time::format_description::well_known::Rfc3339;
-use time::OffsetDateTime;
 use tokio::task::JoinHandle;
 
 use crate::behaviour::{Behaviour, BehaviourConfig, Behaviours, CallbackAnswer, Mode};
@@ -179,12 +178,12 @@ impl Sim {
     }
 }
 
-fn now() -> OffsetDateTime {
-    OffsetDateTime::now_utc()
+fn now() -> DateTime<Utc> {
+    Utc::now()
 }
 
-fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&Rfc3339).unwrap_or_default()
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
 }
 
 fn json_error(status: StatusCode, message: &str) -> Response {
@@ -327,7 +326,7 @@ async fn card_inquiry(
     if let Err(e) = signing::verify(secret, &sig, arrived, "POST", path, &body) {
         return refuse(StatusCode::UNAUTHORIZED, &e.to_string());
     }
-    if !sim.use_nonce(&bank, &sig.nonce, arrived.unix_timestamp()) {
+    if !sim.use_nonce(&bank, &sig.nonce, arrived.timestamp()) {
         return refuse(StatusCode::UNAUTHORIZED, "nonce already used");
     }
     let inq: Inquiry = match serde_json::from_slice(&body) {

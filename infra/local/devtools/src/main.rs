@@ -124,7 +124,7 @@ async fn run(cmd: Command) -> Result<(), String> {
         _ => None,
     };
     let keys = LocalKeys::ensure()?;
-    let now = time::OffsetDateTime::now_utc();
+    let now = chrono::Utc::now();
     match cmd {
         Command::Keys => {
             println!("{}", keys.dir.display());

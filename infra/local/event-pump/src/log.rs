@@ -2,15 +2,13 @@
 
 use std::io::Write as _;
 
+use chrono::SecondsFormat;
 use serde_json::{Map, Value};
-use time::format_description::well_known::Rfc3339;
 
 /// Writes `fields` (a JSON object) as one line on stderr, with a `ts` field added.
 pub fn emit(fields: Value) {
     let mut line = Map::new();
-    let ts = time::OffsetDateTime::now_utc()
-        .format(&Rfc3339)
-        .unwrap_or_default();
+    let ts = chrono::Utc::now().to_rfc3339_opts(SecondsFormat::AutoSi, true);
     line.insert("ts".into(), Value::String(ts));
     if let Value::Object(map) = fields {
         line.extend(map);

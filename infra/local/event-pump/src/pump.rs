@@ -115,15 +115,15 @@ pub fn scheduled_event(source: &ScheduleSource, region: &str) -> Value {
     if let Some(input) = &source.input {
         return input.clone();
     }
-    let now = time::OffsetDateTime::now_utc();
-    let now = now.replace_nanosecond(0).unwrap_or(now);
+    // EventBridge writes whole seconds: `2026-11-28T13:20:21Z`.
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     json!({
         "version": "0",
         "id": uuid::Uuid::new_v4().to_string(),
         "detail-type": "Scheduled Event",
         "source": "aws.events",
         "account": ACCOUNT,
-        "time": now.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+        "time": now,
         "region": region,
         "resources": [format!(
             "arn:aws:events:{region}:{ACCOUNT}:rule/{}-{}", source.function_id, source.event_name

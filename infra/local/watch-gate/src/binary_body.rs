@@ -49,7 +49,7 @@ pub fn event(
     headers: &HeaderMap,
     body: &[u8],
     path_parameters: BTreeMap<String, String>,
-    now: time::OffsetDateTime,
+    now: chrono::DateTime<chrono::Utc>,
 ) -> Value {
     // API Gateway joins repeated headers with commas (payload 2.0) and lists cookies apart.
     let mut joined: BTreeMap<String, String> = BTreeMap::new();
@@ -70,11 +70,7 @@ pub fn event(
         .flat_map(|c| c.split("; ").map(|s| s.trim().to_owned()))
         .collect();
     let path = uri.path();
-    let time = now
-        .format(time::macros::format_description!(
-            "[day]/[month repr:short]/[year]:[hour]:[minute]:[second] +0000"
-        ))
-        .unwrap_or_default();
+    let time = now.format("%d/%b/%Y:%H:%M:%S +0000").to_string();
     let mut event = json!({
         "version": "2.0",
         "routeKey": "$default",
@@ -93,7 +89,8 @@ pub fn event(
                 "userAgent": "cargo-lambda",
             },
             "time": time,
-            "timeEpoch": now.unix_timestamp(),
+            // API Gateway gives the epoch in milliseconds.
+            "timeEpoch": now.timestamp_millis(),
         },
         "pathParameters": path_parameters,
         "body": B64.encode(body),
@@ -186,7 +183,7 @@ mod tests {
             ("cookie", "a=1; b=2"),
         ]);
         let params = BTreeMap::from([("bank_code".to_owned(), "ICBC".to_owned())]);
-        let now = time::macros::datetime!(2026-12-01 15:20:36 UTC);
+        let now = chrono::DateTime::from_timestamp(1_796_138_436, 0).unwrap();
         let e = event(&Method::POST, &uri, &h, b"\xff\xfe", params, now);
         assert_eq!(e["isBase64Encoded"], true);
         assert_eq!(e["body"], "//4=");

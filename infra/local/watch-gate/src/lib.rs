@@ -245,7 +245,7 @@ impl Gate {
                 &parts.headers,
                 &body,
                 self.router.path_parameters(path),
-                time::OffsetDateTime::now_utc(),
+                chrono::Utc::now(),
             );
             let url = format!(
                 "{}/2015-03-31/functions/{function}/invocations",
@@ -368,9 +368,7 @@ fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
 
 /// One JSON line on stderr; never headers or bodies (they carry tokens and codes).
 pub fn log_line(level: &str, msg: &str, fields: serde_json::Value) {
-    let ts = time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default();
+    let ts = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
     let mut line = serde_json::json!({"ts": ts, "level": level, "msg": msg});
     if let (Some(map), serde_json::Value::Object(extra)) = (line.as_object_mut(), fields) {
         map.extend(extra);

@@ -3,10 +3,10 @@
 //! `X-Timestamp` (Unix seconds), `X-Nonce` (16–64 of `[A-Za-z0-9_-]`) and `X-Signature`
 //! (lower-case hex).
 
+use chrono::{DateTime, Utc};
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-use time::OffsetDateTime;
 
 pub const HEADER_BANK_CODE: &str = "x-bank-code";
 pub const HEADER_TIMESTAMP: &str = "x-timestamp";
@@ -80,12 +80,12 @@ pub fn new_nonce() -> String {
 pub fn sign(
     secret: &BankSecret,
     bank_code: &str,
-    now: OffsetDateTime,
+    now: DateTime<Utc>,
     method: &str,
     path: &str,
     body: &[u8],
 ) -> SignatureHeaders {
-    let timestamp = now.unix_timestamp().to_string();
+    let timestamp = now.timestamp().to_string();
     let nonce = new_nonce();
     let signature = signature(secret, &timestamp, &nonce, method, path, body);
     SignatureHeaders {
@@ -133,7 +133,7 @@ pub fn within_skew(now: i64, ts: i64) -> bool {
 pub fn verify(
     secret: &BankSecret,
     headers: &SignatureHeaders,
-    now: OffsetDateTime,
+    now: DateTime<Utc>,
     method: &str,
     path: &str,
     body: &[u8],
@@ -148,7 +148,7 @@ pub fn verify(
     {
         return Err(SignatureError::Malformed);
     }
-    if !within_skew(now.unix_timestamp(), ts) {
+    if !within_skew(now.timestamp(), ts) {
         return Err(SignatureError::Stale);
     }
     let expected = signature(
@@ -169,7 +169,7 @@ pub fn verify(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use time::macros::datetime;
+    use crate::test_support::at;
 
     fn secret() -> BankSecret {
         BankSecret::new(b"0123456789abcdef0123456789abcdef".to_vec()).unwrap()
@@ -209,8 +209,8 @@ mod tests {
 
     #[test]
     fn extreme_timestamps_neither_panic_nor_pass_the_window() {
-        let now = datetime!(2026-11-28 12:00 UTC);
-        let n = now.unix_timestamp();
+        let now = at(2026, 11, 28, 12, 0, 0);
+        let n = now.timestamp();
         // (X-Timestamp as sent, expected outcome)
         let cases: Vec<(String, Result<(), SignatureError>)> = vec![
             (i64::MIN.to_string(), Err(SignatureError::Stale)),
@@ -267,7 +267,7 @@ mod tests {
 
     #[test]
     fn verify_accepts_its_own_signature_and_refuses_changes() {
-        let now = datetime!(2026-11-28 12:00 UTC);
+        let now = at(2026, 11, 28, 12, 0, 0);
         let h = sign(&secret(), "ICBC", now, "POST", "/p", b"body");
         assert_eq!(verify(&secret(), &h, now, "POST", "/p", b"body"), Ok(()));
         assert_eq!(
@@ -287,12 +287,12 @@ mod tests {
             verify(&other, &h, now, "POST", "/p", b"body"),
             Err(SignatureError::Mismatch)
         );
-        let late = now + time::Duration::seconds(MAX_SKEW_SECS + 1);
+        let late = now + chrono::TimeDelta::seconds(MAX_SKEW_SECS + 1);
         assert_eq!(
             verify(&secret(), &h, late, "POST", "/p", b"body"),
             Err(SignatureError::Stale)
         );
-        let edge = now + time::Duration::seconds(MAX_SKEW_SECS);
+        let edge = now + chrono::TimeDelta::seconds(MAX_SKEW_SECS);
         assert_eq!(verify(&secret(), &h, edge, "POST", "/p", b"body"), Ok(()));
         let mut bad = h.clone();
         bad.nonce = "short".into();

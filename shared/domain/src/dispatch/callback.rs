@@ -97,7 +97,7 @@ impl CallbackService {
         let ts = signing::parse_timestamp(&headers.timestamp).unwrap_or_default();
         let nonce = BankNonce {
             nonce: headers.nonce.clone(),
-            expires_at: time::OffsetDateTime::from_unix_timestamp(
+            expires_at: chrono::DateTime::from_timestamp_secs(
                 ts.saturating_add(signing::MAX_SKEW_SECS),
             )
             .unwrap_or(now)

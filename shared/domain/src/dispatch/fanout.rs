@@ -45,7 +45,7 @@ pub enum LegOutcome {
     Skipped,
     Answered,
     Accepted,
-    RetryAt(time::OffsetDateTime),
+    RetryAt(chrono::DateTime<chrono::Utc>),
     /// No retry fits before the deadline; the deadline settles it as NO_RESPONSE.
     GaveUp,
     Failed(&'static str),

@@ -3,7 +3,7 @@
 
 use std::ops::Deref;
 
-use time::Duration;
+use chrono::TimeDelta;
 
 use super::callback::CallbackService;
 use super::fanout::LegOutcome;
@@ -178,14 +178,14 @@ async fn a_bank_failing_twice_is_retried_with_backoff_then_answers() {
     let LegOutcome::RetryAt(at1) = w.fanout.dispatch(&q).await.unwrap()[0].1.clone() else {
         panic!("retry")
     };
-    assert!(at1 > T0 && at1 <= T0 + Duration::seconds(2));
+    assert!(at1 > T0 && at1 <= T0 + TimeDelta::seconds(2));
     // Not due yet: nothing is sent.
     assert!(w.fanout.dispatch(&q).await.unwrap().is_empty());
     w.clock.set(at1);
     let LegOutcome::RetryAt(at2) = w.fanout.dispatch(&q).await.unwrap()[0].1.clone() else {
         panic!("retry")
     };
-    assert!(at2 > at1 && at2 <= at1 + Duration::seconds(4));
+    assert!(at2 > at1 && at2 <= at1 + TimeDelta::seconds(4));
     w.clock.set(at2);
     assert_eq!(
         w.fanout.dispatch(&q).await.unwrap()[0].1,
@@ -201,13 +201,13 @@ async fn no_retry_is_scheduled_past_the_deadline() {
     let w = world(&[("ABC", vec![Script::Timeout])]);
     let q = w.query(&["ABC"]).await;
     w.clock
-        .set(T0 + Duration::hours(24) - Duration::milliseconds(500));
+        .set(T0 + TimeDelta::hours(24) - TimeDelta::milliseconds(500));
     assert_eq!(
         w.fanout.dispatch(&q).await.unwrap()[0].1,
         LegOutcome::GaveUp
     );
     assert_eq!(w.leg(&q, "ABC").await.state, LegState::Pending);
-    w.clock.set(T0 + Duration::hours(24));
+    w.clock.set(T0 + TimeDelta::hours(24));
     assert!(
         w.fanout.dispatch(&q).await.unwrap().is_empty(),
         "nothing is sent after the deadline"
@@ -290,7 +290,7 @@ async fn refused_callbacks_change_nothing() {
         Err(ServiceError::Unauthenticated)
     ));
     // Stale timestamp.
-    w.clock.advance(Duration::seconds(301));
+    w.clock.advance(TimeDelta::seconds(301));
     assert!(matches!(
         w.receive("ICBC", &good).await,
         Err(ServiceError::Unauthenticated)

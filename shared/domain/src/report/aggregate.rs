@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use time::Duration;
+use chrono::{TimeDelta, Timelike};
 use tracing::{info, warn};
 
 use super::body;
@@ -26,7 +26,7 @@ use crate::records::{LegState, Publication, PublishOutcome, QueryPhase, StoredRe
 use crate::rules::{cooldown, deadline, retention};
 
 /// How long a notice claim holds before another attempt may send.
-pub const NOTICE_LEASE: Duration = Duration::minutes(2);
+pub const NOTICE_LEASE: TimeDelta = TimeDelta::minutes(2);
 const STATE_RETRIES: usize = 8;
 
 /// The "report ready" SMS: no link, an anti-fraud reminder.
@@ -110,7 +110,7 @@ impl Aggregator {
                 continue;
             }
             let rules = &self.d.config.rules;
-            let generated_at = now.replace_nanosecond(0).unwrap_or(now);
+            let generated_at = now.with_nanosecond(0).unwrap_or(now);
             let expires_at = retention::report_expires_at(generated_at, rules);
             // Outcomes and the banks' sealed answers, sealed again as one report: the
             // aggregator never holds a card in clear.
@@ -159,7 +159,7 @@ impl Aggregator {
                         banks = legs.len(),
                         banks_without_answer = no_answer,
                         sealed_answers = answers,
-                        submit_to_report_ms = latency.whole_milliseconds() as i64,
+                        submit_to_report_ms = latency.num_milliseconds(),
                         "report published"
                     );
                     self.d

@@ -3,8 +3,8 @@
 //! the outcomes and those envelopes together ([`content`]) without reading a card, and
 //! view-report opens both and renders the report ([`render`]).
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
 
 use super::crypto::{Binding, CryptoError, ReportOpener, ReportSealer};
 use crate::model::bank::{BankCode, BankRegistry};
@@ -55,9 +55,9 @@ pub struct ReportCard {
 pub struct Report {
     pub query_id: String,
     #[serde(with = "rfc3339")]
-    pub generated_at: OffsetDateTime,
+    pub generated_at: DateTime<Utc>,
     #[serde(with = "rfc3339")]
-    pub expires_at: OffsetDateTime,
+    pub expires_at: DateTime<Utc>,
     pub summary: Summary,
     pub cards: Vec<ReportCard>,
     pub notices: Vec<String>,
@@ -188,8 +188,8 @@ pub fn content(query: &QueryRecord, legs: &[LegRecord]) -> ReportContent {
 /// responding bank's answer.
 pub fn render<E>(
     query_id: &str,
-    generated_at: OffsetDateTime,
-    expires_at: OffsetDateTime,
+    generated_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
     content: &ReportContent,
     banks: &BankRegistry,
     mut cards_of: impl FnMut(&ReportedBank, &Sealed) -> Result<Vec<MaskedCard>, E>,

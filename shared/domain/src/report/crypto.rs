@@ -15,11 +15,11 @@
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
+use chrono::{DateTime, Utc};
 use hpke::aead::AesGcm256;
 use hpke::kdf::HkdfSha256;
 use hpke::kem::X25519HkdfSha256;
 use hpke::{Deserializable, Kem as _, OpModeR, OpModeS, Serializable};
-use time::OffsetDateTime;
 
 use crate::model::bank::BankCode;
 use crate::model::ids::{QueryId, UserId};
@@ -49,14 +49,14 @@ pub enum Binding<'a> {
         inquiry_id: &'a str,
         /// The query's `report_due_by`, as submitted (the record's times cannot be
         /// rewritten without the answers becoming unopenable).
-        report_due_by: OffsetDateTime,
+        report_due_by: DateTime<Utc>,
     },
     /// A report: which answers it holds and how long it lives.
     Report {
         query: &'a QueryId,
         user: &'a UserId,
-        generated_at: OffsetDateTime,
-        expires_at: OffsetDateTime,
+        generated_at: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
     },
 }
 
@@ -213,12 +213,12 @@ pub fn generate_keypair() -> (String, String) {
 
 #[cfg(test)]
 mod tests {
-    use time::macros::datetime;
-    use time::Duration;
+    use crate::test_support::at;
+    use chrono::TimeDelta;
 
     use super::*;
 
-    const T: OffsetDateTime = datetime!(2026-11-28 10:00 UTC);
+    const T: DateTime<Utc> = at(2026, 11, 28, 10, 0, 0);
 
     fn ids() -> (QueryId, QueryId, UserId, UserId) {
         (
@@ -229,7 +229,7 @@ mod tests {
         )
     }
 
-    fn report<'a>(q: &'a QueryId, u: &'a UserId, exp: OffsetDateTime) -> Binding<'a> {
+    fn report<'a>(q: &'a QueryId, u: &'a UserId, exp: DateTime<Utc>) -> Binding<'a> {
         Binding::Report {
             query: q,
             user: u,
@@ -244,7 +244,7 @@ mod tests {
         let (private, public) = generate_keypair();
         let (other_private, _) = generate_keypair();
         let sealer = ReportSealer::new("k1", &public).unwrap();
-        let exp = T + Duration::days(7);
+        let exp = T + TimeDelta::days(7);
         let b = report(&q1, &u1, exp);
         let sealed = sealer.seal(&b, b"{\"cards\":[]}").unwrap();
         assert!(!sealed.ciphertext.contains("cards"));
@@ -258,16 +258,16 @@ mod tests {
         for (wrong, why) in [
             (report(&q2, &u1, exp), "another query"),
             (report(&q1, &u2, exp), "another user"),
-            (report(&q1, &u1, exp + Duration::days(1)), "a longer life"),
+            (report(&q1, &u1, exp + TimeDelta::days(1)), "a longer life"),
             (
-                report(&q1, &u1, exp - Duration::seconds(1)),
+                report(&q1, &u1, exp - TimeDelta::seconds(1)),
                 "another expiry",
             ),
             (
                 Binding::Report {
                     query: &q1,
                     user: &u1,
-                    generated_at: T + Duration::seconds(1),
+                    generated_at: T + TimeDelta::seconds(1),
                     expires_at: exp,
                 },
                 "another generation time",
@@ -309,7 +309,7 @@ mod tests {
         let (private, public) = generate_keypair();
         let icbc = BankCode::new_unchecked_format("ICBC").unwrap();
         let boc = BankCode::new_unchecked_format("BOC").unwrap();
-        let due = T + Duration::hours(24);
+        let due = T + TimeDelta::hours(24);
         let answer = |q, u, bank, inquiry_id, report_due_by| Binding::Answer {
             query: q,
             user: u,
@@ -329,7 +329,7 @@ mod tests {
             answer(&q1, &u2, &icbc, "inq-1", due),
             answer(&q1, &u1, &boc, "inq-1", due),
             answer(&q1, &u1, &icbc, "inq-2", due),
-            answer(&q1, &u1, &icbc, "inq-1", due + Duration::hours(1)),
+            answer(&q1, &u1, &icbc, "inq-1", due + TimeDelta::hours(1)),
             report(&q1, &u1, due),
         ] {
             assert!(opener.open(&wrong, &sealed).is_err(), "{wrong:?}");

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use base64::Engine;
+use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::{json, Value};
-use time::{Duration, OffsetDateTime};
 
 use super::aggregate::{
     AggregateOutcome, Aggregator, AggregatorDeps, NOTICE_LEASE, REPORT_READY_SMS,
@@ -169,9 +169,9 @@ fn card(kind: CardKind, digits: &str) -> MaskedCard {
 }
 
 /// Query ids sort by the (manual) clock, as real ones sort by submission time.
-fn query_id_at(t: OffsetDateTime) -> QueryId {
+fn query_id_at(t: DateTime<Utc>) -> QueryId {
     static SEQ: AtomicU64 = AtomicU64::new(1);
-    let ms = (t.unix_timestamp_nanos() / 1_000_000) as u64;
+    let ms = t.timestamp_millis() as u64;
     // A random part like a real one (a long run of zeros would look like a card number).
     let u = ulid::Ulid::from_parts(
         ms,
@@ -319,7 +319,7 @@ impl World {
     }
 
     /// [`World::reported`], and when its report expires.
-    async fn reported_expiring(&self, uid: &str) -> (QueryId, OffsetDateTime) {
+    async fn reported_expiring(&self, uid: &str) -> (QueryId, DateTime<Utc>) {
         let q = self.reported(uid).await;
         (q, self.query(&q).await.report_expires_at.unwrap())
     }
@@ -354,7 +354,7 @@ impl World {
     }
 
     /// A face token from the provider: `result` "pass" or "fail", issued at `at`.
-    fn face_token_with(&self, uid: &str, result: &str, at: OffsetDateTime, nonce: &str) -> String {
+    fn face_token_with(&self, uid: &str, result: &str, at: DateTime<Utc>, nonce: &str) -> String {
         self.face_provider(&self.face_private, FACE_AUDIENCE)
             .token(uid, "VIEW_REPORT", result, at, nonce)
             .unwrap()
@@ -428,8 +428,8 @@ fn build(
     w: &World,
     q: &QueryRecord,
     legs: &[LegRecord],
-    generated_at: OffsetDateTime,
-    expires_at: OffsetDateTime,
+    generated_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
 ) -> Report {
     let content = body::content(q, legs);
     let opener = w.opener();
@@ -450,8 +450,8 @@ fn query_record(w: &World, banks: &[&str]) -> QueryRecord {
         user_id: user("u1"),
         phase: QueryPhase::Aggregating,
         submitted_at: T0,
-        report_due_by: T0 + Duration::hours(24),
-        collect_until: T0 + Duration::hours(24),
+        report_due_by: T0 + TimeDelta::hours(24),
+        collect_until: T0 + TimeDelta::hours(24),
         banks: banks.iter().map(|b| w.code(b)).collect(),
         report_generated_at: None,
         report_expires_at: None,
@@ -496,13 +496,13 @@ async fn build_summarises_each_bank_in_the_users_order() {
             ],
         ),
     ];
-    let gen = T0 + Duration::hours(1);
-    let r = build(&w, &q, &legs, gen, gen + Duration::days(7));
+    let gen = T0 + TimeDelta::hours(1);
+    let r = build(&w, &q, &legs, gen, gen + TimeDelta::days(7));
 
     assert_eq!(r.query_id, id.to_string());
     assert_eq!(
         (r.generated_at, r.expires_at),
-        (gen, gen + Duration::days(7))
+        (gen, gen + TimeDelta::days(7))
     );
     let rows: Vec<(&str, &str, BankStatus, u32, u32)> = r
         .summary
@@ -585,7 +585,7 @@ async fn build_adds_the_partial_notice_only_when_a_bank_did_not_respond() {
             vec![card(CardKind::Debit, "62221234")],
         ),
     ];
-    let r = build(&w, &q, &all, T0, T0 + Duration::days(7));
+    let r = build(&w, &q, &all, T0, T0 + TimeDelta::days(7));
     assert_eq!(r.notices, NOTICES.map(str::to_owned).to_vec());
     assert!(r
         .summary
@@ -609,12 +609,12 @@ async fn build_adds_the_partial_notice_only_when_a_bank_did_not_respond() {
     for state in [LegState::Failed, LegState::NoResponse, LegState::Pending] {
         let mut legs = all.clone();
         legs[0].state = state;
-        let r = build(&w, &q, &legs, T0, T0 + Duration::days(7));
+        let r = build(&w, &q, &legs, T0, T0 + TimeDelta::days(7));
         assert_eq!(r.notices.len(), 6, "{state:?}");
         assert_eq!(r.notices[5], PARTIAL_NOTICE);
     }
     // A bank without any leg record did not respond either.
-    let r = build(&w, &q, &all[1..], T0, T0 + Duration::days(7));
+    let r = build(&w, &q, &all[1..], T0, T0 + TimeDelta::days(7));
     assert_eq!(r.summary.banks[1].status, BankStatus::NoResponse);
     assert_eq!(r.notices.last().unwrap(), PARTIAL_NOTICE);
 }
@@ -636,7 +636,7 @@ async fn the_report_json_follows_the_contract_and_holds_no_card_number() {
         ),
         leg_record(&w, &q, &w.code("CCB"), LegState::Failed, vec![]),
     ];
-    let r = build(&w, &q, &legs, T0, T0 + Duration::days(7));
+    let r = build(&w, &q, &legs, T0, T0 + TimeDelta::days(7));
     let v = serde_json::to_value(&r).unwrap();
     let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
     keys.sort();
@@ -703,7 +703,7 @@ async fn settled_legs_publish_one_sealed_report_close_the_query_and_send_one_sms
     w.answer(&q, "CMB", vec![]).await;
     let before = w.store.state_of(&user("u1"));
     assert_eq!(before.active_query_id, Some(q));
-    w.clock.advance(Duration::seconds(3));
+    w.clock.advance(TimeDelta::seconds(3));
     let now = w.now();
 
     assert_eq!(
@@ -749,8 +749,8 @@ async fn settled_legs_publish_one_sealed_report_close_the_query_and_send_one_sms
     assert_eq!(report.query_id, q.to_string());
     assert_eq!(report.generated_at, now);
     assert_eq!(stored.generated_at, now);
-    assert_eq!(stored.expires_at, now + Duration::days(7));
-    assert_eq!(report.expires_at, now + Duration::days(7));
+    assert_eq!(stored.expires_at, now + TimeDelta::days(7));
+    assert_eq!(report.expires_at, now + TimeDelta::days(7));
     assert_eq!(
         (
             report.summary.total_cards,
@@ -777,12 +777,12 @@ async fn settled_legs_publish_one_sealed_report_close_the_query_and_send_one_sms
     let rec = w.query(&q).await;
     assert_eq!(rec.phase, QueryPhase::Reported);
     assert_eq!(rec.report_generated_at, Some(now));
-    assert_eq!(rec.report_expires_at, Some(now + Duration::days(7)));
+    assert_eq!(rec.report_expires_at, Some(now + TimeDelta::days(7)));
     assert!(rec.notified_at.is_some());
     // The user: lock released, next query 7 days after generation.
     let state = w.store.state_of(&user("u1"));
     assert_eq!(state.active_query_id, None);
-    assert_eq!(state.next_allowed_at, Some(now + Duration::days(7)));
+    assert_eq!(state.next_allowed_at, Some(now + TimeDelta::days(7)));
     assert_eq!(state.version, before.version + 1);
     // The operators' latency metric, once, from submission to generation.
     assert_eq!(
@@ -817,7 +817,7 @@ async fn a_redelivered_ready_record_publishes_nothing_and_sends_nothing() {
     let state = w.store.state_of(&user("u1"));
     assert_eq!(w.sms.sent().len(), 1);
 
-    w.clock.advance(Duration::minutes(10));
+    w.clock.advance(TimeDelta::minutes(10));
     assert_eq!(
         w.aggregator.aggregate(&q).await.unwrap(),
         AggregateOutcome::AlreadyReported
@@ -861,9 +861,9 @@ async fn an_open_leg_waits_until_the_deadline_then_reports_it_as_no_response() {
     let icbc = w.leg(&q, "ICBC").await;
 
     for at in [
-        T0 + Duration::seconds(1),
-        T0 + Duration::hours(23),
-        record.report_due_by - Duration::seconds(1),
+        T0 + TimeDelta::seconds(1),
+        T0 + TimeDelta::hours(23),
+        record.report_due_by - TimeDelta::seconds(1),
     ] {
         w.clock.set(at);
         assert_eq!(
@@ -902,7 +902,7 @@ async fn an_open_leg_waits_until_the_deadline_then_reports_it_as_no_response() {
     assert_eq!(report.generated_at, record.report_due_by);
     assert_eq!(
         w.store.state_of(&user("u1")).next_allowed_at,
-        Some(record.report_due_by + Duration::days(7))
+        Some(record.report_due_by + TimeDelta::days(7))
     );
     assert_eq!(w.sms.sent().len(), 1);
 }
@@ -915,7 +915,7 @@ async fn a_report_published_at_the_deadline_leaves_no_bank_pending() {
     let q = w.submit("u1", &["ICBC", "CMB"]).await;
     w.answer(&q, "ICBC", vec![]).await;
     w.accept(&q, "CMB").await;
-    w.clock.set(T0 + Duration::hours(24));
+    w.clock.set(T0 + TimeDelta::hours(24));
     assert_eq!(
         w.aggregator.aggregate(&q).await.unwrap(),
         AggregateOutcome::Published
@@ -963,7 +963,7 @@ async fn a_failed_sms_leaves_the_report_published_and_is_sent_once_after_the_lea
 
     // Within the lease nothing is sent, not by notify nor by a redelivery.
     w.clock
-        .set(claimed_at + NOTICE_LEASE - Duration::seconds(1));
+        .set(claimed_at + NOTICE_LEASE - TimeDelta::seconds(1));
     assert!(!w.aggregator.notify(&q).await.unwrap());
     assert_eq!(
         w.aggregator.aggregate(&q).await.unwrap(),
@@ -973,7 +973,7 @@ async fn a_failed_sms_leaves_the_report_published_and_is_sent_once_after_the_lea
 
     // After the 2-minute lease: sent once.
     w.clock
-        .set(claimed_at + Duration::minutes(2) + Duration::seconds(1));
+        .set(claimed_at + TimeDelta::minutes(2) + TimeDelta::seconds(1));
     assert!(w.aggregator.notify(&q).await.unwrap());
     let sent = w.sms.sent();
     assert_eq!(sent.len(), 1);
@@ -982,7 +982,7 @@ async fn a_failed_sms_leaves_the_report_published_and_is_sent_once_after_the_lea
 
     // Confirmed: never again.
     assert!(!w.aggregator.notify(&q).await.unwrap());
-    w.clock.advance(Duration::hours(1));
+    w.clock.advance(TimeDelta::hours(1));
     assert!(!w.aggregator.notify(&q).await.unwrap());
     assert_eq!(
         w.aggregator.aggregate(&q).await.unwrap(),
@@ -1009,7 +1009,7 @@ async fn the_list_is_newest_first_and_moves_from_pending_to_ready_to_expired() {
     );
     assert_eq!(list[0].report_generated_at, None);
 
-    w.clock.advance(Duration::seconds(5));
+    w.clock.advance(TimeDelta::seconds(5));
     w.answer(&q1, "ICBC", vec![]).await;
     w.aggregator.aggregate(&q1).await.unwrap();
     let generated = w.now();
@@ -1018,12 +1018,12 @@ async fn the_list_is_newest_first_and_moves_from_pending_to_ready_to_expired() {
     assert_eq!(list[0].report_generated_at, Some(generated));
     assert_eq!(
         list[0].report_expires_at,
-        Some(generated + Duration::days(7))
+        Some(generated + TimeDelta::days(7))
     );
 
     // A week later, a second query.
     w.clock
-        .set(generated + Duration::days(7) - Duration::minutes(1));
+        .set(generated + TimeDelta::days(7) - TimeDelta::minutes(1));
     let q2 = w.submit("u1", &["CMB", "ABC"]).await;
     let list = w.view.list(&u1).await.unwrap();
     let ids: Vec<&str> = list.iter().map(|v| v.query_id.as_str()).collect();
@@ -1033,7 +1033,7 @@ async fn the_list_is_newest_first_and_moves_from_pending_to_ready_to_expired() {
     assert_eq!(list[0].banks, ["CMB", "ABC"]);
 
     // Expired the moment its 7 days are over, though the item is still there.
-    w.clock.set(generated + Duration::days(7));
+    w.clock.set(generated + TimeDelta::days(7));
     assert!(w.stored(&q1).await.is_some());
     let list = w.view.list(&u1).await.unwrap();
     assert_eq!(World::report_status(&list, &q1), "EXPIRED");
@@ -1153,14 +1153,14 @@ async fn a_report_is_shown_only_after_a_fresh_sms_code_each_time() {
     assert!(matches!(e, ServiceError::ReportNotReady), "{e:?}");
 
     w.answer(&q, "CMB", vec![]).await;
-    w.clock.advance(Duration::seconds(30));
+    w.clock.advance(TimeDelta::seconds(30));
     assert_eq!(
         w.aggregator.aggregate(&q).await.unwrap(),
         AggregateOutcome::Published
     );
     let generated = w.now();
 
-    w.clock.advance(Duration::minutes(1));
+    w.clock.advance(TimeDelta::minutes(1));
     let shown = w
         .view_report(&u1, &q, &code_step(&vid, "135790"))
         .await
@@ -1183,7 +1183,7 @@ async fn a_report_is_shown_only_after_a_fresh_sms_code_each_time() {
     assert_eq!(w.query(&q).await.last_viewed_at, Some(viewed));
 
     // The same code again: every view needs a fresh step-up.
-    w.clock.advance(Duration::seconds(10));
+    w.clock.advance(TimeDelta::seconds(10));
     let e = w.view_refused(&u1, &q, &code_step(&vid, "135790")).await;
     assert!(matches!(e, ServiceError::VerificationFailed), "{e:?}");
     assert_eq!(
@@ -1215,7 +1215,7 @@ async fn a_report_is_shown_only_after_a_fresh_sms_code_each_time() {
     }
     // An expired code.
     let late = w.sms_code("u1", Purpose::ViewReport, "990011").await;
-    w.clock.advance(Duration::minutes(5));
+    w.clock.advance(TimeDelta::minutes(5));
     let e = w.view_refused(&u1, &q, &code_step(&late, "990011")).await;
     assert!(matches!(e, ServiceError::VerificationFailed), "{e:?}");
     assert_eq!(w.query(&q).await.last_viewed_at, Some(viewed));
@@ -1254,14 +1254,19 @@ async fn a_face_token_opens_the_report_once() {
     assert_eq!(shown["query_id"], q.to_string());
     assert_eq!(w.query(&q).await.last_viewed_at, Some(w.now()));
 
-    w.clock.advance(Duration::seconds(5));
+    w.clock.advance(TimeDelta::seconds(5));
     let e = w.view_refused(&u1, &q, &face_step(&token)).await;
     assert!(matches!(e, ServiceError::FaceVerificationFailed), "{e:?}");
 
     // Another user's token, a failed check, a stale token, garbage: refused.
     let others = w.face_token_with("u2", "pass", w.now(), "face-nonce-2");
     let failed = w.face_token_with("u1", "fail", w.now(), "face-nonce-3");
-    let stale = w.face_token_with("u1", "pass", w.now() - Duration::minutes(6), "face-nonce-4");
+    let stale = w.face_token_with(
+        "u1",
+        "pass",
+        w.now() - TimeDelta::minutes(6),
+        "face-nonce-4",
+    );
     let (forger, _) = dev::generate_ed25519();
     let forged = w
         .face_provider(&forger, FACE_AUDIENCE)
@@ -1292,7 +1297,7 @@ async fn an_expired_report_is_410_with_the_record_before_and_after_deletion() {
     let (q, expires) = w.reported_expiring("u1").await;
 
     // One second before: still shown.
-    w.clock.set(expires - Duration::seconds(1));
+    w.clock.set(expires - TimeDelta::seconds(1));
     let body = w.view_code_step("u1").await;
     assert!(w.view_report(&u1, &q, &body).await.is_ok());
 
@@ -1353,11 +1358,12 @@ async fn the_sweeper_closes_a_query_at_its_deadline_from_whatever_answered() {
     assert_eq!(w.leg(&q, "CMB").await.state, LegState::Accepted);
 
     // Before the deadline: nothing due.
-    w.clock.set(T0 + Duration::hours(23));
+    w.clock.set(T0 + TimeDelta::hours(23));
     assert_eq!(w.sweeper.run_once().await.unwrap(), SweepStats::default());
     assert!(w.stored(&q).await.is_none());
 
-    w.clock.set(T0 + Duration::hours(24) + Duration::minutes(3));
+    w.clock
+        .set(T0 + TimeDelta::hours(24) + TimeDelta::minutes(3));
     let stats = w.sweeper.run_once().await.unwrap();
     assert_eq!(
         stats,
@@ -1387,7 +1393,7 @@ async fn the_sweeper_closes_a_query_at_its_deadline_from_whatever_answered() {
     assert_eq!(d.progress[1].status, "NO_RESPONSE");
 
     // Again: nothing new.
-    w.clock.advance(Duration::minutes(5));
+    w.clock.advance(TimeDelta::minutes(5));
     assert_eq!(w.sweeper.run_once().await.unwrap(), SweepStats::default());
     assert_eq!(w.sms.sent().len(), 1);
 }
@@ -1414,7 +1420,7 @@ async fn the_sweeper_resends_a_leg_due_for_retry() {
     assert_eq!(w.banks.total_calls(), 2);
 
     // Not yet due.
-    w.clock.set(retry_at - Duration::milliseconds(1));
+    w.clock.set(retry_at - TimeDelta::milliseconds(1));
     assert_eq!(w.sweeper.run_once().await.unwrap(), SweepStats::default());
     assert_eq!(w.banks.calls_to("ICBC"), 1);
 
@@ -1459,11 +1465,11 @@ async fn the_sweeper_deletes_expired_reports_and_keeps_the_record() {
     let u1 = user("u1");
     let (q, expires) = w.reported_expiring("u1").await;
 
-    w.clock.set(expires - Duration::seconds(1));
+    w.clock.set(expires - TimeDelta::seconds(1));
     assert_eq!(w.sweeper.run_once().await.unwrap(), SweepStats::default());
     assert!(w.stored(&q).await.is_some());
 
-    w.clock.set(expires + Duration::minutes(2));
+    w.clock.set(expires + TimeDelta::minutes(2));
     let stats = w.sweeper.run_once().await.unwrap();
     assert_eq!(
         stats,
@@ -1512,12 +1518,12 @@ async fn the_sweeper_sends_a_notice_that_failed() {
     assert!(w.query(&q).await.notified_at.is_none());
 
     // Within the lease of the failed attempt: the entry is due but nothing is sent.
-    w.clock.advance(Duration::minutes(1));
+    w.clock.advance(TimeDelta::minutes(1));
     let stats = w.sweeper.run_once().await.unwrap();
     assert_eq!(stats, SweepStats::default());
     assert!(w.sms.sent().is_empty());
 
-    w.clock.advance(Duration::minutes(2));
+    w.clock.advance(TimeDelta::minutes(2));
     let stats = w.sweeper.run_once().await.unwrap();
     assert_eq!(
         stats,
@@ -1534,7 +1540,7 @@ async fn the_sweeper_sends_a_notice_that_failed() {
     );
     assert_eq!(w.query(&q).await.notified_at, Some(w.now()));
 
-    w.clock.advance(Duration::minutes(5));
+    w.clock.advance(TimeDelta::minutes(5));
     assert_eq!(w.sweeper.run_once().await.unwrap(), SweepStats::default());
     assert_eq!(w.sms.sent().len(), 1);
 }
@@ -1551,7 +1557,7 @@ async fn one_sweep_does_all_kinds_of_work_and_a_second_does_nothing() {
     // A report that expires first.
     let old = w.reported("u2").await;
     // A query whose notice failed.
-    w.clock.advance(Duration::days(6) + Duration::hours(23));
+    w.clock.advance(TimeDelta::days(6) + TimeDelta::hours(23));
     w.sms.fail(1);
     let failed_notice = w.submit("u1", &["ICBC"]).await;
     w.answer(&failed_notice, "ICBC", vec![]).await;
@@ -1569,11 +1575,11 @@ async fn one_sweep_does_all_kinds_of_work_and_a_second_does_nothing() {
     let retried = w.submit("u4", &["BOC"]).await;
     w.fanout.dispatch(&retried).await.unwrap();
     let retry_at = w.leg(&retried, "BOC").await.next_attempt_at.unwrap();
-    assert!(retry_at < w_clock_now + Duration::minutes(1));
+    assert!(retry_at < w_clock_now + TimeDelta::minutes(1));
 
     // 24 hours later everything is due.
     w.clock
-        .set(w_clock_now + Duration::hours(24) - Duration::seconds(30));
+        .set(w_clock_now + TimeDelta::hours(24) - TimeDelta::seconds(30));
     // Deadline of `late` not yet: only expiry, retry and notice.
     let stats = w.sweeper.run_once().await.unwrap();
     assert_eq!(
@@ -1590,7 +1596,7 @@ async fn one_sweep_does_all_kinds_of_work_and_a_second_does_nothing() {
         w.aggregator.aggregate(&retried).await.unwrap(),
         AggregateOutcome::Published
     );
-    w.clock.set(w_clock_now + Duration::hours(24));
+    w.clock.set(w_clock_now + TimeDelta::hours(24));
     let stats = w.sweeper.run_once().await.unwrap();
     assert_eq!(
         stats,
@@ -1634,11 +1640,11 @@ async fn a_report_whose_stored_life_owner_or_key_was_rewritten_is_never_shown() 
     let cases: [(&str, &str, Edit); 7] = [
         ("untouched", "u1", |_, _| {}),
         ("a longer life", "u1", |r, q| {
-            r.expires_at += Duration::days(30);
+            r.expires_at += TimeDelta::days(30);
             q.report_expires_at = Some(r.expires_at);
         }),
         ("an earlier generation", "u1", |r, q| {
-            r.generated_at -= Duration::days(1);
+            r.generated_at -= TimeDelta::days(1);
             q.report_generated_at = Some(r.generated_at);
         }),
         ("another user", "u2", |r, q| {
@@ -1647,10 +1653,10 @@ async fn a_report_whose_stored_life_owner_or_key_was_rewritten_is_never_shown() 
         }),
         ("another key id", "u1", |r, _| r.sealed.key_id = "k0".into()),
         ("a later deadline", "u1", |_, q| {
-            q.report_due_by += Duration::days(1);
+            q.report_due_by += TimeDelta::days(1);
         }),
         ("the record's expiry only", "u1", |_, q| {
-            q.report_expires_at = q.report_expires_at.map(|e| e + Duration::days(1));
+            q.report_expires_at = q.report_expires_at.map(|e| e + TimeDelta::days(1));
         }),
     ];
     for (why, viewer, edit) in cases {
@@ -1684,7 +1690,7 @@ async fn a_report_whose_stored_life_owner_or_key_was_rewritten_is_never_shown() 
 async fn a_report_moved_into_another_query_does_not_open() {
     let w = world();
     let q1 = w.reported("u1").await;
-    w.clock.advance(Duration::days(8));
+    w.clock.advance(TimeDelta::days(8));
     let q2 = w.reported("u1").await;
     let moved = w.stored(&q1).await.unwrap();
     w.store.tamper_report(&q2, |r, q| {
@@ -1696,7 +1702,7 @@ async fn a_report_moved_into_another_query_does_not_open() {
     });
     // q1's times are past by now: put q2's clock back inside q1's life to be sure the
     // refusal is the binding, not the expiry.
-    w.clock.set(moved.generated_at + Duration::minutes(1));
+    w.clock.set(moved.generated_at + TimeDelta::minutes(1));
     let e = w
         .view_report(&user("u1"), &q2, &face_step(&w.face_token("u1", "n-2")))
         .await

@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
 use tracing::{info, warn};
 
 use super::body;
@@ -28,20 +28,20 @@ pub struct QueryView {
     pub status: &'static str,
     pub report_status: &'static str,
     #[serde(with = "rfc3339")]
-    pub submitted_at: OffsetDateTime,
+    pub submitted_at: DateTime<Utc>,
     #[serde(with = "rfc3339")]
-    pub report_due_by: OffsetDateTime,
+    pub report_due_by: DateTime<Utc>,
     pub banks: Vec<String>,
     #[serde(with = "rfc3339::option")]
-    pub report_generated_at: Option<OffsetDateTime>,
+    pub report_generated_at: Option<DateTime<Utc>>,
     #[serde(with = "rfc3339::option")]
-    pub report_expires_at: Option<OffsetDateTime>,
+    pub report_expires_at: Option<DateTime<Utc>>,
     #[serde(with = "rfc3339::option")]
-    pub last_viewed_at: Option<OffsetDateTime>,
+    pub last_viewed_at: Option<DateTime<Utc>>,
 }
 
 impl QueryView {
-    pub fn of(q: &QueryRecord, now: OffsetDateTime) -> Self {
+    pub fn of(q: &QueryRecord, now: DateTime<Utc>) -> Self {
         let expired = q.phase == QueryPhase::Expired
             || (q.phase == QueryPhase::Reported
                 && q.report_expires_at
@@ -113,7 +113,7 @@ impl ViewService {
         Self { d: deps }
     }
 
-    pub fn now(&self) -> OffsetDateTime {
+    pub fn now(&self) -> DateTime<Utc> {
         self.d.clock.now()
     }
 
@@ -166,7 +166,7 @@ impl ViewService {
         })
     }
 
-    fn expired(&self, q: &QueryRecord, now: OffsetDateTime) -> ServiceError {
+    fn expired(&self, q: &QueryRecord, now: DateTime<Utc>) -> ServiceError {
         ServiceError::ReportExpired {
             query: serde_json::to_value(QueryView::of(q, now)).unwrap_or_default(),
         }
@@ -206,7 +206,7 @@ impl ViewService {
         &self,
         user: &UserId,
         proof: StepUp,
-        now: OffsetDateTime,
+        now: DateTime<Utc>,
     ) -> Result<(), ServiceError> {
         match proof {
             StepUp::Code { verification } => {

@@ -1,7 +1,7 @@
 //! One active query per user, and a new one only 7 days (`rules.cooldown`) after the
 //! user's last report was generated.
 
-use time::OffsetDateTime;
+use chrono::{DateTime, Utc};
 
 use crate::config::Rules;
 use crate::error::ServiceError;
@@ -9,7 +9,7 @@ use crate::model::ids::QueryId;
 use crate::records::UserState;
 
 /// When the user may submit again after a report generated at `generated_at`.
-pub fn next_allowed_at(generated_at: OffsetDateTime, rules: &Rules) -> OffsetDateTime {
+pub fn next_allowed_at(generated_at: DateTime<Utc>, rules: &Rules) -> DateTime<Utc> {
     generated_at + rules.cooldown
 }
 
@@ -18,7 +18,7 @@ pub fn next_allowed_at(generated_at: OffsetDateTime, rules: &Rules) -> OffsetDat
 pub fn after_report(
     state: &UserState,
     query: &QueryId,
-    generated_at: OffsetDateTime,
+    generated_at: DateTime<Utc>,
     rules: &Rules,
 ) -> UserState {
     UserState {
@@ -29,12 +29,12 @@ pub fn after_report(
 }
 
 /// The end of a cooldown still running at `now`.
-pub fn running_until(state: &UserState, now: OffsetDateTime) -> Option<OffsetDateTime> {
+pub fn running_until(state: &UserState, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
     state.next_allowed_at.filter(|t| *t > now)
 }
 
 /// Refuses while a query is active or the cooldown runs.
-pub fn check_can_submit(state: &UserState, now: OffsetDateTime) -> Result<(), ServiceError> {
+pub fn check_can_submit(state: &UserState, now: DateTime<Utc>) -> Result<(), ServiceError> {
     if state.active_query_id.is_some() {
         return Err(ServiceError::QueryInProgress);
     }
@@ -48,12 +48,12 @@ pub fn check_can_submit(state: &UserState, now: OffsetDateTime) -> Result<(), Se
 mod tests {
     use super::*;
     use crate::rules::shipped;
-    use time::macros::datetime;
-    use time::Duration;
+    use crate::test_support::at;
+    use chrono::TimeDelta;
 
     #[test]
     fn cooldown_ends_exactly_seven_days_after_the_report() {
-        let generated = datetime!(2026-11-01 10:00:00 UTC);
+        let generated = at(2026, 11, 1, 10, 0, 0);
         let query = QueryId::generate();
         let active = UserState {
             active_query_id: Some(query),
@@ -61,19 +61,19 @@ mod tests {
         };
         let state = after_report(&active, &query, generated, &shipped());
         assert_eq!(state.active_query_id, None);
-        let just_before = generated + Duration::days(7) - Duration::seconds(1);
+        let just_before = generated + TimeDelta::days(7) - TimeDelta::seconds(1);
         match check_can_submit(&state, just_before) {
             Err(ServiceError::CooldownActive { next_allowed_at }) => {
-                assert_eq!(next_allowed_at, generated + Duration::days(7))
+                assert_eq!(next_allowed_at, generated + TimeDelta::days(7))
             }
             other => panic!("expected cooldown, got {other:?}"),
         }
         assert_eq!(
             running_until(&state, just_before),
-            Some(generated + Duration::days(7))
+            Some(generated + TimeDelta::days(7))
         );
-        assert!(check_can_submit(&state, generated + Duration::days(7)).is_ok());
-        assert_eq!(running_until(&state, generated + Duration::days(7)), None);
+        assert!(check_can_submit(&state, generated + TimeDelta::days(7)).is_ok());
+        assert_eq!(running_until(&state, generated + TimeDelta::days(7)), None);
     }
 
     #[test]
@@ -83,7 +83,7 @@ mod tests {
             ..Default::default()
         };
         assert!(matches!(
-            check_can_submit(&state, datetime!(2026-11-01 0:00 UTC)),
+            check_can_submit(&state, at(2026, 11, 1, 0, 0, 0)),
             Err(ServiceError::QueryInProgress)
         ));
     }
@@ -95,9 +95,9 @@ mod tests {
             active_query_id: Some(other),
             ..Default::default()
         };
-        let at = datetime!(2026-11-01 10:00:00 UTC);
-        let next = after_report(&state, &QueryId::generate(), at, &shipped());
+        let t = at(2026, 11, 1, 10, 0, 0);
+        let next = after_report(&state, &QueryId::generate(), t, &shipped());
         assert_eq!(next.active_query_id, Some(other));
-        assert_eq!(next.next_allowed_at, Some(at + Duration::days(7)));
+        assert_eq!(next.next_allowed_at, Some(t + TimeDelta::days(7)));
     }
 }

@@ -3,7 +3,7 @@
 //! in progress is honoured for `rules.idempotency_lease`, after which its request is
 //! taken to have crashed and a retry may take the key over.
 
-use time::{Duration, OffsetDateTime};
+use chrono::{DateTime, TimeDelta, Utc};
 
 use super::retry_after_secs;
 use crate::config::Rules;
@@ -15,23 +15,23 @@ use crate::records::IdempotencyRecord;
 const IN_PROGRESS_RETRY_MAX_SECS: i64 = 2;
 
 /// When a key claimed at `now` is forgotten.
-pub fn expires_at(now: OffsetDateTime, rules: &Rules) -> OffsetDateTime {
+pub fn expires_at(now: DateTime<Utc>, rules: &Rules) -> DateTime<Utc> {
     now + rules.idempotency_retention
 }
 
 /// Until when a claim taken at `now` is honoured while in progress.
-pub fn lease_until(now: OffsetDateTime, rules: &Rules) -> OffsetDateTime {
+pub fn lease_until(now: DateTime<Utc>, rules: &Rules) -> DateTime<Utc> {
     now + rules.idempotency_lease
 }
 
 /// Whether the record still counts at `now` (it is forgotten from `expires_at` on).
-pub fn is_live(record: &IdempotencyRecord, now: OffsetDateTime) -> bool {
+pub fn is_live(record: &IdempotencyRecord, now: DateTime<Utc>) -> bool {
     record.expires_at > now
 }
 
 /// Whether a new claim may replace the stored record: expired, or in progress past its
 /// lease. DynamoDB: the condition of `claim_idempotency`.
-pub fn claimable(record: &IdempotencyRecord, now: OffsetDateTime) -> bool {
+pub fn claimable(record: &IdempotencyRecord, now: DateTime<Utc>) -> bool {
     !is_live(record, now) || (record.in_progress && record.lease_until.is_none_or(|t| t <= now))
 }
 
@@ -41,16 +41,18 @@ pub fn claimable(record: &IdempotencyRecord, now: OffsetDateTime) -> bool {
 pub fn idempotent_answer(
     record: &IdempotencyRecord,
     fingerprint: &str,
-    now: OffsetDateTime,
+    now: DateTime<Utc>,
 ) -> Result<(u16, String), ServiceError> {
     if record.request_fingerprint != fingerprint {
         return Err(ServiceError::IdempotencyKeyReused);
     }
     if record.in_progress {
-        let wait = record.lease_until.map_or(Duration::seconds(1), |t| t - now);
+        let wait = record
+            .lease_until
+            .map_or(TimeDelta::seconds(1), |t| t - now);
         return Err(ServiceError::IdempotencyInProgress {
             retry_after_secs: retry_after_secs(
-                wait.min(Duration::seconds(IN_PROGRESS_RETRY_MAX_SECS)),
+                wait.min(TimeDelta::seconds(IN_PROGRESS_RETRY_MAX_SECS)),
             ),
         });
     }
@@ -62,9 +64,9 @@ mod tests {
     use super::*;
     use crate::model::ids::UserId;
     use crate::rules::shipped;
-    use time::macros::datetime;
+    use crate::test_support::at;
 
-    fn claim(now: OffsetDateTime) -> IdempotencyRecord {
+    fn claim(now: DateTime<Utc>) -> IdempotencyRecord {
         IdempotencyRecord {
             user_id: UserId::parse("u1").unwrap(),
             key: "k".into(),
@@ -80,27 +82,27 @@ mod tests {
 
     #[test]
     fn an_in_progress_claim_holds_for_its_lease_then_may_be_taken_over() {
-        let t = datetime!(2026-11-28 01:00:00 UTC);
+        let t = at(2026, 11, 28, 1, 0, 0);
         let c = claim(t);
-        assert!(!claimable(&c, t + Duration::seconds(29)));
-        assert!(claimable(&c, t + Duration::seconds(30)));
+        assert!(!claimable(&c, t + TimeDelta::seconds(29)));
+        assert!(claimable(&c, t + TimeDelta::seconds(30)));
         let done = IdempotencyRecord {
             in_progress: false,
             status: 202,
             ..c
         };
-        assert!(!claimable(&done, t + Duration::hours(23)));
+        assert!(!claimable(&done, t + TimeDelta::hours(23)));
         assert!(is_live(
             &done,
-            t + Duration::hours(24) - Duration::seconds(1)
+            t + TimeDelta::hours(24) - TimeDelta::seconds(1)
         ));
-        assert!(!is_live(&done, t + Duration::hours(24)));
-        assert!(claimable(&done, t + Duration::hours(24)));
+        assert!(!is_live(&done, t + TimeDelta::hours(24)));
+        assert!(claimable(&done, t + TimeDelta::hours(24)));
     }
 
     #[test]
     fn a_twin_waits_at_most_two_seconds_and_another_body_is_refused() {
-        let t = datetime!(2026-11-28 01:00:00 UTC);
+        let t = at(2026, 11, 28, 1, 0, 0);
         let c = claim(t);
         match idempotent_answer(&c, "f", t) {
             Err(ServiceError::IdempotencyInProgress { retry_after_secs }) => {

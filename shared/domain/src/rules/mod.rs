@@ -31,12 +31,12 @@ pub mod password;
 pub mod retention;
 pub mod sms_code;
 
-use time::Duration;
+use chrono::TimeDelta;
 
 /// Whole seconds to wait, rounded up and at least 1 (a `Retry-After` of 0 would invite an
 /// immediate retry that is refused again).
-pub(crate) fn retry_after_secs(wait: Duration) -> u64 {
-    let secs = wait.whole_seconds() + i64::from(wait.subsec_nanoseconds() > 0);
+pub(crate) fn retry_after_secs(wait: TimeDelta) -> u64 {
+    let secs = wait.num_seconds() + i64::from(wait.subsec_nanos() > 0);
     secs.max(1) as u64
 }
 
@@ -53,9 +53,9 @@ mod tests {
 
     #[test]
     fn retry_after_rounds_up_and_is_never_zero() {
-        assert_eq!(retry_after_secs(Duration::seconds(3)), 3);
-        assert_eq!(retry_after_secs(Duration::milliseconds(3001)), 4);
-        assert_eq!(retry_after_secs(Duration::ZERO), 1);
-        assert_eq!(retry_after_secs(Duration::seconds(-5)), 1);
+        assert_eq!(retry_after_secs(TimeDelta::seconds(3)), 3);
+        assert_eq!(retry_after_secs(TimeDelta::milliseconds(3001)), 4);
+        assert_eq!(retry_after_secs(TimeDelta::zero()), 1);
+        assert_eq!(retry_after_secs(TimeDelta::seconds(-5)), 1);
     }
 }

@@ -4,7 +4,7 @@
 //! functions atomically (DynamoDB: two conditional updates, see
 //! `shared::adapters::dynamo::submission`).
 
-use time::{Duration, OffsetDateTime};
+use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::config::Rules;
 use crate::error::ServiceError;
@@ -14,7 +14,7 @@ use crate::records::{PasswordSlot, UserState};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PasswordPolicy {
     pub max_failures: u32,
-    pub lock: Duration,
+    pub lock: TimeDelta,
 }
 
 impl PasswordPolicy {
@@ -26,19 +26,19 @@ impl PasswordPolicy {
     }
 
     /// The end of a lock that starts at `now`.
-    pub fn lock_until(&self, now: OffsetDateTime) -> OffsetDateTime {
+    pub fn lock_until(&self, now: DateTime<Utc>) -> DateTime<Utc> {
         now + self.lock
     }
 }
 
-fn lock_active(state: &UserState, now: OffsetDateTime) -> bool {
+fn lock_active(state: &UserState, now: DateTime<Utc>) -> bool {
     state.password_locked_until.is_some_and(|until| now < until)
 }
 
 /// Refuses while the payment password is locked.
 /// While the last slot's comparison runs (the lock is held, not final), the answer is
 /// "too many at once, retry": that comparison either locks the password or frees it.
-pub fn check_password_lock(state: &UserState, now: OffsetDateTime) -> Result<(), ServiceError> {
+pub fn check_password_lock(state: &UserState, now: DateTime<Utc>) -> Result<(), ServiceError> {
     match state.password_locked_until {
         Some(_) if state.password_lock_holder.is_some() && lock_active(state, now) => {
             Err(ServiceError::TooManyRequests {
@@ -52,7 +52,7 @@ pub fn check_password_lock(state: &UserState, now: OffsetDateTime) -> Result<(),
 
 /// Why no comparison slot is given at `now`, if none is: [`PasswordSlot::Busy`] while the
 /// last slot's comparison runs, [`PasswordSlot::Locked`] while the lock stands.
-pub fn no_slot(state: &UserState, now: OffsetDateTime) -> Option<PasswordSlot> {
+pub fn no_slot(state: &UserState, now: DateTime<Utc>) -> Option<PasswordSlot> {
     let until = state
         .password_locked_until
         .filter(|_| lock_active(state, now))?;
@@ -71,7 +71,7 @@ pub fn no_slot(state: &UserState, now: OffsetDateTime) -> Option<PasswordSlot> {
 pub fn reserve_password_slot(
     state: &UserState,
     holder: &str,
-    now: OffsetDateTime,
+    now: DateTime<Utc>,
     policy: &PasswordPolicy,
 ) -> (UserState, PasswordSlot) {
     if let Some(slot) = no_slot(state, now) {
@@ -102,7 +102,7 @@ pub fn reserve_password_slot(
 pub fn after_password_match(
     state: &UserState,
     holder: &str,
-    now: OffsetDateTime,
+    now: DateTime<Utc>,
 ) -> Option<UserState> {
     let own_lock = state.password_lock_holder.as_deref() == Some(holder);
     if lock_active(state, now) && !own_lock {
@@ -121,7 +121,7 @@ pub fn after_password_match(
 pub fn after_last_slot_failure(
     state: &UserState,
     holder: &str,
-    now: OffsetDateTime,
+    now: DateTime<Utc>,
     policy: &PasswordPolicy,
 ) -> Option<UserState> {
     (state.password_lock_holder.as_deref() == Some(holder)).then(|| UserState {
@@ -135,7 +135,7 @@ pub fn after_last_slot_failure(
 mod tests {
     use super::*;
     use crate::rules::shipped;
-    use time::macros::datetime;
+    use crate::test_support::at;
 
     fn policy() -> PasswordPolicy {
         PasswordPolicy::from_rules(&shipped())
@@ -143,7 +143,7 @@ mod tests {
 
     #[test]
     fn the_fifth_reservation_locks_at_once_and_only_its_own_success_lifts_it() {
-        let t = datetime!(2026-11-28 01:00:00 UTC);
+        let t = at(2026, 11, 28, 1, 0, 0);
         let mut s = UserState::default();
         for i in 1..5 {
             let (next, slot) = reserve_password_slot(&s, "r", t, &policy());
@@ -152,7 +152,7 @@ mod tests {
         }
         let (locked, slot) = reserve_password_slot(&s, "fifth", t, &policy());
         assert_eq!(slot, PasswordSlot::Last);
-        assert_eq!(locked.password_locked_until, Some(t + Duration::hours(24)));
+        assert_eq!(locked.password_locked_until, Some(t + TimeDelta::hours(24)));
         // While the fifth comparison runs, nobody else gets a slot.
         let (_, other) = reserve_password_slot(&locked, "sixth", t, &policy());
         assert_eq!(other, PasswordSlot::Busy);
@@ -171,17 +171,17 @@ mod tests {
 
     #[test]
     fn a_failed_last_slot_locks_for_exactly_24_hours_from_the_failure() {
-        let t = datetime!(2026-11-28 01:00:00 UTC);
+        let t = at(2026, 11, 28, 1, 0, 0);
         let s = UserState {
             password_failures: 4,
             ..Default::default()
         };
         let (locked, _) = reserve_password_slot(&s, "fifth", t, &policy());
-        let failed_at = t + Duration::seconds(2);
+        let failed_at = t + TimeDelta::seconds(2);
         let after = after_last_slot_failure(&locked, "fifth", failed_at, &policy()).unwrap();
-        let until = failed_at + Duration::hours(24);
+        let until = failed_at + TimeDelta::hours(24);
         assert_eq!(after.password_locked_until, Some(until));
-        assert!(check_password_lock(&after, until - Duration::seconds(1)).is_err());
+        assert!(check_password_lock(&after, until - TimeDelta::seconds(1)).is_err());
         assert!(check_password_lock(&after, until).is_ok());
         assert_eq!(
             reserve_password_slot(&after, "sixth", failed_at, &policy()).1,
@@ -200,8 +200,8 @@ mod tests {
 
     #[test]
     fn an_active_lock_gives_no_slot_and_survives_a_success() {
-        let t = datetime!(2026-11-28 01:00:00 UTC);
-        let until = t + Duration::hours(3);
+        let t = at(2026, 11, 28, 1, 0, 0);
+        let until = t + TimeDelta::hours(3);
         let s = UserState {
             password_locked_until: Some(until),
             ..Default::default()

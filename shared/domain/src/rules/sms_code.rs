@@ -3,7 +3,7 @@
 //! `rules.sms_min_interval` (a minute) and `rules.sms_daily_limit` (10) a China day.
 //! (The code itself, its hash and its format: `security::sms_code`.)
 
-use time::OffsetDateTime;
+use chrono::{DateTime, Utc};
 
 use super::china_day::{china_day, next_china_midnight};
 use super::retry_after_secs;
@@ -13,13 +13,13 @@ use crate::model::purpose::Purpose;
 use crate::records::{UserState, VerificationRecord};
 
 /// When a code sent at `sent_at` stops being accepted.
-pub fn code_expires_at(sent_at: OffsetDateTime, rules: &Rules) -> OffsetDateTime {
+pub fn code_expires_at(sent_at: DateTime<Utc>, rules: &Rules) -> DateTime<Utc> {
     sent_at + rules.sms_code_validity
 }
 
 /// The validity as the SMS text states it, in whole minutes.
 pub fn validity_minutes(rules: &Rules) -> i64 {
-    rules.sms_code_validity.whole_minutes()
+    rules.sms_code_validity.num_minutes()
 }
 
 /// Whether one more comparison may be made with `code` (before it is made, so parallel
@@ -28,7 +28,7 @@ pub fn validity_minutes(rules: &Rules) -> i64 {
 pub fn may_compare(
     code: &VerificationRecord,
     purpose: Purpose,
-    now: OffsetDateTime,
+    now: DateTime<Utc>,
     max_attempts: u32,
 ) -> bool {
     !code.used && code.purpose == purpose && now < code.expires_at && code.attempts < max_attempts
@@ -44,7 +44,7 @@ pub fn may_consume(code: &VerificationRecord, max_attempts: u32) -> bool {
 /// China day), or says how many seconds until the next one.
 pub fn take_sms_slot(
     state: &UserState,
-    now: OffsetDateTime,
+    now: DateTime<Utc>,
     rules: &Rules,
 ) -> Result<UserState, ServiceError> {
     if let Some(last) = state.last_sms_at {
@@ -79,44 +79,44 @@ mod tests {
     use super::*;
     use crate::model::ids::{UserId, VerificationId};
     use crate::rules::shipped;
-    use time::macros::datetime;
-    use time::Duration;
+    use crate::test_support::at;
+    use chrono::TimeDelta;
 
     #[test]
     fn one_sms_a_minute() {
-        let t0 = datetime!(2026-11-28 01:00:00 UTC);
+        let t0 = at(2026, 11, 28, 1, 0, 0);
         let s1 = take_sms_slot(&UserState::default(), t0, &shipped()).unwrap();
-        match take_sms_slot(&s1, t0 + Duration::seconds(59), &shipped()) {
+        match take_sms_slot(&s1, t0 + TimeDelta::seconds(59), &shipped()) {
             Err(ServiceError::TooManyRequests { retry_after_secs }) => {
                 assert_eq!(retry_after_secs, 1)
             }
             other => panic!("{other:?}"),
         }
-        assert!(take_sms_slot(&s1, t0 + Duration::seconds(60), &shipped()).is_ok());
+        assert!(take_sms_slot(&s1, t0 + TimeDelta::seconds(60), &shipped()).is_ok());
     }
 
     #[test]
     fn ten_sms_a_china_day() {
         // 2026-11-28 15:00 UTC is 23:00 in China; midnight there is one hour later.
-        let mut t = datetime!(2026-11-28 13:00:00 UTC);
+        let mut t = at(2026, 11, 28, 13, 0, 0);
         let mut s = UserState::default();
         for _ in 0..10 {
             s = take_sms_slot(&s, t, &shipped()).unwrap();
-            t += Duration::minutes(2);
+            t += TimeDelta::minutes(2);
         }
-        let at = datetime!(2026-11-28 15:00:00 UTC);
-        match take_sms_slot(&s, at, &shipped()) {
+        let late = at(2026, 11, 28, 15, 0, 0);
+        match take_sms_slot(&s, late, &shipped()) {
             Err(ServiceError::TooManyRequests { retry_after_secs }) => {
                 assert_eq!(retry_after_secs, 3600)
             }
             other => panic!("{other:?}"),
         }
-        let next_day = take_sms_slot(&s, datetime!(2026-11-28 16:00:00 UTC), &shipped()).unwrap();
+        let next_day = take_sms_slot(&s, at(2026, 11, 28, 16, 0, 0), &shipped()).unwrap();
         assert_eq!(next_day.sms_count, 1);
         assert_eq!(next_day.sms_day.as_deref(), Some("2026-11-29"));
     }
 
-    fn code(sent_at: OffsetDateTime) -> VerificationRecord {
+    fn code(sent_at: DateTime<Utc>) -> VerificationRecord {
         VerificationRecord {
             verification_id: VerificationId::generate(),
             user_id: UserId::parse("u1").unwrap(),
@@ -130,17 +130,17 @@ mod tests {
 
     #[test]
     fn a_code_is_good_for_five_minutes_and_five_comparisons() {
-        let sent = datetime!(2026-11-28 01:00:00 UTC);
+        let sent = at(2026, 11, 28, 1, 0, 0);
         let c = code(sent);
         assert_eq!(validity_minutes(&shipped()), 5);
         let max = shipped().sms_code_max_attempts;
         assert_eq!(max, 5);
-        let before_end = sent + Duration::minutes(5) - Duration::seconds(1);
+        let before_end = sent + TimeDelta::minutes(5) - TimeDelta::seconds(1);
         assert!(may_compare(&c, Purpose::SubmitQuery, before_end, max));
         assert!(!may_compare(
             &c,
             Purpose::SubmitQuery,
-            sent + Duration::minutes(5),
+            sent + TimeDelta::minutes(5),
             max
         ));
         assert!(!may_compare(&c, Purpose::ViewReport, sent, max));
@@ -160,7 +160,7 @@ mod tests {
 
     #[test]
     fn a_code_matched_on_its_last_attempt_may_still_be_used_once() {
-        let c = code(datetime!(2026-11-28 01:00:00 UTC));
+        let c = code(at(2026, 11, 28, 1, 0, 0));
         let max = shipped().sms_code_max_attempts;
         let matched_on_fifth = VerificationRecord {
             attempts: 5,

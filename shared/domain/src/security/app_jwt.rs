@@ -10,9 +10,9 @@
 
 use std::collections::BTreeSet;
 
+use chrono::{DateTime, Utc};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
-use time::OffsetDateTime;
 
 use crate::error::ServiceError;
 use crate::model::ids::UserId;
@@ -89,7 +89,7 @@ impl AppAuthenticator {
         &self,
         authorizer: Option<&AuthorizerClaims>,
         authorization_header: Option<&str>,
-        now: OffsetDateTime,
+        now: DateTime<Utc>,
     ) -> Result<UserId, ServiceError> {
         let token = authorization_header
             .and_then(|h| h.strip_prefix("Bearer "))
@@ -98,7 +98,7 @@ impl AppAuthenticator {
             .ok_or(ServiceError::Unauthenticated)?;
         let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
             .map_err(|_| ServiceError::Unauthenticated)?;
-        let now = now.unix_timestamp();
+        let now = now.timestamp();
         let c = data.claims;
         if c.exp + LEEWAY_SECS <= now || c.nbf.is_some_and(|nbf| nbf - LEEWAY_SECS > now) {
             return Err(ServiceError::Unauthenticated);
@@ -122,9 +122,9 @@ impl AppAuthenticator {
 mod tests {
     use super::*;
     use crate::security::dev;
-    use time::macros::datetime;
+    use crate::test_support::at;
 
-    const NOW: OffsetDateTime = datetime!(2026-11-28 10:00 UTC);
+    const NOW: DateTime<Utc> = at(2026, 11, 28, 10, 0, 0);
 
     fn claims(sub: &str, iss: Option<&str>, aud: Option<&str>) -> AuthorizerClaims {
         AuthorizerClaims {

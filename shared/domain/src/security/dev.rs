@@ -6,9 +6,9 @@ use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::rsa::KeySize;
 use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair, RsaKeyPair};
+use chrono::{DateTime, Utc};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::json;
-use time::OffsetDateTime;
 
 /// DER prefix of an Ed25519 SubjectPublicKeyInfo (RFC 8410), before the 32 key bytes.
 const ED25519_SPKI_PREFIX: [u8; 12] = [
@@ -56,10 +56,10 @@ pub fn app_token(
     issuer: &str,
     audience: &str,
     sub: &str,
-    now: OffsetDateTime,
+    now: DateTime<Utc>,
     ttl_secs: i64,
 ) -> Result<String, String> {
-    let iat = now.unix_timestamp();
+    let iat = now.timestamp();
     let key = EncodingKey::from_rsa_pem(private_pem.as_bytes()).map_err(|e| e.to_string())?;
     let claims = json!({ "iss": issuer, "aud": audience, "sub": sub, "iat": iat, "nbf": iat, "exp": iat + ttl_secs });
     jsonwebtoken::encode(&Header::new(Algorithm::RS256), &claims, &key).map_err(|e| e.to_string())
@@ -81,14 +81,14 @@ impl FaceProvider<'_> {
         sub: &str,
         purpose: &str,
         result: &str,
-        issued_at: OffsetDateTime,
+        issued_at: DateTime<Utc>,
         nonce: &str,
     ) -> Result<String, String> {
         sign(
             self.private_pem,
             &json!({
                 "iss": self.issuer, "aud": self.audience, "sub": sub, "purpose": purpose,
-                "result": result, "iat": issued_at.unix_timestamp(), "nonce": nonce,
+                "result": result, "iat": issued_at.timestamp(), "nonce": nonce,
             }),
         )
     }
@@ -100,14 +100,14 @@ mod tests {
     use crate::model::purpose::Purpose;
     use crate::security::app_jwt::AppAuthenticator;
     use crate::security::face::FaceVerifier;
-    use time::macros::datetime;
-    use time::Duration;
+    use crate::test_support::at;
+    use chrono::TimeDelta;
 
     #[test]
     fn minted_tokens_verify_and_forgeries_do_not() {
         let (rsa_private, rsa_public) = generate_rsa();
         let (other_rsa, _) = generate_rsa();
-        let now = datetime!(2026-11-28 10:00 UTC);
+        let now = at(2026, 11, 28, 10, 0, 0);
         let auth = AppAuthenticator::new(&rsa_public, "iss", "aud").unwrap();
         let token = app_token(&rsa_private, "iss", "aud", "user-1", now, 600).unwrap();
         let header = format!("Bearer {token}");
@@ -118,12 +118,12 @@ mod tests {
             "user-1"
         );
         assert!(
-            auth.authenticate(None, Some(&header), now + Duration::hours(1))
+            auth.authenticate(None, Some(&header), now + TimeDelta::hours(1))
                 .is_err(),
             "expired"
         );
         assert!(
-            auth.authenticate(None, Some(&header), now - Duration::hours(1))
+            auth.authenticate(None, Some(&header), now - TimeDelta::hours(1))
                 .is_err(),
             "not yet valid"
         );
@@ -156,14 +156,15 @@ mod tests {
             .authenticate(None, Some(&format!("Bearer {ed_token}")), now)
             .is_err());
 
-        let face = FaceVerifier::new(&public, "face", "card-lookup", Duration::minutes(5)).unwrap();
+        let face =
+            FaceVerifier::new(&public, "face", "card-lookup", TimeDelta::minutes(5)).unwrap();
         let user = crate::model::ids::UserId::parse("user-1").unwrap();
         let submit = Purpose::SubmitQuery;
         let ok = provider(&private)
             .token("user-1", "SUBMIT_QUERY", "pass", now, "n1")
             .unwrap();
         assert_eq!(
-            face.verify(&ok, &user, submit, now + Duration::minutes(5))
+            face.verify(&ok, &user, submit, now + TimeDelta::minutes(5))
                 .unwrap()
                 .nonce,
             "n1"
@@ -173,7 +174,7 @@ mod tests {
                 &ok,
                 &user,
                 submit,
-                now + Duration::minutes(5) + Duration::seconds(1)
+                now + TimeDelta::minutes(5) + TimeDelta::seconds(1)
             )
             .is_err());
         let other_user = crate::model::ids::UserId::parse("user-2").unwrap();
@@ -191,8 +192,9 @@ mod tests {
     #[test]
     fn face_passes_are_bound_to_this_service_and_to_their_purpose() {
         let (private, public) = generate_ed25519();
-        let now = datetime!(2026-11-28 10:00 UTC);
-        let face = FaceVerifier::new(&public, "face", "card-lookup", Duration::minutes(5)).unwrap();
+        let now = at(2026, 11, 28, 10, 0, 0);
+        let face =
+            FaceVerifier::new(&public, "face", "card-lookup", TimeDelta::minutes(5)).unwrap();
         let user = crate::model::ids::UserId::parse("user-1").unwrap();
         let ours = FaceProvider {
             private_pem: &private,
@@ -231,8 +233,8 @@ mod tests {
         ));
         // No audience or no purpose at all.
         for claims in [
-            json!({"iss": "face", "sub": "user-1", "purpose": "VIEW_REPORT", "result": "pass", "iat": now.unix_timestamp(), "nonce": "n4"}),
-            json!({"iss": "face", "aud": "card-lookup", "sub": "user-1", "result": "pass", "iat": now.unix_timestamp(), "nonce": "n5"}),
+            json!({"iss": "face", "sub": "user-1", "purpose": "VIEW_REPORT", "result": "pass", "iat": now.timestamp(), "nonce": "n4"}),
+            json!({"iss": "face", "aud": "card-lookup", "sub": "user-1", "result": "pass", "iat": now.timestamp(), "nonce": "n5"}),
         ] {
             let t = sign(&private, &claims).unwrap();
             assert!(
@@ -240,6 +242,6 @@ mod tests {
                 "{claims}"
             );
         }
-        assert!(FaceVerifier::new(&public, "face", " ", Duration::minutes(5)).is_err());
+        assert!(FaceVerifier::new(&public, "face", " ", TimeDelta::minutes(5)).is_err());
     }
 }

@@ -5,9 +5,9 @@
 //! cannot submit a query, nor the other way round), `sub` (the user), `result`
 //! ("pass"), `iat`, `nonce` (single use, enforced by the store).
 
+use chrono::{DateTime, TimeDelta, Utc};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
-use time::{Duration, OffsetDateTime};
 
 use crate::error::ServiceError;
 use crate::model::ids::UserId;
@@ -19,7 +19,7 @@ const MAX_TOKEN_LEN: usize = 4096;
 pub struct FaceVerifier {
     key: DecodingKey,
     validation: Validation,
-    max_age: Duration,
+    max_age: TimeDelta,
 }
 
 #[derive(Deserialize)]
@@ -35,7 +35,7 @@ struct FaceClaims {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FacePass {
     pub nonce: String,
-    pub issued_at: OffsetDateTime,
+    pub issued_at: DateTime<Utc>,
 }
 
 impl FaceVerifier {
@@ -43,7 +43,7 @@ impl FaceVerifier {
         public_key_pem: &str,
         issuer: &str,
         audience: &str,
-        max_age: Duration,
+        max_age: TimeDelta,
     ) -> Result<Self, String> {
         let key = DecodingKey::from_ed_pem(public_key_pem.as_bytes())
             .map_err(|e| format!("face provider public key: {e}"))?;
@@ -69,7 +69,7 @@ impl FaceVerifier {
         token: &str,
         user: &UserId,
         purpose: Purpose,
-        now: OffsetDateTime,
+        now: DateTime<Utc>,
     ) -> Result<FacePass, ServiceError> {
         let fail = || ServiceError::FaceVerificationFailed;
         if token.len() > MAX_TOKEN_LEN {
@@ -78,7 +78,7 @@ impl FaceVerifier {
         let c = jsonwebtoken::decode::<FaceClaims>(token, &self.key, &self.validation)
             .map_err(|_| fail())?
             .claims;
-        let issued_at = OffsetDateTime::from_unix_timestamp(c.iat).map_err(|_| fail())?;
+        let issued_at = DateTime::from_timestamp_secs(c.iat).ok_or_else(fail)?;
         let age = now - issued_at;
         if c.sub != user.as_str()
             || c.purpose != purpose.as_str()
@@ -86,7 +86,7 @@ impl FaceVerifier {
             || c.nonce.is_empty()
             || c.nonce.len() > 128
             || age > self.max_age
-            || age < Duration::seconds(-FUTURE_SKEW_SECS)
+            || age < TimeDelta::seconds(-FUTURE_SKEW_SECS)
         {
             return Err(fail());
         }

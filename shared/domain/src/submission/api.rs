@@ -1,8 +1,8 @@
 //! Request and response bodies of the submission endpoints (HTTP contract v1).
 //! Request bodies reject unknown fields; types holding secrets have no `Debug`.
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
 
 use crate::model::bank::BankRegistry;
 use crate::model::purpose::Purpose;
@@ -74,7 +74,7 @@ pub struct EligibilityResponse {
     pub in_pilot_region: bool,
     pub active_query_id: Option<String>,
     #[serde(with = "rfc3339::option")]
-    pub next_allowed_at: Option<OffsetDateTime>,
+    pub next_allowed_at: Option<DateTime<Utc>>,
     pub eligible: bool,
     pub agreement_version: String,
 }
@@ -84,7 +84,7 @@ pub struct VerificationCreated {
     pub verification_id: String,
     pub masked_phone: String,
     #[serde(with = "rfc3339")]
-    pub expires_at: OffsetDateTime,
+    pub expires_at: DateTime<Utc>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -92,8 +92,8 @@ pub struct SubmitAccepted {
     pub query_id: String,
     pub status: String,
     #[serde(with = "rfc3339")]
-    pub submitted_at: OffsetDateTime,
+    pub submitted_at: DateTime<Utc>,
     #[serde(with = "rfc3339")]
-    pub report_due_by: OffsetDateTime,
+    pub report_due_by: DateTime<Utc>,
     pub banks: Vec<String>,
 }

@@ -65,7 +65,7 @@ impl SubmissionService {
         &self.d.config
     }
 
-    pub fn now(&self) -> time::OffsetDateTime {
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
         self.d.clock.now()
     }
 
@@ -219,7 +219,7 @@ impl SubmissionService {
         &self,
         record: &IdempotencyRecord,
         fingerprint: &str,
-        now: time::OffsetDateTime,
+        now: chrono::DateTime<chrono::Utc>,
     ) -> Result<(u16, serde_json::Value), ServiceError> {
         let (status, body) = idempotency::idempotent_answer(record, fingerprint, now)?;
         let body = serde_json::from_str(&body).map_err(ServiceError::internal)?;

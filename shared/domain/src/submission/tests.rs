@@ -4,10 +4,10 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
+use crate::test_support::at;
 use async_trait::async_trait;
+use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::{json, Value};
-use time::macros::datetime;
-use time::{Duration, OffsetDateTime};
 
 use super::api::{SubmitAccepted, SubmitRequest, VerificationRequest};
 use super::{SubmissionDeps, SubmissionService};
@@ -38,7 +38,7 @@ const FACE_ISSUER: &str = "face-provider";
 const FACE_AUDIENCE: &str = "card-lookup";
 const SOURCE_IP: &str = "203.0.113.7";
 /// 10:00 in China (UTC+8), so a whole China day of SMS fits after it.
-const START: OffsetDateTime = datetime!(2026-11-28 02:00:00 UTC);
+const START: DateTime<Utc> = at(2026, 11, 28, 2, 0, 0);
 
 /// A real-name user in Shanghai (31), a pilot region.
 const ALICE: &str = "alice";
@@ -197,7 +197,7 @@ impl Fx {
                         &face_public,
                         FACE_ISSUER,
                         FACE_AUDIENCE,
-                        Duration::minutes(5),
+                        TimeDelta::minutes(5),
                     )
                     .unwrap(),
                 ),
@@ -227,14 +227,14 @@ impl Fx {
                     &self.face_public,
                     FACE_ISSUER,
                     FACE_AUDIENCE,
-                    Duration::minutes(5),
+                    TimeDelta::minutes(5),
                 )
                 .unwrap(),
             ),
         }
     }
 
-    fn now(&self) -> OffsetDateTime {
+    fn now(&self) -> DateTime<Utc> {
         self.clock.now()
     }
 
@@ -261,7 +261,7 @@ impl Fx {
         format!("nonce-{}", self.nonces.fetch_add(1, Ordering::Relaxed))
     }
 
-    fn face_with(&self, sub: &str, result: &str, issued_at: OffsetDateTime, nonce: &str) -> String {
+    fn face_with(&self, sub: &str, result: &str, issued_at: DateTime<Utc>, nonce: &str) -> String {
         self.face_as(&self.face_private, FACE_AUDIENCE)
             .token(sub, "SUBMIT_QUERY", result, issued_at, nonce)
             .unwrap()
@@ -353,7 +353,7 @@ async fn happy_path_records_query_consent_and_lock_and_answers_202() {
         .await
         .unwrap();
     assert_eq!(created.masked_phone, "138****8000");
-    assert_eq!(created.expires_at, START + Duration::minutes(5));
+    assert_eq!(created.expires_at, START + TimeDelta::minutes(5));
     assert!(VerificationId::parse(&created.verification_id).is_ok());
 
     let sent = fx.sms.sent();
@@ -386,11 +386,11 @@ async fn happy_path_records_query_consent_and_lock_and_answers_202() {
     let a = accepted(&resp);
     assert_eq!(a.status, "PENDING");
     assert_eq!(a.submitted_at, START);
-    assert_eq!(a.report_due_by, START + Duration::hours(24));
+    assert_eq!(a.report_due_by, START + TimeDelta::hours(24));
     assert_eq!(resp["submitted_at"], json!(timestamp::format(START)));
     assert_eq!(
         resp["report_due_by"],
-        json!(timestamp::format(START + Duration::hours(24)))
+        json!(timestamp::format(START + TimeDelta::hours(24)))
     );
     assert_eq!(
         a.banks,
@@ -406,7 +406,7 @@ async fn happy_path_records_query_consent_and_lock_and_answers_202() {
     assert_eq!(q.user_id, alice);
     assert_eq!(q.phase, QueryPhase::Collecting);
     assert_eq!(q.submitted_at, START);
-    assert_eq!(q.report_due_by, START + Duration::hours(24));
+    assert_eq!(q.report_due_by, START + TimeDelta::hours(24));
     let q_banks: Vec<&str> = q.banks.iter().map(BankCode::as_str).collect();
     assert_eq!(q_banks, banks);
     assert_eq!(q.report_generated_at, None);
@@ -435,7 +435,7 @@ async fn same_key_and_body_replays_the_first_response() {
     let raw = fx.good_body(ALICE).await;
     let first = fx.submit(ALICE, Some("retry-me"), &raw).await.unwrap();
     assert_eq!(first.0, 202);
-    fx.clock.advance(Duration::seconds(30));
+    fx.clock.advance(TimeDelta::seconds(30));
     let second = fx.submit(ALICE, Some("retry-me"), &raw).await.unwrap();
     assert_eq!(second, first, "identical status and body");
     assert_eq!(fx.store.queries().len(), 1);
@@ -532,7 +532,7 @@ async fn eligibility_reports_flags_and_the_active_query() {
     assert!(!e.eligible, "a query is in progress");
 
     // The report was generated: the lock is gone, the cooldown runs for 7 days.
-    let next = fx.now() + Duration::days(7);
+    let next = fx.now() + TimeDelta::days(7);
     fx.store.set_state(
         &uid(ALICE),
         UserState {
@@ -652,7 +652,7 @@ async fn five_wrong_codes_burn_the_code() {
 async fn a_code_expires_five_minutes_after_it_was_sent() {
     let fx = Fx::new();
     let c = fx.code(ALICE).await;
-    let expires_at = START + Duration::minutes(5);
+    let expires_at = START + TimeDelta::minutes(5);
 
     fx.clock.set(expires_at);
     let raw = body(&["ICBC"], &c.id, &c.code, &fx.face(ALICE), PASSWORD);
@@ -662,7 +662,7 @@ async fn a_code_expires_five_minutes_after_it_was_sent() {
     );
     fx.assert_nothing_recorded(ALICE);
 
-    fx.clock.set(expires_at + Duration::hours(1));
+    fx.clock.set(expires_at + TimeDelta::hours(1));
     let raw = body(&["ICBC"], &c.id, &c.code, &fx.face(ALICE), PASSWORD);
     assert_err!(
         fx.submit(ALICE, Some("e2"), &raw).await,
@@ -670,7 +670,7 @@ async fn a_code_expires_five_minutes_after_it_was_sent() {
     );
     fx.assert_nothing_recorded(ALICE);
 
-    fx.clock.set(expires_at - Duration::seconds(1));
+    fx.clock.set(expires_at - TimeDelta::seconds(1));
     let raw = body(&["ICBC"], &c.id, &c.code, &fx.face(ALICE), PASSWORD);
     assert_eq!(fx.submit(ALICE, Some("e3"), &raw).await.unwrap().0, 202);
 }
@@ -745,7 +745,7 @@ async fn a_used_code_cannot_be_used_again() {
     assert_eq!(fx.submit(ALICE, Some("first"), &raw).await.unwrap().0, 202);
 
     fx.release_active_query(ALICE);
-    fx.clock.advance(Duration::seconds(10));
+    fx.clock.advance(TimeDelta::seconds(10));
     let again = body(&["ICBC"], &c.id, &c.code, &fx.face(ALICE), PASSWORD);
     assert_err!(
         fx.submit(ALICE, Some("second"), &again).await,
@@ -785,12 +785,12 @@ async fn bad_face_tokens_are_refused() {
     let stale = fx.face_with(
         ALICE,
         "pass",
-        now - Duration::minutes(5) - Duration::seconds(1),
+        now - TimeDelta::minutes(5) - TimeDelta::seconds(1),
         "stale",
     );
     let other_user = fx.face_with(DAVE, "pass", now, "dave");
     let failed = fx.face_with(ALICE, "fail", now, "failed");
-    let future = fx.face_with(ALICE, "pass", now + Duration::minutes(5), "future");
+    let future = fx.face_with(ALICE, "pass", now + TimeDelta::minutes(5), "future");
     let empty_nonce = fx.face_with(ALICE, "pass", now, "");
     for (why, token) in [
         ("signed by another key", forged.as_str()),
@@ -814,7 +814,7 @@ async fn bad_face_tokens_are_refused() {
         fx.assert_nothing_recorded(ALICE);
     }
     // Exactly 5 minutes old is still fine, and the code survived the refusals.
-    let edge = fx.face_with(ALICE, "pass", now - Duration::minutes(5), "edge");
+    let edge = fx.face_with(ALICE, "pass", now - TimeDelta::minutes(5), "edge");
     let raw = body(&["ICBC"], &c.id, &c.code, &edge, PASSWORD);
     assert_eq!(fx.submit(ALICE, Some("f"), &raw).await.unwrap().0, 202);
 }
@@ -828,7 +828,7 @@ async fn a_face_token_nonce_is_single_use() {
     assert_eq!(fx.submit(ALICE, Some("first"), &raw).await.unwrap().0, 202);
 
     fx.release_active_query(ALICE);
-    fx.clock.advance(Duration::seconds(60));
+    fx.clock.advance(TimeDelta::seconds(60));
     let c2 = fx.code(ALICE).await;
     let again = body(&["ICBC"], &c2.id, &c2.code, &face, PASSWORD);
     assert_err!(
@@ -854,12 +854,8 @@ async fn five_wrong_passwords_lock_for_24_hours() {
         async move {
             let c = fx.code(ALICE).await;
             let raw = body(&["ICBC"], &c.id, &c.code, &fx.face(ALICE), pwd);
-            fx.submit(
-                ALICE,
-                Some(&format!("p{}", fx.now().unix_timestamp())),
-                &raw,
-            )
-            .await
+            fx.submit(ALICE, Some(&format!("p{}", fx.now().timestamp())), &raw)
+                .await
         }
     };
 
@@ -871,24 +867,24 @@ async fn five_wrong_passwords_lock_for_24_hours() {
         assert_eq!(fx.state(ALICE).password_failures, n, "failures counted");
         assert_eq!(fx.state(ALICE).password_locked_until, None);
         fx.assert_nothing_recorded(ALICE);
-        fx.clock.advance(Duration::seconds(60));
+        fx.clock.advance(TimeDelta::seconds(60));
     }
     let locked_at = fx.now();
-    let until = locked_at + Duration::hours(24);
+    let until = locked_at + TimeDelta::hours(24);
     assert_err!(attempt("000000").await, ServiceError::PaymentPasswordLocked { until: u } => {
         assert_eq!(u, until)
     });
     assert_eq!(fx.state(ALICE).password_locked_until, Some(until));
     fx.assert_nothing_recorded(ALICE);
 
-    fx.clock.advance(Duration::seconds(60));
+    fx.clock.advance(TimeDelta::seconds(60));
     assert_err!(attempt(PASSWORD).await, ServiceError::PaymentPasswordLocked { until: u } => {
         assert_eq!(u, until)
     });
     fx.assert_nothing_recorded(ALICE);
 
     // One second before the lock ends: still locked (and the code is left unused).
-    fx.clock.set(until - Duration::seconds(1));
+    fx.clock.set(until - TimeDelta::seconds(1));
     let c = fx.code(ALICE).await;
     let raw = body(&["ICBC"], &c.id, &c.code, &fx.face(ALICE), PASSWORD);
     assert_err!(
@@ -913,7 +909,7 @@ async fn five_wrong_passwords_lock_for_24_hours() {
 #[tokio::test]
 async fn cooldown_ends_exactly_at_next_allowed_at() {
     let fx = Fx::new();
-    let t = START + Duration::days(7);
+    let t = START + TimeDelta::days(7);
     fx.store.set_state(
         &uid(ALICE),
         UserState {
@@ -921,10 +917,10 @@ async fn cooldown_ends_exactly_at_next_allowed_at() {
             ..UserState::default()
         },
     );
-    fx.clock.set(t - Duration::seconds(61));
+    fx.clock.set(t - TimeDelta::seconds(61));
     let c = fx.code(ALICE).await;
 
-    fx.clock.set(t - Duration::seconds(1));
+    fx.clock.set(t - TimeDelta::seconds(1));
     let raw = body(&["ICBC"], &c.id, &c.code, &fx.face(ALICE), PASSWORD);
     assert_err!(
         fx.submit(ALICE, Some("early"), &raw).await,
@@ -962,7 +958,7 @@ async fn an_active_query_blocks_a_new_one() {
     let fx = Fx::new();
     let raw = fx.good_body(ALICE).await;
     assert_eq!(fx.submit(ALICE, Some("one"), &raw).await.unwrap().0, 202);
-    fx.clock.advance(Duration::seconds(60));
+    fx.clock.advance(TimeDelta::seconds(60));
     let raw = fx.good_body(ALICE).await;
     assert_err!(
         fx.submit(ALICE, Some("two"), &raw).await,
@@ -979,7 +975,7 @@ async fn at_most_one_code_a_minute_and_ten_a_china_day() {
     fx.code(ALICE).await;
 
     for (after, retry) in [(1, 59), (30, 30), (59, 1)] {
-        fx.clock.set(START + Duration::seconds(after));
+        fx.clock.set(START + TimeDelta::seconds(after));
         assert_err!(
             fx.try_code(ALICE, Purpose::SubmitQuery).await.map(|_| ()),
             ServiceError::TooManyRequests { retry_after_secs } => assert_eq!(retry_after_secs, retry)
@@ -994,24 +990,24 @@ async fn at_most_one_code_a_minute_and_ten_a_china_day() {
     );
     assert_eq!(fx.sms.sent().len(), 1, "refused codes are not sent");
 
-    fx.clock.set(START + Duration::seconds(60));
+    fx.clock.set(START + TimeDelta::seconds(60));
     fx.code(ALICE).await;
     for _ in 3..=10 {
-        fx.clock.advance(Duration::seconds(60));
+        fx.clock.advance(TimeDelta::seconds(60));
         fx.code(ALICE).await;
     }
     assert_eq!(fx.sms.sent().len(), 10);
     assert_eq!(fx.state(ALICE).sms_count, 10);
 
     // The 11th the same China day (still 10:10 there): wait until China midnight.
-    fx.clock.advance(Duration::seconds(60));
-    let china_midnight = datetime!(2026-11-28 16:00:00 UTC);
-    let wait = (china_midnight - fx.now()).whole_seconds() as u64;
+    fx.clock.advance(TimeDelta::seconds(60));
+    let china_midnight = at(2026, 11, 28, 16, 0, 0);
+    let wait = (china_midnight - fx.now()).num_seconds() as u64;
     assert_err!(
         fx.try_code(ALICE, Purpose::SubmitQuery).await.map(|_| ()),
         ServiceError::TooManyRequests { retry_after_secs } => assert_eq!(retry_after_secs, wait)
     );
-    fx.clock.set(china_midnight - Duration::seconds(1));
+    fx.clock.set(china_midnight - TimeDelta::seconds(1));
     assert_err!(
         fx.try_code(ALICE, Purpose::SubmitQuery).await.map(|_| ()),
         ServiceError::TooManyRequests {
@@ -1078,7 +1074,7 @@ fn winning_submission(
     user: &UserId,
     state: &UserState,
     verification_id: VerificationId,
-    now: OffsetDateTime,
+    now: DateTime<Utc>,
 ) -> Submission {
     let query_id = QueryId::generate();
     Submission {
@@ -1088,8 +1084,8 @@ fn winning_submission(
             user_id: user.clone(),
             phase: QueryPhase::Collecting,
             submitted_at: now,
-            report_due_by: now + Duration::hours(24),
-            collect_until: now + Duration::hours(24),
+            report_due_by: now + TimeDelta::hours(24),
+            collect_until: now + TimeDelta::hours(24),
             banks: vec![],
             report_generated_at: None,
             report_expires_at: None,
@@ -1109,7 +1105,7 @@ fn winning_submission(
             request_fingerprint: "x".into(),
             status: 202,
             response_body: "{}".into(),
-            expires_at: now + Duration::hours(24),
+            expires_at: now + TimeDelta::hours(24),
             in_progress: false,
             owner: Some("the-winners-claim".into()),
             lease_until: None,
@@ -1123,7 +1119,7 @@ fn winning_submission(
         verification_id,
         max_code_attempts: 5,
         face_nonce: "the-winners-nonce".into(),
-        face_nonce_expires_at: now + Duration::minutes(5),
+        face_nonce_expires_at: now + TimeDelta::minutes(5),
     }
 }
 
@@ -1226,14 +1222,14 @@ impl SubmissionStore for Interleaved {
         user: &UserId,
         id: &VerificationId,
         purpose: Purpose,
-        now: OffsetDateTime,
+        now: DateTime<Utc>,
         max_attempts: u32,
     ) -> Result<Option<VerificationRecord>, StoreError> {
         let winner = self.hook.lock().unwrap().take();
         if let Some(winner) = winner {
             let claim = IdempotencyRecord {
                 in_progress: true,
-                lease_until: Some(winner.query.submitted_at + Duration::seconds(30)),
+                lease_until: Some(winner.query.submitted_at + TimeDelta::seconds(30)),
                 ..winner.idempotency.clone()
             };
             self.inner
@@ -1265,7 +1261,7 @@ impl SubmissionStore for Interleaved {
         &self,
         user: &UserId,
         holder: &str,
-        now: OffsetDateTime,
+        now: DateTime<Utc>,
         policy: &PasswordPolicy,
     ) -> Result<(PasswordSlot, UserState), StoreError> {
         self.pause().await;
@@ -1277,7 +1273,7 @@ impl SubmissionStore for Interleaved {
         &self,
         user: &UserId,
         holder: &str,
-        now: OffsetDateTime,
+        now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         self.pause().await;
         self.inner.password_matched(user, holder, now).await
@@ -1286,9 +1282,9 @@ impl SubmissionStore for Interleaved {
         &self,
         user: &UserId,
         holder: &str,
-        now: OffsetDateTime,
+        now: DateTime<Utc>,
         policy: &PasswordPolicy,
-    ) -> Result<OffsetDateTime, StoreError> {
+    ) -> Result<DateTime<Utc>, StoreError> {
         self.pause().await;
         self.inner
             .password_failed_last(user, holder, now, policy)
@@ -1300,7 +1296,7 @@ impl SubmissionStore for Interleaved {
     async fn consume_face_nonce(
         &self,
         nonce: &str,
-        expires_at: OffsetDateTime,
+        expires_at: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         self.pause().await;
         self.inner.consume_face_nonce(nonce, expires_at).await
@@ -1309,14 +1305,14 @@ impl SubmissionStore for Interleaved {
         &self,
         user: &UserId,
         key: &str,
-        now: OffsetDateTime,
+        now: DateTime<Utc>,
     ) -> Result<Option<IdempotencyRecord>, StoreError> {
         self.inner.idempotency(user, key, now).await
     }
     async fn claim_idempotency(
         &self,
         claim: &IdempotencyRecord,
-        now: OffsetDateTime,
+        now: DateTime<Utc>,
     ) -> Result<IdempotencyClaim, StoreError> {
         self.pause().await;
         self.inner.claim_idempotency(claim, now).await
@@ -1360,7 +1356,7 @@ impl Fx {
                 Purpose::SubmitQuery,
                 &code,
             ),
-            expires_at: self.now() + Duration::minutes(5),
+            expires_at: self.now() + TimeDelta::minutes(5),
             attempts: 0,
             used: false,
         };
@@ -1548,10 +1544,10 @@ async fn a_claim_left_by_a_crashed_request_is_taken_over_after_its_lease() {
         request_fingerprint: fingerprint,
         status: 0,
         response_body: String::new(),
-        expires_at: fx.now() + Duration::hours(24),
+        expires_at: fx.now() + TimeDelta::hours(24),
         in_progress: true,
         owner: Some("a-dead-instance".into()),
-        lease_until: Some(fx.now() + Duration::seconds(30)),
+        lease_until: Some(fx.now() + TimeDelta::seconds(30)),
     };
     assert_eq!(
         fx.store
@@ -1573,7 +1569,7 @@ async fn a_claim_left_by_a_crashed_request_is_taken_over_after_its_lease() {
     );
     fx.assert_nothing_recorded(ALICE);
 
-    fx.clock.advance(Duration::seconds(30));
+    fx.clock.advance(TimeDelta::seconds(30));
     let (status, first) = fx.submit(ALICE, Some("crashed"), &raw).await.unwrap();
     assert_eq!(status, 202);
     let (_, again) = fx.submit(ALICE, Some("crashed"), &raw).await.unwrap();

@@ -14,7 +14,7 @@
 
 use std::sync::Arc;
 
-use time::OffsetDateTime;
+use chrono::{DateTime, Utc};
 use tracing::{error, info};
 
 use crate::clock::Clock;
@@ -27,7 +27,7 @@ use crate::report::aggregate::Aggregator;
 /// Entries of each kind taken per run (the next run takes the rest).
 pub const BATCH: usize = 200;
 /// Time kept back before the deadline: one bank call (10 s timeout) plus its writes.
-pub const MARGIN: time::Duration = time::Duration::seconds(20);
+pub const MARGIN: chrono::TimeDelta = chrono::TimeDelta::seconds(20);
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct SweepStats {
@@ -59,9 +59,9 @@ impl Sweeper {
     /// for the next run.
     pub async fn run_until(
         &self,
-        deadline: Option<OffsetDateTime>,
+        deadline: Option<DateTime<Utc>>,
     ) -> Result<SweepStats, StoreError> {
-        let stop_at = deadline.and_then(|d| d.checked_sub(MARGIN));
+        let stop_at = deadline.and_then(|d| d.checked_sub_signed(MARGIN));
         let now = self.clock.now();
         let mut work = self.reports.due(now, BATCH).await?;
         work.sort_by_key(order);
@@ -120,14 +120,14 @@ fn order(item: &DueWork) -> u8 {
 /// after `now` cannot be Lambda's (it would have ended the invocation): the local
 /// emulator, `cargo lambda watch` 1.9, passes the function's timeout there (600000), so
 /// such a value is read as the time left.
-pub fn lambda_deadline(deadline_ms: u64, now: OffsetDateTime) -> Option<OffsetDateTime> {
-    let ms = time::Duration::milliseconds(i64::try_from(deadline_ms).ok()?);
+pub fn lambda_deadline(deadline_ms: u64, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let ms = chrono::TimeDelta::try_milliseconds(i64::try_from(deadline_ms).ok()?)?;
     if ms.is_zero() {
         return None;
     }
-    match OffsetDateTime::UNIX_EPOCH.checked_add(ms) {
+    match DateTime::UNIX_EPOCH.checked_add_signed(ms) {
         Some(at) if at > now => Some(at),
-        _ => now.checked_add(ms),
+        _ => now.checked_add_signed(ms),
     }
 }
 

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
 use async_trait::async_trait;
-use time::Duration;
+use chrono::TimeDelta;
 
 use super::*;
 use crate::bank::signing::SignatureHeaders;
@@ -23,7 +23,7 @@ use crate::test_support::{user, BankWorld, Script, PHONE};
 /// Each inquiry takes `per_call` of the (manual) clock and then times out.
 struct SlowBank {
     clock: Arc<ManualClock>,
-    per_call: Duration,
+    per_call: TimeDelta,
 }
 
 #[async_trait]
@@ -93,7 +93,7 @@ async fn expiry_is_done_first_and_slow_retries_stop_before_the_deadline() {
 
     // Shortly before, 20 queries whose bank failed once: their retries are due before
     // the expiry in the due index.
-    w.clock.set(expires - Duration::minutes(1));
+    w.clock.set(expires - TimeDelta::minutes(1));
     let mut retried = Vec::new();
     for i in 0..20 {
         let uid = format!("r{i}");
@@ -107,14 +107,14 @@ async fn expiry_is_done_first_and_slow_retries_stop_before_the_deadline() {
     }
 
     // The sweep, with a bank that now takes 10 s a call, and 60 s left to the deadline.
-    w.clock.set(expires + Duration::seconds(1));
+    w.clock.set(expires + TimeDelta::seconds(1));
     let slow = Arc::new(Fanout::new(FanoutDeps {
         config: w.config.clone(),
         store: w.store.clone(),
         profiles: w.store.clone(),
         client: Arc::new(SlowBank {
             clock: w.clock.clone(),
-            per_call: Duration::seconds(10),
+            per_call: TimeDelta::seconds(10),
         }),
         secrets: w.secrets.clone(),
         clock: w.clock.clone(),
@@ -129,7 +129,7 @@ async fn expiry_is_done_first_and_slow_retries_stop_before_the_deadline() {
         aggregator,
         clock: w.clock.clone(),
     };
-    let deadline = w.now() + Duration::seconds(60);
+    let deadline = w.now() + TimeDelta::seconds(60);
     let stats = sweeper.run_until(Some(deadline)).await.unwrap();
 
     // The expired report is gone in this run; the retries filled the time up to the
@@ -166,14 +166,14 @@ async fn expiry_is_done_first_and_slow_retries_stop_before_the_deadline() {
 
 #[test]
 fn the_lambda_deadline_is_read_from_milliseconds_since_the_epoch() {
-    let now = OffsetDateTime::from_unix_timestamp(1_795_000_000).unwrap();
-    let at = now + Duration::seconds(280) + Duration::milliseconds(123);
+    let now = DateTime::from_timestamp_secs(1_795_000_000).unwrap();
+    let at = now + TimeDelta::seconds(280) + TimeDelta::milliseconds(123);
     assert_eq!(lambda_deadline(1_795_000_280_123, now), Some(at));
     assert_eq!(lambda_deadline(0, now), None);
     assert_eq!(lambda_deadline(u64::MAX, now), None);
     // cargo lambda watch: the timeout, where Lambda gives an instant.
     assert_eq!(
         lambda_deadline(600_000, now),
-        Some(now + Duration::minutes(10))
+        Some(now + TimeDelta::minutes(10))
     );
 }

@@ -27,9 +27,9 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::types::{AttributeValue, Put};
 use aws_sdk_dynamodb::Client;
+use chrono::{DateTime, TimeDelta, Utc};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use time::{Duration, OffsetDateTime};
 
 use crate::model::ids::{QueryId, UserId};
 use crate::model::profile::UserProfile;
@@ -144,8 +144,8 @@ pub fn from_item<T: DeserializeOwned>(mut item: Item) -> Result<T, StoreError> {
 }
 
 /// TTL value: DynamoDB deletes the item some time after this instant.
-pub fn ttl_at(t: OffsetDateTime) -> AttributeValue {
-    n(t.unix_timestamp())
+pub fn ttl_at(t: DateTime<Utc>) -> AttributeValue {
+    n(t.timestamp())
 }
 
 pub fn user_pk(user: &UserId) -> String {
@@ -158,7 +158,7 @@ pub(crate) fn key(pk: String, sk: String) -> Item {
 
 /// How long after expiry short-lived records linger before TTL removes them (reads
 /// check expiry themselves).
-pub(crate) const TTL_GRACE: Duration = Duration::days(1);
+pub(crate) const TTL_GRACE: TimeDelta = TimeDelta::days(1);
 
 impl DynamoStore {
     pub fn new(client: Client, tables: Tables) -> Self {

@@ -2,8 +2,8 @@
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem, Update};
+use chrono::{DateTime, Utc};
 use sha2::Digest;
-use time::OffsetDateTime;
 
 use super::*;
 use crate::model::bank::BankCode;
@@ -100,7 +100,7 @@ impl QueryStore for DynamoStore {
         id: &QueryId,
         bank: &BankCode,
         seen_attempts: u32,
-        now: OffsetDateTime,
+        now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         self.update_leg(
             id,
@@ -122,7 +122,7 @@ impl QueryStore for DynamoStore {
         id: &QueryId,
         bank: &BankCode,
         attempt: u32,
-        at: OffsetDateTime,
+        at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let at = crate::model::timestamp::format(at);
         self.update_leg(

@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, Delete, TransactWriteItem, Update};
-use time::OffsetDateTime;
+use chrono::{DateTime, Utc};
 
 use super::*;
 use crate::model::timestamp;
@@ -16,7 +16,7 @@ fn phase(p: QueryPhase) -> AttributeValue {
         .unwrap_or_default())
 }
 
-fn ts(t: OffsetDateTime) -> AttributeValue {
+fn ts(t: DateTime<Utc>) -> AttributeValue {
     s(timestamp::format(t))
 }
 
@@ -30,7 +30,7 @@ impl DynamoStore {
         &self,
         id: &QueryId,
         update: &str,
-        at: OffsetDateTime,
+        at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         self.client
             .update_item()
@@ -137,8 +137,8 @@ impl ReportStore for DynamoStore {
     async fn claim_notice(
         &self,
         id: &QueryId,
-        now: OffsetDateTime,
-        lease: time::Duration,
+        now: DateTime<Utc>,
+        lease: chrono::TimeDelta,
     ) -> Result<bool, StoreError> {
         let result = self
             .client
@@ -158,12 +158,12 @@ impl ReportStore for DynamoStore {
         written(result)
     }
 
-    async fn notice_sent(&self, id: &QueryId, at: OffsetDateTime) -> Result<(), StoreError> {
+    async fn notice_sent(&self, id: &QueryId, at: DateTime<Utc>) -> Result<(), StoreError> {
         self.stamp_query(id, "SET notified_at = :at REMOVE due_pk, due_at", at)
             .await
     }
 
-    async fn record_view(&self, id: &QueryId, at: OffsetDateTime) -> Result<(), StoreError> {
+    async fn record_view(&self, id: &QueryId, at: DateTime<Utc>) -> Result<(), StoreError> {
         self.stamp_query(id, "SET last_viewed_at = :at", at).await
     }
 
@@ -218,7 +218,7 @@ impl ReportStore for DynamoStore {
         Ok(())
     }
 
-    async fn due(&self, now: OffsetDateTime, limit: usize) -> Result<Vec<DueWork>, StoreError> {
+    async fn due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<DueWork>, StoreError> {
         let mut out = Vec::new();
         for kind in ["DEADLINE", "RETRY", "EXPIRY", "NOTIFY"] {
             let mut taken = 0;

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValue, TransactWriteItem, Update};
-use time::OffsetDateTime;
+use chrono::{DateTime, Utc};
 
 use super::*;
 use crate::model::ids::{UserId, VerificationId};
@@ -19,7 +19,7 @@ use crate::records::{
 use crate::rules::idempotency;
 use crate::rules::password::{self, PasswordPolicy};
 
-fn face_nonce_item(nonce: &str, expires_at: OffsetDateTime) -> Item {
+fn face_nonce_item(nonce: &str, expires_at: DateTime<Utc>) -> Item {
     HashMap::from([
         ("pk".to_owned(), s(format!("FACENONCE#{nonce}"))),
         ("sk".to_owned(), s("FACENONCE")),
@@ -146,7 +146,7 @@ impl SubmissionStore for DynamoStore {
         user: &UserId,
         id: &VerificationId,
         purpose: Purpose,
-        now: OffsetDateTime,
+        now: DateTime<Utc>,
         max_attempts: u32,
     ) -> Result<Option<VerificationRecord>, StoreError> {
         let result = self
@@ -200,7 +200,7 @@ impl SubmissionStore for DynamoStore {
         &self,
         user: &UserId,
         holder: &str,
-        now: OffsetDateTime,
+        now: DateTime<Utc>,
         policy: &PasswordPolicy,
     ) -> Result<(PasswordSlot, UserState), StoreError> {
         let now_s = s(timestamp::format(now));
@@ -270,7 +270,7 @@ impl SubmissionStore for DynamoStore {
         &self,
         user: &UserId,
         holder: &str,
-        now: OffsetDateTime,
+        now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let result = self
             .state_update()
@@ -295,9 +295,9 @@ impl SubmissionStore for DynamoStore {
         &self,
         user: &UserId,
         holder: &str,
-        now: OffsetDateTime,
+        now: DateTime<Utc>,
         policy: &PasswordPolicy,
-    ) -> Result<OffsetDateTime, StoreError> {
+    ) -> Result<DateTime<Utc>, StoreError> {
         let until = policy.lock_until(now);
         let result = self
             .state_update()
@@ -332,7 +332,7 @@ impl SubmissionStore for DynamoStore {
     async fn consume_face_nonce(
         &self,
         nonce: &str,
-        expires_at: OffsetDateTime,
+        expires_at: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         let result = self
             .client
@@ -349,7 +349,7 @@ impl SubmissionStore for DynamoStore {
         &self,
         user: &UserId,
         key: &str,
-        now: OffsetDateTime,
+        now: DateTime<Utc>,
     ) -> Result<Option<IdempotencyRecord>, StoreError> {
         let record: Option<IdempotencyRecord> = self
             .get(user_pk(user), format!("IDEM#{key}"))
@@ -362,7 +362,7 @@ impl SubmissionStore for DynamoStore {
     async fn claim_idempotency(
         &self,
         claim: &IdempotencyRecord,
-        now: OffsetDateTime,
+        now: DateTime<Utc>,
     ) -> Result<IdempotencyClaim, StoreError> {
         let item = self.idempotency_item(claim)?;
         let now_s = s(timestamp::format(now));
