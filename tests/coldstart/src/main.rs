@@ -43,6 +43,9 @@ struct Args {
     /// The table prefix of the benchmark's own tables.
     #[arg(long, default_value = "cold-")]
     prefix: String,
+    /// Only these functions (and peers), by name; repeatable. Default: all.
+    #[arg(long)]
+    only: Vec<String>,
     /// Where the service config and each process's log go.
     #[arg(long, default_value = ".local/coldstart")]
     work_dir: PathBuf,
@@ -108,9 +111,16 @@ async fn run(args: Args) -> Result<bool, String> {
         return Err("--runs and --warm must be at least 1".into());
     }
     let world = setup::prepare(&args.devtools, &args.prefix, &args.work_dir)?;
-    let targets = targets(&args);
+    let mut targets = targets(&args);
+    if !args.only.is_empty() {
+        targets.retain(|(t, _)| args.only.contains(&t.name));
+    }
+    if targets.is_empty() {
+        return Err("--only names no function".into());
+    }
     let logs = args.work_dir.join("logs");
     std::fs::create_dir_all(&logs).map_err(|e| format!("{}: {e}", logs.display()))?;
+    let load_before = load_average();
     let mut results: Vec<Vec<measure::ColdStart>> = targets.iter().map(|_| Vec::new()).collect();
     for round in 1..=args.runs {
         eprintln!("coldstart: round {round}/{}", args.runs);
@@ -132,11 +142,27 @@ async fn run(args: Args) -> Result<bool, String> {
          release builds, Runtime API emulator, DynamoDB Local",
         args.runs, args.warm
     );
+    println!(
+        "Machine: {} CPUs, 1-minute load average {} before, {} after \
+         (init ms is wall clock, so it grows with the load; init CPU is the process's own CPU time)",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        load_before,
+        load_average()
+    );
     print!("{}", report::table(&rows));
     println!();
     let goals = report::goals(&rows);
     print!("{}", report::goal_lines(&goals));
+    print!("{}", report::cpu_note(&rows).unwrap_or_default());
     Ok(goals.iter().all(|g| g.pass))
+}
+
+/// The 1-minute load average, as `/proc/loadavg` gives it.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".into())
 }
 
 #[tokio::main]

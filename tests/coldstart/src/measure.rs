@@ -23,6 +23,9 @@ pub struct Target {
 
 pub struct ColdStart {
     pub init: Duration,
+    /// CPU time the process used during init, over all its threads: unlike `init`,
+    /// barely moved by other processes competing for the CPUs.
+    pub init_cpu: Duration,
     pub first: Duration,
     pub warm: Vec<Duration>,
     /// `VmHWM` once the calls are done, in KiB.
@@ -35,6 +38,22 @@ const INIT_WAIT: Duration = Duration::from_secs(60);
 pub fn peak_rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     parse_vm_hwm(&status)
+}
+
+/// CPU time of a live process so far, summed over its threads' `schedstat` (ns on CPU).
+pub fn cpu_time(pid: u32) -> Option<Duration> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut ns = 0u64;
+    for task in tasks.flatten() {
+        if let Ok(stat) = std::fs::read_to_string(task.path().join("schedstat")) {
+            ns += parse_schedstat(&stat)?;
+        }
+    }
+    Some(Duration::from_nanos(ns))
+}
+
+fn parse_schedstat(stat: &str) -> Option<u64> {
+    stat.split_whitespace().next()?.parse().ok()
 }
 
 fn parse_vm_hwm(status: &str) -> Option<u64> {
@@ -90,6 +109,8 @@ pub async fn cold_start(
         }
     };
     let init = polled.saturating_duration_since(started);
+    // The process now waits in `next` for the first event, so its CPU time stands still.
+    let init_cpu = cpu_time(pid).ok_or("no /proc/<pid>/task/*/schedstat")?;
 
     let mut times = Vec::with_capacity(warm_calls + 1);
     for n in 0..=warm_calls as u64 {
@@ -114,6 +135,7 @@ pub async fn cold_start(
     let first = times.remove(0);
     Ok(ColdStart {
         init,
+        init_cpu,
         first,
         warm: times,
         peak_rss_kib,
@@ -132,5 +154,17 @@ mod tests {
         assert_eq!(parse_vm_hwm("Name:\tx\n"), None);
         // This very process has one.
         assert!(peak_rss_kib(std::process::id()).is_some_and(|k| k > 0));
+    }
+
+    #[test]
+    fn cpu_time_sums_the_threads_schedstat() {
+        assert_eq!(parse_schedstat("63180 796913 2\n"), Some(63180));
+        assert_eq!(parse_schedstat(""), None);
+        let before = cpu_time(std::process::id()).unwrap();
+        let spin = Instant::now();
+        while spin.elapsed() < Duration::from_millis(20) {
+            std::hint::black_box(0u64);
+        }
+        assert!(cpu_time(std::process::id()).unwrap() > before);
     }
 }
