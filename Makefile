@@ -3,7 +3,7 @@
 
 STACK := python3 infra/local/stack.py
 
-.PHONY: run test install fmt lint lint-infra build-arm64 load load-private
+.PHONY: run test install fmt lint lint-infra build-arm64 load load-private bench-coldstart sam-build
 
 run:
 	python3 infra/local/run.py
@@ -38,6 +38,7 @@ lint:
 lint-infra: install
 	.local/venv/bin/cfn-lint infra/template.yaml
 	.local/venv-checkov/bin/checkov -f infra/template.yaml --framework cloudformation --skip-download --compact --quiet
+	$(SAM_ENV) $(SAM) validate --lint --template-file infra/template.yaml --region us-east-1
 
 # Deployable arm64 builds of every function (not part of `make test`: a release build
 # takes ~10 minutes on 2 cores). cargo-lambda (pinned in .local/venv) cross-links with
@@ -63,3 +64,54 @@ build-arm64: install
 			echo "$$f: bootstrap.zip is over the $(ZIP_LIMIT_BYTES)-byte budget" >&2; status=1; \
 		fi; \
 	done; exit $$status
+
+# Cold-start benchmark (not part of `make test`): release builds of every function and a
+# Python + boto3 peer (awslambdaric, pinned in tests/coldstart/peer/requirements.txt,
+# in .local/venv-peer) under the Runtime API emulator (infra/local/runtime-api) on a
+# private local stack; prints the table and the goals, exits 1 if one is missed.
+# RUNS cold starts per function, WARM warm calls after each. See tests/coldstart/README.md.
+RUNS ?= 5
+WARM ?= 100
+PEER_VENV := .local/venv-peer
+PEER_REQUIREMENTS := tests/coldstart/peer/requirements.txt
+
+$(PEER_VENV)/installed: $(PEER_REQUIREMENTS)
+	test -x $(PEER_VENV)/bin/python || python3 -m venv $(PEER_VENV)
+	$(PEER_VENV)/bin/pip install --quiet --disable-pip-version-check --only-binary :all: -r $(PEER_REQUIREMENTS)
+	touch $@
+
+bench-coldstart: install $(PEER_VENV)/installed
+	cargo build --quiet --release --locked $(addprefix -p ,$(FUNCTIONS))
+	cargo build --quiet --locked -p devtools -p coldstart-bench
+	$(STACK) exec -- "$(TARGET_DIR)/debug/coldstart" --runs $(RUNS) --warm $(WARM) \
+		--bin-dir "$(TARGET_DIR)/release" --devtools "$(TARGET_DIR)/debug/devtools" \
+		--python "$(PEER_VENV)/bin/python"
+
+# `sam build` of infra/template.yaml (not part of `make test`: a release arm64 build of
+# every function). aws-sam-cli is pinned in its own venv (it pins boto3, click and Flask
+# exactly, which would move moto's in .local/venv); the template's `BuildMethod: rust-cargolambda` needs
+# `--beta-features` and finds cargo-lambda and zig (ziglang) in .local/venv/bin, first on
+# PATH; no container. Fails if a function's zipped bootstrap is not under 6 MB. Output
+# in .local/sam (docs/deploy.md deploys .local/sam/template.yaml).
+SAM_VENV := .local/venv-sam
+SAM_VERSION := 1.170.0
+SAM := $(SAM_VENV)/bin/sam
+
+$(SAM_VENV)/installed-$(SAM_VERSION):
+	test -x $(SAM_VENV)/bin/python || python3 -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/pip install --quiet --disable-pip-version-check aws-sam-cli==$(SAM_VERSION)
+	touch $@
+
+lint-infra: $(SAM_VENV)/installed-$(SAM_VERSION)
+
+# Offline: no telemetry, no version check, no EC2 metadata probe for credentials (it
+# waits on a timeout where there is no instance).
+SAM_ENV := SAM_CLI_TELEMETRY=0 SAM_CLI_DISABLE_VERSION_CHECK=1 AWS_EC2_METADATA_DISABLED=true \
+	PATH="$(VENV_BIN):$$PATH" CARGO_ZIGBUILD_PYTHON_PATH="$(VENV_BIN)/python3"
+
+sam-build: install $(SAM_VENV)/installed-$(SAM_VERSION)
+	@rustup target list --installed | grep -qx aarch64-unknown-linux-gnu \
+		|| rustup target add aarch64-unknown-linux-gnu
+	$(SAM_ENV) $(SAM) build --beta-features --template-file infra/template.yaml \
+		--build-dir .local/sam
+	python3 infra/local/sam_sizes.py .local/sam $(ZIP_LIMIT_BYTES)
