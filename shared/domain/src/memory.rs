@@ -545,11 +545,33 @@ impl ReportStore for MemoryStore {
 
     async fn expire(&self, id: &QueryId) -> Result<(), StoreError> {
         let mut d = self.lock();
+        if d.queries
+            .get(id)
+            .is_some_and(|q| q.phase == QueryPhase::Deleted)
+        {
+            return Ok(());
+        }
         d.reports.remove(id);
         if let Some(q) = d.queries.get_mut(id) {
             q.phase = QueryPhase::Expired;
         }
         Ok(())
+    }
+
+    async fn delete_report(&self, id: &QueryId, at: OffsetDateTime) -> Result<bool, StoreError> {
+        let mut d = self.lock();
+        let Some(q) = d
+            .queries
+            .get_mut(id)
+            .filter(|q| q.phase == QueryPhase::Reported)
+        else {
+            return Ok(false);
+        };
+        q.phase = QueryPhase::Deleted;
+        q.report_deleted_at = Some(at);
+        d.reports.remove(id);
+        d.legs.retain(|(q, _), _| q != id);
+        Ok(true)
     }
 
     async fn due(&self, now: OffsetDateTime, limit: usize) -> Result<Vec<DueWork>, StoreError> {

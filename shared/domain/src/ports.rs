@@ -272,8 +272,15 @@ pub trait ReportStore: Send + Sync {
     /// The user's query records, newest first.
     async fn user_queries(&self, user: &UserId) -> Result<Vec<QueryRecord>, StoreError>;
 
-    /// Deletes the report and marks its query expired.
+    /// Deletes the report and marks its query expired; a query the user deleted stays
+    /// `Deleted` (nothing written).
     async fn expire(&self, id: &QueryId) -> Result<(), StoreError>;
+
+    /// The user's deletion: removes the report and every leg of the query and marks it
+    /// `Deleted` at `at`, all at once, only while it is `Reported`. `false` (nothing
+    /// written) when it was not, e.g. a concurrent deletion or the sweeper's expiry came
+    /// first. The user's state (cooldown) is not touched.
+    async fn delete_report(&self, id: &QueryId, at: OffsetDateTime) -> Result<bool, StoreError>;
 
     /// Timed work due at `now`, at most `limit` entries of each kind.
     async fn due(&self, now: OffsetDateTime, limit: usize) -> Result<Vec<DueWork>, StoreError>;

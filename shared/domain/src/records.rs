@@ -65,6 +65,9 @@ pub enum QueryPhase {
     Reported,
     /// The report was deleted after its 7 days; only this record remains.
     Expired,
+    /// The user deleted the report (and every leg) before its 7 days; only this record
+    /// remains. Final: expiry never turns it into `Expired`.
+    Deleted,
     /// No report could be built.
     Failed,
 }
@@ -88,6 +91,9 @@ pub struct QueryRecord {
     pub report_expires_at: Option<OffsetDateTime>,
     #[serde(default, with = "rfc3339::option")]
     pub last_viewed_at: Option<OffsetDateTime>,
+    /// When the user deleted the report (phase `Deleted`).
+    #[serde(default, with = "rfc3339::option")]
+    pub report_deleted_at: Option<OffsetDateTime>,
     /// When the "report ready" SMS went out.
     #[serde(default, with = "rfc3339::option")]
     pub notified_at: Option<OffsetDateTime>,

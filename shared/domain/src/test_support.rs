@@ -337,6 +337,7 @@ impl BankWorld {
                     report_generated_at: None,
                     report_expires_at: None,
                     last_viewed_at: None,
+                    report_deleted_at: None,
                     notified_at: None,
                 },
                 legs,

@@ -224,6 +224,7 @@ pub async fn prepared(store: &impl Store, user: &UserId, now: OffsetDateTime) ->
             report_generated_at: None,
             report_expires_at: None,
             last_viewed_at: None,
+            report_deleted_at: None,
             notified_at: None,
         },
         legs,

@@ -456,6 +456,7 @@ fn query_record(w: &World, banks: &[&str]) -> QueryRecord {
         report_generated_at: None,
         report_expires_at: None,
         last_viewed_at: None,
+        report_deleted_at: None,
         notified_at: None,
     }
 }
@@ -1703,3 +1704,5 @@ async fn a_report_moved_into_another_query_does_not_open() {
         .unwrap_err();
     assert!(matches!(e, ServiceError::Internal(_)), "{e:?}");
 }
+
+mod deletion;

@@ -1094,6 +1094,7 @@ fn winning_submission(
             report_generated_at: None,
             report_expires_at: None,
             last_viewed_at: None,
+            report_deleted_at: None,
             notified_at: None,
         },
         consent: ConsentRecord {

@@ -20,6 +20,9 @@ fn ts(t: OffsetDateTime) -> AttributeValue {
     s(timestamp::format(t))
 }
 
+/// How often a deletion that collided with a concurrent transaction is tried again.
+const CONFLICT_RETRIES: u32 = 10;
+
 fn build_err(e: aws_sdk_dynamodb::error::BuildError) -> StoreError {
     StoreError::Corrupt(e.to_string())
 }
@@ -204,18 +207,90 @@ impl ReportStore for DynamoStore {
             .table_name(&self.tables.main)
             .set_key(Some(key(pk, "QUERY".into())))
             .update_expression("SET phase = :expired")
-            .condition_expression("attribute_exists(pk)")
+            // The user's deletion is final: expiry never turns it into EXPIRED.
+            .condition_expression("attribute_exists(pk) AND phase <> :deleted")
             .expression_attribute_values(":expired", phase(QueryPhase::Expired))
+            .expression_attribute_values(":deleted", phase(QueryPhase::Deleted))
             .build()
             .map_err(build_err)?;
-        self.client
+        let result = self
+            .client
             .transact_write_items()
             .transact_items(TransactWriteItem::builder().delete(delete).build())
             .transact_items(TransactWriteItem::builder().update(mark).build())
             .send()
-            .await
-            .map_err(unavailable)?;
-        Ok(())
+            .await;
+        let Err(err) = result else {
+            return Ok(());
+        };
+        let reasons = cancellation_reasons(err)?;
+        if reasons.get(1).map(String::as_str) == Some("ConditionalCheckFailed") {
+            // Deleted by the user (report and legs already gone), or no such query.
+            return Ok(());
+        }
+        Err(StoreError::Unavailable(format!(
+            "expiry cancelled: {reasons:?}"
+        )))
+    }
+
+    async fn delete_report(&self, id: &QueryId, at: OffsetDateTime) -> Result<bool, StoreError> {
+        let Some(query) = crate::ports::QueryStore::query(self, id).await? else {
+            return Ok(false);
+        };
+        if query.phase != QueryPhase::Reported {
+            return Ok(false);
+        }
+        let pk = query_pk(id);
+        let mark = Update::builder()
+            .table_name(&self.tables.main)
+            .set_key(Some(key(pk.clone(), "QUERY".into())))
+            // The notice's due entry goes too: a deleted report is not announced.
+            .update_expression(
+                "SET phase = :deleted, report_deleted_at = :at REMOVE due_pk, due_at",
+            )
+            .condition_expression("phase = :reported")
+            .expression_attribute_values(":deleted", phase(QueryPhase::Deleted))
+            .expression_attribute_values(":reported", phase(QueryPhase::Reported))
+            .expression_attribute_values(":at", ts(at))
+            .build()
+            .map_err(build_err)?;
+        let mut items = vec![TransactWriteItem::builder().update(mark).build()];
+        // The report item carries its expiry's due entry: deleting it removes that too.
+        let sks = std::iter::once("REPORT".to_owned())
+            .chain(query.banks.iter().map(|b| format!("LEG#{b}")));
+        for sk in sks {
+            let delete = Delete::builder()
+                .table_name(&self.tables.main)
+                .set_key(Some(key(pk.clone(), sk)))
+                .build()
+                .map_err(build_err)?;
+            items.push(TransactWriteItem::builder().delete(delete).build());
+        }
+        let mut conflicts = 0;
+        loop {
+            let result = self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items.clone()))
+                .send()
+                .await;
+            let Err(err) = result else {
+                return Ok(true);
+            };
+            let reasons = cancellation_reasons(err)?;
+            if reasons.first().map(String::as_str) == Some("ConditionalCheckFailed") {
+                return Ok(false);
+            }
+            // A concurrent deletion (or expiry) in flight on the same items: once it
+            // commits, the condition decides.
+            conflicts += 1;
+            if conflicts > CONFLICT_RETRIES || !reasons.iter().any(|r| r == "TransactionConflict") {
+                return Err(StoreError::Unavailable(format!(
+                    "report deletion cancelled: {reasons:?}"
+                )));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20 * u64::from(conflicts))).await;
+        }
     }
 
     async fn due(&self, now: OffsetDateTime, limit: usize) -> Result<Vec<DueWork>, StoreError> {
