@@ -19,8 +19,8 @@ use crate::ports::{
 };
 use crate::records::{
     ConsentRecord, DueWork, IdempotencyClaim, IdempotencyRecord, LegRecord, LegState, PasswordSlot,
-    Publication, PublishOutcome, QueryPhase, QueryRecord, StoredReport, Submission, SubmitConflict,
-    UserState, VerificationRecord,
+    Publication, PublishOutcome, QueryPhase, QueryRecord, ReportView, StoredReport, Submission,
+    SubmitConflict, UserState, VerificationRecord,
 };
 use crate::rules::password::{self, PasswordPolicy};
 use crate::rules::{deadline, idempotency, retention, sms_code};
@@ -524,9 +524,11 @@ impl ReportStore for MemoryStore {
         Ok(())
     }
 
-    async fn record_view(&self, id: &QueryId, at: OffsetDateTime) -> Result<(), StoreError> {
+    async fn record_view(&self, id: &QueryId, view: &ReportView) -> Result<(), StoreError> {
         if let Some(q) = self.lock().queries.get_mut(id) {
-            q.last_viewed_at = Some(at);
+            q.views = crate::rules::view_log::with_view(&q.views, view.clone());
+            q.views_total += 1;
+            q.last_viewed_at = Some(view.at);
         }
         Ok(())
     }

@@ -13,7 +13,7 @@ use crate::model::purpose::Purpose;
 use crate::model::sealed::Sealed;
 use crate::records::{
     DueWork, IdempotencyClaim, IdempotencyRecord, LegRecord, LegState, PasswordSlot, Publication,
-    PublishOutcome, QueryRecord, StoredReport, Submission, SubmitConflict, UserState,
+    PublishOutcome, QueryRecord, ReportView, StoredReport, Submission, SubmitConflict, UserState,
     VerificationRecord,
 };
 pub use crate::rules::password::PasswordPolicy;
@@ -267,7 +267,9 @@ pub trait ReportStore: Send + Sync {
 
     async fn notice_sent(&self, id: &QueryId, at: OffsetDateTime) -> Result<(), StoreError>;
 
-    async fn record_view(&self, id: &QueryId, at: OffsetDateTime) -> Result<(), StoreError>;
+    /// Adds `view` to the query's view log (`rules::view_log::with_view`), counts it in
+    /// `views_total` and sets `last_viewed_at`; concurrent views are all recorded.
+    async fn record_view(&self, id: &QueryId, view: &ReportView) -> Result<(), StoreError>;
 
     /// The user's query records, newest first.
     async fn user_queries(&self, user: &UserId) -> Result<Vec<QueryRecord>, StoreError>;

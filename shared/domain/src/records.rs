@@ -7,6 +7,7 @@ use crate::model::bank::BankCode;
 use crate::model::ids::{QueryId, UserId, VerificationId};
 use crate::model::purpose::Purpose;
 use crate::model::sealed::Sealed;
+use crate::model::step_up::StepUpMethod;
 use crate::model::timestamp::rfc3339;
 
 /// Per-user mutable state, written with optimistic concurrency (`version`).
@@ -94,9 +95,25 @@ pub struct QueryRecord {
     /// When the user deleted the report (phase `Deleted`).
     #[serde(default, with = "rfc3339::option")]
     pub report_deleted_at: Option<OffsetDateTime>,
+    /// The latest views of the report, oldest first (`rules::view_log`: at most 50).
+    #[serde(default)]
+    pub views: Vec<ReportView>,
+    /// Every view ever recorded, also those the log no longer holds; the version the
+    /// log is written against.
+    #[serde(default)]
+    pub views_total: u64,
     /// When the "report ready" SMS went out.
     #[serde(default, with = "rfc3339::option")]
     pub notified_at: Option<OffsetDateTime>,
+}
+
+/// One time the report was shown: when, and how the person proved it was them. No
+/// card data, nothing of the request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportView {
+    #[serde(with = "rfc3339")]
+    pub at: OffsetDateTime,
+    pub method: StepUpMethod,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

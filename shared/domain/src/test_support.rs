@@ -338,6 +338,8 @@ impl BankWorld {
                     report_expires_at: None,
                     last_viewed_at: None,
                     report_deleted_at: None,
+                    views: Vec::new(),
+                    views_total: 0,
                     notified_at: None,
                 },
                 legs,

@@ -225,6 +225,8 @@ pub async fn prepared(store: &impl Store, user: &UserId, now: OffsetDateTime) ->
             report_expires_at: None,
             last_viewed_at: None,
             report_deleted_at: None,
+            views: Vec::new(),
+            views_total: 0,
             notified_at: None,
         },
         legs,

@@ -4,7 +4,10 @@
 
 use shared::model::ids::QueryId;
 use shared::model::sealed::Sealed;
-use shared::records::{DueWork, Publication, PublishOutcome, QueryPhase, StoredReport, UserState};
+use shared::model::step_up::StepUpMethod;
+use shared::records::{
+    DueWork, Publication, PublishOutcome, QueryPhase, ReportView, StoredReport, UserState,
+};
 use time::{Duration, OffsetDateTime};
 
 use super::{at_once, contract, submitted, Store, World, BANKS};
@@ -15,6 +18,7 @@ contract!(
     an_expired_report_is_gone_and_its_query_expired,
     a_deleted_report_takes_its_legs_stays_deleted_and_leaves_the_lock_alone,
     twenty_parallel_deletions_delete_once,
+    twenty_parallel_views_are_all_logged_and_the_log_keeps_fifty,
 );
 
 /// What aggregation writes for `q`, from the user's state as it is now.
@@ -237,4 +241,45 @@ async fn twenty_parallel_deletions_delete_once<S: Store>(w: &World<S>) {
         store.query(&q).await.unwrap().unwrap().phase,
         QueryPhase::Deleted
     );
+}
+
+async fn twenty_parallel_views_are_all_logged_and_the_log_keeps_fifty<S: Store>(w: &World<S>) {
+    let store = &*w.store;
+    let q = submitted(store, &w.user, w.now).await;
+    store
+        .publish(&publication(w, q, w.now).await)
+        .await
+        .unwrap();
+    let view = |i: usize| ReportView {
+        at: w.now + Duration::seconds(i as i64),
+        method: if i % 2 == 0 {
+            StepUpMethod::Sms
+        } else {
+            StepUpMethod::Face
+        },
+    };
+    let views: Vec<ReportView> = (0..20).map(view).collect();
+    let outcomes = at_once(20, |i| store.record_view(&q, &views[i])).await;
+    assert!(outcomes.iter().all(|o| o.is_ok()), "{outcomes:?}");
+    let query = store.query(&q).await.unwrap().unwrap();
+    assert_eq!(query.views_total, 20, "no view lost");
+    let mut logged = query.views.clone();
+    logged.sort_by_key(|v| v.at);
+    assert_eq!(logged, views);
+
+    // Sequential views after them: the log is the latest 50, oldest first.
+    for i in 20..60 {
+        store.record_view(&q, &view(i)).await.unwrap();
+    }
+    let query = store.query(&q).await.unwrap().unwrap();
+    assert_eq!(query.views_total, 60);
+    assert_eq!(query.views.len(), 50);
+    // The 20 parallel ones went in in whatever order they arrived: the 10 oldest of
+    // those left, the 40 later ones are all there in order.
+    assert_eq!(
+        query.views[10..],
+        (20..60).map(view).collect::<Vec<_>>()[..]
+    );
+    assert!(query.views[..10].iter().all(|v| views.contains(v)));
+    assert_eq!(query.last_viewed_at, Some(view(59).at));
 }

@@ -457,6 +457,8 @@ fn query_record(w: &World, banks: &[&str]) -> QueryRecord {
         report_expires_at: None,
         last_viewed_at: None,
         report_deleted_at: None,
+        views: Vec::new(),
+        views_total: 0,
         notified_at: None,
     }
 }
@@ -1706,3 +1708,4 @@ async fn a_report_moved_into_another_query_does_not_open() {
 }
 
 mod deletion;
+mod view_log;

@@ -15,9 +15,10 @@ use crate::config::ServiceConfig;
 use crate::error::ServiceError;
 use crate::model::ids::{QueryId, UserId};
 use crate::model::purpose::Purpose;
+use crate::model::step_up::StepUpMethod;
 use crate::model::timestamp::rfc3339;
 use crate::ports::{QueryStore, ReportStore, SubmissionStore};
-use crate::records::{LegState, QueryPhase, QueryRecord, StoredReport};
+use crate::records::{LegState, QueryPhase, QueryRecord, ReportView, StoredReport};
 use crate::security::face::FaceVerifier;
 use crate::security::sms_code::CodeHasher;
 use crate::verification::check_code;
@@ -40,6 +41,19 @@ pub struct QueryView {
     pub last_viewed_at: Option<OffsetDateTime>,
     #[serde(with = "rfc3339::option")]
     pub report_deleted_at: Option<OffsetDateTime>,
+    /// The latest views of the report, newest first (at most 50).
+    pub views: Vec<ViewEntry>,
+    /// Every view, also the older ones the list no longer holds.
+    pub view_count: u64,
+}
+
+/// One view of the report as the record lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ViewEntry {
+    #[serde(with = "rfc3339")]
+    pub viewed_at: OffsetDateTime,
+    /// `SMS` or `FACE`: the step-up that opened it.
+    pub method: StepUpMethod,
 }
 
 impl QueryView {
@@ -66,6 +80,16 @@ impl QueryView {
             report_expires_at: q.report_expires_at,
             last_viewed_at: q.last_viewed_at,
             report_deleted_at: q.report_deleted_at,
+            views: q
+                .views
+                .iter()
+                .rev()
+                .map(|v| ViewEntry {
+                    viewed_at: v.at,
+                    method: v.method,
+                })
+                .collect(),
+            view_count: q.views_total,
         }
     }
 }
@@ -215,7 +239,8 @@ impl ViewService {
         let q = self.own_query(user, id).await?;
         let now = self.now();
         self.readable(&q, now)?;
-        self.step_up(user, step_up, Purpose::ViewReport, now)
+        let method = self
+            .step_up(user, step_up, Purpose::ViewReport, now)
             .await?;
         let Some(stored) = self.d.reports.report(&q.query_id).await? else {
             // Deleted by the sweeper or the user in between.
@@ -226,8 +251,9 @@ impl ViewService {
         }
         let report = open_report(&self.d.opener, &self.d.config, user, &q, &stored)?;
         let report = serde_json::to_value(&report).map_err(ServiceError::internal)?;
-        self.d.reports.record_view(&q.query_id, now).await?;
-        info!(query_id = %q.query_id, "report viewed");
+        let view = ReportView { at: now, method };
+        self.d.reports.record_view(&q.query_id, &view).await?;
+        info!(query_id = %q.query_id, method = ?method, "report viewed");
         Ok(report)
     }
 
@@ -258,7 +284,7 @@ impl ViewService {
         proof: StepUp,
         purpose: Purpose,
         now: OffsetDateTime,
-    ) -> Result<(), ServiceError> {
+    ) -> Result<StepUpMethod, ServiceError> {
         match proof {
             StepUp::Code { verification } => {
                 let rules = &self.d.config.rules;
@@ -278,7 +304,8 @@ impl ViewService {
                     .verifications
                     .consume_verification(user, &id, rules.sms_code_max_attempts)
                     .await?;
-                used.then_some(()).ok_or(ServiceError::VerificationFailed)
+                used.then_some(StepUpMethod::Sms)
+                    .ok_or(ServiceError::VerificationFailed)
             }
             StepUp::Face { face_token } => {
                 let pass = self.d.face.verify(&face_token, user, purpose, now)?;
@@ -291,7 +318,7 @@ impl ViewService {
                     )
                     .await?;
                 fresh
-                    .then_some(())
+                    .then_some(StepUpMethod::Face)
                     .ok_or(ServiceError::FaceVerificationFailed)
             }
         }

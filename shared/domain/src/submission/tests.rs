@@ -1095,6 +1095,8 @@ fn winning_submission(
             report_expires_at: None,
             last_viewed_at: None,
             report_deleted_at: None,
+            views: Vec::new(),
+            views_total: 0,
             notified_at: None,
         },
         consent: ConsentRecord {

@@ -7,7 +7,9 @@ use time::OffsetDateTime;
 use super::*;
 use crate::model::timestamp;
 use crate::ports::{ReportStore, StoreError};
-use crate::records::{DueWork, Publication, PublishOutcome, QueryPhase, QueryRecord, StoredReport};
+use crate::records::{
+    DueWork, Publication, PublishOutcome, QueryPhase, QueryRecord, ReportView, StoredReport,
+};
 
 fn phase(p: QueryPhase) -> AttributeValue {
     s(serde_json::to_value(p)
@@ -22,6 +24,11 @@ fn ts(t: OffsetDateTime) -> AttributeValue {
 
 /// How often a deletion that collided with a concurrent transaction is tried again.
 const CONFLICT_RETRIES: u32 = 10;
+
+/// How often a view that lost the race for the log to a concurrent one reads it again:
+/// each round lets one view through, and every view takes a step-up of its own, so
+/// this covers far more parallel views of one report than a person can make.
+const VIEW_RETRIES: u32 = 40;
 
 fn build_err(e: aws_sdk_dynamodb::error::BuildError) -> StoreError {
     StoreError::Corrupt(e.to_string())
@@ -166,8 +173,44 @@ impl ReportStore for DynamoStore {
             .await
     }
 
-    async fn record_view(&self, id: &QueryId, at: OffsetDateTime) -> Result<(), StoreError> {
-        self.stamp_query(id, "SET last_viewed_at = :at", at).await
+    async fn record_view(&self, id: &QueryId, view: &ReportView) -> Result<(), StoreError> {
+        // The log is bounded (`rules::view_log`), which no update expression can say:
+        // it is rewritten against `views_total`, and a concurrent view makes this one
+        // read again, so none is lost.
+        for attempt in 0..=VIEW_RETRIES {
+            let Some(q) = crate::ports::QueryStore::query(self, id).await? else {
+                return Err(StoreError::Corrupt(
+                    "a view of a query that does not exist".into(),
+                ));
+            };
+            let log = crate::rules::view_log::with_view(&q.views, view.clone());
+            let log = serde_dynamo::to_attribute_value(&log)
+                .map_err(|e| StoreError::Corrupt(crate::adapters::redact::serde_error(&e)))?;
+            // Records written before the log existed have no `views_total`.
+            let condition = if q.views_total == 0 {
+                "attribute_exists(pk) AND (attribute_not_exists(views_total) OR views_total = :seen)"
+            } else {
+                "views_total = :seen"
+            };
+            let req = self
+                .client
+                .update_item()
+                .table_name(&self.tables.main)
+                .set_key(Some(key(query_pk(id), "QUERY".into())))
+                .update_expression("SET #views = :views, views_total = :next, last_viewed_at = :at")
+                .condition_expression(condition)
+                .expression_attribute_names("#views", "views")
+                .expression_attribute_values(":views", log)
+                .expression_attribute_values(":next", n(q.views_total + 1))
+                .expression_attribute_values(":seen", n(q.views_total))
+                .expression_attribute_values(":at", ts(view.at));
+            if written(req.send().await)? {
+                return Ok(());
+            }
+            let backoff = 5 * u64::from(attempt.min(9) + 1);
+            tokio::time::sleep(std::time::Duration::from_millis(backoff)).await;
+        }
+        Err(StoreError::Conflict)
     }
 
     async fn user_queries(&self, user: &UserId) -> Result<Vec<QueryRecord>, StoreError> {
