@@ -252,7 +252,7 @@ async fn twenty_parallel_views_are_all_logged_and_the_log_keeps_fifty<S: Store>(
         .unwrap();
     let view = |i: usize| ReportView {
         at: w.now + Duration::seconds(i as i64),
-        method: if i % 2 == 0 {
+        method: if i.is_multiple_of(2) {
             StepUpMethod::Sms
         } else {
             StepUpMethod::Face
