@@ -17,6 +17,7 @@ mod auth;
 mod callbacks;
 mod concurrency;
 mod contracts;
+mod controls;
 mod dynamo;
 mod foundation;
 mod infra;

@@ -27,6 +27,8 @@ pub enum ServiceError {
     AlreadyAnswered,
     #[error("the report has expired and was deleted")]
     ReportExpired { query: serde_json::Value },
+    #[error("the report was deleted at the user's request")]
+    ReportDeleted { query: serde_json::Value },
     #[error("{0}")]
     InvalidBanks(String),
     #[error("the current user agreement must be accepted")]

@@ -19,8 +19,8 @@ use crate::ports::{
 };
 use crate::records::{
     ConsentRecord, DueWork, IdempotencyClaim, IdempotencyRecord, LegRecord, LegState, PasswordSlot,
-    Publication, PublishOutcome, QueryPhase, QueryRecord, StoredReport, Submission, SubmitConflict,
-    UserState, VerificationRecord,
+    Publication, PublishOutcome, QueryPhase, QueryRecord, ReportView, StoredReport, Submission,
+    SubmitConflict, UserState, VerificationRecord,
 };
 use crate::rules::password::{self, PasswordPolicy};
 use crate::rules::{deadline, idempotency, retention, sms_code};
@@ -524,9 +524,11 @@ impl ReportStore for MemoryStore {
         Ok(())
     }
 
-    async fn record_view(&self, id: &QueryId, at: DateTime<Utc>) -> Result<(), StoreError> {
+    async fn record_view(&self, id: &QueryId, view: &ReportView) -> Result<(), StoreError> {
         if let Some(q) = self.lock().queries.get_mut(id) {
-            q.last_viewed_at = Some(at);
+            q.views = crate::rules::view_log::with_view(&q.views, view.clone());
+            q.views_total += 1;
+            q.last_viewed_at = Some(view.at);
         }
         Ok(())
     }
@@ -545,11 +547,33 @@ impl ReportStore for MemoryStore {
 
     async fn expire(&self, id: &QueryId) -> Result<(), StoreError> {
         let mut d = self.lock();
+        if d.queries
+            .get(id)
+            .is_some_and(|q| q.phase == QueryPhase::Deleted)
+        {
+            return Ok(());
+        }
         d.reports.remove(id);
         if let Some(q) = d.queries.get_mut(id) {
             q.phase = QueryPhase::Expired;
         }
         Ok(())
+    }
+
+    async fn delete_report(&self, id: &QueryId, at: DateTime<Utc>) -> Result<bool, StoreError> {
+        let mut d = self.lock();
+        let Some(q) = d
+            .queries
+            .get_mut(id)
+            .filter(|q| q.phase == QueryPhase::Reported)
+        else {
+            return Ok(false);
+        };
+        q.phase = QueryPhase::Deleted;
+        q.report_deleted_at = Some(at);
+        d.reports.remove(id);
+        d.legs.retain(|(q, _), _| q != id);
+        Ok(true)
     }
 
     async fn due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<DueWork>, StoreError> {

@@ -13,7 +13,7 @@ use crate::model::purpose::Purpose;
 use crate::model::sealed::Sealed;
 use crate::records::{
     DueWork, IdempotencyClaim, IdempotencyRecord, LegRecord, LegState, PasswordSlot, Publication,
-    PublishOutcome, QueryRecord, StoredReport, Submission, SubmitConflict, UserState,
+    PublishOutcome, QueryRecord, ReportView, StoredReport, Submission, SubmitConflict, UserState,
     VerificationRecord,
 };
 pub use crate::rules::password::PasswordPolicy;
@@ -267,13 +267,22 @@ pub trait ReportStore: Send + Sync {
 
     async fn notice_sent(&self, id: &QueryId, at: DateTime<Utc>) -> Result<(), StoreError>;
 
-    async fn record_view(&self, id: &QueryId, at: DateTime<Utc>) -> Result<(), StoreError>;
+    /// Adds `view` to the query's view log (`rules::view_log::with_view`), counts it in
+    /// `views_total` and sets `last_viewed_at`; concurrent views are all recorded.
+    async fn record_view(&self, id: &QueryId, view: &ReportView) -> Result<(), StoreError>;
 
     /// The user's query records, newest first.
     async fn user_queries(&self, user: &UserId) -> Result<Vec<QueryRecord>, StoreError>;
 
-    /// Deletes the report and marks its query expired.
+    /// Deletes the report and marks its query expired; a query the user deleted stays
+    /// `Deleted` (nothing written).
     async fn expire(&self, id: &QueryId) -> Result<(), StoreError>;
+
+    /// The user's deletion: removes the report and every leg of the query and marks it
+    /// `Deleted` at `at`, all at once, only while it is `Reported`. `false` (nothing
+    /// written) when it was not, e.g. a concurrent deletion or the sweeper's expiry came
+    /// first. The user's state (cooldown) is not touched.
+    async fn delete_report(&self, id: &QueryId, at: DateTime<Utc>) -> Result<bool, StoreError>;
 
     /// Timed work due at `now`, at most `limit` entries of each kind.
     async fn due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<DueWork>, StoreError>;

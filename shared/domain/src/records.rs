@@ -7,6 +7,7 @@ use crate::model::bank::BankCode;
 use crate::model::ids::{QueryId, UserId, VerificationId};
 use crate::model::purpose::Purpose;
 use crate::model::sealed::Sealed;
+use crate::model::step_up::StepUpMethod;
 use crate::model::timestamp::rfc3339;
 
 /// Per-user mutable state, written with optimistic concurrency (`version`).
@@ -65,6 +66,9 @@ pub enum QueryPhase {
     Reported,
     /// The report was deleted after its 7 days; only this record remains.
     Expired,
+    /// The user deleted the report (and every leg) before its 7 days; only this record
+    /// remains. Final: expiry never turns it into `Expired`.
+    Deleted,
     /// No report could be built.
     Failed,
 }
@@ -88,9 +92,28 @@ pub struct QueryRecord {
     pub report_expires_at: Option<DateTime<Utc>>,
     #[serde(default, with = "rfc3339::option")]
     pub last_viewed_at: Option<DateTime<Utc>>,
+    /// When the user deleted the report (phase `Deleted`).
+    #[serde(default, with = "rfc3339::option")]
+    pub report_deleted_at: Option<DateTime<Utc>>,
+    /// The latest views of the report, oldest first (`rules::view_log`: at most 50).
+    #[serde(default)]
+    pub views: Vec<ReportView>,
+    /// Every view ever recorded, also those the log no longer holds; the version the
+    /// log is written against.
+    #[serde(default)]
+    pub views_total: u64,
     /// When the "report ready" SMS went out.
     #[serde(default, with = "rfc3339::option")]
     pub notified_at: Option<DateTime<Utc>>,
+}
+
+/// One time the report was shown: when, and how the person proved it was them. No
+/// card data, nothing of the request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportView {
+    #[serde(with = "rfc3339")]
+    pub at: DateTime<Utc>,
+    pub method: StepUpMethod,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -46,7 +46,7 @@ impl ApiError {
             QueryInProgress | ReportNotReady | AlreadyAnswered | IdempotencyInProgress { .. } => {
                 409
             }
-            ReportExpired { .. } => 410,
+            ReportExpired { .. } | ReportDeleted { .. } => 410,
             InvalidBanks(_)
             | ConsentRequired
             | VerificationFailed
@@ -82,6 +82,7 @@ impl ApiError {
             ReportNotReady => "REPORT_NOT_READY",
             AlreadyAnswered => "ALREADY_ANSWERED",
             ReportExpired { .. } => "REPORT_EXPIRED",
+            ReportDeleted { .. } => "REPORT_DELETED",
             InvalidBanks(_) => "INVALID_BANKS",
             ConsentRequired => "CONSENT_REQUIRED",
             VerificationFailed => "VERIFICATION_FAILED",
@@ -124,7 +125,10 @@ impl ApiError {
             _ => {}
         }
         let mut body = serde_json::json!({ "error": error });
-        if let ApiError::Service(ServiceError::ReportExpired { query }) = self {
+        if let ApiError::Service(
+            ServiceError::ReportExpired { query } | ServiceError::ReportDeleted { query },
+        ) = self
+        {
             body["query"] = query.clone();
         }
         body

@@ -1,5 +1,5 @@
 //! The view-report function: `GET /v1/card-queries`, `GET /v1/card-queries/{query_id}`,
-//! `POST /v1/card-queries/{query_id}/report` (step-up every time).
+//! `POST /v1/card-queries/{query_id}/report` and `DELETE` of it (step-up every time).
 
 use std::sync::Arc;
 
@@ -43,12 +43,12 @@ pub fn router(api: Arc<ViewApi>) -> Router {
     let routes = Router::new()
         .route(QUERIES, get(list))
         .route(QUERY, get(detail))
-        .route(REPORT, limited(post(report)));
+        .route(REPORT, limited(post(report).delete(delete_report)));
     let routes = authenticated(routes, api.clone());
     // POST /v1/card-queries is the submit-query function's.
     let routes = refuse_other_methods(routes, QUERIES, "GET, POST");
     let routes = refuse_other_methods(routes, QUERY, "GET");
-    let routes = refuse_other_methods(routes, REPORT, "POST");
+    let routes = refuse_other_methods(routes, REPORT, "POST, DELETE");
     finish(routes, api)
 }
 
@@ -76,7 +76,19 @@ async fn report(
     Ok(Json(StatusCode::OK, report).into_response())
 }
 
-/// The body of a report request: exactly one step-up proof.
+/// Deletes the report now (204); the step-up is the same body as viewing's, for the
+/// DELETE_REPORT purpose.
+async fn delete_report(
+    State(api): Api,
+    Caller(user): Caller,
+    Param(id): Param,
+    JsonBody { body, .. }: JsonBody<ReportRequest>,
+) -> Result<Response, ApiError> {
+    api.service.delete(&user, &id, step_up(body)?).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// The body of a report request or deletion: exactly one step-up proof.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReportRequest {

@@ -203,7 +203,13 @@ async fn other_methods_get_405_with_allow_and_other_paths_404() {
             &r.view,
             "GET",
             "/v1/card-queries/01ARZ3NDEKTSV4RRFFQ69G5FAV/report",
-            "POST",
+            "POST, DELETE",
+        ),
+        (
+            &r.view,
+            "PUT",
+            "/v1/card-queries/01ARZ3NDEKTSV4RRFFQ69G5FAV/report",
+            "POST, DELETE",
         ),
         (&r.callback, "GET", "/v1/bank-callbacks/ICBC", "POST"),
         (&r.callback, "TRACE", "/v1/bank-callbacks/ICBC", "POST"),
@@ -308,14 +314,26 @@ async fn bodies_over_the_limit_get_the_contracts_413_declared_or_not() {
     };
     let big = padded(MAX_BODY_BYTES + 1);
     let length = big.len().to_string();
-    for (router, path, token) in [
-        (&r.submission, "/v1/verifications", Some(r.token.as_str())),
+    for (router, method, path, token) in [
+        (
+            &r.submission,
+            "POST",
+            "/v1/verifications",
+            Some(r.token.as_str()),
+        ),
         (
             &r.view,
+            "POST",
             "/v1/card-queries/01ARZ3NDEKTSV4RRFFQ69G5FAV/report",
             Some(&r.token),
         ),
-        (&r.callback, "/v1/bank-callbacks/ICBC", None),
+        (
+            &r.view,
+            "DELETE",
+            "/v1/card-queries/01ARZ3NDEKTSV4RRFFQ69G5FAV/report",
+            Some(&r.token),
+        ),
+        (&r.callback, "POST", "/v1/bank-callbacks/ICBC", None),
     ] {
         for declared in [true, false] {
             let headers: &[(&str, &str)] = if declared {
@@ -325,13 +343,13 @@ async fn bodies_over_the_limit_get_the_contracts_413_declared_or_not() {
             };
             let reply = send(
                 router,
-                request("POST", path, token, headers, Body::Text(big.clone())),
+                request(method, path, token, headers, Body::Text(big.clone())),
             )
             .await;
             assert_eq!(
                 (reply.status, reply.code()),
                 (413, "PAYLOAD_TOO_LARGE"),
-                "{path} declared {declared}"
+                "{method} {path} declared {declared}"
             );
             assert_eq!(
                 reply.header("content-type"),
@@ -605,7 +623,11 @@ fn the_step_up_body_is_read_with_the_same_rules() {
 async fn report_bodies_that_are_not_one_proof_are_400_before_the_service_is_asked() {
     let r = routers();
     let path = "/v1/card-queries/01ARZ3NDEKTSV4RRFFQ69G5FAV/report";
-    let post = |body: Vec<u8>| request("POST", path, Some(&r.token), &[], Body::Binary(body));
+    // Viewing and deleting read the same step-up body.
+    let send_both = |body: Vec<u8>| {
+        ["POST", "DELETE"]
+            .map(|m| request(m, path, Some(&r.token), &[], Body::Binary(body.clone())))
+    };
     let verification =
         json!({"verification_id": "01ARZ3NDEKTSV4RRFFQ69G5FAW", "sms_code": "123456"});
     let token = "a.face.token";
@@ -630,9 +652,12 @@ async fn report_bodies_that_are_not_one_proof_are_400_before_the_service_is_aske
         bytes(json!({"verification": ["v", "123456"]})),
         bytes(json!([null, token])),
     ];
-    for body in bodies {
+    for (body, req) in bodies
+        .into_iter()
+        .flat_map(|b| send_both(b.clone()).map(|r| (b.clone(), r)))
+    {
         let shown = String::from_utf8_lossy(&body).into_owned();
-        let reply = send(&r.view, post(body)).await;
+        let reply = send(&r.view, req).await;
         assert_eq!(
             (reply.status, reply.code()),
             (400, "MALFORMED_REQUEST"),
@@ -649,8 +674,11 @@ async fn report_bodies_that_are_not_one_proof_are_400_before_the_service_is_aske
     for body in [
         bytes(json!({ "verification": verification })),
         bytes(json!({ "face_token": token })),
-    ] {
-        let reply = send(&r.view, post(body)).await;
+    ]
+    .into_iter()
+    .flat_map(send_both)
+    {
+        let reply = send(&r.view, body).await;
         assert_eq!(
             (reply.status, reply.code()),
             (404, "NOT_FOUND"),
@@ -674,6 +702,22 @@ fn an_expired_report_is_410_with_the_record_in_the_body() {
     assert_eq!(body["error"]["code"], "REPORT_EXPIRED");
     assert_eq!(body["query"], query);
     assert!(body.get("summary").is_none() && body["query"].get("cards").is_none());
+    let mut keys: Vec<&String> = body.as_object().unwrap().keys().collect();
+    keys.sort();
+    assert_eq!(keys, ["error", "query"]);
+}
+
+/// A report the user deleted: 410 with its own code (distinct from expiry) and the record.
+#[test]
+fn a_deleted_report_is_410_report_deleted_with_the_record() {
+    use crate::error::ServiceError;
+    let query = json!({"query_id": "01ARZ3NDEKTSV4RRFFQ69G5FAV", "report_status": "DELETED"});
+    let e = ApiError::from(ServiceError::ReportDeleted {
+        query: query.clone(),
+    });
+    assert_eq!((e.status(), e.code()), (410, "REPORT_DELETED"));
+    let body = e.body();
+    assert_eq!(body["query"], query);
     let mut keys: Vec<&String> = body.as_object().unwrap().keys().collect();
     keys.sort();
     assert_eq!(keys, ["error", "query"]);

@@ -1,17 +1,24 @@
 //! `ReportStore`: a report is published once, releasing the user's lock in the same
-//! write; one sender at a time may send its notice; expiry and the due index.
+//! write; one sender at a time may send its notice; expiry and the due index; the
+//! user's deletion (report and legs at once, once, final).
 
 use chrono::{DateTime, TimeDelta, Utc};
 use shared::model::ids::QueryId;
 use shared::model::sealed::Sealed;
-use shared::records::{DueWork, Publication, PublishOutcome, QueryPhase, StoredReport, UserState};
+use shared::model::step_up::StepUpMethod;
+use shared::records::{
+    DueWork, Publication, PublishOutcome, QueryPhase, ReportView, StoredReport, UserState,
+};
 
-use super::{at_once, contract, submitted, Store, World};
+use super::{at_once, contract, submitted, Store, World, BANKS};
 
 contract!(
     a_report_is_published_once_and_releases_the_lock,
     twenty_parallel_notice_claims_let_one_sender_through,
     an_expired_report_is_gone_and_its_query_expired,
+    a_deleted_report_takes_its_legs_stays_deleted_and_leaves_the_lock_alone,
+    twenty_parallel_deletions_delete_once,
+    twenty_parallel_views_are_all_logged_and_the_log_keeps_fifty,
 );
 
 /// What aggregation writes for `q`, from the user's state as it is now.
@@ -163,4 +170,116 @@ async fn an_expired_report_is_gone_and_its_query_expired<S: Store>(w: &World<S>)
     );
     let after = store.due(expires, 100).await.unwrap();
     assert!(!after.contains(&expiry), "{after:?}");
+}
+
+async fn a_deleted_report_takes_its_legs_stays_deleted_and_leaves_the_lock_alone<S: Store>(
+    w: &World<S>,
+) {
+    let store = &*w.store;
+    let q = submitted(store, &w.user, w.now).await;
+    // Not reported yet: nothing to delete, nothing written.
+    assert!(!store.delete_report(&q, w.now).await.unwrap());
+    assert_eq!(store.legs(&q).await.unwrap().len(), BANKS.len());
+
+    let p = publication(w, q, w.now).await;
+    store.publish(&p).await.unwrap();
+    let state = store.user_state(&w.user).await.unwrap();
+    let at = w.now + TimeDelta::hours(1);
+    assert!(store.delete_report(&q, at).await.unwrap());
+    assert!(store.report(&q).await.unwrap().is_none());
+    assert!(store.legs(&q).await.unwrap().is_empty());
+    let query = store.query(&q).await.unwrap().unwrap();
+    assert_eq!(query.phase, QueryPhase::Deleted);
+    assert_eq!(query.report_deleted_at, Some(at));
+    assert_eq!(query.report_generated_at, Some(w.now));
+    // The cooldown (the user's state) is untouched.
+    assert_eq!(store.user_state(&w.user).await.unwrap(), state);
+    // Nothing of it is due any more: no expiry, no notice.
+    let due = store.due(p.report.expires_at, 100).await.unwrap();
+    assert!(
+        !due.contains(&DueWork::Expiry(q)) && !due.contains(&DueWork::Notify(q)),
+        "{due:?}"
+    );
+    // Deleting again writes nothing; expiry does not turn it into EXPIRED.
+    assert!(!store
+        .delete_report(&q, at + TimeDelta::hours(1))
+        .await
+        .unwrap());
+    store.expire(&q).await.unwrap();
+    let query = store.query(&q).await.unwrap().unwrap();
+    assert_eq!(query.phase, QueryPhase::Deleted);
+    assert_eq!(query.report_deleted_at, Some(at));
+    // Nor can an expired report be deleted.
+    let q2 = submitted(store, &w.user, w.now).await;
+    store
+        .publish(&publication(w, q2, w.now).await)
+        .await
+        .unwrap();
+    store.expire(&q2).await.unwrap();
+    assert!(!store.delete_report(&q2, at).await.unwrap());
+    assert_eq!(
+        store.query(&q2).await.unwrap().unwrap().phase,
+        QueryPhase::Expired
+    );
+}
+
+async fn twenty_parallel_deletions_delete_once<S: Store>(w: &World<S>) {
+    let store = &*w.store;
+    let q = submitted(store, &w.user, w.now).await;
+    store
+        .publish(&publication(w, q, w.now).await)
+        .await
+        .unwrap();
+    let at = w.now;
+    let outcomes = at_once(20, |_| store.delete_report(&q, at)).await;
+    let deleted = outcomes.iter().filter(|o| matches!(o, Ok(true))).count();
+    assert_eq!(deleted, 1, "{outcomes:?}");
+    assert!(outcomes.iter().all(|o| o.is_ok()), "{outcomes:?}");
+    assert!(store.report(&q).await.unwrap().is_none());
+    assert!(store.legs(&q).await.unwrap().is_empty());
+    assert_eq!(
+        store.query(&q).await.unwrap().unwrap().phase,
+        QueryPhase::Deleted
+    );
+}
+
+async fn twenty_parallel_views_are_all_logged_and_the_log_keeps_fifty<S: Store>(w: &World<S>) {
+    let store = &*w.store;
+    let q = submitted(store, &w.user, w.now).await;
+    store
+        .publish(&publication(w, q, w.now).await)
+        .await
+        .unwrap();
+    let view = |i: usize| ReportView {
+        at: w.now + TimeDelta::seconds(i as i64),
+        method: if i.is_multiple_of(2) {
+            StepUpMethod::Sms
+        } else {
+            StepUpMethod::Face
+        },
+    };
+    let views: Vec<ReportView> = (0..20).map(view).collect();
+    let outcomes = at_once(20, |i| store.record_view(&q, &views[i])).await;
+    assert!(outcomes.iter().all(|o| o.is_ok()), "{outcomes:?}");
+    let query = store.query(&q).await.unwrap().unwrap();
+    assert_eq!(query.views_total, 20, "no view lost");
+    let mut logged = query.views.clone();
+    logged.sort_by_key(|v| v.at);
+    assert_eq!(logged, views);
+
+    // Sequential views after them: the log is the latest 50, oldest first.
+    for i in 20..60 {
+        store.record_view(&q, &view(i)).await.unwrap();
+    }
+    let query = store.query(&q).await.unwrap().unwrap();
+    assert_eq!(query.views_total, 60);
+    assert_eq!(query.views.len(), 50);
+    // The 20 parallel ones went in in whatever order they arrived: the 10 oldest of
+    // those left, the 40 later ones are all there in order.
+    assert_eq!(
+        query.views[10..],
+        (20..60).map(view).collect::<Vec<_>>()[..]
+    );
+    assert!(query.views[..10].iter().all(|v| views.contains(v)));
+    assert_eq!(query.last_viewed_at, Some(view(59).at));
 }

@@ -277,7 +277,7 @@ impl Api {
         // The pipeline moves a query on by itself (legs, report, phase): a snapshot keeps
         // what a request could have written — the query and consent records, without
         // the attributes the pipeline changes.
-        const PIPELINE: [&str; 10] = [
+        const PIPELINE: [&str; 12] = [
             "phase",
             "unsettled",
             "due_pk",
@@ -287,6 +287,8 @@ impl Api {
             "notified_at",
             "notice_claimed_at",
             "last_viewed_at",
+            "views",
+            "views_total",
             "ttl",
         ];
         for q in queries.items() {

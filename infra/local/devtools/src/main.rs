@@ -77,6 +77,7 @@ enum Command {
 enum FacePurpose {
     SubmitQuery,
     ViewReport,
+    DeleteReport,
 }
 
 impl From<FacePurpose> for Purpose {
@@ -84,6 +85,7 @@ impl From<FacePurpose> for Purpose {
         match p {
             FacePurpose::SubmitQuery => Purpose::SubmitQuery,
             FacePurpose::ViewReport => Purpose::ViewReport,
+            FacePurpose::DeleteReport => Purpose::DeleteReport,
         }
     }
 }

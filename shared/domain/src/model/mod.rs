@@ -9,4 +9,5 @@ pub mod profile;
 pub mod purpose;
 pub mod region;
 pub mod sealed;
+pub mod step_up;
 pub mod timestamp;

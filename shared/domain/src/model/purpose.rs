@@ -1,5 +1,5 @@
-//! What an SMS code or a face token is for: a proof for one purpose is no proof for the
-//! other.
+//! What an SMS code or a face token is for: a proof for one purpose is no proof for
+//! another (a code asked for to view a report cannot delete it).
 
 use serde::{Deserialize, Serialize};
 
@@ -8,6 +8,8 @@ use serde::{Deserialize, Serialize};
 pub enum Purpose {
     SubmitQuery,
     ViewReport,
+    /// Deleting a report before its 7 days (the user's right to deletion).
+    DeleteReport,
 }
 
 impl Purpose {
@@ -15,6 +17,7 @@ impl Purpose {
         match self {
             Purpose::SubmitQuery => "SUBMIT_QUERY",
             Purpose::ViewReport => "VIEW_REPORT",
+            Purpose::DeleteReport => "DELETE_REPORT",
         }
     }
 }
@@ -25,7 +28,11 @@ mod tests {
 
     #[test]
     fn the_wire_name_is_the_stored_name() {
-        for p in [Purpose::SubmitQuery, Purpose::ViewReport] {
+        for p in [
+            Purpose::SubmitQuery,
+            Purpose::ViewReport,
+            Purpose::DeleteReport,
+        ] {
             assert_eq!(serde_json::to_value(p).unwrap(), p.as_str());
         }
     }

@@ -456,6 +456,9 @@ fn query_record(w: &World, banks: &[&str]) -> QueryRecord {
         report_generated_at: None,
         report_expires_at: None,
         last_viewed_at: None,
+        report_deleted_at: None,
+        views: Vec::new(),
+        views_total: 0,
         notified_at: None,
     }
 }
@@ -1709,3 +1712,6 @@ async fn a_report_moved_into_another_query_does_not_open() {
         .unwrap_err();
     assert!(matches!(e, ServiceError::Internal(_)), "{e:?}");
 }
+
+mod deletion;
+mod view_log;

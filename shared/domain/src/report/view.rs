@@ -1,6 +1,6 @@
 //! The user's query records and reports (the list, one query's progress, the report
-//! after a fresh step-up every time). Another user's query is "not found", never
-//! "forbidden".
+//! after a fresh step-up every time, and its deletion at the user's request). Another
+//! user's query is "not found", never "forbidden".
 
 use std::sync::Arc;
 
@@ -15,9 +15,10 @@ use crate::config::ServiceConfig;
 use crate::error::ServiceError;
 use crate::model::ids::{QueryId, UserId};
 use crate::model::purpose::Purpose;
+use crate::model::step_up::StepUpMethod;
 use crate::model::timestamp::rfc3339;
 use crate::ports::{QueryStore, ReportStore, SubmissionStore};
-use crate::records::{LegState, QueryPhase, QueryRecord, StoredReport};
+use crate::records::{LegState, QueryPhase, QueryRecord, ReportView, StoredReport};
 use crate::security::face::FaceVerifier;
 use crate::security::sms_code::CodeHasher;
 use crate::verification::check_code;
@@ -38,6 +39,21 @@ pub struct QueryView {
     pub report_expires_at: Option<DateTime<Utc>>,
     #[serde(with = "rfc3339::option")]
     pub last_viewed_at: Option<DateTime<Utc>>,
+    #[serde(with = "rfc3339::option")]
+    pub report_deleted_at: Option<DateTime<Utc>>,
+    /// The latest views of the report, newest first (at most 50).
+    pub views: Vec<ViewEntry>,
+    /// Every view, also the older ones the list no longer holds.
+    pub view_count: u64,
+}
+
+/// One view of the report as the record lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ViewEntry {
+    #[serde(with = "rfc3339")]
+    pub viewed_at: DateTime<Utc>,
+    /// `SMS` or `FACE`: the step-up that opened it.
+    pub method: StepUpMethod,
 }
 
 impl QueryView {
@@ -49,6 +65,7 @@ impl QueryView {
         let (status, report_status) = match q.phase {
             QueryPhase::Collecting | QueryPhase::Aggregating => ("PENDING", "PENDING"),
             QueryPhase::Failed => ("FAILED", "FAILED"),
+            QueryPhase::Deleted => ("READY", "DELETED"),
             _ if expired => ("READY", "EXPIRED"),
             _ => ("READY", "READY"),
         };
@@ -62,6 +79,17 @@ impl QueryView {
             report_generated_at: q.report_generated_at,
             report_expires_at: q.report_expires_at,
             last_viewed_at: q.last_viewed_at,
+            report_deleted_at: q.report_deleted_at,
+            views: q
+                .views
+                .iter()
+                .rev()
+                .map(|v| ViewEntry {
+                    viewed_at: v.at,
+                    method: v.method,
+                })
+                .collect(),
+            view_count: q.views_total,
         }
     }
 }
@@ -87,7 +115,8 @@ pub struct CodeInput {
     pub sms_code: String,
 }
 
-/// Step-up proof for one view: an SMS code (purpose VIEW_REPORT) or a face token.
+/// Step-up proof for one view or deletion: an SMS code or a face token, for that
+/// purpose (VIEW_REPORT, DELETE_REPORT).
 pub enum StepUp {
     Code { verification: CodeInput },
     Face { face_token: String },
@@ -142,6 +171,7 @@ impl ViewService {
 
     pub async fn detail(&self, user: &UserId, id: &str) -> Result<QueryDetail, ServiceError> {
         let q = self.own_query(user, id).await?;
+        let deleted = q.phase == QueryPhase::Deleted;
         let legs = self.d.queries.legs(&q.query_id).await?;
         let progress = q
             .banks
@@ -152,6 +182,8 @@ impl ViewService {
                     bank_code: code.to_string(),
                     bank_name: self.d.config.banks.name(code).to_owned(),
                     status: match state {
+                        // The legs went with the report.
+                        _ if deleted => "DELETED",
                         Some(LegState::Answered) => "RESPONDED",
                         Some(LegState::Failed) => "FAILED",
                         Some(LegState::NoResponse) => "NO_RESPONSE",
@@ -166,9 +198,34 @@ impl ViewService {
         })
     }
 
-    fn expired(&self, q: &QueryRecord, now: DateTime<Utc>) -> ServiceError {
-        ServiceError::ReportExpired {
-            query: serde_json::to_value(QueryView::of(q, now)).unwrap_or_default(),
+    /// The 410 for a report that is gone: expired, or deleted by the user.
+    fn gone(&self, q: &QueryRecord, now: DateTime<Utc>) -> ServiceError {
+        let view = QueryView::of(q, now);
+        let deleted = view.report_status == "DELETED";
+        let query = serde_json::to_value(view).unwrap_or_default();
+        if deleted {
+            ServiceError::ReportDeleted { query }
+        } else {
+            ServiceError::ReportExpired { query }
+        }
+    }
+
+    /// The report's state allows viewing or deleting it; otherwise the refusal, decided
+    /// before any step-up proof is used up.
+    fn readable(&self, q: &QueryRecord, now: DateTime<Utc>) -> Result<(), ServiceError> {
+        match QueryView::of(q, now).report_status {
+            "READY" => Ok(()),
+            "EXPIRED" | "DELETED" => Err(self.gone(q, now)),
+            _ => Err(ServiceError::ReportNotReady),
+        }
+    }
+
+    /// The 410 after the report was found missing: the record as it is now says why.
+    async fn gone_now(&self, q: &QueryRecord, now: DateTime<Utc>) -> ServiceError {
+        match self.d.queries.query(&q.query_id).await {
+            Ok(Some(current)) => self.gone(&current, now),
+            Ok(None) => self.gone(q, now),
+            Err(e) => e.into(),
         }
     }
 
@@ -181,33 +238,53 @@ impl ViewService {
     ) -> Result<serde_json::Value, ServiceError> {
         let q = self.own_query(user, id).await?;
         let now = self.now();
-        let view = QueryView::of(&q, now);
-        match view.report_status {
-            "READY" => {}
-            "EXPIRED" => return Err(self.expired(&q, now)),
-            _ => return Err(ServiceError::ReportNotReady),
-        }
-        self.step_up(user, step_up, now).await?;
+        self.readable(&q, now)?;
+        let method = self
+            .step_up(user, step_up, Purpose::ViewReport, now)
+            .await?;
         let Some(stored) = self.d.reports.report(&q.query_id).await? else {
-            // Deleted by the sweeper in between.
-            return Err(self.expired(&q, now));
+            // Deleted by the sweeper or the user in between.
+            return Err(self.gone_now(&q, now).await);
         };
         if crate::rules::retention::report_expired(stored.expires_at, now) {
-            return Err(self.expired(&q, now));
+            return Err(self.gone(&q, now));
         }
         let report = open_report(&self.d.opener, &self.d.config, user, &q, &stored)?;
         let report = serde_json::to_value(&report).map_err(ServiceError::internal)?;
-        self.d.reports.record_view(&q.query_id, now).await?;
-        info!(query_id = %q.query_id, "report viewed");
+        let view = ReportView { at: now, method };
+        self.d.reports.record_view(&q.query_id, &view).await?;
+        info!(query_id = %q.query_id, method = ?method, "report viewed");
         Ok(report)
+    }
+
+    /// Deletes the report and every leg at once, after a fresh DELETE_REPORT step-up;
+    /// the record stays (`DELETED`), the cooldown is unchanged. A report already gone is
+    /// 410 with the record (also for the losers of concurrent deletions).
+    pub async fn delete(
+        &self,
+        user: &UserId,
+        id: &str,
+        step_up: StepUp,
+    ) -> Result<(), ServiceError> {
+        let q = self.own_query(user, id).await?;
+        let now = self.now();
+        self.readable(&q, now)?;
+        self.step_up(user, step_up, Purpose::DeleteReport, now)
+            .await?;
+        if !self.d.reports.delete_report(&q.query_id, now).await? {
+            return Err(self.gone_now(&q, now).await);
+        }
+        info!(query_id = %q.query_id, "report deleted at the user's request");
+        Ok(())
     }
 
     async fn step_up(
         &self,
         user: &UserId,
         proof: StepUp,
+        purpose: Purpose,
         now: DateTime<Utc>,
-    ) -> Result<(), ServiceError> {
+    ) -> Result<StepUpMethod, ServiceError> {
         match proof {
             StepUp::Code { verification } => {
                 let rules = &self.d.config.rules;
@@ -217,7 +294,7 @@ impl ViewService {
                     rules.sms_code_max_attempts,
                     now,
                     user,
-                    Purpose::ViewReport,
+                    purpose,
                     &verification.verification_id,
                     &verification.sms_code,
                 )
@@ -227,13 +304,11 @@ impl ViewService {
                     .verifications
                     .consume_verification(user, &id, rules.sms_code_max_attempts)
                     .await?;
-                used.then_some(()).ok_or(ServiceError::VerificationFailed)
+                used.then_some(StepUpMethod::Sms)
+                    .ok_or(ServiceError::VerificationFailed)
             }
             StepUp::Face { face_token } => {
-                let pass = self
-                    .d
-                    .face
-                    .verify(&face_token, user, Purpose::ViewReport, now)?;
+                let pass = self.d.face.verify(&face_token, user, purpose, now)?;
                 let fresh = self
                     .d
                     .verifications
@@ -243,7 +318,7 @@ impl ViewService {
                     )
                     .await?;
                 fresh
-                    .then_some(())
+                    .then_some(StepUpMethod::Face)
                     .ok_or(ServiceError::FaceVerificationFailed)
             }
         }

@@ -13,6 +13,7 @@
 //! | Payment-password lock: 5 comparisons, then locked 24 hours | [`password`] |
 //! | Retention: a report lives 7 days, then it is deleted | [`retention`] |
 //! | Idempotency keys: replay, in-progress lease, retention | [`idempotency`] |
+//! | View log: every view of a report with its step-up method, the latest 50 kept | [`view_log`] |
 //!
 //! Masking is a property of the values, not of a use case: a card shows its first 4 and
 //! last 4 digits (`model/card.rs`, `MaskedCard::masked_number`; the bank answer is refused outright if it holds a full number, `bank/card_number.rs`), a phone its first 3 and
@@ -30,6 +31,7 @@ pub mod idempotency;
 pub mod password;
 pub mod retention;
 pub mod sms_code;
+pub mod view_log;
 
 use chrono::TimeDelta;
 

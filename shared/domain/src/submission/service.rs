@@ -49,6 +49,7 @@ pub fn code_sms_text(code: &str, purpose: Purpose, validity_minutes: i64) -> Str
     let action = match purpose {
         Purpose::SubmitQuery => "提交一键查卡申请",
         Purpose::ViewReport => "查看一键查卡报告",
+        Purpose::DeleteReport => "删除一键查卡报告",
     };
     format!(
         "【云闪付】您正在{action}，验证码{code}，{validity_minutes}分钟内有效。\
@@ -119,8 +120,8 @@ impl SubmissionService {
     ) -> Result<VerificationCreated, ServiceError> {
         let profile = match req.purpose {
             Purpose::SubmitQuery => self.eligible_profile(user).await?,
-            // Viewing a report only needs the person to be who they are.
-            Purpose::ViewReport => self
+            // Viewing or deleting a report only needs the person to be who they are.
+            Purpose::ViewReport | Purpose::DeleteReport => self
                 .profile(user)
                 .await?
                 .filter(|p| p.real_name_verified)
@@ -414,6 +415,9 @@ impl SubmissionService {
                     report_generated_at: None,
                     report_expires_at: None,
                     last_viewed_at: None,
+                    report_deleted_at: None,
+                    views: Vec::new(),
+                    views_total: 0,
                     notified_at: None,
                 },
                 consent: ConsentRecord {

@@ -1090,6 +1090,9 @@ fn winning_submission(
             report_generated_at: None,
             report_expires_at: None,
             last_viewed_at: None,
+            report_deleted_at: None,
+            views: Vec::new(),
+            views_total: 0,
             notified_at: None,
         },
         consent: ConsentRecord {

@@ -7,7 +7,9 @@ use chrono::{DateTime, Utc};
 use super::*;
 use crate::model::timestamp;
 use crate::ports::{ReportStore, StoreError};
-use crate::records::{DueWork, Publication, PublishOutcome, QueryPhase, QueryRecord, StoredReport};
+use crate::records::{
+    DueWork, Publication, PublishOutcome, QueryPhase, QueryRecord, ReportView, StoredReport,
+};
 
 fn phase(p: QueryPhase) -> AttributeValue {
     s(serde_json::to_value(p)
@@ -19,6 +21,14 @@ fn phase(p: QueryPhase) -> AttributeValue {
 fn ts(t: DateTime<Utc>) -> AttributeValue {
     s(timestamp::format(t))
 }
+
+/// How often a deletion that collided with a concurrent transaction is tried again.
+const CONFLICT_RETRIES: u32 = 10;
+
+/// How often a view that lost the race for the log to a concurrent one reads it again:
+/// each round lets one view through, and every view takes a step-up of its own, so
+/// this covers far more parallel views of one report than a person can make.
+const VIEW_RETRIES: u32 = 40;
 
 fn build_err(e: aws_sdk_dynamodb::error::BuildError) -> StoreError {
     StoreError::Corrupt(e.to_string())
@@ -163,8 +173,44 @@ impl ReportStore for DynamoStore {
             .await
     }
 
-    async fn record_view(&self, id: &QueryId, at: DateTime<Utc>) -> Result<(), StoreError> {
-        self.stamp_query(id, "SET last_viewed_at = :at", at).await
+    async fn record_view(&self, id: &QueryId, view: &ReportView) -> Result<(), StoreError> {
+        // The log is bounded (`rules::view_log`), which no update expression can say:
+        // it is rewritten against `views_total`, and a concurrent view makes this one
+        // read again, so none is lost.
+        for attempt in 0..=VIEW_RETRIES {
+            let Some(q) = crate::ports::QueryStore::query(self, id).await? else {
+                return Err(StoreError::Corrupt(
+                    "a view of a query that does not exist".into(),
+                ));
+            };
+            let log = crate::rules::view_log::with_view(&q.views, view.clone());
+            let log = serde_dynamo::to_attribute_value(&log)
+                .map_err(|e| StoreError::Corrupt(crate::adapters::redact::serde_error(&e)))?;
+            // Records written before the log existed have no `views_total`.
+            let condition = if q.views_total == 0 {
+                "attribute_exists(pk) AND (attribute_not_exists(views_total) OR views_total = :seen)"
+            } else {
+                "views_total = :seen"
+            };
+            let req = self
+                .client
+                .update_item()
+                .table_name(&self.tables.main)
+                .set_key(Some(key(query_pk(id), "QUERY".into())))
+                .update_expression("SET #views = :views, views_total = :next, last_viewed_at = :at")
+                .condition_expression(condition)
+                .expression_attribute_names("#views", "views")
+                .expression_attribute_values(":views", log)
+                .expression_attribute_values(":next", n(q.views_total + 1))
+                .expression_attribute_values(":seen", n(q.views_total))
+                .expression_attribute_values(":at", ts(view.at));
+            if written(req.send().await)? {
+                return Ok(());
+            }
+            let backoff = 5 * u64::from(attempt.min(9) + 1);
+            tokio::time::sleep(std::time::Duration::from_millis(backoff)).await;
+        }
+        Err(StoreError::Conflict)
     }
 
     async fn user_queries(&self, user: &UserId) -> Result<Vec<QueryRecord>, StoreError> {
@@ -204,18 +250,90 @@ impl ReportStore for DynamoStore {
             .table_name(&self.tables.main)
             .set_key(Some(key(pk, "QUERY".into())))
             .update_expression("SET phase = :expired")
-            .condition_expression("attribute_exists(pk)")
+            // The user's deletion is final: expiry never turns it into EXPIRED.
+            .condition_expression("attribute_exists(pk) AND phase <> :deleted")
             .expression_attribute_values(":expired", phase(QueryPhase::Expired))
+            .expression_attribute_values(":deleted", phase(QueryPhase::Deleted))
             .build()
             .map_err(build_err)?;
-        self.client
+        let result = self
+            .client
             .transact_write_items()
             .transact_items(TransactWriteItem::builder().delete(delete).build())
             .transact_items(TransactWriteItem::builder().update(mark).build())
             .send()
-            .await
-            .map_err(unavailable)?;
-        Ok(())
+            .await;
+        let Err(err) = result else {
+            return Ok(());
+        };
+        let reasons = cancellation_reasons(err)?;
+        if reasons.get(1).map(String::as_str) == Some("ConditionalCheckFailed") {
+            // Deleted by the user (report and legs already gone), or no such query.
+            return Ok(());
+        }
+        Err(StoreError::Unavailable(format!(
+            "expiry cancelled: {reasons:?}"
+        )))
+    }
+
+    async fn delete_report(&self, id: &QueryId, at: DateTime<Utc>) -> Result<bool, StoreError> {
+        let Some(query) = crate::ports::QueryStore::query(self, id).await? else {
+            return Ok(false);
+        };
+        if query.phase != QueryPhase::Reported {
+            return Ok(false);
+        }
+        let pk = query_pk(id);
+        let mark = Update::builder()
+            .table_name(&self.tables.main)
+            .set_key(Some(key(pk.clone(), "QUERY".into())))
+            // The notice's due entry goes too: a deleted report is not announced.
+            .update_expression(
+                "SET phase = :deleted, report_deleted_at = :at REMOVE due_pk, due_at",
+            )
+            .condition_expression("phase = :reported")
+            .expression_attribute_values(":deleted", phase(QueryPhase::Deleted))
+            .expression_attribute_values(":reported", phase(QueryPhase::Reported))
+            .expression_attribute_values(":at", ts(at))
+            .build()
+            .map_err(build_err)?;
+        let mut items = vec![TransactWriteItem::builder().update(mark).build()];
+        // The report item carries its expiry's due entry: deleting it removes that too.
+        let sks = std::iter::once("REPORT".to_owned())
+            .chain(query.banks.iter().map(|b| format!("LEG#{b}")));
+        for sk in sks {
+            let delete = Delete::builder()
+                .table_name(&self.tables.main)
+                .set_key(Some(key(pk.clone(), sk)))
+                .build()
+                .map_err(build_err)?;
+            items.push(TransactWriteItem::builder().delete(delete).build());
+        }
+        let mut conflicts = 0;
+        loop {
+            let result = self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items.clone()))
+                .send()
+                .await;
+            let Err(err) = result else {
+                return Ok(true);
+            };
+            let reasons = cancellation_reasons(err)?;
+            if reasons.first().map(String::as_str) == Some("ConditionalCheckFailed") {
+                return Ok(false);
+            }
+            // A concurrent deletion (or expiry) in flight on the same items: once it
+            // commits, the condition decides.
+            conflicts += 1;
+            if conflicts > CONFLICT_RETRIES || !reasons.iter().any(|r| r == "TransactionConflict") {
+                return Err(StoreError::Unavailable(format!(
+                    "report deletion cancelled: {reasons:?}"
+                )));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20 * u64::from(conflicts))).await;
+        }
     }
 
     async fn due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<DueWork>, StoreError> {
