@@ -57,6 +57,29 @@ pub enum Mode {
 }
 
 impl Mode {
+    /// Every mode, for tests that must cover each.
+    pub const ALL: [Mode; 19] = [
+        Mode::Immediate,
+        Mode::Callback,
+        Mode::Error,
+        Mode::Timeout,
+        Mode::Malformed,
+        Mode::BadSignature,
+        Mode::LeakCardNumber,
+        Mode::FailThenAnswer,
+        Mode::Never,
+        Mode::ErrorAnswer,
+        Mode::Redirect,
+        Mode::Unsigned,
+        Mode::AcceptBadSignature,
+        Mode::AcceptReplayedNonce,
+        Mode::AcceptStaleTimestamp,
+        Mode::WrongIds,
+        Mode::CardRefWithDigits,
+        Mode::NotIdempotent,
+        Mode::DisputeNotIdempotent,
+    ];
+
     /// Modes that tamper with how an inquiry's signature is checked.
     fn relaxes_signature(self) -> bool {
         matches!(

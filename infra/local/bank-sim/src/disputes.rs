@@ -53,6 +53,23 @@ fn id_ok(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
+/// The person a dispute body names (through the inquiry it cites), when their
+/// behaviour keeps traffic.
+fn loose_person(sim: &Sim, bank: &str, body: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let key = (
+        bank.to_owned(),
+        v.get("query_id")?.as_str()?.to_owned(),
+        v.get("inquiry_id")?.as_str()?.to_owned(),
+    );
+    let st = sim.lock();
+    let id = st.issued.get(&key)?.0.clone();
+    st.behaviours
+        .resolve(&id, bank)
+        .record_traffic
+        .then_some(id)
+}
+
 pub async fn card_dispute(
     State(sim): State<Arc<Sim>>,
     Path(bank): Path<String>,
@@ -83,21 +100,23 @@ fn dispute_reply(
         tracing::warn!(bank = %bank, status = status.as_u16(), reason, "dispute refused");
         Reply::error(status, reason)
     };
+    // Whose card it is, from the body as it stands, to record a refusal under them too.
+    let loose = loose_person(sim, bank, body);
     // Disputes are always checked strictly: the misbehaving modes are about inquiries.
     let strict = Behaviour::default();
     if let Err(reason) = check_signature(sim, bank, secret, headers, now(), path, body, &strict) {
-        return (refuse(StatusCode::UNAUTHORIZED, &reason), None);
+        return (refuse(StatusCode::UNAUTHORIZED, &reason), loose);
     }
     let d: Dispute = match serde_json::from_slice(body) {
         Ok(d) => d,
         Err(e) => {
             let reason = format!("invalid dispute: line {} column {}", e.line(), e.column());
-            return (refuse(StatusCode::BAD_REQUEST, &reason), None);
+            return (refuse(StatusCode::BAD_REQUEST, &reason), loose);
         }
     };
     if !id_ok(&d.dispute_id) || !id_ok(&d.card_ref) {
         let reason = "dispute_id and card_ref are 1 to 64 of [A-Za-z0-9_-]";
-        return (refuse(StatusCode::BAD_REQUEST, reason), None);
+        return (refuse(StatusCode::BAD_REQUEST, reason), loose);
     }
     let digest: [u8; 32] = Sha256::digest(body).into();
     let mut st = sim.lock();
