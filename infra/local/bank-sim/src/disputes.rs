@@ -104,7 +104,7 @@ fn dispute_reply(
     let loose = loose_person(sim, bank, body);
     // Disputes are always checked strictly: the misbehaving modes are about inquiries.
     let strict = Behaviour::default();
-    if let Err(reason) = check_signature(sim, bank, secret, headers, now(), path, body, &strict) {
+    if let Err(reason) = check_signature(sim, bank, headers, now(), path, body, &strict) {
         return (refuse(StatusCode::UNAUTHORIZED, &reason), loose);
     }
     let d: Dispute = match serde_json::from_slice(body) {

@@ -450,7 +450,6 @@ fn loose_ids(body: &[u8]) -> Option<(String, String, String)> {
 pub(crate) fn check_signature(
     sim: &Sim,
     bank: &str,
-    secret: &BankSecret,
     headers: &HeaderMap,
     arrived: OffsetDateTime,
     path: &str,
@@ -461,6 +460,9 @@ pub(crate) fn check_signature(
     if !check_signature {
         return Ok(());
     }
+    let Some(secret) = sim.secrets.get(bank) else {
+        return Err("unknown bank".into());
+    };
     let Some(sig) = signature_headers(headers) else {
         return Err("signature headers missing".into());
     };
@@ -539,7 +541,7 @@ async fn inquiry_reply(
     };
 
     // Our signature, exactly as the service's own verifier checks it.
-    if let Err(reason) = check_signature(sim, bank, secret, headers, arrived, path, body, &first) {
+    if let Err(reason) = check_signature(sim, bank, headers, arrived, path, body, &first) {
         return refuse(StatusCode::UNAUTHORIZED, &reason);
     }
     let inq: Inquiry = match serde_json::from_slice(body) {
