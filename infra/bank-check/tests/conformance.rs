@@ -157,6 +157,7 @@ fn broken_by(mode: Mode) -> Option<(Value, Rule)> {
         Mode::CardRefWithDigits => m(json!({}), Rule::CardRef),
         Mode::NotIdempotent => m(json!({}), Rule::IdempotentRepeat),
         Mode::DisputeNotIdempotent => m(json!({}), Rule::Dispute),
+        Mode::ExtraDigits => m(json!({}), Rule::CardData),
     }
 }
 
@@ -165,6 +166,10 @@ fn callback_misbehaviours() -> Vec<(Value, Rule)> {
     vec![
         (
             json!({"mode": "callback", "callback_answer": "bad_signature", "card_refs": true}),
+            Rule::CallbackSignature,
+        ),
+        (
+            json!({"mode": "callback", "callback_answer": "unsigned"}),
             Rule::CallbackSignature,
         ),
         (
@@ -196,7 +201,10 @@ async fn every_misbehaving_mode_fails_the_rule_it_breaks() {
         .into_iter()
         .map(|(b, r)| (b, Some(r)));
     let cases: Vec<(Value, Option<Rule>)> = modes.chain(callbacks).collect();
-    assert_eq!(cases.len(), Mode::ALL.len() + 4);
+    assert_eq!(
+        cases.len(),
+        Mode::ALL.len() + callback_misbehaviours().len()
+    );
     // A few at a time: two cores, and each run's callbacks must beat respond_by.
     let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(6));
     let mut runs = tokio::task::JoinSet::new();

@@ -54,11 +54,13 @@ pub enum Mode {
     NotIdempotent,
     /// Each delivery of the same dispute opens a new case (a new `case_id`).
     DisputeNotIdempotent,
+    /// Each card also carries `first6`, its first six digits: more than first 4 + last 4.
+    ExtraDigits,
 }
 
 impl Mode {
     /// Every mode, for tests that must cover each.
-    pub const ALL: [Mode; 19] = [
+    pub const ALL: [Mode; 20] = [
         Mode::Immediate,
         Mode::Callback,
         Mode::Error,
@@ -78,6 +80,7 @@ impl Mode {
         Mode::CardRefWithDigits,
         Mode::NotIdempotent,
         Mode::DisputeNotIdempotent,
+        Mode::ExtraDigits,
     ];
 
     /// Modes that tamper with how an inquiry's signature is checked.
@@ -99,6 +102,8 @@ pub enum CallbackAnswer {
     BadSignature,
     LeakCardNumber,
     ErrorAnswer,
+    /// The correct answer without signature headers.
+    Unsigned,
 }
 
 /// One bank's behaviour. Every field is optional in JSON; absent ones take the defaults.
@@ -305,6 +310,7 @@ mod tests {
             "card_ref_with_digits",
             "not_idempotent",
             "dispute_not_idempotent",
+            "extra_digits",
         ] {
             Behaviour::parse(format!(r#"{{"mode":"{m}"}}"#).as_bytes()).unwrap();
         }

@@ -329,6 +329,8 @@ enum Content {
     BadSignature,
     Leak,
     ErrorAnswer,
+    /// Each card with a `first6` field.
+    ExtraDigits,
 }
 
 impl From<CallbackAnswer> for Content {
@@ -339,6 +341,8 @@ impl From<CallbackAnswer> for Content {
             CallbackAnswer::BadSignature => Content::BadSignature,
             CallbackAnswer::LeakCardNumber => Content::Leak,
             CallbackAnswer::ErrorAnswer => Content::ErrorAnswer,
+            // Signed or not is up to the delivery, not the body.
+            CallbackAnswer::Unsigned => Content::Correct,
         }
     }
 }
@@ -420,6 +424,16 @@ fn answer_body(
             (inq.subject.id_number.clone(), refs),
         );
     }
+    if content == Content::ExtraDigits {
+        for (card, c) in value["cards"]
+            .as_array_mut()
+            .expect("cards is an array")
+            .iter_mut()
+            .zip(&cards)
+        {
+            card["first6"] = c.full_number()[..6].into();
+        }
+    }
     if content == Content::Leak {
         value["card_number"] = customers::leakable_number(&inq.subject.id_number, bank).into();
     }
@@ -429,7 +443,7 @@ fn answer_body(
             answer.query_id, answer.inquiry_id, answer.status
         )
         .into_bytes(),
-        Content::Leak => serde_json::to_vec(&value).expect("serialisable"),
+        Content::Leak | Content::ExtraDigits => serde_json::to_vec(&value).expect("serialisable"),
         _ if with_refs => serde_json::to_vec(&value).expect("serialisable"),
         // The struct's own field order, as before card refs existed.
         _ => serde_json::to_vec(&answer).expect("serialisable"),
@@ -660,6 +674,7 @@ async fn inquiry_reply(
                 Mode::Malformed => Content::Malformed,
                 Mode::BadSignature => Content::BadSignature,
                 Mode::LeakCardNumber => Content::Leak,
+                Mode::ExtraDigits => Content::ExtraDigits,
                 Mode::ErrorAnswer => Content::ErrorAnswer,
                 _ => Content::Correct,
             };
@@ -709,8 +724,11 @@ async fn deliver_callback(
             .post(url.clone())
             .header(header::CONTENT_TYPE, "application/json")
             .body(body.clone());
-        for (name, value) in h.pairs() {
-            req = req.header(name, value);
+        let unsigned = behaviour.callback_answer == CallbackAnswer::Unsigned;
+        if !unsigned {
+            for (name, value) in h.pairs() {
+                req = req.header(name, value);
+            }
         }
         let at = now();
         let sent = req.send().await;
@@ -731,7 +749,11 @@ async fn deliver_callback(
                 Ok((s, h)) => (Some(s.as_u16()), protocol_headers(header_pairs(h))),
                 Err(_) => (None, Default::default()),
             };
-            let mut request_headers = protocol_headers(h.pairs());
+            let mut request_headers = if unsigned {
+                Default::default()
+            } else {
+                protocol_headers(h.pairs())
+            };
             request_headers.insert("content-type".into(), "application/json".into());
             sim.record_exchange(
                 &id_number,
