@@ -14,6 +14,7 @@
 //! ```
 
 mod auth;
+mod bank_protocol;
 mod callbacks;
 mod concurrency;
 mod contracts;

@@ -388,6 +388,21 @@ impl Api {
             .expect("json")
     }
 
+    /// What went over the wire between the service and the simulator about this person
+    /// (only at banks whose behaviour for them has `"record_traffic": true`): inquiries
+    /// with the answers, callbacks with our replies.
+    pub async fn sim_traffic(&self, user: &TestUser) -> Vec<Value> {
+        let url = format!("{}/_admin/traffic/{}", self.sim, user.id_number);
+        self.http
+            .get(url)
+            .send()
+            .await
+            .expect("simulator")
+            .json()
+            .await
+            .expect("json")
+    }
+
     /// Submits a query for `banks` the way the app does (code, face, password); the 202
     /// body.
     pub async fn submit_query(&self, user: &TestUser, banks: &[&str]) -> Value {

@@ -1,4 +1,7 @@
-//! Checks HTTP responses against `functions/openapi.yaml`, the v1 contract.
+//! Checks HTTP requests and responses against an OpenAPI 3.1 document: the v1 contract
+//! `functions/openapi.yaml` ([`OpenApi::shared`]), the bank protocol
+//! `functions/bank-protocol.yaml` ([`OpenApi::bank_protocol`]), or any other file
+//! ([`OpenApi::load`]).
 //!
 //! ```no_run
 //! use testkit::openapi::OpenApi;
@@ -130,6 +133,13 @@ impl OpenApi {
         crate::workspace_root().join("functions/openapi.yaml")
     }
 
+    /// Path of the bank protocol in the workspace: `functions/bank-protocol.yaml`. Its
+    /// bank-side paths (`/card-inquiries`, `/card-disputes`) are relative to a bank's
+    /// endpoint: check them with that prefix removed.
+    pub fn bank_protocol_path() -> PathBuf {
+        crate::workspace_root().join("functions/bank-protocol.yaml")
+    }
+
     /// Loads `functions/openapi.yaml` from the workspace root.
     pub fn load_default() -> Result<Self, OpenApiError> {
         Self::load(&Self::default_path())
@@ -176,6 +186,15 @@ impl OpenApi {
         static SHARED: OnceLock<OpenApi> = OnceLock::new();
         SHARED.get_or_init(|| {
             Self::load_default().unwrap_or_else(|e| panic!("functions/openapi.yaml: {e}"))
+        })
+    }
+
+    /// The bank protocol, loaded once per process; panics like [`OpenApi::shared`].
+    pub fn bank_protocol() -> &'static OpenApi {
+        static BANK: OnceLock<OpenApi> = OnceLock::new();
+        BANK.get_or_init(|| {
+            Self::load(&Self::bank_protocol_path())
+                .unwrap_or_else(|e| panic!("functions/bank-protocol.yaml: {e}"))
         })
     }
 
@@ -662,6 +681,95 @@ mod tests {
             );
         }
         assert_eq!(ops.len(), 8, "{ops:?}");
+    }
+
+    /// The bank protocol loads like the contract, every schema in it compiles, and its
+    /// `CardRef` pattern holds what the protocol says (no run of 6 digits).
+    #[test]
+    fn the_bank_protocol_loads_and_its_card_ref_pattern_holds() {
+        let spec = OpenApi::load(&OpenApi::bank_protocol_path()).expect("bank-protocol.yaml loads");
+        let mut ops = spec.operations();
+        ops.sort();
+        assert_eq!(
+            ops,
+            [
+                ("POST".to_owned(), "/card-disputes".to_owned()),
+                ("POST".to_owned(), "/card-inquiries".to_owned()),
+                (
+                    "POST".to_owned(),
+                    "/v1/bank-callbacks/{bank_code}".to_owned()
+                ),
+            ]
+        );
+        let mut pointers = Vec::new();
+        collect_schema_pointers(spec.document(), String::new(), &mut pointers);
+        assert!(pointers.len() > 20, "found {} schemas", pointers.len());
+        for pointer in &pointers {
+            spec.validator(pointer)
+                .unwrap_or_else(|e| panic!("{pointer}: {e}"));
+        }
+        let mut refs = Vec::new();
+        collect_refs(spec.document(), &mut refs);
+        for r in refs {
+            let pointer = local_ref_pointer(&r).unwrap();
+            assert!(
+                spec.document().pointer(&pointer).is_some(),
+                "dangling $ref {r}"
+            );
+        }
+        for good in [
+            "cr_abc",
+            "a",
+            "12345",
+            "x12345y12345",
+            "-_-",
+            "ref-2026-11",
+            &"a".repeat(64),
+        ] {
+            spec.check_schema("CardRef", &json!(good))
+                .unwrap_or_else(|e| panic!("{good}: {e}"));
+        }
+        for bad in [
+            "",
+            "123456",
+            "cr_6222021234567891234",
+            "a123456b",
+            "has space",
+            "é",
+            "cr.1",
+            &"a".repeat(65),
+        ] {
+            assert!(
+                spec.check_schema("CardRef", &json!(bad)).is_err(),
+                "{bad:?}"
+            );
+        }
+        let card = json!({"kind": "DEBIT", "first4": "6222", "last4": "1234", "card_ref": "cr_x"});
+        let answer = |status: &str, cards: Value| json!({"query_id": QID, "inquiry_id": IID, "status": status, "cards": cards});
+        spec.check_schema("CardAnswer", &answer("FOUND", json!([card])))
+            .unwrap();
+        spec.check_schema("CardAnswer", &answer("NONE", json!([])))
+            .unwrap();
+        assert!(spec
+            .check_schema("CardAnswer", &answer("FOUND", json!([])))
+            .is_err());
+        assert!(spec
+            .check_schema("CardAnswer", &answer("NONE", json!([card])))
+            .is_err());
+        spec.check_response(
+            "POST",
+            "/card-disputes",
+            200,
+            Some(&json!({"dispute_id": QID, "case_id": "ICBC-CASE-000001", "status": "ACKNOWLEDGED"})),
+        )
+        .unwrap();
+        spec.check_response(
+            "POST",
+            "/card-inquiries",
+            401,
+            Some(&json!({"error": "nonce already used"})),
+        )
+        .unwrap();
     }
 
     fn assert_send_sync<T: Send + Sync>() {}

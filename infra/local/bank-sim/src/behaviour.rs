@@ -34,6 +34,62 @@ pub enum Mode {
     /// 307 to the same inquiry URL: a client that follows it re-sends the inquiry (its
     /// subject and signature headers), which the simulator then records a second time.
     Redirect,
+
+    // Misbehaving banks, one protocol rule broken each, for the conformance checker
+    // (`infra/bank-check`) to catch. Otherwise as `immediate`.
+    /// 200 with a correct answer and no signature headers.
+    Unsigned,
+    /// Answers inquiries whatever their signature (also none).
+    AcceptBadSignature,
+    /// Answers an inquiry whose nonce it has already seen.
+    AcceptReplayedNonce,
+    /// Answers inquiries whose timestamp is outside the 5-minute window.
+    AcceptStaleTimestamp,
+    /// Echoes a `query_id` and `inquiry_id` other than the inquiry's.
+    WrongIds,
+    /// Each card's `card_ref` is its full card number, grouped by dashes.
+    CardRefWithDigits,
+    /// A repeated inquiry (same `inquiry_id`) gets a different answer: a card fewer,
+    /// or `ERROR` when there is none.
+    NotIdempotent,
+    /// Each delivery of the same dispute opens a new case (a new `case_id`).
+    DisputeNotIdempotent,
+    /// Each card also carries `first6`, its first six digits: more than first 4 + last 4.
+    ExtraDigits,
+}
+
+impl Mode {
+    /// Every mode, for tests that must cover each.
+    pub const ALL: [Mode; 20] = [
+        Mode::Immediate,
+        Mode::Callback,
+        Mode::Error,
+        Mode::Timeout,
+        Mode::Malformed,
+        Mode::BadSignature,
+        Mode::LeakCardNumber,
+        Mode::FailThenAnswer,
+        Mode::Never,
+        Mode::ErrorAnswer,
+        Mode::Redirect,
+        Mode::Unsigned,
+        Mode::AcceptBadSignature,
+        Mode::AcceptReplayedNonce,
+        Mode::AcceptStaleTimestamp,
+        Mode::WrongIds,
+        Mode::CardRefWithDigits,
+        Mode::NotIdempotent,
+        Mode::DisputeNotIdempotent,
+        Mode::ExtraDigits,
+    ];
+
+    /// Modes that tamper with how an inquiry's signature is checked.
+    fn relaxes_signature(self) -> bool {
+        matches!(
+            self,
+            Mode::AcceptBadSignature | Mode::AcceptReplayedNonce | Mode::AcceptStaleTimestamp
+        )
+    }
 }
 
 /// What a callback carries (callback mode only).
@@ -46,6 +102,8 @@ pub enum CallbackAnswer {
     BadSignature,
     LeakCardNumber,
     ErrorAnswer,
+    /// The correct answer without signature headers.
+    Unsigned,
 }
 
 /// One bank's behaviour. Every field is optional in JSON; absent ones take the defaults.
@@ -58,6 +116,13 @@ pub struct Behaviour {
     pub timeout_ms: u64,
     pub failures_before_success: u32,
     pub callback_answer: CallbackAnswer,
+    /// Each answered card carries an opaque `card_ref` (bank protocol, disputes). Off by
+    /// default until our side of the protocol accepts the field (decision 76).
+    pub card_refs: bool,
+    /// Keeps every exchange with this person at this bank (inquiries, answers,
+    /// callbacks, disputes) for `GET /_admin/traffic/{id_number}`; off by default so
+    /// that load runs keep no bodies.
+    pub record_traffic: bool,
 }
 
 impl Default for Behaviour {
@@ -69,6 +134,8 @@ impl Default for Behaviour {
             timeout_ms: 60_000,
             failures_before_success: 2,
             callback_answer: CallbackAnswer::Correct,
+            card_refs: false,
+            record_traffic: false,
         }
     }
 }
@@ -77,6 +144,28 @@ impl Default for Behaviour {
 const MAX_DELAY_MS: u64 = 3_600_000;
 
 impl Behaviour {
+    /// Whether the inquiry's signature is checked, its nonce and its time window.
+    pub fn checks(&self) -> (bool, bool, bool) {
+        let m = self.mode;
+        if !m.relaxes_signature() {
+            return (true, true, true);
+        }
+        (
+            m != Mode::AcceptBadSignature,
+            m != Mode::AcceptReplayedNonce,
+            m != Mode::AcceptStaleTimestamp,
+        )
+    }
+
+    /// `card_ref`s in answers: asked for, or needed by the mode.
+    pub fn with_card_refs(&self) -> bool {
+        self.card_refs
+            || matches!(
+                self.mode,
+                Mode::CardRefWithDigits | Mode::DisputeNotIdempotent
+            )
+    }
+
     pub fn parse(json: &[u8]) -> Result<Self, String> {
         let b: Self = serde_json::from_slice(json).map_err(|e| e.to_string())?;
         b.check()?;
@@ -213,6 +302,15 @@ mod tests {
             "fail_then_answer",
             "never",
             "error_answer",
+            "unsigned",
+            "accept_bad_signature",
+            "accept_replayed_nonce",
+            "accept_stale_timestamp",
+            "wrong_ids",
+            "card_ref_with_digits",
+            "not_idempotent",
+            "dispute_not_idempotent",
+            "extra_digits",
         ] {
             Behaviour::parse(format!(r#"{{"mode":"{m}"}}"#).as_bytes()).unwrap();
         }

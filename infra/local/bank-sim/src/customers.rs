@@ -275,6 +275,29 @@ pub fn masked_cards(id_number: &str, bank: &str) -> Vec<MaskedCard> {
         .collect()
 }
 
+/// The bank's opaque reference of one card: stable per (bank, card), letters only, so it
+/// carries no digit of the number (a hash of it, not an encoding).
+pub fn card_ref(bank: &str, card: &SyntheticCard) -> String {
+    let digest = Sha256::digest(format!("bank-sim/card-ref/v1\n{bank}\n{}", card.number));
+    let letters: String = digest[..20]
+        .iter()
+        .map(|b| char::from(b'a' + b % 26))
+        .collect();
+    format!("cr_{letters}")
+}
+
+/// A `card_ref` that breaks the protocol: the full number, grouped by dashes (no run of
+/// 6 digits, so only a check for card numbers catches it).
+pub fn card_ref_with_digits(card: &SyntheticCard) -> String {
+    let groups: Vec<&str> = card
+        .number
+        .as_bytes()
+        .chunks(4)
+        .map(|c| std::str::from_utf8(c).expect("digits"))
+        .collect();
+    format!("cr-{}", groups.join("-"))
+}
+
 /// A full 16-digit number for the `leak_card_number` behaviour: the person's own
 /// 16-digit card at the bank if there is one, else a synthetic one under the bank's
 /// credit prefix.

@@ -808,3 +808,154 @@ async fn an_unreachable_callback_is_retried_then_given_up() {
         json!({"outcome": "gave_up", "attempts": crate::server::CALLBACK_ATTEMPTS, "last_status": null})
     );
 }
+
+/// A person with at least `n` cards at `bank`.
+fn person_with_cards(bank: &str, n: usize) -> String {
+    (100..400)
+        .map(person)
+        .find(|id| customers::masked_cards(id, bank).len() >= n)
+        .expect("someone with enough cards")
+}
+
+async fn answer_value(run: &Running, bank: &str, body: &[u8]) -> Value {
+    let (status, sig, answer) = read(ask(run, bank, body).await, bank, &path_of(bank)).await;
+    assert_eq!((status, sig), (StatusCode::OK, Ok(())));
+    serde_json::from_slice(&answer).unwrap()
+}
+
+#[tokio::test]
+async fn card_refs_are_off_by_default_then_opaque_and_stable_per_card() {
+    let run = sim().await;
+    let id = person_with_cards("ICBC", 2);
+    let cb = "http://127.0.0.1:9/v1/bank-callbacks/ICBC";
+    let plain = answer_value(&run, "ICBC", &inquiry(&id, cb)).await;
+    assert!(plain["cards"][0].get("card_ref").is_none(), "{plain}");
+    // What our side accepts today: no unknown field.
+    Answer::parse(plain.to_string().as_bytes()).unwrap();
+
+    let (s, _) = admin(
+        &run,
+        reqwest::Method::PUT,
+        "/_admin/banks/ICBC",
+        Some(json!({"card_refs": true})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let refs = |v: &Value| -> Vec<String> {
+        v["cards"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["card_ref"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let first = refs(&answer_value(&run, "ICBC", &inquiry(&id, cb)).await);
+    let again = refs(&answer_value(&run, "ICBC", &inquiry(&id, cb)).await);
+    assert_eq!(first, again, "stable per card across inquiries");
+    assert_eq!(first.len(), customers::masked_cards(&id, "ICBC").len());
+    let mut distinct = first.clone();
+    distinct.dedup();
+    assert_eq!(distinct.len(), first.len());
+    for r in &first {
+        assert!(r.starts_with("cr_") && r.len() <= 64, "{r}");
+        assert!(
+            !r.bytes().any(|b| b.is_ascii_digit()),
+            "no digit at all: {r}"
+        );
+    }
+}
+
+async fn dispute(
+    run: &Running,
+    bank: &str,
+    body: &Value,
+) -> (StatusCode, Result<(), SignatureError>, Value) {
+    let path = format!("/banks/{bank}/card-disputes");
+    let bytes = body.to_string().into_bytes();
+    let h = signing::sign(&secret_of(bank), bank, Utc::now(), "POST", &path, &bytes);
+    let mut req = reqwest::Client::new()
+        .post(format!("{}{path}", run.endpoint))
+        .body(bytes);
+    for (k, v) in h.pairs() {
+        req = req.header(k, v);
+    }
+    let (status, sig, answer) = read(req.send().await.unwrap(), bank, &path).await;
+    (
+        status,
+        sig,
+        serde_json::from_slice(&answer).unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn a_dispute_opens_one_case_per_dispute_id() {
+    let run = sim().await;
+    let id = person_with_cards("CMB", 2);
+    let (s, _) = admin(
+        &run,
+        reqwest::Method::PUT,
+        &format!("/_admin/subjects/{id}/banks/CMB"),
+        Some(json!({"card_refs": true})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let inq = inquiry(&id, "http://127.0.0.1:9/v1/bank-callbacks/CMB");
+    let answer = answer_value(&run, "CMB", &inq).await;
+    let sent: Value = serde_json::from_slice(&inq).unwrap();
+    let card_ref = answer["cards"][0]["card_ref"].as_str().unwrap();
+    let body = json!({"query_id": sent["query_id"], "inquiry_id": sent["inquiry_id"],
+        "card_ref": card_ref, "dispute_id": "01KBZ8Y4B6Z0Q9V7T3J2M1N0PX"});
+
+    let (status, sig, first) = dispute(&run, "CMB", &body).await;
+    assert_eq!(
+        (status, sig),
+        (StatusCode::OK, Ok(())),
+        "signed over the request path"
+    );
+    assert_eq!(first["status"], "ACKNOWLEDGED");
+    assert_eq!(first["dispute_id"], body["dispute_id"]);
+    let (status, _, again) = dispute(&run, "CMB", &body).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(again, first, "the same case for the same dispute");
+
+    let mut other = body.clone();
+    other["card_ref"] = answer["cards"][1]["card_ref"].clone();
+    assert_eq!(dispute(&run, "CMB", &other).await.0, StatusCode::CONFLICT);
+    let mut unknown = body.clone();
+    unknown["dispute_id"] = json!("01KBZ8Y4B6Z0Q9V7T3J2M1N0PY");
+    unknown["card_ref"] = json!("cr_notissued");
+    assert_eq!(
+        dispute(&run, "CMB", &unknown).await.0,
+        StatusCode::NOT_FOUND
+    );
+    let mut extra = body.clone();
+    extra["card_number"] = json!("x");
+    assert_eq!(
+        dispute(&run, "CMB", &extra).await.0,
+        StatusCode::BAD_REQUEST
+    );
+    // Signed for ICBC, sent to CMB.
+    let path = "/banks/CMB/card-disputes";
+    let bytes = body.to_string().into_bytes();
+    let h = signing::sign(&secret_of("ICBC"), "CMB", Utc::now(), "POST", path, &bytes);
+    let mut req = reqwest::Client::new()
+        .post(format!("{}{path}", run.endpoint))
+        .body(bytes);
+    for (k, v) in h.pairs() {
+        req = req.header(k, v);
+    }
+    assert_eq!(req.send().await.unwrap().status(), StatusCode::UNAUTHORIZED);
+
+    let (_, listed) = admin(
+        &run,
+        reqwest::Method::GET,
+        &format!("/_admin/disputes/{id}"),
+        None,
+    )
+    .await;
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["deliveries"], 2);
+    assert_eq!(listed[0]["case_id"], first["case_id"]);
+    assert!(listed[0].get("id_number").is_none());
+}

@@ -5,8 +5,10 @@
 
 pub mod behaviour;
 pub mod customers;
+pub mod disputes;
 pub mod secrets;
 pub mod server;
+pub mod traffic;
 
 #[cfg(test)]
 mod http_tests;

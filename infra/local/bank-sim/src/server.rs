@@ -20,10 +20,13 @@ use sha2::{Digest, Sha256};
 use shared::bank::answer::{Answer, AnswerStatus, Inquiry};
 use shared::bank::signing::{self, BankSecret, SignatureHeaders};
 use shared::model::card::MaskedCard;
+use shared::model::ids::QueryId;
 use tokio::task::JoinHandle;
 
 use crate::behaviour::{Behaviour, BehaviourConfig, Behaviours, CallbackAnswer, Mode};
 use crate::customers;
+use crate::disputes::{self, DisputeRecord};
+use crate::traffic::{header_pairs, protocol_headers, Exchange, Traffic};
 
 /// Callback deliveries: attempts in all, and the first pause (doubling after each).
 pub const CALLBACK_ATTEMPTS: u32 = 5;
@@ -65,19 +68,28 @@ pub struct CallbackRecord {
     pub last_status: Option<u16>,
 }
 
-struct State_ {
-    behaviours: Behaviours,
+pub(crate) struct State_ {
+    pub(crate) behaviours: Behaviours,
     /// (bank, nonce) → Unix seconds when seen.
     nonces: HashMap<(String, String), i64>,
     last_prune: i64,
     /// (id_number, bank) → inquiries seen in `fail_then_answer` mode.
     failures: HashMap<(String, String), u32>,
     log: HashMap<String, Vec<InquiryRecord>>,
+    /// (bank, inquiry_id) → answers given, in `not_idempotent` mode.
+    repeats: HashMap<(String, String), u32>,
+    /// (bank, query_id, inquiry_id) → the person and the `card_ref`s answered, so that
+    /// a dispute names a card this bank reported in that inquiry.
+    pub(crate) issued: HashMap<(String, String, String), (String, Vec<String>)>,
+    /// (bank, dispute_id) → the dispute as first received.
+    pub(crate) disputes: HashMap<(String, String), DisputeRecord>,
+    pub(crate) cases_opened: u64,
+    pub(crate) traffic: Traffic,
 }
 
 pub struct Sim {
     banks: Vec<String>,
-    secrets: HashMap<String, BankSecret>,
+    pub(crate) secrets: HashMap<String, BankSecret>,
     state: Mutex<State_>,
     client: reqwest::Client,
     callback_slots: HashMap<String, Arc<tokio::sync::Semaphore>>,
@@ -114,12 +126,17 @@ impl Sim {
                 last_prune: 0,
                 failures: HashMap::new(),
                 log: HashMap::new(),
+                repeats: HashMap::new(),
+                issued: HashMap::new(),
+                disputes: HashMap::new(),
+                cases_opened: 0,
+                traffic: Traffic::default(),
             }),
             client,
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, State_> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State_> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -140,8 +157,34 @@ impl Sim {
         self.lock().log.get(id_number).cloned().unwrap_or_default()
     }
 
+    /// What was exchanged with this person (behaviours with `record_traffic` only).
+    pub fn traffic(&self, id_number: &str) -> Vec<Exchange> {
+        self.lock().traffic.of(id_number)
+    }
+
+    /// The disputes received about this person's cards, in arrival order.
+    pub fn disputes(&self, id_number: &str) -> Vec<DisputeRecord> {
+        let mut v: Vec<DisputeRecord> = self
+            .lock()
+            .disputes
+            .values()
+            .filter(|d| d.id_number == id_number)
+            .cloned()
+            .collect();
+        v.sort_by_key(|d| d.seq);
+        v
+    }
+
+    pub(crate) fn record_exchange(&self, id_number: &str, e: Exchange) {
+        self.lock().traffic.push(id_number, e);
+    }
+
+    pub(crate) fn behaviour_of(&self, id_number: &str, bank: &str) -> Behaviour {
+        self.lock().behaviours.resolve(id_number, bank)
+    }
+
     /// True when the nonce is fresh (and now used).
-    fn use_nonce(&self, bank: &str, nonce: &str, now: i64) -> bool {
+    pub(crate) fn use_nonce(&self, bank: &str, nonce: &str, now: i64) -> bool {
         let mut st = self.lock();
         if now - st.last_prune > 60 {
             let horizon = now - 2 * signing::MAX_SKEW_SECS - 60;
@@ -178,11 +221,11 @@ impl Sim {
     }
 }
 
-fn now() -> DateTime<Utc> {
+pub(crate) fn now() -> DateTime<Utc> {
     Utc::now()
 }
 
-fn rfc3339(t: DateTime<Utc>) -> String {
+pub(crate) fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
 }
 
@@ -190,19 +233,84 @@ fn json_error(status: StatusCode, message: &str) -> Response {
     (status, Json(json!({ "error": message }))).into_response()
 }
 
-/// A response signed over (POST, `path`, body) with the four signature headers.
-fn signed(status: StatusCode, key: &BankSecret, bank: &str, path: &str, body: Vec<u8>) -> Response {
-    let h = signing::sign(key, bank, now(), "POST", path, &body);
-    let mut r = Response::builder()
-        .status(status)
-        .header(header::CONTENT_TYPE, "application/json");
-    for (name, value) in h.pairs() {
-        r = r.header(name, value);
-    }
-    r.body(Body::from(body)).expect("valid response")
+/// A response as built, kept as parts so that it can be recorded before it is sent.
+pub(crate) struct Reply {
+    pub status: StatusCode,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Vec<u8>,
 }
 
-fn signature_headers(headers: &HeaderMap) -> Option<SignatureHeaders> {
+impl Reply {
+    pub fn error(status: StatusCode, message: &str) -> Self {
+        Self {
+            status,
+            headers: vec![("content-type", "application/json".into())],
+            body: json!({ "error": message }).to_string().into_bytes(),
+        }
+    }
+
+    /// Signed over (POST, `path`, body) with the four signature headers.
+    pub fn signed(
+        status: StatusCode,
+        key: &BankSecret,
+        bank: &str,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Self {
+        let h = signing::sign(key, bank, now(), "POST", path, &body);
+        let mut headers = vec![("content-type", "application/json".to_owned())];
+        headers.extend(h.pairs().map(|(k, v)| (k, v.to_owned())));
+        Self {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub fn unsigned(status: StatusCode, body: Vec<u8>) -> Self {
+        Self {
+            status,
+            headers: vec![("content-type", "application/json".into())],
+            body,
+        }
+    }
+
+    /// The exchange this reply ends, for the traffic log.
+    pub fn exchange(
+        &self,
+        kind: &'static str,
+        bank: &str,
+        path: &str,
+        request: &HeaderMap,
+        body: &[u8],
+        at: DateTime<Utc>,
+    ) -> Exchange {
+        Exchange {
+            kind,
+            bank_code: bank.to_owned(),
+            method: "POST".into(),
+            path: path.to_owned(),
+            request_headers: protocol_headers(header_pairs(request)),
+            request_body: String::from_utf8_lossy(body).into_owned(),
+            status: Some(self.status.as_u16()),
+            response_headers: protocol_headers(self.headers.iter().map(|(k, v)| (*k, v.as_str()))),
+            response_body: String::from_utf8_lossy(&self.body).into_owned(),
+            at: rfc3339(at),
+        }
+    }
+}
+
+impl IntoResponse for Reply {
+    fn into_response(self) -> Response {
+        let mut r = Response::builder().status(self.status);
+        for (name, value) in &self.headers {
+            r = r.header(*name, value);
+        }
+        r.body(Body::from(self.body)).expect("valid response")
+    }
+}
+
+pub(crate) fn signature_headers(headers: &HeaderMap) -> Option<SignatureHeaders> {
     let get = |name: &str| headers.get(name)?.to_str().ok().map(str::to_owned);
     Some(SignatureHeaders {
         bank_code: get(signing::HEADER_BANK_CODE)?,
@@ -220,6 +328,8 @@ enum Content {
     BadSignature,
     Leak,
     ErrorAnswer,
+    /// Each card with a `first6` field.
+    ExtraDigits,
 }
 
 impl From<CallbackAnswer> for Content {
@@ -230,47 +340,112 @@ impl From<CallbackAnswer> for Content {
             CallbackAnswer::BadSignature => Content::BadSignature,
             CallbackAnswer::LeakCardNumber => Content::Leak,
             CallbackAnswer::ErrorAnswer => Content::ErrorAnswer,
+            // Signed or not is up to the delivery, not the body.
+            CallbackAnswer::Unsigned => Content::Correct,
         }
     }
 }
 
+/// How the answer departs from the truth, beyond its `Content`.
+#[derive(Clone, Copy, Default)]
+struct Tamper {
+    /// Other ids than the inquiry's.
+    wrong_ids: bool,
+    /// A card fewer (or `ERROR`): a repeat answered differently.
+    altered: bool,
+}
+
 /// The answer body for this inquiry, and the key to sign it with.
-fn answer_body(sim: &Sim, bank: &str, inq: &Inquiry, content: Content) -> (Vec<u8>, BankSecret) {
-    let cards = if content == Content::ErrorAnswer {
+fn answer_body(
+    sim: &Sim,
+    bank: &str,
+    inq: &Inquiry,
+    content: Content,
+    behaviour: &Behaviour,
+    tamper: Tamper,
+) -> (Vec<u8>, BankSecret) {
+    let mut cards = if content == Content::ErrorAnswer {
         Vec::new()
     } else {
-        customers::masked_cards(&inq.subject.id_number, bank)
+        customers::cards(&inq.subject.id_number, bank)
     };
-    let status = match (content, cards.is_empty()) {
-        (Content::ErrorAnswer, _) => AnswerStatus::Error,
+    let mut error = content == Content::ErrorAnswer;
+    if tamper.altered && cards.pop().is_none() {
+        error = true;
+    }
+    let status = match (error, cards.is_empty()) {
+        (true, _) => AnswerStatus::Error,
         (_, true) => AnswerStatus::None,
         (_, false) => AnswerStatus::Found,
     };
+    let (query_id, inquiry_id) = if tamper.wrong_ids {
+        (QueryId::generate(), QueryId::generate().to_string())
+    } else {
+        (inq.query_id, inq.inquiry_id.clone())
+    };
     let answer = Answer {
-        query_id: inq.query_id,
-        inquiry_id: inq.inquiry_id.clone(),
+        query_id,
+        inquiry_id,
         status,
-        cards,
+        cards: cards.iter().map(customers::SyntheticCard::masked).collect(),
     };
     let key = if content == Content::BadSignature {
         Sim::wrong_key(bank)
     } else {
         sim.secrets[bank].clone()
     };
+    // `Answer` has no `card_ref` (our side does not accept it yet), so refs and leaks
+    // are added to its JSON form.
+    let mut value = serde_json::to_value(&answer).expect("serialisable");
+    let with_refs = behaviour.with_card_refs() && !cards.is_empty();
+    if with_refs {
+        let refs: Vec<String> = cards
+            .iter()
+            .map(|c| match behaviour.mode {
+                Mode::CardRefWithDigits => customers::card_ref_with_digits(c),
+                _ => customers::card_ref(bank, c),
+            })
+            .collect();
+        for (card, r) in value["cards"]
+            .as_array_mut()
+            .expect("cards is an array")
+            .iter_mut()
+            .zip(&refs)
+        {
+            card["card_ref"] = r.as_str().into();
+        }
+        sim.lock().issued.insert(
+            (
+                bank.to_owned(),
+                inq.query_id.to_string(),
+                inq.inquiry_id.clone(),
+            ),
+            (inq.subject.id_number.clone(), refs),
+        );
+    }
+    if content == Content::ExtraDigits {
+        for (card, c) in value["cards"]
+            .as_array_mut()
+            .expect("cards is an array")
+            .iter_mut()
+            .zip(&cards)
+        {
+            card["first6"] = c.full_number()[..6].into();
+        }
+    }
+    if content == Content::Leak {
+        value["card_number"] = customers::leakable_number(&inq.subject.id_number, bank).into();
+    }
     let body = match content {
-        Content::Correct | Content::BadSignature | Content::ErrorAnswer => {
-            serde_json::to_vec(&answer).expect("serialisable")
-        }
-        Content::Leak => {
-            let mut v = serde_json::to_value(&answer).expect("serialisable");
-            v["card_number"] = customers::leakable_number(&inq.subject.id_number, bank).into();
-            serde_json::to_vec(&v).expect("serialisable")
-        }
         Content::Malformed => format!(
             r#"{{"query_id":"{}","inquiry_id":{:?},"status":"{:?}","cards":[{{"kind":"#,
             answer.query_id, answer.inquiry_id, answer.status
         )
         .into_bytes(),
+        Content::Leak | Content::ExtraDigits => serde_json::to_vec(&value).expect("serialisable"),
+        _ if with_refs => serde_json::to_vec(&value).expect("serialisable"),
+        // The struct's own field order, as before card refs existed.
+        _ => serde_json::to_vec(&answer).expect("serialisable"),
     };
     (body, key)
 }
@@ -283,6 +458,46 @@ fn loose_ids(body: &[u8]) -> Option<(String, String, String)> {
     Some((id, s(&v["query_id"]), s(&v["inquiry_id"])))
 }
 
+/// Checks the signature of a request to the bank as `behaviour` has it: strictly,
+/// unless a misbehaving mode relaxes one of the checks.
+pub(crate) fn check_signature(
+    sim: &Sim,
+    bank: &str,
+    headers: &HeaderMap,
+    arrived: DateTime<Utc>,
+    path: &str,
+    body: &[u8],
+    behaviour: &Behaviour,
+) -> Result<(), String> {
+    let (check_signature, check_nonce, check_window) = behaviour.checks();
+    if !check_signature {
+        return Ok(());
+    }
+    let Some(secret) = sim.secrets.get(bank) else {
+        return Err("unknown bank".into());
+    };
+    let Some(sig) = signature_headers(headers) else {
+        return Err("signature headers missing".into());
+    };
+    if sig.bank_code != bank {
+        return Err("X-Bank-Code does not match the bank".into());
+    }
+    // A bank that ignores the window checks the signature as if it were sent now.
+    let at = if check_window {
+        arrived
+    } else {
+        signing::parse_timestamp(&sig.timestamp)
+            .ok()
+            .and_then(|t| DateTime::from_timestamp(t, 0))
+            .unwrap_or(arrived)
+    };
+    signing::verify(secret, &sig, at, "POST", path, body).map_err(|e| e.to_string())?;
+    if check_nonce && !sim.use_nonce(bank, &sig.nonce, arrived.timestamp()) {
+        return Err("nonce already used".into());
+    }
+    Ok(())
+}
+
 async fn card_inquiry(
     State(sim): State<Arc<Sim>>,
     Path(bank): Path<String>,
@@ -290,46 +505,59 @@ async fn card_inquiry(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let Some(secret) = sim.secrets.get(&bank) else {
-        return json_error(StatusCode::NOT_FOUND, "unknown bank");
-    };
-    let path = uri.path();
     let arrived = now();
+    let (reply, record_as) = inquiry_reply(&sim, &bank, uri.path(), &headers, &body, arrived).await;
+    if let Some(id) = record_as {
+        let e = reply.exchange("inquiry", &bank, uri.path(), &headers, &body, arrived);
+        sim.record_exchange(&id, e);
+    }
+    reply.into_response()
+}
+
+/// The reply to one inquiry, and the person to record the exchange under when their
+/// behaviour keeps traffic.
+async fn inquiry_reply(
+    sim: &Arc<Sim>,
+    bank: &str,
+    path: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+    arrived: DateTime<Utc>,
+) -> (Reply, Option<String>) {
+    let Some(secret) = sim.secrets.get(bank) else {
+        return (Reply::error(StatusCode::NOT_FOUND, "unknown bank"), None);
+    };
+    let loose = loose_ids(body);
+    // Before the signature is checked: a misbehaving mode may relax that check.
+    let first = sim.behaviour_of(loose.as_ref().map_or("", |l| l.0.as_str()), bank);
+    let recorded = |b: &Behaviour| {
+        b.record_traffic
+            .then(|| loose.as_ref().map(|l| l.0.clone()))
+            .flatten()
+    };
     let refuse = |status: StatusCode, reason: &str| {
         tracing::warn!(bank = %bank, status = status.as_u16(), reason, "inquiry refused");
-        if let Some((id, query_id, inquiry_id)) = loose_ids(&body) {
+        if let Some((id, query_id, inquiry_id)) = &loose {
             sim.record(
-                &id,
+                id,
                 InquiryRecord {
-                    bank_code: bank.clone(),
-                    query_id,
-                    inquiry_id,
+                    bank_code: bank.to_owned(),
+                    query_id: query_id.clone(),
+                    inquiry_id: inquiry_id.clone(),
                     status_returned: status.as_u16(),
                     at: rfc3339(arrived),
                     callback: None,
                 },
             );
         }
-        json_error(status, reason)
+        (Reply::error(status, reason), recorded(&first))
     };
 
     // Our signature, exactly as the service's own verifier checks it.
-    let Some(sig) = signature_headers(&headers) else {
-        return refuse(StatusCode::UNAUTHORIZED, "signature headers missing");
-    };
-    if sig.bank_code != bank {
-        return refuse(
-            StatusCode::UNAUTHORIZED,
-            "X-Bank-Code does not match the bank",
-        );
+    if let Err(reason) = check_signature(sim, bank, headers, arrived, path, body, &first) {
+        return refuse(StatusCode::UNAUTHORIZED, &reason);
     }
-    if let Err(e) = signing::verify(secret, &sig, arrived, "POST", path, &body) {
-        return refuse(StatusCode::UNAUTHORIZED, &e.to_string());
-    }
-    if !sim.use_nonce(&bank, &sig.nonce, arrived.timestamp()) {
-        return refuse(StatusCode::UNAUTHORIZED, "nonce already used");
-    }
-    let inq: Inquiry = match serde_json::from_slice(&body) {
+    let inq: Inquiry = match serde_json::from_slice(body) {
         Ok(i) => i,
         Err(e) => {
             tracing::warn!(bank = %bank, line = e.line(), column = e.column(), "inquiry body refused");
@@ -347,18 +575,32 @@ async fn card_inquiry(
     };
 
     let id = inq.subject.id_number.clone();
-    let (behaviour, failing) = {
+    let (behaviour, failing, repeat) = {
         let mut st = sim.lock();
-        let b = st.behaviours.resolve(&id, &bank);
+        let b = st.behaviours.resolve(&id, bank);
         let failing = if b.mode == Mode::FailThenAnswer {
-            let n = st.failures.entry((id.clone(), bank.clone())).or_insert(0);
+            let n = st
+                .failures
+                .entry((id.clone(), bank.to_owned()))
+                .or_insert(0);
             *n += 1;
             *n <= b.failures_before_success
         } else {
             false
         };
-        (b, failing)
+        let repeat = if b.mode == Mode::NotIdempotent {
+            let n = st
+                .repeats
+                .entry((bank.to_owned(), inq.inquiry_id.clone()))
+                .or_insert(0);
+            *n += 1;
+            *n > 1
+        } else {
+            false
+        };
+        (b, failing, repeat)
     };
+    let record_as = behaviour.record_traffic.then(|| id.clone());
     let status = match behaviour.mode {
         Mode::Error => StatusCode::INTERNAL_SERVER_ERROR,
         Mode::FailThenAnswer if failing => StatusCode::INTERNAL_SERVER_ERROR,
@@ -369,7 +611,7 @@ async fn card_inquiry(
     let idx = sim.record(
         &id,
         InquiryRecord {
-            bank_code: bank.clone(),
+            bank_code: bank.to_owned(),
             query_id: inq.query_id.to_string(),
             inquiry_id: inq.inquiry_id.clone(),
             status_returned: status.as_u16(),
@@ -396,41 +638,58 @@ async fn card_inquiry(
     };
     tokio::time::sleep(Duration::from_millis(delay)).await;
 
-    match behaviour.mode {
-        Mode::Error => json_error(status, "simulated bank failure"),
-        Mode::FailThenAnswer if failing => json_error(status, "simulated bank failure"),
-        Mode::Never => signed(status, secret, &bank, path, b"{}".to_vec()),
-        Mode::Redirect => Response::builder()
-            .status(status)
-            .header(header::LOCATION, path)
-            .body(Body::empty())
-            .expect("valid response"),
+    let reply = match behaviour.mode {
+        Mode::Error => Reply::error(status, "simulated bank failure"),
+        Mode::FailThenAnswer if failing => Reply::error(status, "simulated bank failure"),
+        Mode::Never => Reply::signed(status, secret, bank, path, b"{}".to_vec()),
+        Mode::Redirect => Reply {
+            status,
+            headers: vec![(header::LOCATION.as_str(), path.to_owned())],
+            body: Vec::new(),
+        },
         Mode::Callback => {
-            let (body, key) = answer_body(&sim, &bank, &inq, behaviour.callback_answer.into());
+            let (answer, key) = answer_body(
+                sim,
+                bank,
+                &inq,
+                behaviour.callback_answer.into(),
+                &behaviour,
+                Tamper::default(),
+            );
             tokio::spawn(deliver_callback(
                 sim.clone(),
-                bank.clone(),
+                bank.to_owned(),
                 callback_url,
-                body,
+                answer,
                 key,
                 behaviour,
                 id,
                 idx,
             ));
-            signed(status, secret, &bank, path, b"{}".to_vec())
+            Reply::signed(status, secret, bank, path, b"{}".to_vec())
         }
         mode => {
             let content = match mode {
                 Mode::Malformed => Content::Malformed,
                 Mode::BadSignature => Content::BadSignature,
                 Mode::LeakCardNumber => Content::Leak,
+                Mode::ExtraDigits => Content::ExtraDigits,
                 Mode::ErrorAnswer => Content::ErrorAnswer,
                 _ => Content::Correct,
             };
-            let (body, key) = answer_body(&sim, &bank, &inq, content);
-            signed(status, &key, &bank, path, body)
+            let tamper = Tamper {
+                wrong_ids: mode == Mode::WrongIds,
+                altered: repeat,
+            };
+            let (answer, key) = answer_body(sim, bank, &inq, content, &behaviour, tamper);
+            if mode == Mode::Unsigned {
+                Reply::unsigned(status, answer)
+            } else {
+                Reply::signed(status, &key, bank, path, answer)
+            }
         }
-    }
+    };
+    (reply, record_as)
 }
 
 /// POSTs the answer to the callback URL, signed over (POST, the URL's path, body), with
@@ -464,14 +723,55 @@ async fn deliver_callback(
             .post(url.clone())
             .header(header::CONTENT_TYPE, "application/json")
             .body(body.clone());
-        for (name, value) in h.pairs() {
-            req = req.header(name, value);
+        let unsigned = behaviour.callback_answer == CallbackAnswer::Unsigned;
+        if !unsigned {
+            for (name, value) in h.pairs() {
+                req = req.header(name, value);
+            }
         }
+        let at = now();
         let sent = req.send().await;
+        let (sent, response_body) = match sent {
+            // Read only when kept: a body nobody looks at is not worth the wait.
+            Ok(resp) if behaviour.record_traffic => {
+                let status = resp.status();
+                let headers = resp.headers().clone();
+                let text = resp.text().await.unwrap_or_default();
+                (Ok((status, headers)), text)
+            }
+            Ok(resp) => (Ok((resp.status(), resp.headers().clone())), String::new()),
+            Err(e) => (Err(e), String::new()),
+        };
         drop(slot);
+        if behaviour.record_traffic {
+            let (status, response_headers) = match &sent {
+                Ok((s, h)) => (Some(s.as_u16()), protocol_headers(header_pairs(h))),
+                Err(_) => (None, Default::default()),
+            };
+            let mut request_headers = if unsigned {
+                Default::default()
+            } else {
+                protocol_headers(h.pairs())
+            };
+            request_headers.insert("content-type".into(), "application/json".into());
+            sim.record_exchange(
+                &id_number,
+                Exchange {
+                    kind: "callback",
+                    bank_code: bank.clone(),
+                    method: "POST".into(),
+                    path: path.clone(),
+                    request_headers,
+                    request_body: String::from_utf8_lossy(&body).into_owned(),
+                    status,
+                    response_headers,
+                    response_body,
+                    at: rfc3339(at),
+                },
+            );
+        }
         let (outcome, retry) = match sent {
-            Ok(resp) => {
-                let s = resp.status();
+            Ok((s, _)) => {
                 last_status = Some(s.as_u16());
                 if s.is_success() {
                     tracing::info!(bank = %bank, status = s.as_u16(), attempt, "callback delivered");
@@ -565,6 +865,10 @@ async fn reset(State(sim): State<Arc<Sim>>) -> StatusCode {
     st.behaviours.reset();
     st.failures.clear();
     st.log.clear();
+    st.repeats.clear();
+    st.issued.clear();
+    st.disputes.clear();
+    st.traffic.clear();
     tracing::info!("reset to the start-up behaviour");
     StatusCode::NO_CONTENT
 }
@@ -585,6 +889,14 @@ async fn inquiries(State(sim): State<Arc<Sim>>, Path(id): Path<String>) -> Respo
     Json(sim.inquiries(&id)).into_response()
 }
 
+async fn traffic(State(sim): State<Arc<Sim>>, Path(id): Path<String>) -> Response {
+    Json(sim.traffic(&id)).into_response()
+}
+
+async fn disputes_of(State(sim): State<Arc<Sim>>, Path(id): Path<String>) -> Response {
+    Json(sim.disputes(&id)).into_response()
+}
+
 async fn behaviour(State(sim): State<Arc<Sim>>) -> Response {
     Json(sim.lock().behaviours.current().clone()).into_response()
 }
@@ -596,6 +908,7 @@ async fn health(State(sim): State<Arc<Sim>>) -> Response {
 pub fn router(sim: Arc<Sim>) -> Router {
     Router::new()
         .route("/banks/{code}/card-inquiries", post(card_inquiry))
+        .route("/banks/{code}/card-disputes", post(disputes::card_dispute))
         .route("/_admin/health", get(health))
         .route("/_admin/behaviour", get(behaviour))
         .route("/_admin/banks/{code}", put(put_bank))
@@ -607,6 +920,8 @@ pub fn router(sim: Arc<Sim>) -> Router {
         .route("/_admin/reset", post(reset))
         .route("/_admin/truth/{id_number}", get(truth))
         .route("/_admin/inquiries/{id_number}", get(inquiries))
+        .route("/_admin/disputes/{id_number}", get(disputes_of))
+        .route("/_admin/traffic/{id_number}", get(traffic))
         .with_state(sim)
 }
 
