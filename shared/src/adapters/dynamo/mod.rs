@@ -25,6 +25,7 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{AttributeValue, Put};
 use aws_sdk_dynamodb::Client;
 use chrono::{DateTime, TimeDelta, Utc};
@@ -57,6 +58,10 @@ pub struct Tables {
     pub main: String,
     pub users: String,
 }
+
+/// What a failed `TransactWriteItems` gives back.
+pub(crate) type TransactError =
+    SdkError<TransactWriteItemsError, aws_sdk_dynamodb::config::http::HttpResponse>;
 
 #[derive(Clone)]
 pub struct DynamoStore {
@@ -171,6 +176,19 @@ impl DynamoStore {
 
     pub fn tables(&self) -> &Tables {
         &self.tables
+    }
+
+    /// One `TransactWriteItems` of `items`; the caller reads the cancellation reasons.
+    pub(crate) async fn transact(
+        &self,
+        items: Vec<aws_sdk_dynamodb::types::TransactWriteItem>,
+    ) -> Result<(), TransactError> {
+        self.client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await
+            .map(|_| ())
     }
 
     pub(crate) async fn get(&self, pk: String, sk: String) -> Result<Option<Item>, StoreError> {

@@ -113,12 +113,7 @@ impl ReportStore for DynamoStore {
                 .map_err(build_err)?;
             items.push(TransactWriteItem::builder().update(strip).build());
         }
-        let result = self
-            .client
-            .transact_write_items()
-            .set_transact_items(Some(items))
-            .send()
-            .await;
+        let result = self.transact(items).await;
         let err = match result {
             Ok(_) => return Ok(PublishOutcome::Published),
             Err(e) => e,
@@ -311,12 +306,7 @@ impl ReportStore for DynamoStore {
         }
         let mut conflicts = 0;
         loop {
-            let result = self
-                .client
-                .transact_write_items()
-                .set_transact_items(Some(items.clone()))
-                .send()
-                .await;
+            let result = self.transact(items.clone()).await;
             let Err(err) = result else {
                 return Ok(true);
             };

@@ -512,12 +512,7 @@ impl SubmissionStore for DynamoStore {
             TransactWriteItem::builder().put(put(consent_item)?).build(),
         ];
         items.extend(leg_items);
-        let result = self
-            .client
-            .transact_write_items()
-            .set_transact_items(Some(items))
-            .send()
-            .await;
+        let result = self.transact(items).await;
         let err = match result {
             Ok(_) => return Ok(()),
             Err(e) => e,
