@@ -28,6 +28,8 @@ use crate::rules::{deadline, idempotency, retention, sms_code};
 #[derive(Default)]
 struct Data {
     profiles: HashMap<UserId, UserProfile>,
+    /// Users whose profile item exists but does not parse.
+    corrupt_profiles: HashSet<UserId>,
     states: HashMap<UserId, UserState>,
     verifications: HashMap<(UserId, VerificationId), VerificationRecord>,
     idempotency: HashMap<(UserId, String), IdempotencyRecord>,
@@ -65,6 +67,12 @@ impl MemoryStore {
         self.lock()
             .profiles
             .insert(profile.user_id.clone(), profile);
+    }
+
+    /// Makes `user`'s profile an item that does not parse (a users table written by
+    /// someone else can hold one): reading it fails as the DynamoDB adapter's read does.
+    pub fn corrupt_profile(&self, user: &UserId) {
+        self.lock().corrupt_profiles.insert(user.clone());
     }
 
     pub fn queries(&self) -> Vec<QueryRecord> {
@@ -111,7 +119,13 @@ impl MemoryStore {
 #[async_trait]
 impl ProfileStore for MemoryStore {
     async fn profile(&self, user: &UserId) -> Result<Option<UserProfile>, StoreError> {
-        Ok(self.lock().profiles.get(user).cloned())
+        let d = self.lock();
+        if d.corrupt_profiles.contains(user) {
+            return Err(StoreError::Corrupt(
+                "the profile item does not parse".into(),
+            ));
+        }
+        Ok(d.profiles.get(user).cloned())
     }
 }
 
@@ -641,7 +655,11 @@ impl Metrics for RecordingMetrics {
     }
 }
 
-/// Keeps every SMS "sent".
+/// The most characters SNS takes in one SMS publish; it refuses longer texts.
+pub const SMS_MAX_CHARS: usize = 1600;
+
+/// Keeps every SMS "sent"; refuses what SNS refuses (a text over [`SMS_MAX_CHARS`]), so
+/// code tested on it cannot count on a send SNS would fail.
 #[derive(Default)]
 pub struct MemorySms {
     sent: Mutex<Vec<(PhoneNumber, String)>>,
@@ -656,6 +674,10 @@ impl MemorySms {
 #[async_trait]
 impl SmsSender for MemorySms {
     async fn send_sms(&self, to: &PhoneNumber, text: &str) -> Result<(), NotifyError> {
+        if text.chars().count() > SMS_MAX_CHARS {
+            // Worded like the SNS adapter's refusal: by its kind, naming no number.
+            return Err(NotifyError::Failed("service error InvalidParameter".into()));
+        }
         self.sent
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -1,13 +1,15 @@
-//! One contract per port, each case run on both implementations: the in-memory store
-//! the unit tests use (`shared::adapters::memory`, feature `test-util`) and the DynamoDB
-//! adapter on DynamoDB Local (conditional writes, transactions), so the fake cannot
-//! drift from the real semantics. A case is a plain `async fn` generic over the store;
-//! [`contract!`] makes it a test of `memory` and one of `dynamo`.
+//! One contract per port, each case run on both implementations: the in-memory double
+//! the unit tests use (`shared::adapters::memory`, feature `test-util`) and the real
+//! adapter on the local stack (the DynamoDB adapter on DynamoDB Local, with its
+//! conditional writes and transactions; the SNS adapter on the SNS emulator), so the
+//! double cannot drift from the real semantics. A case is a plain `async fn` generic over
+//! the implementation; [`contract!`] makes it a test of `memory` and one of the real side.
 //!
-//! The SNS notifier and the bank client have no in-memory double outside `shared`'s
-//! own unit tests (`MemorySms` keeps messages and can fail nothing), so they have no
-//! contract here: the SNS adapter is checked against the emulator by
-//! `foundation::an_sms_published_to_the_emulator_is_read_back` and the pipeline suites.
+//! The bank client (`dispatch::client::BankClient`) has no contract here: it is a bare
+//! transport, and its double (`domain::test_support::ScriptedBanks`) replies what a
+//! script says while the HTTP client replies what the simulator's modes say, so a
+//! contract would compare the two scripting tools rather than the port. The HTTP client
+//! is checked against the simulator by the pipeline suites and `infra/bank-check`.
 
 use std::sync::Arc;
 
@@ -30,8 +32,10 @@ use shared::records::{
 use testkit::submission::Fixture;
 use tokio::sync::Barrier;
 
+mod profile_store;
 mod query_store;
 mod report_store;
+mod sms_sender;
 mod submission_store;
 
 /// Everything a contract case may call: the three store ports.
@@ -107,6 +111,21 @@ impl<S> World<S> {
         (self.unsettled)(q).await
     }
 
+    /// Writes an item of the users table as the app's user system would (the DynamoDB
+    /// world only).
+    pub async fn put_users_item(&self, item: std::collections::HashMap<String, AttributeValue>) {
+        let f = self.fixture.as_ref().expect("a DynamoDB world");
+        f.env
+            .clients
+            .dynamodb
+            .put_item()
+            .table_name(f.env.table("UsersTable"))
+            .set_item(Some(item))
+            .send()
+            .await
+            .expect("the item is stored");
+    }
+
     pub async fn cleanup(self) {
         if let Some(f) = self.fixture {
             f.env.cleanup().await;
@@ -115,23 +134,30 @@ impl<S> World<S> {
 }
 
 /// Makes each named case (`async fn case<S: Store>(w: &World<S>)`) a test on the memory
-/// store and one on DynamoDB Local.
+/// store and one on DynamoDB Local. `contract!(Kind, real; cases)` does the same with the
+/// world type `Kind` (`Kind::memory()`, `Kind::real().await`, `cleanup`), the real side's
+/// tests in module `real`.
 macro_rules! contract {
     ($($case:ident),* $(,)?) => {
+        $crate::contracts::contract!(crate::contracts::World, dynamo; $($case),*);
+    };
+    ($($world:ident)::+, $real:ident; $($case:ident),* $(,)?) => {
         mod memory {
+            use $($world)::+ as ContractWorld;
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $case() {
-                    super::$case(&$crate::contracts::World::memory()).await;
+                    super::$case(&ContractWorld::memory()).await;
                 }
             )*
         }
 
-        mod dynamo {
+        mod $real {
+            use $($world)::+ as ContractWorld;
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $case() {
-                    let w = $crate::contracts::World::dynamo().await;
+                    let w = ContractWorld::$real().await;
                     super::$case(&w).await;
                     w.cleanup().await;
                 }
