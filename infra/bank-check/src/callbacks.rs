@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::routing::post;
 use axum::Router;
 use chrono::{DateTime, TimeDelta, Utc};
-use domain::bank::signing::{self, BankSecret, SignatureHeaders};
+use domain::bank::signing::{BankSecret, SignatureHeaders};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
@@ -47,13 +47,7 @@ impl Drop for Listener {
 }
 
 fn signature(headers: &HeaderMap) -> Option<SignatureHeaders> {
-    let get = |n: &str| headers.get(n)?.to_str().ok().map(str::to_owned);
-    Some(SignatureHeaders {
-        bank_code: get(signing::HEADER_BANK_CODE)?,
-        timestamp: get(signing::HEADER_TIMESTAMP)?,
-        nonce: get(signing::HEADER_NONCE)?,
-        signature: get(signing::HEADER_SIGNATURE)?,
-    })
+    SignatureHeaders::read(|n| headers.get(n)?.to_str().ok().map(str::to_owned))
 }
 
 async fn receive(

@@ -30,12 +30,7 @@ fn header_value(h: &reqwest::header::HeaderMap, name: &str) -> Option<String> {
 }
 
 fn signature_of(h: &reqwest::header::HeaderMap) -> Option<SignatureHeaders> {
-    Some(SignatureHeaders {
-        bank_code: header_value(h, signing::HEADER_BANK_CODE)?,
-        timestamp: header_value(h, signing::HEADER_TIMESTAMP)?,
-        nonce: header_value(h, signing::HEADER_NONCE)?,
-        signature: header_value(h, signing::HEADER_SIGNATURE)?,
-    })
+    SignatureHeaders::read(|name| header_value(h, name))
 }
 
 /// Checks a message signed by the bank: its code, the window and the signature over

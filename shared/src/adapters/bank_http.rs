@@ -5,9 +5,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::bank::signing::{
-    SignatureHeaders, HEADER_BANK_CODE, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP,
-};
+use crate::bank::signing::SignatureHeaders;
 use crate::dispatch::client::{BankClient, BankReply, TransportError};
 
 /// Bank replies larger than this are not read (an answer is a few KiB).
@@ -67,22 +65,7 @@ impl BankClient for HttpBankClient {
         };
         let mut resp = req.body(body).send().await.map_err(classify)?;
         let status = resp.status().as_u16();
-        let signature = match (
-            header(&resp, HEADER_BANK_CODE),
-            header(&resp, HEADER_TIMESTAMP),
-            header(&resp, HEADER_NONCE),
-            header(&resp, HEADER_SIGNATURE),
-        ) {
-            (Some(bank_code), Some(timestamp), Some(nonce), Some(signature)) => {
-                Some(SignatureHeaders {
-                    bank_code,
-                    timestamp,
-                    nonce,
-                    signature,
-                })
-            }
-            _ => None,
-        };
+        let signature = SignatureHeaders::read(|name| header(&resp, name));
         let mut body = Vec::new();
         while let Some(chunk) = resp.chunk().await.map_err(classify)? {
             if body.len() + chunk.len() > MAX_REPLY_BYTES {

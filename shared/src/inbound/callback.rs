@@ -14,7 +14,7 @@ use super::error::ApiError;
 use super::extract::{header, JsonBytes, Param};
 use super::response::empty;
 use super::{finish, limited, refuse_other_methods};
-use crate::bank::signing::{self, SignatureHeaders};
+use crate::bank::signing::SignatureHeaders;
 use crate::dispatch::callback::CallbackService;
 
 const CALLBACK: &str = "/v1/bank-callbacks/{bank_code}";
@@ -39,10 +39,5 @@ async fn receive(
 }
 
 fn signature_headers(headers: &HeaderMap) -> Option<SignatureHeaders> {
-    Some(SignatureHeaders {
-        bank_code: header(headers, signing::HEADER_BANK_CODE)?.to_owned(),
-        timestamp: header(headers, signing::HEADER_TIMESTAMP)?.to_owned(),
-        nonce: header(headers, signing::HEADER_NONCE)?.to_owned(),
-        signature: header(headers, signing::HEADER_SIGNATURE)?.to_owned(),
-    })
+    SignatureHeaders::read(|name| header(headers, name).map(str::to_owned))
 }

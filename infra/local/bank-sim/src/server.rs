@@ -311,13 +311,7 @@ impl IntoResponse for Reply {
 }
 
 pub(crate) fn signature_headers(headers: &HeaderMap) -> Option<SignatureHeaders> {
-    let get = |name: &str| headers.get(name)?.to_str().ok().map(str::to_owned);
-    Some(SignatureHeaders {
-        bank_code: get(signing::HEADER_BANK_CODE)?,
-        timestamp: get(signing::HEADER_TIMESTAMP)?,
-        nonce: get(signing::HEADER_NONCE)?,
-        signature: get(signing::HEADER_SIGNATURE)?,
-    })
+    SignatureHeaders::read(|name| headers.get(name)?.to_str().ok().map(str::to_owned))
 }
 
 /// What an answer body holds.

@@ -39,6 +39,16 @@ pub struct SignatureHeaders {
 }
 
 impl SignatureHeaders {
+    /// The four headers read through `get` (any header map), or `None` if one is absent.
+    pub fn read(get: impl Fn(&'static str) -> Option<String>) -> Option<Self> {
+        Some(Self {
+            bank_code: get(HEADER_BANK_CODE)?,
+            timestamp: get(HEADER_TIMESTAMP)?,
+            nonce: get(HEADER_NONCE)?,
+            signature: get(HEADER_SIGNATURE)?,
+        })
+    }
+
     pub fn pairs(&self) -> [(&'static str, &str); 4] {
         [
             (HEADER_BANK_CODE, &self.bank_code),
