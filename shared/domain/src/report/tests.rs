@@ -13,14 +13,14 @@ use serde_json::{json, Value};
 use super::aggregate::{
     AggregateOutcome, Aggregator, AggregatorDeps, NOTICE_LEASE, REPORT_READY_SMS,
 };
-use super::body::{self, BankStatus, Report, NOTICES, PARTIAL_NOTICE};
+use super::body::{self, BankStatus, Report, ReportedBank, NOTICES, PARTIAL_NOTICE};
 use super::crypto::ReportOpener;
 use super::view::{CodeInput, StepUp, ViewDeps, ViewService};
 use crate::dispatch::fanout::LegOutcome;
 use crate::error::ServiceError;
 use crate::memory::{MemorySms, RecordingMetrics};
 use crate::model::bank::BankCode;
-use crate::model::card::{CardKind, FourDigits, MaskedCard};
+use crate::model::card::{AnsweredCard, CardKind, CardRef, FourDigits};
 use crate::model::ids::{QueryId, UserId, VerificationId};
 use crate::model::phone::PhoneNumber;
 use crate::model::purpose::Purpose;
@@ -160,11 +160,12 @@ fn world_with(scripts: &[(&str, Vec<Script>)]) -> World {
     w
 }
 
-fn card(kind: CardKind, digits: &str) -> MaskedCard {
-    MaskedCard {
+fn card(kind: CardKind, digits: &str) -> AnsweredCard {
+    AnsweredCard {
         kind,
         first4: FourDigits::parse(&digits[..4]).unwrap(),
         last4: FourDigits::parse(&digits[4..]).unwrap(),
+        card_ref: None,
     }
 }
 
@@ -242,7 +243,7 @@ impl World {
     }
 
     /// Settles a leg as fan-out or a callback would: an answer's cards sealed.
-    async fn settle(&self, q: &QueryId, bank: &str, state: LegState, cards: Vec<MaskedCard>) {
+    async fn settle(&self, q: &QueryId, bank: &str, state: LegState, cards: Vec<AnsweredCard>) {
         let query = self.query(q).await;
         let leg = self.leg(q, bank).await;
         let st = Settlement {
@@ -260,7 +261,7 @@ impl World {
             .unwrap();
     }
 
-    async fn answer(&self, q: &QueryId, bank: &str, cards: Vec<MaskedCard>) {
+    async fn answer(&self, q: &QueryId, bank: &str, cards: Vec<AnsweredCard>) {
         self.settle(q, bank, LegState::Answered, cards).await;
     }
 
@@ -296,7 +297,7 @@ impl World {
     }
 
     /// A query to ICBC and CMB in which ICBC has answered with `cards` and CMB not yet.
-    async fn icbc_answered(&self, uid: &str, cards: Vec<MaskedCard>) -> QueryId {
+    async fn icbc_answered(&self, uid: &str, cards: Vec<AnsweredCard>) -> QueryId {
         let q = self.submit(uid, &["ICBC", "CMB"]).await;
         self.answer(&q, "ICBC", cards).await;
         q
@@ -405,7 +406,7 @@ fn leg_record(
     q: &QueryRecord,
     bank: &BankCode,
     state: LegState,
-    cards: Vec<MaskedCard>,
+    cards: Vec<AnsweredCard>,
 ) -> LegRecord {
     let inquiry_id = format!("inq-{bank}");
     LegRecord {
@@ -572,6 +573,45 @@ async fn build_summarises_each_bank_in_the_users_order() {
     assert_eq!(r.notices.len(), 6);
     assert_eq!(&r.notices[..5], NOTICES.map(str::to_owned).as_slice());
     assert_eq!(r.notices[5], PARTIAL_NOTICE);
+}
+
+#[tokio::test]
+async fn card_refs_stay_in_the_sealed_answer_and_out_of_the_report() {
+    let w = world();
+    let q = query_record(&w, &["ICBC"]);
+    let with_ref = |kind, digits, r: &str| AnsweredCard {
+        card_ref: Some(CardRef::parse(r).unwrap()),
+        ..card(kind, digits)
+    };
+    let cards = vec![
+        with_ref(CardKind::Debit, "62221234", "cr_qzkdmwbtaeyhrnxfcgps"),
+        with_ref(CardKind::Credit, "62583456", "cr_other"),
+    ];
+    let legs = [leg_record(
+        &w,
+        &q,
+        &w.code("ICBC"),
+        LegState::Answered,
+        cards.clone(),
+    )];
+    // Sealed with the cards: the envelope opens to the refs as they came.
+    let reported = ReportedBank {
+        bank_code: w.code("ICBC"),
+        status: BankStatus::Responded,
+        inquiry_id: legs[0].inquiry_id.clone(),
+        answer: None,
+    };
+    assert_eq!(
+        body::open_answer(&w.opener(), &q, &reported, &legs[0].cards[0]).unwrap(),
+        cards
+    );
+    let r = build(&w, &q, &legs, T0, T0 + TimeDelta::days(7));
+    assert_eq!(r.cards.len(), 2);
+    let json = serde_json::to_string(&r).unwrap();
+    assert!(
+        !json.contains("card_ref") && !json.contains("cr_"),
+        "the app contract has no card_ref: {json}"
+    );
 }
 
 #[tokio::test]
