@@ -88,4 +88,39 @@ mod tests {
             )
             .is_empty());
     }
+
+    /// Our side parses `card_ref` with a scan (`domain::model::card::CardRef`), the
+    /// checker with the document's pattern: the two must agree on every ref.
+    #[test]
+    fn the_services_card_ref_rule_is_the_documents() {
+        use domain::model::card::CardRef;
+        let spec = Spec::load().unwrap();
+        let mut refs: Vec<String> = vec![String::new()];
+        // Every string of up to 7 of these: digit runs of every length up to 7, between
+        // letters and separators, and characters outside the set.
+        for _ in 0..7 {
+            let longer: Vec<String> = refs
+                .iter()
+                .filter(|r| r.chars().count() == refs.last().unwrap().chars().count())
+                .flat_map(|r| ["a", "7", "_", "-", " ", "é"].map(|c| format!("{r}{c}")))
+                .collect();
+            refs.extend(longer);
+        }
+        for n in [63, 64, 65] {
+            refs.push("x".repeat(n));
+            refs.push(format!("{}12345", "x".repeat(n - 5)));
+        }
+        refs.extend(
+            [
+                "cr_qzkdmwbtaeyhrnxfcgps",
+                "cr-6222-0212-3456-7891-234",
+                "cr_622202",
+            ]
+            .map(String::from),
+        );
+        for r in &refs {
+            assert_eq!(CardRef::parse(r).is_ok(), spec.card_ref_ok(r), "{r:?}");
+        }
+        assert!(refs.len() > 300_000, "{}", refs.len());
+    }
 }

@@ -118,7 +118,7 @@ async fn the_simulator_conforms_answering_at_once_or_by_callback() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_card_refs_the_dispute_rules_are_skipped_not_failed() {
     let bank = bank_with_cards();
-    let sim = sim_behaving(&bank, json!({})).await;
+    let sim = sim_behaving(&bank, json!({"card_refs": false})).await;
     let report = check(&sim, &bank).await;
     assert!(report.passed(), "{report}");
     let text = report.to_string();

@@ -19,7 +19,7 @@ use crate::dispatch::fanout::{Fanout, FanoutDeps};
 use crate::dispatch::secrets::BankSecrets;
 use crate::memory::MemoryStore;
 use crate::model::bank::BankCode;
-use crate::model::card::MaskedCard;
+use crate::model::card::AnsweredCard;
 use crate::model::ids::{QueryId, UserId, VerificationId};
 use crate::model::phone::PhoneNumber;
 use crate::model::profile::{IdNumber, UserProfile};
@@ -62,11 +62,27 @@ pub fn answer_body(
     .into_bytes()
 }
 
+/// A FOUND answer whose cards carry the bank's `card_ref`: (kind, digits, ref).
+pub fn answer_body_with_refs(
+    query_id: impl Serialize,
+    inquiry_id: impl Serialize,
+    cards: &[(&str, &str, &str)],
+) -> Vec<u8> {
+    json!({
+        "query_id": query_id, "inquiry_id": inquiry_id, "status": "FOUND",
+        "cards": cards.iter().map(|(kind, digits, card_ref)| json!({"kind": kind, "first4": &digits[..4], "last4": &digits[4..], "card_ref": card_ref})).collect::<Vec<_>>(),
+    })
+    .to_string()
+    .into_bytes()
+}
+
 /// What a scripted bank does with one inquiry.
 #[derive(Clone)]
 pub enum Script {
     /// Answers at once, signed: FOUND with these cards, or NONE without any.
     Cards(&'static [(&'static str, &'static str)]),
+    /// Answers at once, signed: FOUND with these cards and their refs (kind, digits, ref).
+    CardsWithRefs(&'static [(&'static str, &'static str, &'static str)]),
     /// 202: the answer is to come by callback.
     Accept,
     Status(u16),
@@ -145,6 +161,10 @@ impl BankClient for ScriptedBanks {
         match script {
             Script::Cards([]) => Ok(signed(answer("NONE", &[]), secret)),
             Script::Cards(cards) => Ok(signed(answer("FOUND", cards), secret)),
+            Script::CardsWithRefs(cards) => Ok(signed(
+                answer_body_with_refs(&inquiry["query_id"], &inquiry["inquiry_id"], cards),
+                secret,
+            )),
             Script::Accept => Ok(BankReply {
                 status: 202,
                 signature: None,
@@ -386,7 +406,7 @@ impl BankWorld {
     }
 
     /// The cards a leg holds, opened as view-report would (none if it holds no answer).
-    pub async fn leg_cards(&self, q: &QueryId, bank: &str) -> Vec<MaskedCard> {
+    pub async fn leg_cards(&self, q: &QueryId, bank: &str) -> Vec<AnsweredCard> {
         let leg = self.leg(q, bank).await;
         let query = self.store.query(q).await.unwrap().unwrap();
         assert!(leg.cards.len() <= 1, "one envelope per answer");

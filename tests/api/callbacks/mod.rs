@@ -268,7 +268,7 @@ impl Banks {
         &self,
         query_id: &str,
         bank: &str,
-    ) -> Vec<shared::model::card::MaskedCard> {
+    ) -> Vec<shared::model::card::AnsweredCard> {
         let q = QueryId::parse(query_id).unwrap();
         let code = shared::config::ServiceConfig::parse(shared::config::DEFAULT_CONFIG)
             .unwrap()

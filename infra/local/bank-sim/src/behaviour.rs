@@ -116,8 +116,9 @@ pub struct Behaviour {
     pub timeout_ms: u64,
     pub failures_before_success: u32,
     pub callback_answer: CallbackAnswer,
-    /// Each answered card carries an opaque `card_ref` (bank protocol, disputes). Off by
-    /// default until our side of the protocol accepts the field (decision 76).
+    /// Each answered card carries an opaque `card_ref` (bank protocol, disputes). On by
+    /// default since our side accepts the field (decisions 76, 91); `false` plays a
+    /// bank that gives none.
     pub card_refs: bool,
     /// Keeps every exchange with this person at this bank (inquiries, answers,
     /// callbacks, disputes) for `GET /_admin/traffic/{id_number}`; off by default so
@@ -134,7 +135,7 @@ impl Default for Behaviour {
             timeout_ms: 60_000,
             failures_before_success: 2,
             callback_answer: CallbackAnswer::Correct,
-            card_refs: false,
+            card_refs: true,
             record_traffic: false,
         }
     }

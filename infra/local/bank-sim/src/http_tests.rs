@@ -15,13 +15,18 @@ use shared::bank::answer::{Answer, AnswerError, AnswerStatus};
 use shared::bank::card_number::contains_card_number;
 use shared::bank::signing::{self, BankSecret, SignatureError, SignatureHeaders};
 use shared::config::{ServiceConfig, DEFAULT_CONFIG};
-use shared::model::card::MaskedCard;
+use shared::model::card::{AnsweredCard, MaskedCard};
 use shared::model::ids::QueryId;
 use tokio::sync::mpsc;
 
 use crate::behaviour::BehaviourConfig;
 use crate::customers;
 use crate::server::{start, Running, SimConfig};
+
+/// An answer's cards as the report shows them (without their refs).
+fn masked(a: &Answer) -> Vec<MaskedCard> {
+    a.cards.iter().map(AnsweredCard::masked).collect()
+}
 
 fn banks() -> Vec<String> {
     ServiceConfig::parse(DEFAULT_CONFIG)
@@ -187,10 +192,11 @@ async fn sixteen_banks_answer_signed_and_true() {
         assert_eq!(a.query_id.to_string(), sent["query_id"].as_str().unwrap());
         assert_eq!(a.inquiry_id, sent["inquiry_id"].as_str().unwrap());
         let expected = customers::masked_cards(&id, &bank);
-        assert_eq!(a.cards, expected);
+        assert_eq!(masked(&a), expected);
+        assert!(a.cards.iter().all(|c| c.card_ref.is_some()), "{bank}");
         let from_truth: Vec<MaskedCard> =
             serde_json::from_value(truth["banks"][&bank].clone()).unwrap();
-        assert_eq!(a.cards, from_truth);
+        assert_eq!(masked(&a), from_truth);
         assert_eq!(
             a.status,
             if expected.is_empty() {
@@ -683,7 +689,7 @@ async fn callbacks_are_signed_delayed_and_retried() {
     let a = Answer::parse(&body2).unwrap();
     let sent: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(a.inquiry_id, sent["inquiry_id"].as_str().unwrap());
-    assert_eq!(a.cards, customers::masked_cards(&id, "CMB"));
+    assert_eq!(masked(&a), customers::masked_cards(&id, "CMB"));
 
     let log = callback_log(&run, &id).await;
     assert_eq!(log[0]["status_returned"], 202);
@@ -824,23 +830,10 @@ async fn answer_value(run: &Running, bank: &str, body: &[u8]) -> Value {
 }
 
 #[tokio::test]
-async fn card_refs_are_off_by_default_then_opaque_and_stable_per_card() {
+async fn card_refs_are_on_by_default_opaque_and_stable_per_card_and_off_when_asked() {
     let run = sim().await;
     let id = person_with_cards("ICBC", 2);
     let cb = "http://127.0.0.1:9/v1/bank-callbacks/ICBC";
-    let plain = answer_value(&run, "ICBC", &inquiry(&id, cb)).await;
-    assert!(plain["cards"][0].get("card_ref").is_none(), "{plain}");
-    // What our side accepts today: no unknown field.
-    Answer::parse(plain.to_string().as_bytes()).unwrap();
-
-    let (s, _) = admin(
-        &run,
-        reqwest::Method::PUT,
-        "/_admin/banks/ICBC",
-        Some(json!({"card_refs": true})),
-    )
-    .await;
-    assert_eq!(s, StatusCode::OK);
     let refs = |v: &Value| -> Vec<String> {
         v["cards"]
             .as_array()
@@ -863,6 +856,32 @@ async fn card_refs_are_off_by_default_then_opaque_and_stable_per_card() {
             "no digit at all: {r}"
         );
     }
+    // Our side takes the refs, each with its card.
+    let parsed = Answer::parse(
+        answer_value(&run, "ICBC", &inquiry(&id, cb))
+            .await
+            .to_string()
+            .as_bytes(),
+    )
+    .unwrap();
+    let parsed_refs: Vec<&str> = parsed
+        .cards
+        .iter()
+        .map(|c| c.card_ref.as_ref().unwrap().as_str())
+        .collect();
+    assert_eq!(parsed_refs, first);
+
+    let (s, _) = admin(
+        &run,
+        reqwest::Method::PUT,
+        "/_admin/banks/ICBC",
+        Some(json!({"card_refs": false})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let plain = answer_value(&run, "ICBC", &inquiry(&id, cb)).await;
+    assert!(plain["cards"][0].get("card_ref").is_none(), "{plain}");
+    Answer::parse(plain.to_string().as_bytes()).unwrap();
 }
 
 async fn dispute(

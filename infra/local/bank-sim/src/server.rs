@@ -19,7 +19,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use shared::bank::answer::{Answer, AnswerStatus, Inquiry};
 use shared::bank::signing::{self, BankSecret, SignatureHeaders};
-use shared::model::card::MaskedCard;
+use shared::model::card::{AnsweredCard, MaskedCard};
 use shared::model::ids::QueryId;
 use tokio::task::JoinHandle;
 
@@ -381,15 +381,18 @@ fn answer_body(
         query_id,
         inquiry_id,
         status,
-        cards: cards.iter().map(customers::SyntheticCard::masked).collect(),
+        cards: cards
+            .iter()
+            .map(|c| AnsweredCard::from(c.masked()))
+            .collect(),
     };
     let key = if content == Content::BadSignature {
         Sim::wrong_key(bank)
     } else {
         sim.secrets[bank].clone()
     };
-    // `Answer` has no `card_ref` (our side does not accept it yet), so refs and leaks
-    // are added to its JSON form.
+    // Refs and leaks are added to the JSON form: a misbehaving mode must be able to send
+    // what `CardRef` would not hold.
     let mut value = serde_json::to_value(&answer).expect("serialisable");
     let with_refs = behaviour.with_card_refs() && !cards.is_empty();
     if with_refs {

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::card::MaskedCard;
+use crate::model::card::AnsweredCard;
 use crate::model::ids::QueryId;
 
 /// Who is asked about: name and ID number (only in the outbound inquiry).
@@ -34,14 +34,14 @@ pub enum AnswerStatus {
 }
 
 /// A bank's answer, at once (200) or by callback. Cards can hold no more than first 4 +
-/// last 4 digits.
+/// last 4 digits and the bank's opaque `card_ref`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Answer {
     pub query_id: QueryId,
     pub inquiry_id: String,
     pub status: AnswerStatus,
-    pub cards: Vec<MaskedCard>,
+    pub cards: Vec<AnsweredCard>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -93,9 +93,22 @@ impl Answer {
             _ if answer.cards.len() > MAX_CARDS => {
                 Err(AnswerError::Malformed("too many cards".into()))
             }
+            // A dispute names its card by the ref: two cards under one ref could not be
+            // told apart.
+            _ if repeats_a_card_ref(&answer.cards) => {
+                Err(AnswerError::Malformed("a card_ref repeated".into()))
+            }
             _ => Ok(answer),
         }
     }
+}
+
+fn repeats_a_card_ref(cards: &[AnsweredCard]) -> bool {
+    let mut seen = std::collections::HashSet::new();
+    cards
+        .iter()
+        .filter_map(|c| c.card_ref.as_ref())
+        .any(|r| !seen.insert(r))
 }
 
 #[cfg(test)]
@@ -118,7 +131,7 @@ mod tests {
             .as_bytes(),
         )
         .unwrap();
-        assert_eq!(a.cards[0].masked_number(), "6222 **** **** 1234");
+        assert_eq!(a.cards[0].masked().masked_number(), "6222 **** **** 1234");
         assert!(Answer::parse(body("NONE", "[]").as_bytes()).is_ok());
         assert!(Answer::parse(body("ERROR", "[]").as_bytes()).is_ok());
         // Our ULIDs may hold 13+ digits in a row: in their own fields they are no card.
@@ -170,5 +183,73 @@ mod tests {
             Answer::parse(b"\xff"),
             Err(AnswerError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn keeps_each_card_ref_with_its_card() {
+        let a = Answer::parse(
+            body(
+                "FOUND",
+                r#"[{"kind":"DEBIT","first4":"6222","last4":"1234","card_ref":"cr_ab"},
+                    {"kind":"CREDIT","first4":"6258","last4":"0001","card_ref":"cr-12-x"},
+                    {"kind":"DEBIT","first4":"6222","last4":"9999"}]"#,
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        let refs: Vec<_> = a
+            .cards
+            .iter()
+            .map(|c| (c.last4.as_str(), c.card_ref.as_ref().map(|r| r.as_str())))
+            .collect();
+        assert_eq!(
+            refs,
+            [
+                ("1234", Some("cr_ab")),
+                ("0001", Some("cr-12-x")),
+                ("9999", None)
+            ]
+        );
+    }
+
+    #[test]
+    fn refuses_bad_card_refs_without_quoting_them() {
+        let card = |r: &str| {
+            body(
+                "FOUND",
+                &format!(r#"[{{"kind":"DEBIT","first4":"6222","last4":"1234","card_ref":{r}}}]"#),
+            )
+        };
+        let long = format!("\"{}\"", "q".repeat(65));
+        for bad in [
+            r#""cr_622202""#,
+            r#""""#,
+            long.as_str(),
+            r#""cr ab""#,
+            r#""cr_\u0036\u0032\u0032\u0032\u0030\u0032""#,
+            "null",
+            "7",
+        ] {
+            match Answer::parse(card(bad).as_bytes()) {
+                Err(AnswerError::Malformed(why)) => {
+                    assert!(!why.contains("cr_") && !why.contains("qqq"), "{why}")
+                }
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+        // A ref that spells a card number is a card number.
+        assert_eq!(
+            Answer::parse(card(r#""cr-6222-0212-3456-7891-234""#).as_bytes()),
+            Err(AnswerError::CardNumber)
+        );
+        let twice = body(
+            "FOUND",
+            r#"[{"kind":"DEBIT","first4":"6222","last4":"1234","card_ref":"cr_ab"},
+                {"kind":"CREDIT","first4":"6258","last4":"0001","card_ref":"cr_ab"}]"#,
+        );
+        assert_eq!(
+            Answer::parse(twice.as_bytes()),
+            Err(AnswerError::Malformed("a card_ref repeated".into()))
+        );
     }
 }

@@ -11,7 +11,7 @@ use crate::bank::signing::{self, SignatureHeaders};
 use crate::error::ServiceError;
 use crate::model::ids::QueryId;
 use crate::records::*;
-use crate::test_support::{answer_body, user, BankWorld, Script, PHONE, T0};
+use crate::test_support::{answer_body, answer_body_with_refs, user, BankWorld, Script, PHONE, T0};
 
 /// The shared bank world and the callback service on it.
 struct World {
@@ -112,7 +112,7 @@ async fn answers_at_once_settle_every_leg() {
     assert_eq!(icbc.state, LegState::Answered);
     let cards = w.leg_cards(&q, "ICBC").await;
     assert_eq!(cards.len(), 2);
-    assert_eq!(cards[0].masked_number(), "6222 **** **** 1234");
+    assert_eq!(cards[0].masked().masked_number(), "6222 **** **** 1234");
     assert_eq!(w.leg(&q, "CMB").await.state, LegState::Answered);
     assert_eq!(w.store.unsettled(&q), Some(0));
     // The inquiry carried the subject, our callback URL and the deadline.
@@ -124,6 +124,98 @@ async fn answers_at_once_settle_every_leg() {
         "https://api.example/v1/bank-callbacks/ICBC"
     );
     assert_eq!(inquiry["inquiry_id"], icbc.inquiry_id);
+}
+
+/// The refs a leg's sealed answer holds, by last four digits.
+async fn sealed_refs(w: &World, q: &QueryId, bank: &str) -> Vec<(String, Option<String>)> {
+    w.leg_cards(q, bank)
+        .await
+        .into_iter()
+        .map(|c| {
+            let r = c.card_ref.as_ref().map(|r| r.as_str().to_owned());
+            (c.last4.as_str().to_owned(), r)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn answers_with_card_refs_settle_and_seal_the_refs_at_once_and_by_callback() {
+    let w = world(&[
+        (
+            "ICBC",
+            vec![Script::CardsWithRefs(&[
+                ("DEBIT", "62221234", "cr_qzkdmwbtaeyhrnxfcgps"),
+                ("CREDIT", "62583456", "cr_ab-12345_x"),
+            ])],
+        ),
+        ("CCB", vec![Script::Accept]),
+    ]);
+    let q = w.query(&["ICBC", "CCB"]).await;
+    w.fanout.dispatch(&q).await.unwrap();
+    assert_eq!(w.leg(&q, "ICBC").await.state, LegState::Answered);
+    assert_eq!(
+        sealed_refs(&w, &q, "ICBC").await,
+        [
+            (
+                "1234".to_owned(),
+                Some("cr_qzkdmwbtaeyhrnxfcgps".to_owned())
+            ),
+            ("3456".to_owned(), Some("cr_ab-12345_x".to_owned())),
+        ]
+    );
+
+    let leg = w.leg(&q, "CCB").await;
+    let body = answer_body_with_refs(
+        leg.query_id.to_string(),
+        &leg.inquiry_id,
+        &[("CREDIT", "43671111", "cr_ccb-1")],
+    );
+    w.receive("CCB", &w.signed("CCB", body)).await.unwrap();
+    assert_eq!(w.leg(&q, "CCB").await.state, LegState::Answered);
+    assert_eq!(
+        sealed_refs(&w, &q, "CCB").await,
+        [("1111".to_owned(), Some("cr_ccb-1".to_owned()))]
+    );
+    assert_eq!(w.store.unsettled(&q), Some(0));
+}
+
+#[tokio::test]
+async fn a_bad_card_ref_fails_the_leg_like_any_malformed_answer() {
+    let w = world(&[
+        (
+            "ICBC",
+            vec![Script::CardsWithRefs(&[("DEBIT", "62221234", "cr_622202")])],
+        ),
+        ("CCB", vec![Script::Accept]),
+    ]);
+    let q = w.query(&["ICBC", "CCB"]).await;
+    w.fanout.dispatch(&q).await.unwrap();
+    let icbc = w.leg(&q, "ICBC").await;
+    assert_eq!(
+        (icbc.state, icbc.failure.as_deref()),
+        (LegState::Failed, Some("MALFORMED_ANSWER"))
+    );
+    assert!(icbc.cards.is_empty() && icbc.answer_digest.is_none());
+
+    let leg = w.leg(&q, "CCB").await;
+    let body = answer_body_with_refs(
+        leg.query_id.to_string(),
+        &leg.inquiry_id,
+        &[("CREDIT", "43671111", "")],
+    );
+    assert!(matches!(
+        w.receive("CCB", &w.signed("CCB", body)).await,
+        Err(ServiceError::Malformed(_))
+    ));
+    let ccb = w.leg(&q, "CCB").await;
+    assert_eq!(
+        (ccb.state, ccb.failure.as_deref()),
+        (LegState::Failed, Some("MALFORMED_ANSWER"))
+    );
+    assert!(
+        ccb.cards.is_empty() && ccb.answer_digest.is_none(),
+        "nothing stored"
+    );
 }
 
 #[tokio::test]
@@ -155,7 +247,7 @@ async fn an_accepted_inquiry_is_settled_by_its_callback() {
     let leg = w.leg(&q, "CCB").await;
     assert_eq!(leg.state, LegState::Answered);
     assert_eq!(
-        w.leg_cards(&q, "CCB").await[0].masked_number(),
+        w.leg_cards(&q, "CCB").await[0].masked().masked_number(),
         "4367 **** **** 1111"
     );
     assert_eq!(w.store.unsettled(&q), Some(0));

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::crypto::{Binding, CryptoError, ReportOpener, ReportSealer};
 use crate::model::bank::{BankCode, BankRegistry};
-use crate::model::card::{CardKind, MaskedCard};
+use crate::model::card::{AnsweredCard, CardKind};
 use crate::model::sealed::Sealed;
 use crate::model::timestamp::rfc3339;
 use crate::records::{LegRecord, LegState, QueryRecord};
@@ -76,11 +76,14 @@ pub const NOTICES: [&str; 5] = [
 pub const PARTIAL_NOTICE: &str =
     "部分银行未在规定时间内反馈或查询失败，本报告可能不完整，可联系相关银行核实。";
 
-/// A bank's answer as sealed when its leg settles (the plaintext of its envelope).
+/// A bank's answer as sealed when its leg settles (the plaintext of its envelope): its
+/// cards with their `card_ref`s, which only this envelope keeps (the report the app
+/// receives shows the masked cards alone). Envelopes sealed before refs were accepted
+/// simply have none.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AnswerContent {
-    pub cards: Vec<MaskedCard>,
+    pub cards: Vec<AnsweredCard>,
 }
 
 /// One bank's place in a report: its outcome and, if it answered, its sealed answer.
@@ -133,7 +136,7 @@ pub fn seal_answer(
     query: &QueryRecord,
     bank: &BankCode,
     inquiry_id: &str,
-    cards: &[MaskedCard],
+    cards: &[AnsweredCard],
 ) -> Result<Sealed, SealError> {
     let plain = serde_json::to_vec(&AnswerContent {
         cards: cards.to_vec(),
@@ -148,7 +151,7 @@ pub fn open_answer(
     query: &QueryRecord,
     bank: &ReportedBank,
     sealed: &Sealed,
-) -> Result<Vec<MaskedCard>, SealError> {
+) -> Result<Vec<AnsweredCard>, SealError> {
     let plain = opener.open(
         &answer_binding(query, &bank.bank_code, &bank.inquiry_id),
         sealed,
@@ -192,7 +195,7 @@ pub fn render<E>(
     expires_at: DateTime<Utc>,
     content: &ReportContent,
     banks: &BankRegistry,
-    mut cards_of: impl FnMut(&ReportedBank, &Sealed) -> Result<Vec<MaskedCard>, E>,
+    mut cards_of: impl FnMut(&ReportedBank, &Sealed) -> Result<Vec<AnsweredCard>, E>,
 ) -> Result<Report, E> {
     let mut summary = Summary {
         total_cards: 0,
@@ -212,7 +215,11 @@ pub fn render<E>(
             credit_cards: 0,
         };
         if let (BankStatus::Responded, Some(sealed)) = (bank.status, &bank.answer) {
-            let mut bank_cards = cards_of(bank, sealed)?;
+            // The app contract has no `card_ref`: only the masked card leaves.
+            let mut bank_cards: Vec<_> = cards_of(bank, sealed)?
+                .iter()
+                .map(AnsweredCard::masked)
+                .collect();
             bank_cards.sort();
             for card in bank_cards {
                 match card.kind {

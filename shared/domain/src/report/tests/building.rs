@@ -2,7 +2,8 @@
 
 use super::*;
 use crate::model::bank::BankCode;
-use crate::report::body::{NOTICES, PARTIAL_NOTICE};
+use crate::model::card::CardRef;
+use crate::report::body::{ReportedBank, NOTICES, PARTIAL_NOTICE};
 
 /// A leg of `q` holding `cards` sealed as fan-out would seal them.
 fn leg_record(
@@ -10,7 +11,7 @@ fn leg_record(
     q: &QueryRecord,
     bank: &BankCode,
     state: LegState,
-    cards: Vec<MaskedCard>,
+    cards: Vec<AnsweredCard>,
 ) -> LegRecord {
     let inquiry_id = format!("inq-{bank}");
     LegRecord {
@@ -294,4 +295,43 @@ async fn the_report_json_follows_the_contract_and_holds_no_card_number() {
     );
     // It reads back as the same report (the viewing path parses it).
     assert_eq!(serde_json::from_value::<Report>(v).unwrap(), r);
+}
+
+#[tokio::test]
+async fn card_refs_stay_in_the_sealed_answer_and_out_of_the_report() {
+    let w = world();
+    let q = query_record(&w, &["ICBC"]);
+    let with_ref = |kind, digits, r: &str| AnsweredCard {
+        card_ref: Some(CardRef::parse(r).unwrap()),
+        ..card(kind, digits)
+    };
+    let cards = vec![
+        with_ref(CardKind::Debit, "62221234", "cr_qzkdmwbtaeyhrnxfcgps"),
+        with_ref(CardKind::Credit, "62583456", "cr_other"),
+    ];
+    let legs = [leg_record(
+        &w,
+        &q,
+        &w.code("ICBC"),
+        LegState::Answered,
+        cards.clone(),
+    )];
+    // Sealed with the cards: the envelope opens to the refs as they came.
+    let reported = ReportedBank {
+        bank_code: w.code("ICBC"),
+        status: BankStatus::Responded,
+        inquiry_id: legs[0].inquiry_id.clone(),
+        answer: None,
+    };
+    assert_eq!(
+        body::open_answer(&w.opener(), &q, &reported, &legs[0].cards[0]).unwrap(),
+        cards
+    );
+    let r = build(&w, &q, &legs, T0, T0 + TimeDelta::days(7));
+    assert_eq!(r.cards.len(), 2);
+    let json = serde_json::to_string(&r).unwrap();
+    assert!(
+        !json.contains("card_ref") && !json.contains("cr_"),
+        "the app contract has no card_ref: {json}"
+    );
 }

@@ -16,7 +16,7 @@ use super::crypto::ReportOpener;
 use super::view::{CodeInput, StepUp, ViewDeps, ViewService};
 use crate::error::ServiceError;
 use crate::memory::{MemorySms, RecordingMetrics};
-use crate::model::card::{CardKind, FourDigits, MaskedCard};
+use crate::model::card::{AnsweredCard, CardKind, FourDigits};
 use crate::model::ids::{QueryId, UserId, VerificationId};
 use crate::model::phone::PhoneNumber;
 use crate::model::purpose::Purpose;
@@ -154,11 +154,12 @@ fn world_with(scripts: &[(&str, Vec<Script>)]) -> World {
     w
 }
 
-fn card(kind: CardKind, digits: &str) -> MaskedCard {
-    MaskedCard {
+fn card(kind: CardKind, digits: &str) -> AnsweredCard {
+    AnsweredCard {
         kind,
         first4: FourDigits::parse(&digits[..4]).unwrap(),
         last4: FourDigits::parse(&digits[4..]).unwrap(),
+        card_ref: None,
     }
 }
 
@@ -236,7 +237,7 @@ impl World {
     }
 
     /// Settles a leg as fan-out or a callback would: an answer's cards sealed.
-    async fn settle(&self, q: &QueryId, bank: &str, state: LegState, cards: Vec<MaskedCard>) {
+    async fn settle(&self, q: &QueryId, bank: &str, state: LegState, cards: Vec<AnsweredCard>) {
         let query = self.query(q).await;
         let leg = self.leg(q, bank).await;
         let st = Settlement {
@@ -254,7 +255,7 @@ impl World {
             .unwrap();
     }
 
-    async fn answer(&self, q: &QueryId, bank: &str, cards: Vec<MaskedCard>) {
+    async fn answer(&self, q: &QueryId, bank: &str, cards: Vec<AnsweredCard>) {
         self.settle(q, bank, LegState::Answered, cards).await;
     }
 
@@ -290,7 +291,7 @@ impl World {
     }
 
     /// A query to ICBC and CMB in which ICBC has answered with `cards` and CMB not yet.
-    async fn icbc_answered(&self, uid: &str, cards: Vec<MaskedCard>) -> QueryId {
+    async fn icbc_answered(&self, uid: &str, cards: Vec<AnsweredCard>) -> QueryId {
         let q = self.submit(uid, &["ICBC", "CMB"]).await;
         self.answer(&q, "ICBC", cards).await;
         q
