@@ -626,7 +626,10 @@ mod tests {
             "banks": ["ICBC", "CMB"],
             "report_generated_at": generated,
             "report_expires_at": expires,
-            "last_viewed_at": null
+            "last_viewed_at": null,
+            "report_deleted_at": null,
+            "views": [],
+            "view_count": 0
         })
     }
 
@@ -673,6 +676,7 @@ mod tests {
             ("GET", "/v1/card-queries"),
             ("GET", "/v1/card-queries/{query_id}"),
             ("POST", "/v1/card-queries/{query_id}/report"),
+            ("DELETE", "/v1/card-queries/{query_id}/report"),
             ("POST", "/v1/bank-callbacks/{bank_code}"),
         ] {
             assert!(
@@ -680,7 +684,7 @@ mod tests {
                 "{m} {p} is documented"
             );
         }
-        assert_eq!(ops.len(), 8, "{ops:?}");
+        assert_eq!(ops.len(), 9, "{ops:?}");
     }
 
     /// The bank protocol loads like the contract, every schema in it compiles, and its
@@ -919,7 +923,7 @@ mod tests {
             .as_array()
             .unwrap()
             .len();
-        assert_eq!(codes, 26);
+        assert_eq!(codes, 27);
     }
 
     #[test]
