@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde_json::{json, Value};
 use testkit::api::{bank_cards, ready_sms, report_cards, Api, UserKind};
-use testkit::journey::{one_notice, pass_the_deadline, progress, statuses, view, wait_until, WAIT};
+use testkit::journey::{
+    self, one_notice, pass_the_deadline, progress, statuses, view, wait_until, WAIT,
+};
 
 #[tokio::test]
 async fn a_bank_that_times_out_then_answers_on_retry_is_responded() {
@@ -201,18 +203,7 @@ async fn a_ready_record_redelivered_while_the_first_aggregation_runs_makes_one_r
     let user = api.new_user(UserKind::Eligible).await;
     let accepted = api.submit_query(&user, &["CEB", "CITIC"]).await;
     let query_id = accepted["query_id"].as_str().unwrap().to_owned();
-    let record = json!({"Records": [{
-        "eventID": "redelivery", "eventName": "MODIFY", "eventVersion": "1.1",
-        "eventSource": "aws:dynamodb", "awsRegion": "us-east-1",
-        "dynamodb": {
-            "ApproximateCreationDateTime": 1764336000,
-            "Keys": {"pk": {"S": format!("QUERY#{query_id}")}, "sk": {"S": "QUERY"}},
-            "NewImage": {"pk": {"S": format!("QUERY#{query_id}")}, "sk": {"S": "QUERY"}, "entity": {"S": "QUERY"},
-                         "query_id": {"S": query_id}, "phase": {"S": "COLLECTING"}, "unsettled": {"N": "0"}},
-            "SequenceNumber": "1", "SizeBytes": 100, "StreamViewType": "NEW_AND_OLD_IMAGES"
-        },
-        "eventSourceARN": "arn:aws:dynamodb:us-east-1:000000000000:table/x/stream/1"
-    }]});
+    let record = journey::ready_record(&query_id);
     // As soon as both banks have answered (the pump is delivering the same record),
     // four deliveries at once: four aggregations of one query run side by side.
     wait_until("both banks settled", || async {

@@ -9,7 +9,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use serde_json::{json, Value};
 use shared::model::purpose::Purpose;
 use testkit::api::{bank_cards, report_cards, Api, TestUser, UserKind};
-use testkit::journey::{past, ready_sms_of, set_times, ALL_BANKS};
+use testkit::journey::{self, past, ready_sms_of, set_times, ALL_BANKS};
 
 const REPORT_WAIT: Duration = Duration::from_secs(60);
 
@@ -356,18 +356,7 @@ async fn the_same_ready_record_delivered_twice_makes_one_report_and_one_sms() {
     let user = api.new_user(UserKind::Eligible).await;
     let (query_id, _) = ready_report(&api, &user, &["HXB"]).await;
     // Deliver the "ready" stream record again, twice, straight to the function.
-    let record = json!({"Records": [{
-        "eventID": "redelivery", "eventName": "MODIFY", "eventVersion": "1.1",
-        "eventSource": "aws:dynamodb", "awsRegion": "us-east-1",
-        "dynamodb": {
-            "ApproximateCreationDateTime": 1764336000,
-            "Keys": {"pk": {"S": format!("QUERY#{query_id}")}, "sk": {"S": "QUERY"}},
-            "NewImage": {"pk": {"S": format!("QUERY#{query_id}")}, "sk": {"S": "QUERY"}, "entity": {"S": "QUERY"},
-                         "query_id": {"S": query_id}, "phase": {"S": "COLLECTING"}, "unsettled": {"N": "0"}},
-            "SequenceNumber": "1", "SizeBytes": 100, "StreamViewType": "NEW_AND_OLD_IMAGES"
-        },
-        "eventSourceARN": "arn:aws:dynamodb:us-east-1:000000000000:table/x/stream/1"
-    }]});
+    let record = journey::ready_record(&query_id);
     for _ in 0..2 {
         let resp = api
             .http

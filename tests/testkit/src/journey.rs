@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::api::{ready_sms, Api, TestUser};
 
@@ -144,4 +144,21 @@ pub async fn pass_the_deadline(api: &Api, query_id: &str) {
         &[("collect_until", due.clone()), ("due_at", due)],
     )
     .await;
+}
+
+/// The stream record that says a query is ready for aggregation (all legs settled), as
+/// the event pump delivers it: for tests that deliver it again themselves.
+pub fn ready_record(query_id: &str) -> Value {
+    json!({"Records": [{
+        "eventID": "redelivery", "eventName": "MODIFY", "eventVersion": "1.1",
+        "eventSource": "aws:dynamodb", "awsRegion": "us-east-1",
+        "dynamodb": {
+            "ApproximateCreationDateTime": 1764336000,
+            "Keys": {"pk": {"S": format!("QUERY#{query_id}")}, "sk": {"S": "QUERY"}},
+            "NewImage": {"pk": {"S": format!("QUERY#{query_id}")}, "sk": {"S": "QUERY"}, "entity": {"S": "QUERY"},
+                         "query_id": {"S": query_id}, "phase": {"S": "COLLECTING"}, "unsettled": {"N": "0"}},
+            "SequenceNumber": "1", "SizeBytes": 100, "StreamViewType": "NEW_AND_OLD_IMAGES"
+        },
+        "eventSourceARN": "arn:aws:dynamodb:us-east-1:000000000000:table/x/stream/1"
+    }]})
 }
