@@ -48,6 +48,14 @@ enum Command {
         #[arg(long, value_name = "P")]
         prefix: String,
     },
+    /// Create the template's queues as <P><LogicalId> (`.fifo` for FIFO; needs
+    /// AWS_ENDPOINT_URL_SQS) and print the functions' environment variables that name
+    /// a queue, as NAME=URL lines.
+    Queues {
+        /// Queue name prefix (`local-` for the local stack).
+        #[arg(long, value_name = "P")]
+        prefix: String,
+    },
     /// Seed the demo users into the <P>-prefixed tables (needs AWS_ENDPOINT_URL_DYNAMODB).
     Seed {
         /// Table name prefix (`local-` for the local stack).
@@ -96,6 +104,7 @@ impl Command {
             Command::Keys => "keys",
             Command::Env { .. } => "env",
             Command::Tables { .. } => "tables",
+            Command::Queues { .. } => "queues",
             Command::Seed { .. } => "seed",
             Command::UserToken { .. } => "user-token",
             Command::FaceToken { .. } => "face-token",
@@ -158,6 +167,18 @@ async fn run(cmd: Command) -> Result<(), String> {
                 .map_err(|e| e.to_string())?;
             for (logical, name) in names.0 {
                 println!("{logical}={name}");
+            }
+        }
+        Command::Queues { prefix } => {
+            let url =
+                endpoint::sqs_from(|k| std::env::var(k).ok()).map_err(|e| e.to_string())?;
+            let template = testkit::Template::load_default().map_err(|e| e.to_string())?;
+            let client = endpoint::sqs_client(&url);
+            let urls = testkit::queues::create_queues(&client, &template, &prefix)
+                .await
+                .map_err(|e| e.to_string())?;
+            for (k, v) in testkit::queues::queue_env(&template, &urls) {
+                println!("{k}={v}");
             }
         }
         Command::Seed { prefix } => {
