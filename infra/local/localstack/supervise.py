@@ -298,8 +298,13 @@ class Stack:
         return run.stdout
 
     def _prepare_bank_sim(self, env: dict[str, str]) -> Service:
-        """The 16 simulated banks (infra/local/bank-sim), with the local bank secrets."""
-        secrets = LOCAL / "keys" / "bank_secrets.json"
+        """The simulated banks (infra/local/bank-sim): every bank of the service
+        configuration (SERVICE_CONFIG, else the shipped one), with the local bank secrets
+        of exactly those banks (devtools bank-secrets: the keys' file, derived for banks
+        it does not list), which the functions get too."""
+        secrets = LOCAL / f"bank-secrets-{os.getpid()}.json"
+        self._run_devtools(env, ["bank-secrets", "--out", str(secrets)])
+        self.bank_secrets_file = secrets
 
         def argv(port: int) -> list[str]:
             return [str(self.bins["bank-sim"]), "--port", str(port), "--secrets", str(secrets)]
@@ -325,12 +330,13 @@ class Stack:
         config = LOCAL / f"service-{os.getpid()}.json"
         fn_env = self._run_devtools(env, [
             "env", "--prefix", TABLE_PREFIX, "--api-url", f"http://{HOST}:{port}",
-            "--bank-sim-url", bank_sim, "--config-out", str(config)])
+            "--bank-sim-url", bank_sim, "--config-out", str(config),
+            "--bank-secrets", str(self.bank_secrets_file)])
         env_file = LOCAL / f"functions-{os.getpid()}.env"
         atomic_write(env_file, fn_env)
         routes_file = LOCAL / f"watch-routes-{os.getpid()}.json"
         atomic_write(routes_file, json.dumps(watch_routes()))
-        self.generated_files = [env_file, config, routes_file]
+        self.generated_files = [env_file, config, routes_file, self.bank_secrets_file]
         self.pump_bin = self.bins["event-pump"]
         self.fn_env = dict(env)
         self.fn_env.update(parse_env_file(fn_env))

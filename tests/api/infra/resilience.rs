@@ -79,7 +79,10 @@ fn tables_are_protected_and_stream_consumers_have_bounded_retries_and_a_dead_let
     assert_eq!(queue["FifoQueue"], true);
     assert!(queue["QueueName"].to_string().contains(".fifo"), "{queue}");
     let dlq = referenced_ids(&queue["RedrivePolicy"]["deadLetterTargetArn"]);
-    let dlq = dlq.iter().next().expect("InquiryQueue has a dead-letter queue");
+    let dlq = dlq
+        .iter()
+        .next()
+        .expect("InquiryQueue has a dead-letter queue");
     assert_eq!(resources()[dlq]["Properties"]["FifoQueue"], true, "{dlq}");
     let max_receives = queue["RedrivePolicy"]["maxReceiveCount"].as_u64().unwrap();
     assert!(
@@ -99,7 +102,10 @@ fn tables_are_protected_and_stream_consumers_have_bounded_retries_and_a_dead_let
                 "{}.{name}",
                 f.id
             );
-            assert_eq!(p["FunctionResponseTypes"], json!(["ReportBatchItemFailures"]));
+            assert_eq!(
+                p["FunctionResponseTypes"],
+                json!(["ReportBatchItemFailures"])
+            );
             assert!(p["ScalingConfig"]["MaximumConcurrency"].as_u64().is_some());
             let timeout = f.props["Timeout"].as_u64().unwrap();
             assert!(
@@ -124,7 +130,11 @@ fn tables_are_protected_and_stream_consumers_have_bounded_retries_and_a_dead_let
             "{}: sqs:SendMessage on InquiryQueue",
             f.binary
         );
-        assert!(!sends || enqueues, "{}: sends but has no INQUIRY_QUEUE_URL", f.binary);
+        assert!(
+            !sends || enqueues,
+            "{}: sends but has no INQUIRY_QUEUE_URL",
+            f.binary
+        );
     }
     let sweep = function("sweep");
     let schedule = &sweep.props["Events"]["Every5Minutes"];

@@ -184,8 +184,7 @@ mod tests {
             a[&QueueAttributeName::VisibilityTimeout],
             q.visibility_timeout.unwrap().to_string()
         );
-        let redrive: Value =
-            serde_json::from_str(&a[&QueueAttributeName::RedrivePolicy]).unwrap();
+        let redrive: Value = serde_json::from_str(&a[&QueueAttributeName::RedrivePolicy]).unwrap();
         assert_eq!(
             redrive["deadLetterTargetArn"],
             "arn:aws:sqs:us-east-1:123456789012:dlq.fifo"
@@ -204,7 +203,11 @@ mod tests {
     fn the_enqueuers_environment_names_the_inquiry_queue() {
         let t = Template::load_default().unwrap();
         let urls = QueueUrls(
-            [("InquiryQueue".to_owned(), "http://q/inquiries.fifo".to_owned())].into(),
+            [(
+                "InquiryQueue".to_owned(),
+                "http://q/inquiries.fifo".to_owned(),
+            )]
+            .into(),
         );
         let env = queue_env(&t, &urls);
         assert_eq!(
