@@ -156,7 +156,9 @@ async fn main() -> ExitCode {
         "bank", "limit/s", "seen max/s", "limit fl.", "seen fl.", "inquiries"
     );
     let mut over = Vec::new();
-    let mut max_seen = (String::new(), 0u64, 0.0f64);
+    // The bank that came closest to (or went over) its rate limit: (seen, limit).
+    let mut closest: Option<(u64, f64)> = None;
+    let mut highest_seen = 0u64;
     for bank in &banks {
         let seen = &traffic["banks"][bank];
         let rate_seen = seen["max_rate_per_second"].as_u64().unwrap_or(0);
@@ -173,13 +175,12 @@ async fn main() -> ExitCode {
             if rate_seen as f64 > l.rate_per_second || in_flight > l.max_in_flight {
                 over.push(bank.clone());
             }
-            // The bank that came closest to (or went over) its rate limit.
-            if max_seen.0.is_empty()
-                || rate_seen as f64 / l.rate_per_second > max_seen.1 as f64 / max_seen.2
-            {
-                max_seen = (bank.clone(), rate_seen, l.rate_per_second);
+            let ratio = |(seen, limit): (u64, f64)| seen as f64 / limit;
+            if closest.is_none_or(|c| ratio((rate_seen, l.rate_per_second)) > ratio(c)) {
+                closest = Some((rate_seen, l.rate_per_second));
             }
         }
+        highest_seen = highest_seen.max(rate_seen);
     }
     let late = report
         .report_latency
@@ -207,11 +208,13 @@ async fn main() -> ExitCode {
     if !over.is_empty() {
         println!("over their limits: {}", over.join(", "));
     }
+    let (rate_seen, limit) = match closest {
+        Some((seen, limit)) => (seen, limit.to_string()),
+        None => (highest_seen, "-".to_owned()),
+    };
     println!(
-        "burst: {} queries, max bank rate {}/s (limit {}/s), late {late}, lost {}",
+        "burst: {} queries, max bank rate {rate_seen}/s (limit {limit}/s), late {late}, lost {}",
         report.submitted,
-        max_seen.1,
-        max_seen.2,
         report.lost.len()
     );
     if over.is_empty() && report.lost.is_empty() {

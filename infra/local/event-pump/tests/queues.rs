@@ -171,6 +171,9 @@ async fn deletes_what_was_processed_and_leaves_failed_messages_and_their_visibil
     let queue_prefix = prefix();
     let urls = create_queues(&sqs, &template, &queue_prefix).await.unwrap();
     let url = urls.get("InquiryQueue").to_owned();
+    // Creating them again (a stack restarted on the same moto) finds the same queues.
+    let again = create_queues(&sqs, &template, &queue_prefix).await.unwrap();
+    assert_eq!(again.0, urls.0);
 
     // Created as the template declares: FIFO, redriven to its FIFO dead-letter queue.
     let attrs = sqs
@@ -467,6 +470,68 @@ async fn fifo_groups_have_one_batch_in_flight_and_batches_stay_within_maximum_co
     }
 
     pump.stop().await;
+    delete_queues(&sqs, &urls).await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pump_stopped_mid_batch_loses_nothing() {
+    let endpoints = testkit::stack::endpoints();
+    let sqs = testkit::LocalClients::new(endpoints).sqs;
+    let dir = std::env::temp_dir().join(format!("pump-queues-{}", ulid::Ulid::generate()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("template.yaml");
+    // Visibility 2 s: a batch whose pump went away comes back soon.
+    let small = SMALL.replace("VisibilityTimeout: 30", "VisibilityTimeout: 2");
+    std::fs::write(&path, &small).unwrap();
+    let queue_prefix = prefix();
+    let urls = create_queues(&sqs, &Template::parse(&small).unwrap(), &queue_prefix)
+        .await
+        .unwrap();
+    let url = urls.get("Work").to_owned();
+    let groups: Vec<String> = (0..3).map(|i| format!("K{i}")).collect();
+    send(&sqs, &url, &groups, 2).await;
+
+    // The first pump's function takes 5 s per batch; the pump is stopped while the
+    // first batches are in flight, so their answers reach no one.
+    let slow = FakeLambda::start_slow(
+        Box::new(|_, _, _| (200, json!({"batchItemFailures": []}))),
+        Duration::from_secs(5),
+    )
+    .await;
+    let first = start_pump(&path, "no-stream-table", &queue_prefix, &slow.url).await;
+    wait_for("a batch in flight", Duration::from_secs(30), || {
+        slow.arrivals() > 0
+    })
+    .await;
+    first.stop().await;
+    assert!(
+        slow.calls().is_empty(),
+        "stopped before any batch was answered"
+    );
+
+    let fake = FakeLambda::start(Box::new(|_, _, _| (200, json!({"batchItemFailures": []})))).await;
+    let second = start_pump(&path, "no-stream-table", &queue_prefix, &fake.url).await;
+    let expected: BTreeSet<String> = groups
+        .iter()
+        .flat_map(|g| (0..2).map(move |n| format!("{g}/q{n}")))
+        .collect();
+    wait_for(
+        "every message delivered after the restart",
+        Duration::from_secs(60),
+        || {
+            fake.calls()
+                .iter()
+                .flat_map(processed)
+                .collect::<BTreeSet<_>>()
+                == expected
+        },
+    )
+    .await;
+    // Deleted after the answers: give the last delete a moment.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(depth(&sqs, &url).await, (0, 0));
+    second.stop().await;
     delete_queues(&sqs, &urls).await.unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -4,6 +4,7 @@
 // Each test binary uses its own part of it.
 #![allow(dead_code)]
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -29,6 +30,8 @@ pub type Script = dyn Fn(&str, &Value, usize) -> (u16, Value) + Send + Sync;
 pub struct FakeLambda {
     pub url: String,
     calls: Arc<Mutex<Vec<Call>>>,
+    /// Requests that arrived, answered or not.
+    arrived: Arc<AtomicUsize>,
 }
 
 impl FakeLambda {
@@ -45,18 +48,29 @@ impl FakeLambda {
         let calls: Arc<Mutex<Vec<Call>>> = Arc::default();
         let script: Arc<Script> = Arc::from(script);
         let c = calls.clone();
+        let arrived = Arc::new(AtomicUsize::new(0));
+        let a = arrived.clone();
         tokio::spawn(async move {
             loop {
                 let Ok((sock, _)) = listener.accept().await else {
                     return;
                 };
-                let (calls, script) = (c.clone(), script.clone());
+                let (calls, script, arrived) = (c.clone(), script.clone(), a.clone());
                 tokio::spawn(async move {
-                    let _ = serve(sock, calls, script, hold).await;
+                    let _ = serve(sock, calls, script, hold, arrived).await;
                 });
             }
         });
-        Self { url, calls }
+        Self {
+            url,
+            calls,
+            arrived,
+        }
+    }
+
+    /// Invocations that arrived so far, answered or still held.
+    pub fn arrivals(&self) -> usize {
+        self.arrived.load(Ordering::SeqCst)
     }
 
     pub fn calls(&self) -> Vec<Call> {
@@ -76,6 +90,7 @@ async fn serve(
     calls: Arc<Mutex<Vec<Call>>>,
     script: Arc<Script>,
     hold: Duration,
+    arrived: Arc<AtomicUsize>,
 ) -> std::io::Result<()> {
     loop {
         // Headers.
@@ -111,6 +126,7 @@ async fn serve(
             body.extend_from_slice(&chunk[..n]);
         }
         let started = Instant::now();
+        arrived.fetch_add(1, Ordering::SeqCst);
         let function = path
             .strip_prefix("/2015-03-31/functions/")
             .and_then(|p| p.strip_suffix("/invocations"))
