@@ -251,3 +251,38 @@ pub fn write_local_service_config(
     shared::config::ServiceConfig::parse(&text).map_err(|e| e.to_string())?;
     std::fs::write(path, text).map_err(|e| e.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bank_secrets_cover_any_bank_list_and_keep_the_listed_ones() {
+        let keys = LocalKeys::ensure().unwrap();
+        let listed: std::collections::HashMap<String, String> = serde_json::from_str(
+            &std::fs::read_to_string(keys.dir.join(BANK_SECRETS_FILE)).unwrap(),
+        )
+        .unwrap();
+        let banks: Vec<String> = ["ICBC".to_owned()]
+            .into_iter()
+            .chain((0..300).map(|i| format!("X{i:03}")))
+            .collect();
+        let secrets = keys.bank_secrets(&banks).unwrap();
+        assert_eq!(secrets.len(), 301);
+        assert_eq!(
+            secrets["ICBC"], listed["ICBC"],
+            "a listed bank keeps its secret"
+        );
+        let derived: std::collections::BTreeSet<&String> =
+            banks[1..].iter().map(|b| &secrets[b]).collect();
+        assert_eq!(derived.len(), 300, "every bank its own secret");
+        assert!(secrets
+            .values()
+            .all(|s| hex::decode(s).is_ok_and(|b| b.len() >= 32)));
+        assert_eq!(
+            keys.bank_secrets(&banks[1..3]).unwrap()["X001"],
+            secrets["X001"],
+            "the same keys derive the same secret"
+        );
+    }
+}
