@@ -112,7 +112,10 @@ async fn a_text_sns_refuses_is_an_error_naming_no_number_and_sends_nothing<S: Sm
     let longest = "码".repeat(1600);
     w.sms.send_sms(&to, &longest).await.unwrap();
     let too_long = format!("code 482916 {}", "x".repeat(1600));
-    let NotifyError::Failed(said) = w.sms.send_sms(&to, &too_long).await.unwrap_err();
+    let err = w.sms.send_sms(&to, &too_long).await.unwrap_err();
+    let NotifyError::Failed(said) = err else {
+        panic!("a refused text is a failure, not throttling: {err:?}")
+    };
     // The error is logged: neither the number nor the text (a code, say) is in it.
     assert!(!said.contains(&to.e164()[3..]), "{said}");
     assert!(!said.contains("482916"), "{said}");
