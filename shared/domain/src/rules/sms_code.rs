@@ -97,7 +97,9 @@ pub fn give_back_sms_slot(
     before: &UserState,
     taken_at: DateTime<Utc>,
 ) -> UserState {
-    if current.last_sms_at == Some(taken_at) {
+    // Whole seconds: the stored record keeps no fraction (`timestamp::format`), and one
+    // user's slots are at least `sms_min_interval` apart.
+    if current.last_sms_at.map(|t| t.timestamp()) == Some(taken_at.timestamp()) {
         return UserState {
             last_sms_at: before.last_sms_at,
             sms_day: before.sms_day.clone(),
@@ -239,6 +241,21 @@ mod tests {
         let first = take_sms_slot(&UserState::default(), t0, &rules).unwrap();
         let back = give_back_sms_slot(&first, &UserState::default(), t0);
         assert_eq!(back, UserState::default());
+    }
+
+    #[test]
+    fn a_slot_read_back_in_whole_seconds_is_still_recognised_as_ours() {
+        let rules = shipped();
+        let t0 = at(2026, 11, 28, 1, 0, 0);
+        let before = take_sms_slot(&UserState::default(), t0, &rules).unwrap();
+        let t1 = t0 + TimeDelta::minutes(3) + TimeDelta::milliseconds(750);
+        let stored = UserState {
+            last_sms_at: Some(t0 + TimeDelta::minutes(3)),
+            ..take_sms_slot(&before, t1, &rules).unwrap()
+        };
+        let back = give_back_sms_slot(&stored, &before, t1);
+        assert_eq!(back.last_sms_at, before.last_sms_at);
+        assert_eq!(back.sms_count, 1);
     }
 
     #[test]
