@@ -11,6 +11,7 @@ use secrecy::{ExposeSecret, SecretString};
 use crate::adapters::bank_http::HttpBankClient;
 use crate::adapters::dynamo::{DynamoStore, Tables};
 use crate::adapters::emf::EmfMetrics;
+use crate::adapters::sms_admission::UngatedSms;
 use crate::adapters::sns::SnsSms;
 use crate::clock::SystemClock;
 use crate::config::ServiceConfig;
@@ -167,6 +168,7 @@ fn aggregator_from(
         users: c.store.clone(),
         profiles: c.store.clone(),
         sms: sms(sms_env, &c.sdk),
+        sms_admission: Arc::new(UngatedSms),
         sealer: report_sealer(report)?,
         clock: Arc::new(SystemClock),
         metrics: Arc::new(EmfMetrics),
@@ -246,6 +248,7 @@ pub async fn submission_api() -> Result<SubmissionApi, StartupError> {
         profiles: c.store.clone(),
         store: c.store.clone(),
         sms: sms(&env.sms, &c.sdk),
+        sms_admission: Arc::new(UngatedSms),
         clock: Arc::new(SystemClock),
         codes: code_hasher(&env.sms_code)?,
     });

@@ -24,4 +24,5 @@ mod foundation;
 mod infra;
 mod pipeline;
 mod property;
+mod sms_channel;
 mod submission;

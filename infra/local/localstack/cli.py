@@ -81,6 +81,7 @@ def cmd_exec(opts: argparse.Namespace, cmd: list[str]) -> int:
 
     env = stack.aws_env(stack.state)
     env["LOCAL_STACK_STATE"] = str(state_file)
+    env["LOCAL_SNS_THROTTLE_URL"] = stack.state["sns_throttle_endpoint"]
     if "api_endpoint" in stack.state:
         env["LOCAL_API_URL"] = stack.state["api_endpoint"]
         env["LOCAL_TABLE_PREFIX"] = stack.state["table_prefix"]

@@ -27,6 +27,7 @@ from .common import (
     port_free, port_listening, proc_start_time, rel, say, sns_healthy, watch_routes,
 )
 from .java import dynamodb_command
+from . import sns_throttle
 from .install import _abs, ensure_installed
 
 
@@ -224,6 +225,8 @@ class Stack:
             "pids": {"dynamodb": by["dynamodb"].proc.pid, "sns": by["sns"].proc.pid},  # type: ignore[union-attr]
             "launcher_pid": os.getpid(),
         }
+        if not self._start_sns_throttle(by["sns"].endpoint):
+            return
         if self.opts.with_api:
             env = self.aws_env(self.state)
             self.bins = self._build_bins(env)
@@ -277,7 +280,8 @@ class Stack:
         env.pop("AWS_SESSION_TOKEN", None)
         env.update({
             "AWS_ENDPOINT_URL_DYNAMODB": state["dynamodb_endpoint"],
-            "AWS_ENDPOINT_URL_SNS": state["sns_endpoint"],
+            # Through the throttling proxy (sns_throttle.py) when there is one.
+            "AWS_ENDPOINT_URL_SNS": state.get("sns_throttle_endpoint", state["sns_endpoint"]),
             "AWS_ENDPOINT_URL_SQS": state["sqs_endpoint"],
             "AWS_REGION": REGION,
             "AWS_DEFAULT_REGION": REGION,
@@ -289,6 +293,20 @@ class Stack:
         for k in ("NO_PROXY", "no_proxy"):
             env[k] = ",".join(x for x in (env.get(k), "127.0.0.1", "localhost") if x)
         return env
+
+    def _start_sns_throttle(self, moto: str) -> bool:
+        """The SNS throttling proxy in front of moto (`sns_throttle.py`). False if
+        interrupted."""
+        proxy = Service("sns_throttle", "SNS throttling proxy", "--sns-port", 0,
+                        lambda port: sns_throttle.argv(port, moto), LOCAL,
+                        sns_throttle.healthy, self._log_path("sns-throttle"))
+        self.services.append(proxy)
+        if not self._start_and_wait([proxy], STARTUP_TIMEOUT_S):
+            return False
+        assert self.state is not None and proxy.proc is not None
+        self.state["sns_throttle_endpoint"] = proxy.endpoint
+        self.state["pids"]["sns_throttle"] = proxy.proc.pid
+        return True
 
     def _run_devtools(self, env: dict[str, str], args: list[str]) -> str:
         run = subprocess.run([str(self.bins["devtools"])] + args, cwd=ROOT, env=env,

@@ -51,6 +51,10 @@ pub enum ServiceError {
     CooldownActive { next_allowed_at: DateTime<Utc> },
     #[error("too many requests")]
     TooManyRequests { retry_after_secs: u64 },
+    /// The SMS channel cannot take the message now (its rate is used up, or SNS
+    /// throttled it); nothing was sent and the user's SMS limits are as they were.
+    #[error("SMS cannot be sent right now; try again after retry_after_seconds")]
+    SmsUnavailable { retry_after_secs: u64 },
     #[error("a dependency is unavailable, try again later")]
     Unavailable(String),
     /// Detail is for logs only; the client sees a generic message.

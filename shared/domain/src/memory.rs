@@ -3,6 +3,7 @@
 #![cfg(any(test, feature = "test-util"))]
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
@@ -14,8 +15,8 @@ use crate::model::phone::PhoneNumber;
 use crate::model::profile::UserProfile;
 use crate::model::purpose::Purpose;
 use crate::ports::{
-    BankNonce, Metric, Metrics, NotifyError, ProfileStore, QueryStore, ReportStore, SettleOutcome,
-    Settlement, SmsSender, StoreError, SubmissionStore, SubmitError,
+    Admit, BankNonce, Metric, Metrics, NotifyError, ProfileStore, QueryStore, ReportStore,
+    SettleOutcome, Settlement, SmsAdmission, SmsSender, StoreError, SubmissionStore, SubmitError,
 };
 use crate::records::{
     ConsentRecord, DueWork, IdempotencyClaim, IdempotencyRecord, LegRecord, LegState, PasswordSlot,
@@ -538,6 +539,19 @@ impl ReportStore for MemoryStore {
         Ok(())
     }
 
+    async fn release_notice(
+        &self,
+        id: &QueryId,
+        claimed_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut d = self.lock();
+        let unsent = d.queries.get(id).is_some_and(|q| q.notified_at.is_none());
+        if unsent && d.notice_claims.get(id) == Some(&claimed_at) {
+            d.notice_claims.remove(id);
+        }
+        Ok(())
+    }
+
     async fn record_view(&self, id: &QueryId, view: &ReportView) -> Result<(), StoreError> {
         if let Some(q) = self.lock().queries.get_mut(id) {
             q.views = crate::rules::view_log::with_view(&q.views, view.clone());
@@ -659,21 +673,39 @@ impl Metrics for RecordingMetrics {
 pub const SMS_MAX_CHARS: usize = 1600;
 
 /// Keeps every SMS "sent"; refuses what SNS refuses (a text over [`SMS_MAX_CHARS`]), so
-/// code tested on it cannot count on a send SNS would fail.
+/// code tested on it cannot count on a send SNS would fail. While throttled (see
+/// [`MemorySms::throttle`]) it answers as the SNS adapter does once its retries are
+/// spent: [`NotifyError::Throttled`], nothing sent.
 #[derive(Default)]
 pub struct MemorySms {
     sent: Mutex<Vec<(PhoneNumber, String)>>,
+    throttled: AtomicBool,
+    refused: AtomicUsize,
 }
 
 impl MemorySms {
     pub fn sent(&self) -> Vec<(PhoneNumber, String)> {
         self.sent.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
+
+    /// Turns the channel's throttling on or off.
+    pub fn throttle(&self, on: bool) {
+        self.throttled.store(on, Ordering::SeqCst);
+    }
+
+    /// How many sends throttling refused.
+    pub fn throttled_sends(&self) -> usize {
+        self.refused.load(Ordering::SeqCst)
+    }
 }
 
 #[async_trait]
 impl SmsSender for MemorySms {
     async fn send_sms(&self, to: &PhoneNumber, text: &str) -> Result<(), NotifyError> {
+        if self.throttled.load(Ordering::SeqCst) {
+            self.refused.fetch_add(1, Ordering::SeqCst);
+            return Err(NotifyError::Throttled);
+        }
         if text.chars().count() > SMS_MAX_CHARS {
             // Worded like the SNS adapter's refusal: by its kind, naming no number.
             return Err(NotifyError::Failed("service error InvalidParameter".into()));
@@ -683,5 +715,38 @@ impl SmsSender for MemorySms {
             .unwrap_or_else(|e| e.into_inner())
             .push((to.clone(), text.to_owned()));
         Ok(())
+    }
+}
+
+/// The SMS channel's rate in one process: at most `rate` admissions per second of the
+/// clock passed in (whole seconds, as the production gate counts them).
+pub struct MemorySmsAdmission {
+    rate: u32,
+    window: Mutex<(i64, u32)>,
+}
+
+impl MemorySmsAdmission {
+    pub fn new(rate: u32) -> Self {
+        Self {
+            rate,
+            window: Mutex::new((i64::MIN, 0)),
+        }
+    }
+}
+
+#[async_trait]
+impl SmsAdmission for MemorySmsAdmission {
+    async fn admit(&self, now: DateTime<Utc>) -> Result<Admit, StoreError> {
+        let second = now.timestamp();
+        let mut w = self.window.lock().unwrap_or_else(|e| e.into_inner());
+        if w.0 != second {
+            *w = (second, 0);
+        }
+        if w.1 >= self.rate {
+            let next = DateTime::from_timestamp(second + 1, 0).unwrap_or(now);
+            return Ok(Admit::RetryAt(next));
+        }
+        w.1 += 1;
+        Ok(Admit::Go)
     }
 }

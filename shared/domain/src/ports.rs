@@ -161,6 +161,10 @@ pub trait SubmissionStore: Send + Sync {
 
 #[derive(Debug, thiserror::Error)]
 pub enum NotifyError {
+    /// The channel refused for rate (SNS `Throttling`, after the adapter's own retries):
+    /// nothing was sent, and the same text may be sent again later.
+    #[error("SMS not sent: the SMS channel is throttled")]
+    Throttled,
     #[error("SMS not sent: {0}")]
     Failed(String),
 }
@@ -169,6 +173,22 @@ pub enum NotifyError {
 #[async_trait]
 pub trait SmsSender: Send + Sync {
     async fn send_sms(&self, to: &PhoneNumber, text: &str) -> Result<(), NotifyError>;
+}
+
+/// The answer of [`SmsAdmission`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admit {
+    /// One message may be published now (its permit is taken).
+    Go,
+    /// The channel's rate is used up; ask again at this instant.
+    RetryAt(DateTime<Utc>),
+}
+
+/// The SMS channel's rate (`sms_channel.rate_per_second`), shared by every instance of
+/// every function that sends SMS: asked once per message, before publishing.
+#[async_trait]
+pub trait SmsAdmission: Send + Sync {
+    async fn admit(&self, now: DateTime<Utc>) -> Result<Admit, StoreError>;
 }
 
 /// How a leg ends.
@@ -266,6 +286,15 @@ pub trait ReportStore: Send + Sync {
     ) -> Result<bool, StoreError>;
 
     async fn notice_sent(&self, id: &QueryId, at: DateTime<Utc>) -> Result<(), StoreError>;
+
+    /// Gives back a notice claim taken at `claimed_at` whose SMS was not sent (the channel
+    /// said "later"), so the next sweep may send it without waiting out the lease. Only
+    /// that claim, and only while the notice is unsent: a later claim is left alone.
+    async fn release_notice(
+        &self,
+        id: &QueryId,
+        claimed_at: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
 
     /// Adds `view` to the query's view log (`rules::view_log::with_view`), counts it in
     /// `views_total` and sets `last_viewed_at`; concurrent views are all recorded.

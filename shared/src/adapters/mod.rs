@@ -7,4 +7,5 @@ pub mod emf;
 #[cfg(any(test, feature = "test-util"))]
 pub use domain::memory;
 pub mod redact;
+pub mod sms_admission;
 pub mod sns;

@@ -57,7 +57,7 @@ impl ApiError {
             PaymentPasswordLocked { .. } => 423,
             CooldownActive { .. } | TooManyRequests { .. } => 429,
             Internal(_) => 500,
-            Unavailable(_) => 503,
+            Unavailable(_) | SmsUnavailable { .. } => 503,
         }
     }
 
@@ -96,6 +96,7 @@ impl ApiError {
             TooManyRequests { .. } => "TOO_MANY_REQUESTS",
             Internal(_) => "INTERNAL",
             Unavailable(_) => "SERVICE_UNAVAILABLE",
+            SmsUnavailable { .. } => "SMS_UNAVAILABLE",
         }
     }
 
@@ -115,7 +116,8 @@ impl ApiError {
             }
             ApiError::Service(
                 ServiceError::TooManyRequests { retry_after_secs }
-                | ServiceError::IdempotencyInProgress { retry_after_secs },
+                | ServiceError::IdempotencyInProgress { retry_after_secs }
+                | ServiceError::SmsUnavailable { retry_after_secs },
             ) => {
                 error["retry_after_seconds"] = (*retry_after_secs).into();
             }
@@ -162,7 +164,8 @@ impl IntoResponse for ApiError {
         match self {
             ApiError::Service(
                 ServiceError::TooManyRequests { retry_after_secs }
-                | ServiceError::IdempotencyInProgress { retry_after_secs },
+                | ServiceError::IdempotencyInProgress { retry_after_secs }
+                | ServiceError::SmsUnavailable { retry_after_secs },
             ) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
             }

@@ -13,7 +13,7 @@ use super::extract::{json_object, typed, MAX_BODY_BYTES};
 use super::report::ViewApi;
 use super::submission::SubmissionApi;
 use super::{callback, error::ApiError, report, submission};
-use crate::adapters::memory::MemorySms;
+use crate::adapters::memory::{MemorySms, MemorySmsAdmission};
 use crate::dispatch::callback::CallbackService;
 use crate::report::crypto::ReportOpener;
 use crate::report::view::{ViewDeps, ViewService};
@@ -60,6 +60,7 @@ fn routers() -> Routers {
             profiles: w.store.clone(),
             store: w.store.clone(),
             sms: Arc::new(MemorySms::default()),
+            sms_admission: Arc::new(MemorySmsAdmission::new(u32::MAX)),
             clock: w.clock.clone(),
             codes: codes.clone(),
             face: face(),
@@ -721,6 +722,20 @@ fn a_deleted_report_is_410_report_deleted_with_the_record() {
     let mut keys: Vec<&String> = body.as_object().unwrap().keys().collect();
     keys.sort();
     assert_eq!(keys, ["error", "query"]);
+}
+
+/// The SMS channel's refusal: 503 with its own code and the wait in the header and body.
+#[test]
+fn an_sms_channel_refusal_is_503_sms_unavailable_with_retry_after() {
+    use crate::error::ServiceError;
+    let e = ApiError::from(ServiceError::SmsUnavailable {
+        retry_after_secs: 2,
+    });
+    assert_eq!((e.status(), e.code()), (503, "SMS_UNAVAILABLE"));
+    assert_eq!(e.body()["error"]["retry_after_seconds"], 2);
+    let resp = axum::response::IntoResponse::into_response(e);
+    assert_eq!(resp.status(), 503);
+    assert_eq!(resp.headers()["retry-after"], "2");
 }
 
 /// The domain is a crate without HTTP dependencies, so Cargo keeps it from this layer.

@@ -15,6 +15,7 @@ use super::{at_once, contract, submitted, Store, World, BANKS};
 contract!(
     a_report_is_published_once_and_releases_the_lock,
     twenty_parallel_notice_claims_let_one_sender_through,
+    a_notice_claim_given_back_unsent_lets_one_next_sender_through_at_once,
     an_expired_report_is_gone_and_its_query_expired,
     a_deleted_report_takes_its_legs_stays_deleted_and_leaves_the_lock_alone,
     twenty_parallel_deletions_delete_once,
@@ -131,6 +132,51 @@ async fn twenty_parallel_notice_claims_let_one_sender_through<S: Store>(w: &Worl
     );
     assert!(!store
         .due(much_later, 100)
+        .await
+        .unwrap()
+        .contains(&DueWork::Notify(q)));
+}
+
+async fn a_notice_claim_given_back_unsent_lets_one_next_sender_through_at_once<S: Store>(
+    w: &World<S>,
+) {
+    let store = &*w.store;
+    let q = submitted(store, &w.user, w.now).await;
+    store
+        .publish(&publication(w, q, w.now).await)
+        .await
+        .unwrap();
+    let lease = TimeDelta::minutes(2);
+    let claimed = w.now;
+    assert!(store.claim_notice(&q, claimed, lease).await.unwrap());
+    // Another claim's instant gives nothing back.
+    let soon = claimed + TimeDelta::seconds(1);
+    store
+        .release_notice(&q, claimed - TimeDelta::seconds(1))
+        .await
+        .unwrap();
+    assert!(!store.claim_notice(&q, soon, lease).await.unwrap());
+    // Its own: the next senders need not wait out the lease, and one of them gets it.
+    store.release_notice(&q, claimed).await.unwrap();
+    let claims = at_once(20, |_| store.claim_notice(&q, soon, lease)).await;
+    assert_eq!(claims.iter().filter(|c| *c.as_ref().unwrap()).count(), 1);
+    assert!(store
+        .due(soon, 100)
+        .await
+        .unwrap()
+        .contains(&DueWork::Notify(q)));
+    // Once sent, a late give-back changes nothing: never claimed again, not due.
+    let sent = soon + TimeDelta::seconds(1);
+    store.notice_sent(&q, sent).await.unwrap();
+    store.release_notice(&q, soon).await.unwrap();
+    let later = sent + TimeDelta::seconds(1);
+    assert!(!store.claim_notice(&q, later, lease).await.unwrap());
+    assert_eq!(
+        store.query(&q).await.unwrap().unwrap().notified_at,
+        Some(sent)
+    );
+    assert!(!store
+        .due(later, 100)
         .await
         .unwrap()
         .contains(&DueWork::Notify(q)));

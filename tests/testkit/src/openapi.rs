@@ -923,7 +923,7 @@ mod tests {
             .as_array()
             .unwrap()
             .len();
-        assert_eq!(codes, 27);
+        assert_eq!(codes, 28);
     }
 
     #[test]
@@ -1095,6 +1095,21 @@ mod tests {
             503,
             Some(error("SERVICE_UNAVAILABLE")),
         );
+        ok(
+            "POST",
+            "/v1/verifications",
+            503,
+            Some(
+                json!({"error": {"code": "SMS_UNAVAILABLE", "message": "wait",
+                "retry_after_seconds": 2}}),
+            ),
+        );
+        ok(
+            "POST",
+            "/v1/verifications",
+            503,
+            Some(error("SERVICE_UNAVAILABLE")),
+        );
         ok("GET", "/v1/card-queries", 500, Some(error("INTERNAL")));
         // undocumented method on a documented path: 405 only
         ok(
@@ -1144,6 +1159,15 @@ mod tests {
         invalid("POST", "/v1/card-queries", 409, error("REPORT_NOT_READY"));
         // not in the enum at all
         invalid("GET", "/v1/banks", 401, error("UNAUTHORIZED"));
+        // the SMS channel's 503 says how long to wait, and only code requests give it
+        invalid("POST", "/v1/verifications", 503, error("SMS_UNAVAILABLE"));
+        invalid(
+            "POST",
+            "/v1/card-queries",
+            503,
+            json!({"error": {"code": "SMS_UNAVAILABLE", "message": "wait",
+                "retry_after_seconds": 2}}),
+        );
     }
 
     #[test]

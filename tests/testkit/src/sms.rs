@@ -36,3 +36,36 @@ pub async fn sent_sms_to(sns_endpoint: &str, phone: &str) -> Result<Vec<SentSms>
         .filter(|m| m.phone_number == phone)
         .collect())
 }
+
+/// Makes the stack's SNS throttling proxy (`infra/local/localstack/sns_throttle.py`)
+/// answer every Publish to `phones` `Throttling` for `seconds` from now (0: stop now).
+pub async fn throttle(proxy: &str, phones: &[&str], seconds: u64) -> Result<(), reqwest::Error> {
+    reqwest::Client::new()
+        .post(format!("{}/_throttle", proxy.trim_end_matches('/')))
+        .json(&serde_json::json!({ "phone_numbers": phones, "seconds": seconds }))
+        .send()
+        .await?
+        .error_for_status()?;
+    Ok(())
+}
+
+/// How many publishes to `phone` the throttling proxy has answered `Throttling`.
+pub async fn throttled_publishes(proxy: &str, phone: &str) -> Result<u64, reqwest::Error> {
+    let state: serde_json::Value =
+        reqwest::get(format!("{}/_throttle", proxy.trim_end_matches('/')))
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+    Ok(state["phones"][phone]["refused"].as_u64().unwrap_or(0))
+}
+
+/// The throttling proxy of the running stack.
+pub fn throttle_proxy() -> String {
+    crate::stack::endpoints()
+        .sns_throttle_endpoint
+        .clone()
+        .expect(
+        "the local stack runs the SNS throttling proxy (infra/local/localstack/sns_throttle.py)",
+    )
+}

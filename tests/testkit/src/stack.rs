@@ -30,6 +30,10 @@ pub struct Endpoints {
     /// The bank simulator (stacks started `--with-api`).
     #[serde(default)]
     pub bank_sim_endpoint: Option<String>,
+    /// The SNS throttling proxy in front of the emulator, which the functions publish
+    /// through (`infra/local/localstack/sns_throttle.py`).
+    #[serde(default)]
+    pub sns_throttle_endpoint: Option<String>,
 }
 
 impl Endpoints {
@@ -58,6 +62,7 @@ fn from_env() -> Option<Endpoints> {
         api_endpoint: std::env::var("LOCAL_API_URL").ok(),
         table_prefix: std::env::var("LOCAL_TABLE_PREFIX").ok(),
         bank_sim_endpoint: std::env::var("LOCAL_BANK_SIM_URL").ok(),
+        sns_throttle_endpoint: std::env::var("LOCAL_SNS_THROTTLE_URL").ok(),
     })
 }
 

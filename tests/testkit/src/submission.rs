@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 use shared::adapters::dynamo::{DynamoStore, Tables};
+use shared::adapters::sms_admission::UngatedSms;
 use shared::adapters::sns::SnsSms;
 use shared::clock::{Clock, ManualClock};
 use shared::config::{ServiceConfig, DEFAULT_CONFIG};
@@ -74,6 +75,7 @@ impl Fixture {
             profiles: store.clone(),
             store: store.clone(),
             sms: Arc::new(SnsSms::new(env.clients.sns.clone(), None)),
+            sms_admission: Arc::new(UngatedSms),
             clock: clock.clone(),
             codes: CodeHasher::new(&key).expect("32-byte key"),
         }));

@@ -6,7 +6,9 @@
 //! claim with a lease is taken before sending and `notified_at` is recorded after. A
 //! crash before sending leaves the claim to lapse and the message is sent on retry (the
 //! stream redelivers, the sweeper's NOTIFY entry catches the rest); a crash between
-//! sending and recording is the one window in which a second SMS is possible.
+//! sending and recording is the one window in which a second SMS is possible. A notice
+//! the SMS channel cannot take now (its shared rate, or SNS throttling) gives its claim
+//! back unsent and is left to the sweeper's NOTIFY entry.
 
 use std::sync::Arc;
 
@@ -19,8 +21,8 @@ use crate::clock::Clock;
 use crate::config::ServiceConfig;
 use crate::model::ids::QueryId;
 use crate::ports::{
-    Metric, Metrics, ProfileStore, QueryStore, ReportStore, Settlement, SmsSender, StoreError,
-    SubmissionStore,
+    Admit, Metric, Metrics, NotifyError, ProfileStore, QueryStore, ReportStore, Settlement,
+    SmsAdmission, SmsSender, StoreError, SubmissionStore,
 };
 use crate::records::{LegState, Publication, PublishOutcome, QueryPhase, StoredReport};
 use crate::rules::{cooldown, deadline, retention};
@@ -51,6 +53,8 @@ pub struct AggregatorDeps {
     pub users: Arc<dyn SubmissionStore>,
     pub profiles: Arc<dyn ProfileStore>,
     pub sms: Arc<dyn SmsSender>,
+    /// The SMS channel's shared rate, asked before each notice.
+    pub sms_admission: Arc<dyn SmsAdmission>,
     pub sealer: Arc<ReportSealer>,
     pub clock: Arc<dyn Clock>,
     /// The submit-to-report latency, which the late-report alarm watches.
@@ -176,7 +180,8 @@ impl Aggregator {
         ))
     }
 
-    /// Sends the "report ready" SMS unless it was sent or another sender holds the claim.
+    /// Sends the "report ready" SMS unless it was sent or another sender holds the claim;
+    /// `false` also when the channel cannot take it now (it stays due for the sweeper).
     pub async fn notify(&self, id: &QueryId) -> Result<bool, StoreError> {
         let now = self.d.clock.now();
         if !self.d.reports.claim_notice(id, now, NOTICE_LEASE).await? {
@@ -190,11 +195,23 @@ impl Aggregator {
             self.d.reports.notice_sent(id, now).await?;
             return Ok(false);
         };
-        self.d
-            .sms
-            .send_sms(&profile.phone, REPORT_READY_SMS)
-            .await
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        // A notice the channel cannot take now stays due, its claim given back so the
+        // next sweep sends it (once: the claim and `notified_at` still decide).
+        let deferred = match self.d.sms_admission.admit(now).await? {
+            Admit::RetryAt(_) => true,
+            Admit::Go => match self.d.sms.send_sms(&profile.phone, REPORT_READY_SMS).await {
+                Ok(()) => false,
+                Err(NotifyError::Throttled) => true,
+                Err(e @ NotifyError::Failed(_)) => {
+                    return Err(StoreError::Unavailable(e.to_string()))
+                }
+            },
+        };
+        if deferred {
+            self.d.reports.release_notice(id, now).await?;
+            info!(query_id = %id, "report-ready SMS deferred: the SMS channel is at its rate");
+            return Ok(false);
+        }
         #[cfg(feature = "fault-injection")]
         fault_point("aggregate.after_sms");
         self.d.reports.notice_sent(id, self.d.clock.now()).await?;

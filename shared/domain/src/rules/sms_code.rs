@@ -3,7 +3,7 @@
 //! `rules.sms_min_interval` (a minute) and `rules.sms_daily_limit` (10) a China day.
 //! (The code itself, its hash and its format: `security::sms_code`.)
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 
 use super::china_day::{china_day, next_china_midnight};
 use super::retry_after_secs;
@@ -72,6 +72,50 @@ pub fn take_sms_slot(
         sms_count: count_today + 1,
         ..state.clone()
     })
+}
+
+/// How long a code request the SMS channel refused (throttled after the adapter's own
+/// retries) is told to wait: the channel's quota refills every second, and the retries
+/// already spent about that long.
+pub const THROTTLED_RETRY_AFTER: TimeDelta = TimeDelta::seconds(2);
+
+/// The refusal of a code request whose SMS the channel cannot take before `retry_at`.
+pub fn channel_unavailable(now: DateTime<Utc>, retry_at: DateTime<Utc>) -> ServiceError {
+    ServiceError::SmsUnavailable {
+        retry_after_secs: retry_after_secs(retry_at - now),
+    }
+}
+
+/// Gives back the slot taken at `taken_at` (from `before`) whose SMS was not sent, so
+/// a refused send costs the user neither the minute nor a daily message. While that slot
+/// is still the last one taken, the SMS fields go back to `before`'s exactly; should a
+/// later send have taken one since, that one stands and only the count goes down (the
+/// same China day). Applied to the state as it is now (the caller's conditional write
+/// puts it), so any other field written meanwhile stands.
+pub fn give_back_sms_slot(
+    current: &UserState,
+    before: &UserState,
+    taken_at: DateTime<Utc>,
+) -> UserState {
+    // Whole seconds: the stored record keeps no fraction (`timestamp::format`), and one
+    // user's slots are at least `sms_min_interval` apart.
+    if current.last_sms_at.map(|t| t.timestamp()) == Some(taken_at.timestamp()) {
+        return UserState {
+            last_sms_at: before.last_sms_at,
+            sms_day: before.sms_day.clone(),
+            sms_count: before.sms_count,
+            ..current.clone()
+        };
+    }
+    let same_day = current.sms_day.as_deref() == Some(china_day(taken_at).as_str());
+    UserState {
+        sms_count: if same_day {
+            current.sms_count.saturating_sub(1)
+        } else {
+            current.sms_count
+        },
+        ..current.clone()
+    }
 }
 
 #[cfg(test)]
@@ -175,5 +219,69 @@ mod tests {
             max
         ));
         assert!(!may_consume(&VerificationRecord { used: true, ..c }, max));
+    }
+
+    #[test]
+    fn a_slot_given_back_leaves_the_limits_as_they_were() {
+        let rules = shipped();
+        let t0 = at(2026, 11, 28, 1, 0, 0);
+        let before = take_sms_slot(&UserState::default(), t0, &rules).unwrap();
+        let t1 = t0 + TimeDelta::minutes(3);
+        let taken = take_sms_slot(&before, t1, &rules).unwrap();
+        assert_eq!(taken.sms_count, 2);
+        let back = give_back_sms_slot(&taken, &before, t1);
+        assert_eq!(
+            (back.last_sms_at, back.sms_day.clone(), back.sms_count),
+            (before.last_sms_at, before.sms_day.clone(), before.sms_count)
+        );
+        // The next code may go at once: the minute runs from the first send again.
+        assert!(take_sms_slot(&back, t1, &rules).is_ok());
+
+        // The first SMS of all, given back: as if never taken.
+        let first = take_sms_slot(&UserState::default(), t0, &rules).unwrap();
+        let back = give_back_sms_slot(&first, &UserState::default(), t0);
+        assert_eq!(back, UserState::default());
+    }
+
+    #[test]
+    fn a_slot_read_back_in_whole_seconds_is_still_recognised_as_ours() {
+        let rules = shipped();
+        let t0 = at(2026, 11, 28, 1, 0, 0);
+        let before = take_sms_slot(&UserState::default(), t0, &rules).unwrap();
+        let t1 = t0 + TimeDelta::minutes(3) + TimeDelta::milliseconds(750);
+        let stored = UserState {
+            last_sms_at: Some(t0 + TimeDelta::minutes(3)),
+            ..take_sms_slot(&before, t1, &rules).unwrap()
+        };
+        let back = give_back_sms_slot(&stored, &before, t1);
+        assert_eq!(back.last_sms_at, before.last_sms_at);
+        assert_eq!(back.sms_count, 1);
+    }
+
+    #[test]
+    fn giving_back_keeps_what_else_was_written_and_a_later_send() {
+        let rules = shipped();
+        let t0 = at(2026, 11, 28, 1, 0, 0);
+        let taken = take_sms_slot(&UserState::default(), t0, &rules).unwrap();
+        // Meanwhile the password count moved and (an interval later) another send won.
+        let later = t0 + TimeDelta::minutes(1);
+        let current = UserState {
+            password_failures: 2,
+            ..take_sms_slot(&taken, later, &rules).unwrap()
+        };
+        let back = give_back_sms_slot(&current, &UserState::default(), t0);
+        assert_eq!(back.password_failures, 2);
+        assert_eq!(back.last_sms_at, Some(later));
+        assert_eq!(back.sms_count, 1);
+    }
+
+    #[test]
+    fn a_channel_refusal_waits_whole_seconds() {
+        let now = at(2026, 11, 28, 1, 0, 0);
+        let retry_at = now + TimeDelta::milliseconds(300);
+        match channel_unavailable(now, retry_at) {
+            ServiceError::SmsUnavailable { retry_after_secs } => assert_eq!(retry_after_secs, 1),
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -16,7 +16,10 @@ use crate::model::bank::BankCode;
 use crate::model::ids::{IdempotencyKey, QueryId, UserId, VerificationId};
 use crate::model::profile::UserProfile;
 use crate::model::purpose::Purpose;
-use crate::ports::{ProfileStore, SmsSender, StoreError, SubmissionStore, SubmitError};
+use crate::ports::{
+    Admit, NotifyError, ProfileStore, SmsAdmission, SmsSender, StoreError, SubmissionStore,
+    SubmitError,
+};
 use crate::records::{
     ConsentRecord, IdempotencyClaim, IdempotencyRecord, LegRecord, LegState, PasswordSlot,
     QueryPhase, QueryRecord, Submission, SubmitConflict, UserState, VerificationRecord,
@@ -35,6 +38,8 @@ pub struct SubmissionDeps {
     pub profiles: Arc<dyn ProfileStore>,
     pub store: Arc<dyn SubmissionStore>,
     pub sms: Arc<dyn SmsSender>,
+    /// The SMS channel's shared rate, asked before each code SMS.
+    pub sms_admission: Arc<dyn SmsAdmission>,
     pub clock: Arc<dyn Clock>,
     pub codes: CodeHasher,
     pub face: Arc<FaceVerifier>,
@@ -42,6 +47,14 @@ pub struct SubmissionDeps {
 
 pub struct SubmissionService {
     d: SubmissionDeps,
+}
+
+/// Why a code request that took the user's SMS slot ends without a code.
+enum CodeNotSent {
+    /// Certainly not sent: the slot is given back.
+    Unsent(ServiceError),
+    /// Possibly sent (SNS's answer was an error): the slot stays taken.
+    MaybeSent(ServiceError),
 }
 
 /// The SMS text of a verification code: zh-CN, no link, an anti-fraud reminder.
@@ -127,9 +140,28 @@ impl SubmissionService {
                 .filter(|p| p.real_name_verified)
                 .ok_or(ServiceError::NotRealNameVerified)?,
         };
+        let (now, before) = self.take_sms_slot(user).await?;
+        match self.send_code(user, &profile, req.purpose, now).await {
+            Ok(created) => Ok(created),
+            Err(CodeNotSent::Unsent(refusal)) => {
+                self.give_back_sms_slot(user, &before, now).await;
+                Err(refusal)
+            }
+            Err(CodeNotSent::MaybeSent(e)) => Err(e),
+        }
+    }
+
+    /// Reserves the user's SMS slot (one a minute, the daily cap) with a conditional
+    /// write, before the channel is asked: a user over their limits never uses up the
+    /// channel's national rate. Returns the reservation's instant and the state it
+    /// was taken from.
+    async fn take_sms_slot(
+        &self,
+        user: &UserId,
+    ) -> Result<(chrono::DateTime<chrono::Utc>, UserState), ServiceError> {
         let rules = &self.d.config.rules;
         let mut attempt = 0;
-        let now = loop {
+        loop {
             let now = self.now();
             let state = self.d.store.user_state(user).await?;
             let next = code_rule::take_sms_slot(&state, now, rules)?;
@@ -139,30 +171,99 @@ impl SubmissionService {
                 .put_user_state(user, &next, state.version)
                 .await
             {
-                Ok(()) => break now,
+                Ok(()) => return Ok((now, state)),
                 Err(StoreError::Conflict) if attempt < STATE_RETRIES => attempt += 1,
                 Err(e) => return Err(e.into()),
             }
-        };
+        }
+    }
+
+    /// The SMS of a slot taken at `taken_at` was not sent: the slot goes back (a
+    /// conditional write on the state as it is now). Should that fail, the user waits
+    /// out the minute as if it had been sent; logged, not refused twice.
+    async fn give_back_sms_slot(
+        &self,
+        user: &UserId,
+        before: &UserState,
+        taken_at: chrono::DateTime<chrono::Utc>,
+    ) {
+        for _ in 0..=STATE_RETRIES {
+            let current = match self.d.store.user_state(user).await {
+                Ok(s) => s,
+                Err(e) => {
+                    warn!(user_id = %user, error = %e, "unsent SMS slot not given back");
+                    return;
+                }
+            };
+            let back = code_rule::give_back_sms_slot(&current, before, taken_at);
+            match self
+                .d
+                .store
+                .put_user_state(user, &back, current.version)
+                .await
+            {
+                Ok(()) => return,
+                Err(StoreError::Conflict) => continue,
+                Err(e) => {
+                    warn!(user_id = %user, error = %e, "unsent SMS slot not given back");
+                    return;
+                }
+            }
+        }
+        warn!(user_id = %user, "unsent SMS slot not given back: state contention");
+    }
+
+    /// Admission through the channel's rate, then the code's record, then the SMS.
+    async fn send_code(
+        &self,
+        user: &UserId,
+        profile: &UserProfile,
+        purpose: Purpose,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<VerificationCreated, CodeNotSent> {
+        let rules = &self.d.config.rules;
+        match self.d.sms_admission.admit(now).await {
+            Ok(Admit::Go) => {}
+            Ok(Admit::RetryAt(at)) => {
+                info!(user_id = %user, "code SMS refused: channel rate used up");
+                return Err(CodeNotSent::Unsent(code_rule::channel_unavailable(now, at)));
+            }
+            Err(e) => return Err(CodeNotSent::Unsent(e.into())),
+        }
         let id = VerificationId::generate();
         let code = sms_code::generate_code();
         let record = VerificationRecord {
             verification_id: id,
             user_id: user.clone(),
-            purpose: req.purpose,
-            code_hash: self.d.codes.hash(user, &id, req.purpose, &code),
+            purpose,
+            code_hash: self.d.codes.hash(user, &id, purpose, &code),
             expires_at: code_rule::code_expires_at(now, rules),
             attempts: 0,
             used: false,
         };
-        self.d.store.put_verification(&record).await?;
-        let text = code_sms_text(&code, req.purpose, code_rule::validity_minutes(rules));
         self.d
-            .sms
-            .send_sms(&profile.phone, &text)
+            .store
+            .put_verification(&record)
             .await
-            .map_err(|e| ServiceError::Unavailable(e.to_string()))?;
-        info!(user_id = %user, verification_id = %id, purpose = req.purpose.as_str(), "verification code sent");
+            .map_err(|e| CodeNotSent::Unsent(e.into()))?;
+        let text = code_sms_text(&code, purpose, code_rule::validity_minutes(rules));
+        match self.d.sms.send_sms(&profile.phone, &text).await {
+            Ok(()) => {}
+            Err(NotifyError::Throttled) => {
+                info!(user_id = %user, "code SMS refused: channel throttled");
+                let retry_at = now + code_rule::THROTTLED_RETRY_AFTER;
+                return Err(CodeNotSent::Unsent(code_rule::channel_unavailable(
+                    now, retry_at,
+                )));
+            }
+            // SNS may have sent it (a lost answer looks the same): it stays counted.
+            Err(e @ NotifyError::Failed(_)) => {
+                return Err(CodeNotSent::MaybeSent(ServiceError::Unavailable(
+                    e.to_string(),
+                )))
+            }
+        }
+        info!(user_id = %user, verification_id = %id, purpose = purpose.as_str(), "verification code sent");
         Ok(VerificationCreated {
             verification_id: id.to_string(),
             masked_phone: profile.phone.masked(),

@@ -11,8 +11,8 @@ use crate::bank::signing::SignatureHeaders;
 use crate::clock::ManualClock;
 use crate::dispatch::client::{BankClient, BankReply, TransportError};
 use crate::dispatch::fanout::FanoutDeps;
-use crate::memory::MemorySms;
 use crate::memory::RecordingMetrics;
+use crate::memory::{MemorySms, MemorySmsAdmission};
 use crate::model::ids::QueryId;
 use crate::ports::{QueryStore, Settlement};
 use crate::records::{LegState, QueryPhase};
@@ -59,6 +59,7 @@ async fn expiry_is_done_first_and_slow_retries_stop_before_the_deadline() {
         users: w.store.clone(),
         profiles: w.store.clone(),
         sms: Arc::new(MemorySms::default()),
+        sms_admission: Arc::new(MemorySmsAdmission::new(u32::MAX)),
         sealer: Arc::new(ReportSealer::new("k1", &report_public).unwrap()),
         clock: w.clock.clone(),
         metrics: Arc::new(RecordingMetrics::default()),

@@ -168,6 +168,27 @@ impl ReportStore for DynamoStore {
             .await
     }
 
+    async fn release_notice(
+        &self,
+        id: &QueryId,
+        claimed_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.tables.main)
+            .set_key(Some(key(query_pk(id), "QUERY".into())))
+            .update_expression("REMOVE notice_claimed_at")
+            .condition_expression(
+                "attribute_not_exists(notified_at) AND notice_claimed_at = :claimed",
+            )
+            .expression_attribute_values(":claimed", ts(claimed_at))
+            .send()
+            .await;
+        // Not ours any more (sent, or claimed again after the lease): nothing to give back.
+        written(result).map(drop)
+    }
+
     async fn record_view(&self, id: &QueryId, view: &ReportView) -> Result<(), StoreError> {
         // The log is bounded (`rules::view_log`), which no update expression can say:
         // it is rewritten against `views_total`, and a concurrent view makes this one

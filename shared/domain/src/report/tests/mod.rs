@@ -15,7 +15,7 @@ use super::body::{self, BankStatus, Report};
 use super::crypto::ReportOpener;
 use super::view::{CodeInput, StepUp, ViewDeps, ViewService};
 use crate::error::ServiceError;
-use crate::memory::{MemorySms, RecordingMetrics};
+use crate::memory::{MemorySms, MemorySmsAdmission, RecordingMetrics};
 use crate::model::card::{AnsweredCard, CardKind, FourDigits};
 use crate::model::ids::{QueryId, UserId, VerificationId};
 use crate::model::phone::PhoneNumber;
@@ -49,6 +49,10 @@ impl TestSms {
     }
     fn fail(&self, n: usize) {
         self.fail_next.store(n, Ordering::SeqCst);
+    }
+    /// SNS answering `Throttling` (after the adapter's retries) until turned off.
+    fn throttle(&self, on: bool) {
+        self.inner.throttle(on);
     }
 }
 
@@ -96,6 +100,11 @@ fn world() -> World {
 }
 
 fn world_with(scripts: &[(&str, Vec<Script>)]) -> World {
+    world_on_channel(scripts, u32::MAX)
+}
+
+/// A world whose SMS channel admits `rate` messages a second (of the manual clock).
+fn world_on_channel(scripts: &[(&str, Vec<Script>)], rate: u32) -> World {
     let base = BankWorld::new(scripts);
     let (config, clock, store) = (&base.config, &base.clock, &base.store);
     let sms = Arc::new(TestSms::default());
@@ -110,6 +119,7 @@ fn world_with(scripts: &[(&str, Vec<Script>)]) -> World {
         users: store.clone(),
         profiles: store.clone(),
         sms: sms.clone(),
+        sms_admission: Arc::new(MemorySmsAdmission::new(rate)),
         sealer: base.sealer.clone(),
         clock: clock.clone(),
         metrics: metrics.clone(),
@@ -396,6 +406,7 @@ mod deletion;
 mod expiry;
 mod integrity;
 mod listing;
+mod notices;
 mod step_up;
 mod sweeper;
 mod view_log;

@@ -16,13 +16,13 @@ use super::{SubmissionDeps, SubmissionService};
 use crate::clock::{Clock, ManualClock};
 use crate::config::{ServiceConfig, DEFAULT_CONFIG};
 use crate::error::ServiceError;
-use crate::memory::{MemorySms, MemoryStore};
+use crate::memory::{MemorySms, MemorySmsAdmission, MemoryStore};
 use crate::model::ids::{QueryId, UserId, VerificationId};
 use crate::model::phone::PhoneNumber;
 use crate::model::profile::{IdNumber, UserProfile};
 use crate::model::purpose::Purpose;
 use crate::model::region::RegionCode;
-use crate::ports::{StoreError, SubmissionStore, SubmitError};
+use crate::ports::{SmsAdmission, StoreError, SubmissionStore, SubmitError};
 use crate::records::{
     IdempotencyClaim, IdempotencyRecord, PasswordSlot, Submission, UserState, VerificationRecord,
 };
@@ -139,6 +139,8 @@ struct Fx {
     svc: Arc<SubmissionService>,
     store: Arc<MemoryStore>,
     sms: Arc<MemorySms>,
+    /// The SMS channel's rate the service asks (unlimited unless a test sets one).
+    admission: Arc<dyn SmsAdmission>,
     clock: Arc<ManualClock>,
     face_private: String,
     face_public: String,
@@ -159,6 +161,14 @@ impl Fx {
     /// `wrap` may put a decorator around the memory store the service uses; the fixture
     /// keeps the bare memory store for inspection.
     fn with_store(wrap: impl FnOnce(Arc<MemoryStore>) -> Arc<dyn SubmissionStore>) -> Self {
+        Self::with_channel(u32::MAX, wrap)
+    }
+
+    /// As [`Self::with_store`], the SMS channel admitting `rate` messages a second.
+    fn with_channel(
+        rate: u32,
+        wrap: impl FnOnce(Arc<MemoryStore>) -> Arc<dyn SubmissionStore>,
+    ) -> Self {
         let (face_private, face_public) = dev::generate_ed25519();
         let store = Arc::new(MemoryStore::default());
         store.insert_profile(profile(ALICE, true, "31", ALICE_PHONE, "11010519491231002"));
@@ -189,6 +199,7 @@ impl Fx {
                 profiles: store.clone(),
                 store: store.clone(),
                 sms: Arc::new(MemorySms::default()),
+                sms_admission: Arc::new(MemorySmsAdmission::new(rate)),
                 clock: Arc::new(ManualClock::new(START)),
                 codes: CodeHasher::new(&[9; 32]).unwrap(),
                 face: Arc::new(
@@ -203,6 +214,7 @@ impl Fx {
             })),
             store: store.clone(),
             sms: Arc::new(MemorySms::default()),
+            admission: Arc::new(MemorySmsAdmission::new(rate)),
             clock: Arc::new(ManualClock::new(START)),
             face_private,
             face_public,
@@ -219,6 +231,7 @@ impl Fx {
             profiles: self.store.clone(),
             store,
             sms: self.sms.clone(),
+            sms_admission: self.admission.clone(),
             clock: self.clock.clone(),
             codes: CodeHasher::new(&[9; 32]).unwrap(),
             face: Arc::new(
@@ -517,5 +530,6 @@ mod face_token;
 mod happy_path;
 mod idempotency;
 mod payment_password;
+mod sms_channel;
 mod sms_code;
 mod sms_limits;
