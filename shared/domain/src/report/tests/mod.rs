@@ -135,9 +135,13 @@ fn world_with(scripts: &[(&str, Vec<Script>)]) -> World {
     let sweeper = Sweeper {
         queries: store.clone(),
         reports: store.clone(),
-        fanout: base.fanout.clone(),
+        planner: base.planner.clone(),
         aggregator: aggregator.clone(),
         clock: clock.clone(),
+        config: config.clone(),
+        gate: base.gate.clone(),
+        // Its own: the aggregation tests assert every metric the aggregator emits.
+        metrics: Arc::new(RecordingMetrics::default()),
     };
     let w = World {
         base,
