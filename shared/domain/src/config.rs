@@ -289,9 +289,14 @@ impl ServiceConfig {
         for (code, limits) in raw.bank_limits.overrides {
             // A typo here would silently leave a small bank at the default capacity.
             let bank = banks.parse(&code).ok_or_else(|| {
-                invalid(format!("bank_limits.overrides names an unknown bank {code}"))
+                invalid(format!(
+                    "bank_limits.overrides names an unknown bank {code}"
+                ))
             })?;
-            overrides.insert(bank, lane(&format!("bank_limits.overrides.{code}"), limits)?);
+            overrides.insert(
+                bank,
+                lane(&format!("bank_limits.overrides.{code}"), limits)?,
+            );
         }
         let bank_limits = BankLimits {
             default: lane("bank_limits.default", raw.bank_limits.default)?,
@@ -388,9 +393,10 @@ mod tests {
 
     #[test]
     fn bad_limits_are_start_up_errors() {
-        let e = with(|v| v["bank_limits"]["overrides"]["NOSUCH"] = v["bank_limits"]["default"].clone())
-            .unwrap_err()
-            .to_string();
+        let e =
+            with(|v| v["bank_limits"]["overrides"]["NOSUCH"] = v["bank_limits"]["default"].clone())
+                .unwrap_err()
+                .to_string();
         assert!(e.contains("unknown bank NOSUCH"), "{e}");
         let e = with(|v| v["bank_limits"]["overrides"]["HXB"]["max_in_flight"] = 0.into())
             .unwrap_err()

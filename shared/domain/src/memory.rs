@@ -758,7 +758,9 @@ impl Gate for MemoryGate {
         let probe = match admission::circuit_gate(&st.circuit, now) {
             admission::CircuitGate::Pass => false,
             admission::CircuitGate::Probe => true,
-            admission::CircuitGate::Wait(until, hold) => return Ok(Admission::Wait { until, hold }),
+            admission::CircuitGate::Wait(until, hold) => {
+                return Ok(Admission::Wait { until, hold })
+            }
         };
         let flight = match free_slot(&mut st.flight, policy.limits.max_in_flight, |e| e.1, now) {
             Ok(i) => i,

@@ -193,14 +193,16 @@ impl BankClient for ScriptedBanks {
     }
 }
 
-/// Waiting in place on the manual clock: moves it on.
+/// Waiting in place on the manual clock: lets the other tasks run first (the sends
+/// already admitted reach their bank at the instant they were admitted), then moves
+/// the clock on.
 pub struct ClockSleep(pub Arc<ManualClock>);
 
 #[async_trait]
 impl Sleep for ClockSleep {
     async fn sleep(&self, d: TimeDelta) {
-        self.0.advance(d);
         tokio::task::yield_now().await;
+        self.0.advance(d);
     }
 }
 

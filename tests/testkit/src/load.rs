@@ -629,7 +629,9 @@ async fn query_state(
         .as_array()
         .map(|p| {
             p.iter()
-                .filter(|b| ["PENDING", "QUEUED", "RETRYING"].contains(&b["status"].as_str().unwrap_or("")))
+                .filter(|b| {
+                    ["PENDING", "QUEUED", "RETRYING"].contains(&b["status"].as_str().unwrap_or(""))
+                })
                 .count()
         })
         .unwrap_or(usize::MAX);

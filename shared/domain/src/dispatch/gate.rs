@@ -67,7 +67,10 @@ pub struct Permit {
 pub enum Admission {
     Go(Permit),
     /// Not before `until`, because of `hold`.
-    Wait { until: DateTime<Utc>, hold: Hold },
+    Wait {
+        until: DateTime<Utc>,
+        hold: Hold,
+    },
 }
 
 #[async_trait]

@@ -5,12 +5,14 @@ pub mod callback;
 pub mod client;
 pub mod fanout;
 pub mod gate;
+#[cfg(any(test, feature = "test-util"))]
+pub mod gate_contract;
 pub mod planner;
 pub mod queue;
 pub mod secrets;
 pub mod sender;
 
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod sender_tests;
+#[cfg(test)]
+mod tests;

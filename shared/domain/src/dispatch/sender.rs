@@ -127,7 +127,9 @@ impl Sender {
             match LegAttempt::parse(&m.body) {
                 Some(a) => groups.entry(a.bank.clone()).or_default().push((m, a)),
                 // Not ours to retry: a malformed message would come back forever.
-                None => warn!(message_id = %m.message_id, "inquiry message not understood; dropped"),
+                None => {
+                    warn!(message_id = %m.message_id, "inquiry message not understood; dropped")
+                }
             }
         }
         let runs = groups.into_values().map(|g| self.bank_group(g));
@@ -190,9 +192,10 @@ impl Sender {
                         running.messages.insert(task.id(), m.message_id);
                         continue 'messages;
                     }
-                    // One of our own sends ending frees a slot: wait for that.
+                    // One of our own sends ending frees a slot (or settles the probe):
+                    // wait for that rather than for the lease.
                     Admission::Wait {
-                        hold: Hold::InFlight,
+                        hold: Hold::InFlight | Hold::ProbeRunning,
                         ..
                     } if !running.is_empty() => {
                         if let Some(Some(id)) = running.next_failed().await {
@@ -211,17 +214,19 @@ impl Sender {
         }
         if let Some((first, why)) = stop {
             let (secs, hold) = match why {
-                Stop::Pause(until, hold) => (
-                    admission::pause_secs(until, self.d.clock.now()),
-                    Some(hold),
-                ),
+                Stop::Pause(until, hold) => {
+                    (admission::pause_secs(until, self.d.clock.now()), Some(hold))
+                }
                 Stop::Error => (AFTER_ERROR_PAUSE_SECS, None),
             };
-            let held: Vec<Received> = std::iter::once(first)
-                .chain(rest.map(|(m, _)| m))
-                .collect();
+            let held: Vec<Received> = std::iter::once(first).chain(rest.map(|(m, _)| m)).collect();
             if let Some(hold) = hold {
-                info!(messages = held.len(), hold = hold.code(), pause_secs = secs, "bank busy; inquiries paused");
+                info!(
+                    messages = held.len(),
+                    hold = hold.code(),
+                    pause_secs = secs,
+                    "bank busy; inquiries paused"
+                );
             }
             for m in held {
                 if let Err(e) = self.d.queue.pause(&m.receipt, secs).await {

@@ -145,8 +145,7 @@ pub fn after(
     policy: &CircuitBreaker,
     now: DateTime<Utc>,
 ) -> Circuit {
-    let is_probe = probe_holder
-        .is_some_and(|h| c.probe.as_ref().is_some_and(|p| p.holder == h));
+    let is_probe = probe_holder.is_some_and(|h| c.probe.as_ref().is_some_and(|p| p.holder == h));
     match (health, is_probe) {
         (Health::Neutral, true) => Circuit {
             probe: None,
@@ -240,7 +239,13 @@ mod tests {
             CircuitGate::Wait(until, Hold::CircuitOpen)
         );
         // A late failure of a send admitted before it opened does not extend it.
-        let late = after(&c, Health::Unhealthy, None, &POLICY, T0 + TimeDelta::seconds(5));
+        let late = after(
+            &c,
+            Health::Unhealthy,
+            None,
+            &POLICY,
+            T0 + TimeDelta::seconds(5),
+        );
         assert_eq!(late, c);
         assert_eq!(circuit_gate(&c, until), CircuitGate::Probe);
         let probing = Circuit {

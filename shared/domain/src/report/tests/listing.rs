@@ -106,7 +106,11 @@ async fn a_leg_waiting_to_be_sent_again_shows_retrying_and_one_out_pending() {
         .schedule_retry(&q, &icbc, 1, w.now() + TimeDelta::seconds(2))
         .await
         .unwrap();
-    assert!(w.store.claim_attempt(&q, &w.code("CMB"), 0, w.now()).await.unwrap());
+    assert!(w
+        .store
+        .claim_attempt(&q, &w.code("CMB"), 0, w.now())
+        .await
+        .unwrap());
     let d = w.view.detail(&user("u1"), &q.to_string()).await.unwrap();
     let status: Vec<&str> = d.progress.iter().map(|p| p.status).collect();
     assert_eq!(status, ["RETRYING", "PENDING"]);
