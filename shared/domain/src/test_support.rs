@@ -278,8 +278,9 @@ impl BankWorld {
         let gate = Arc::new(MemoryGate::default());
         let queue = Arc::new(MemoryQueue::new(clock.clone()));
         let planner = Arc::new(Planner {
-            fanout: fanout.clone(),
+            store: store.clone(),
             queue: queue.clone(),
+            clock: clock.clone(),
         });
         let sender = Arc::new(Sender::new(SenderDeps {
             config: config.clone(),

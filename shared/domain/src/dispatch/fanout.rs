@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
 use super::client::{BankClient, BankReply};
+use super::planner;
 use super::secrets::BankSecrets;
 use crate::bank::answer::{Answer, AnswerError, AnswerStatus, Inquiry, Subject};
 use crate::bank::{retry, signing};
@@ -18,11 +19,10 @@ use crate::model::bank::BankCode;
 use crate::model::ids::QueryId;
 use crate::model::timestamp;
 use crate::ports::{ProfileStore, QueryStore, SettleOutcome, Settlement, StoreError};
-use crate::records::{LegRecord, LegState, QueryPhase, QueryRecord};
+use crate::records::{LegRecord, LegState, QueryRecord};
 use crate::report::body::seal_answer;
 use crate::report::crypto::ReportSealer;
 use crate::rules::admission::{self, Health};
-use crate::rules::deadline;
 
 pub struct FanoutDeps {
     pub config: Arc<ServiceConfig>,
@@ -67,7 +67,8 @@ impl Fanout {
     /// of the bank protocol and the fan-out latency bench. Safe to call any number of
     /// times: each attempt is claimed in the store first.
     pub async fn dispatch(&self, id: &QueryId) -> Result<Vec<(BankCode, LegOutcome)>, StoreError> {
-        let Some((query, due)) = self.due_legs(id).await? else {
+        let now = self.d.clock.now();
+        let Some((query, due)) = planner::due_legs(self.d.store.as_ref(), id, now).await? else {
             return Ok(Vec::new());
         };
         let attempts = due.iter().map(|leg| {
@@ -84,37 +85,6 @@ impl Fanout {
         Ok(out)
     }
 
-    /// The query and its legs due for a send at `now`, in the order of the query's
-    /// banks; `None` when the query is unknown or no longer collecting.
-    pub async fn due_legs(
-        &self,
-        id: &QueryId,
-    ) -> Result<Option<(QueryRecord, Vec<LegRecord>)>, StoreError> {
-        let Some(query) = self.d.store.query(id).await? else {
-            warn!(query_id = %id, "dispatch of an unknown query");
-            return Ok(None);
-        };
-        let now = self.d.clock.now();
-        if !Self::collecting(&query, now) {
-            return Ok(None);
-        }
-        // piece C: ensure_legs — the legs are created here (QueryStore::ensure_legs)
-        // once the submission no longer writes them; this is the spot the lead wires.
-        let mut legs = self.d.store.legs(id).await?;
-        legs.retain(|l| Self::due(l, now));
-        let position = |b: &BankCode| query.banks.iter().position(|q| q == b);
-        legs.sort_by_key(|l| position(&l.bank));
-        Ok(Some((query, legs)))
-    }
-
-    fn collecting(q: &QueryRecord, now: chrono::DateTime<chrono::Utc>) -> bool {
-        q.phase == QueryPhase::Collecting && deadline::collecting(q.collect_until, now)
-    }
-
-    fn due(l: &LegRecord, now: chrono::DateTime<chrono::Utc>) -> bool {
-        l.state == LegState::Pending && l.next_attempt_at.is_none_or(|t| t <= now)
-    }
-
     /// The query and leg of one queued attempt, if that attempt is still to be made at
     /// `now`: the query collecting, the leg pending, due, and at the attempt before
     /// this one. A redelivered or superseded message gets `None`.
@@ -128,13 +98,13 @@ impl Fanout {
             return Ok(None);
         };
         let now = self.d.clock.now();
-        if !Self::collecting(&query, now) {
+        if !planner::collecting(&query, now) {
             return Ok(None);
         }
         let Some(leg) = self.d.store.leg(id, bank).await? else {
             return Ok(None);
         };
-        let current = Self::due(&leg, now) && leg.attempts.checked_add(1) == Some(attempt);
+        let current = planner::due(&leg, now) && leg.attempts.checked_add(1) == Some(attempt);
         Ok(current.then_some((query, leg)))
     }
 

@@ -154,8 +154,9 @@ impl Burst {
         let gate = Arc::new(MemoryGate::default());
         let queue = Arc::new(MemoryQueue::new(w.clock.clone()));
         let planner = Arc::new(Planner {
-            fanout: fanout.clone(),
+            store: w.store.clone(),
             queue: queue.clone(),
+            clock: w.clock.clone(),
         });
         let sender = Arc::new(Sender::new(SenderDeps {
             config: w.config.clone(),

@@ -111,7 +111,8 @@ async fn expiry_is_done_first_retries_are_queued_not_sent_and_stop_before_the_de
         queries: w.store.clone(),
         reports: w.store.clone(),
         planner: Arc::new(Planner {
-            fanout: w.fanout.clone(),
+            store: w.store.clone(),
+            clock: w.clock.clone(),
             queue: Arc::new(SlowQueue {
                 clock: w.clock.clone(),
                 per_call: TimeDelta::seconds(10),
