@@ -46,7 +46,8 @@ async fn a_burst_of_fifty_queries_never_exceeds_the_low_limits_and_every_query_r
     let people = users(&api, 50).await;
     sim(&api, reqwest::Method::POST, "/_admin/traffic/reset", None).await;
     let banks = ["HXB", "CZB", "ICBC"];
-    let submitted = futures::future::join_all(people.iter().map(|u| api.submit_query(u, &banks))).await;
+    let submitted =
+        futures::future::join_all(people.iter().map(|u| api.submit_query(u, &banks))).await;
     let reports = futures::future::join_all(people.iter().zip(&submitted).map(|(u, s)| {
         let id = s["query_id"].as_str().unwrap().to_owned();
         let api = &api;
@@ -79,11 +80,12 @@ async fn a_failing_bank_opens_its_circuit_sees_only_probes_and_settles_on_recove
     for u in &people {
         api.sim_behave(u, "CEB", json!({"mode": "error"})).await;
     }
-    let ids: Vec<String> = futures::future::join_all(people.iter().map(|u| api.submit_query(u, &["CEB"])))
-        .await
-        .iter()
-        .map(|s| s["query_id"].as_str().unwrap().to_owned())
-        .collect();
+    let ids: Vec<String> =
+        futures::future::join_all(people.iter().map(|u| api.submit_query(u, &["CEB"])))
+            .await
+            .iter()
+            .map(|s| s["query_id"].as_str().unwrap().to_owned())
+            .collect();
     let asked = |api: &'_ Api| {
         let people = &people;
         async move {
@@ -129,7 +131,9 @@ async fn a_failing_bank_opens_its_circuit_sees_only_probes_and_settles_on_recove
             .body
             .unwrap();
         assert_eq!(
-            bank_statuses(&detail["progress"]).get("CEB").map(String::as_str),
+            bank_statuses(&detail["progress"])
+                .get("CEB")
+                .map(String::as_str),
             Some("RESPONDED"),
             "{detail}"
         );

@@ -74,9 +74,7 @@ async fn the_circuit_opens_lets_one_probe_and_closes<G: Gate>(w: &GateWorld<G>) 
     cases::the_circuit_opens_lets_one_probe_and_closes(w.gate.as_ref(), w.now).await;
 }
 
-async fn a_bank_lanes_rate_holds_and_a_refused_admission_holds_nothing<G: Gate>(
-    w: &GateWorld<G>,
-) {
+async fn a_bank_lanes_rate_holds_and_a_refused_admission_holds_nothing<G: Gate>(w: &GateWorld<G>) {
     cases::a_bank_lanes_rate_holds_and_a_refused_admission_holds_nothing(w.gate.as_ref(), w.now)
         .await;
 }

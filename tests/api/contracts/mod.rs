@@ -5,7 +5,8 @@
 //! double cannot drift from the real semantics. A case is a plain `async fn` generic over
 //! the implementation; [`contract!`] makes it a test of `memory` and one of the real side.
 //!
-//! The gate (`dispatch::gate::Gate`) runs the cases of `dispatch::gate_contract`.
+//! The gate (`dispatch::gate::Gate`) runs the cases of `dispatch::gate_contract`; the
+//! inquiry queue runs on moto's SQS.
 //!
 //! The bank client (`dispatch::client::BankClient`) has no contract here: it is a bare
 //! transport, and its double (`domain::test_support::ScriptedBanks`) replies what a
@@ -35,6 +36,7 @@ use testkit::submission::Fixture;
 use tokio::sync::Barrier;
 
 mod gate;
+mod inquiry_queue;
 mod profile_store;
 mod query_store;
 mod report_store;
