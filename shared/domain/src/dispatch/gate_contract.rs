@@ -159,7 +159,7 @@ pub async fn the_circuit_opens_lets_one_probe_and_closes<G: Gate + ?Sized>(
         gate.open_circuits(&[lane.clone(), bank("ICBC")])
             .await
             .unwrap(),
-        [lane.clone()]
+        std::slice::from_ref(&lane)
     );
     let (probes, wait) = at_once(gate, &lane, &p, reopen_at, false).await;
     assert_eq!(probes.len(), 1, "one probe, not {}", probes.len());

@@ -30,10 +30,13 @@ use crate::test_support::{user, BankWorld, ClockSleep, T0};
 /// Banks that take every inquiry (202, to call back later) or fail every call (503
 /// while `down`), and record what each saw: arrival instants on the manual clock, the
 /// most inquiries served at once, and the order of the queries asked about.
+/// Per bank: each inquiry's arrival and the query it asked about.
+type Seen = HashMap<String, Vec<(DateTime<Utc>, String)>>;
+
 struct Recorder {
     clock: Arc<ManualClock>,
     down: AtomicBool,
-    seen: Mutex<HashMap<String, Vec<(DateTime<Utc>, String)>>>,
+    seen: Mutex<Seen>,
     in_flight: Mutex<HashMap<String, (usize, usize)>>,
     calls: AtomicUsize,
 }
@@ -317,7 +320,7 @@ async fn the_circuit_opens_only_probes_during_cool_off_and_closes_on_recovery() 
             .open_circuits(std::slice::from_ref(&lane))
             .await
             .unwrap(),
-        [lane.clone()]
+        std::slice::from_ref(&lane)
     );
     // During the cool-off: the failed legs' retries fall due and are queued (the
     // sweeper's part), the paused ones come back; none reaches the bank.

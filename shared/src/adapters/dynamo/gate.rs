@@ -97,6 +97,37 @@ fn free_among(
     Ok(free)
 }
 
+/// Which of a lane's limits an item counts against.
+#[derive(Clone, Copy)]
+enum Kind {
+    Rate,
+    Flight,
+}
+
+impl Kind {
+    fn prefix(self) -> &'static str {
+        match self {
+            Kind::Rate => "RATE#",
+            Kind::Flight => "FLIGHT#",
+        }
+    }
+
+    fn of(self, items: &LaneItems) -> &HashMap<u32, DateTime<Utc>> {
+        match self {
+            Kind::Rate => &items.rate,
+            Kind::Flight => &items.flight,
+        }
+    }
+}
+
+/// One permit or slot wanted: of `limit`, held until `until` (by `holder`, for a slot).
+struct Want<'a> {
+    kind: Kind,
+    limit: u32,
+    until: DateTime<Utc>,
+    holder: Option<&'a str>,
+}
+
 impl DynamoStore {
     async fn lane_items(&self, lane: &Lane) -> Result<LaneItems, StoreError> {
         let mut out = LaneItems::default();
@@ -119,9 +150,9 @@ impl DynamoStore {
                 let index = |prefix: &str| sk.strip_prefix(prefix).and_then(|i| i.parse().ok());
                 if sk == CIRCUIT {
                     out.circuit = Some(item);
-                } else if let (Some(i), Some(t)) = (index("RATE#"), until) {
+                } else if let (Some(i), Some(t)) = (index(Kind::Rate.prefix()), until) {
                     out.rate.insert(i, t);
-                } else if let (Some(i), Some(t)) = (index("FLIGHT#"), until) {
+                } else if let (Some(i), Some(t)) = (index(Kind::Flight.prefix()), until) {
                     out.flight.insert(i, t);
                 }
             }
@@ -161,21 +192,17 @@ impl DynamoStore {
         )
     }
 
-    /// Takes one of `candidates` (`<prefix><i>`); the index taken, if any.
+    /// Takes one of `candidates`; the index taken, if any.
     async fn take_one(
         &self,
         lane: &Lane,
-        prefix: &str,
+        want: &Want<'_>,
         candidates: &[u32],
-        until: DateTime<Utc>,
-        holder: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<Option<u32>, StoreError> {
         for i in candidates {
-            if self
-                .take(lane, format!("{prefix}{i}"), until, holder, now)
-                .await?
-            {
+            let sk = format!("{}{i}", want.kind.prefix());
+            if self.take(lane, sk, want.until, want.holder, now).await? {
                 return Ok(Some(*i));
             }
         }
@@ -187,34 +214,20 @@ impl DynamoStore {
     async fn permit_or_wait(
         &self,
         lane: &Lane,
-        prefix: &str,
-        limit: u32,
-        first_read: &HashMap<u32, DateTime<Utc>>,
-        until: DateTime<Utc>,
-        holder: Option<&str>,
+        want: &Want<'_>,
+        first_read: &LaneItems,
         now: DateTime<Utc>,
     ) -> Result<Result<u32, DateTime<Utc>>, StoreError> {
-        let candidates = match free_among(first_read, limit, now) {
+        let candidates = match free_among(want.kind.of(first_read), want.limit, now) {
             Ok(c) => c,
             Err(at) => return Ok(Err(at)),
         };
-        if let Some(i) = self
-            .take_one(lane, prefix, &candidates, until, holder, now)
-            .await?
-        {
+        if let Some(i) = self.take_one(lane, want, &candidates, now).await? {
             return Ok(Ok(i));
         }
         let again = self.lane_items(lane).await?;
-        let held = if prefix == "RATE#" {
-            &again.rate
-        } else {
-            &again.flight
-        };
-        match free_among(held, limit, now) {
-            Ok(c) => Ok(self
-                .take_one(lane, prefix, &c, until, holder, now)
-                .await?
-                .ok_or(now)),
+        match free_among(want.kind.of(&again), want.limit, now) {
+            Ok(c) => Ok(self.take_one(lane, want, &c, now).await?.ok_or(now)),
             Err(at) => Ok(Err(at)),
         }
     }
@@ -404,18 +417,13 @@ impl Gate for DynamoStore {
             }
             Ok::<_, StoreError>(())
         };
-        let slot = match self
-            .permit_or_wait(
-                lane,
-                "FLIGHT#",
-                policy.limits.max_in_flight,
-                &items.flight,
-                lease,
-                Some(&holder),
-                now,
-            )
-            .await?
-        {
+        let slot_wanted = Want {
+            kind: Kind::Flight,
+            limit: policy.limits.max_in_flight,
+            until: lease,
+            holder: Some(&holder),
+        };
+        let slot = match self.permit_or_wait(lane, &slot_wanted, &items, now).await? {
             Ok(slot) => slot,
             Err(until) => {
                 give_back_probe().await?;
@@ -425,17 +433,13 @@ impl Gate for DynamoStore {
                 });
             }
         };
-        let rate = self
-            .permit_or_wait(
-                lane,
-                "RATE#",
-                policy.limits.rate_per_second,
-                &items.rate,
-                admission::rate_permit_until(now),
-                None,
-                now,
-            )
-            .await?;
+        let rate_wanted = Want {
+            kind: Kind::Rate,
+            limit: policy.limits.rate_per_second,
+            until: admission::rate_permit_until(now),
+            holder: None,
+        };
+        let rate = self.permit_or_wait(lane, &rate_wanted, &items, now).await?;
         if let Err(until) = rate {
             // Nothing is held by an admission that says wait.
             self.release_slot(lane, slot, &holder).await?;
@@ -461,17 +465,13 @@ impl Gate for DynamoStore {
         now: DateTime<Utc>,
     ) -> Result<Admission, StoreError> {
         let items = self.lane_items(lane).await?;
-        let rate = self
-            .permit_or_wait(
-                lane,
-                "RATE#",
-                rate_per_second,
-                &items.rate,
-                admission::rate_permit_until(now),
-                None,
-                now,
-            )
-            .await?;
+        let wanted = Want {
+            kind: Kind::Rate,
+            limit: rate_per_second,
+            until: admission::rate_permit_until(now),
+            holder: None,
+        };
+        let rate = self.permit_or_wait(lane, &wanted, &items, now).await?;
         Ok(match rate {
             Ok(_) => Admission::Go(Permit {
                 lane: lane.clone(),
