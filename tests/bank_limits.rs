@@ -36,6 +36,15 @@ async fn traffic(api: &Api) -> Value {
     sim(api, reqwest::Method::GET, "/_admin/traffic", None).await["banks"].clone()
 }
 
+/// Inquiries the simulator received about these people, at every bank.
+async fn asked(api: &Api, people: &[TestUser]) -> usize {
+    let mut n = 0;
+    for u in people {
+        n += api.sim_inquiries(u).await.len();
+    }
+    n
+}
+
 async fn users(api: &Api, n: usize) -> Vec<TestUser> {
     futures::future::join_all((0..n).map(|_| api.new_user(UserKind::Eligible))).await
 }
@@ -86,24 +95,17 @@ async fn a_failing_bank_opens_its_circuit_sees_only_probes_and_settles_on_recove
             .iter()
             .map(|s| s["query_id"].as_str().unwrap().to_owned())
             .collect();
-    let asked = |api: &'_ Api| {
-        let people = &people;
-        async move {
-            let mut n = 0;
-            for u in people {
-                n += api.sim_inquiries(u).await.len();
-            }
-            n
-        }
-    };
     // Five failures in a row (shipped: failures_to_open 5) open it.
-    testkit::journey::wait_until("CEB's first failures", || async { asked(&api).await >= 5 }).await;
+    testkit::journey::wait_until("CEB's first failures", || async {
+        asked(&api, &people).await >= 5
+    })
+    .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let opened = asked(&api).await;
+    let opened = asked(&api, &people).await;
     // A cool-off (30 s) later, at most the one probe has reached the bank, however many
     // legs are due for their retry meanwhile.
     tokio::time::sleep(Duration::from_secs(25)).await;
-    let during = asked(&api).await - opened;
+    let during = asked(&api, &people).await - opened;
     assert!(during <= 1, "{during} calls while the circuit was open");
     // Meanwhile the users see their leg waiting, not lost.
     for (u, id) in people.iter().zip(&ids) {
