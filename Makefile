@@ -3,7 +3,7 @@
 
 STACK := python3 infra/local/stack.py
 
-.PHONY: run test install fmt lint lint-infra build-arm64 load load-private bench-coldstart sam-build
+.PHONY: run test install fmt lint lint-infra build-arm64 load load-private bench-burst bench-coldstart sam-build
 
 run:
 	python3 infra/local/run.py
@@ -22,6 +22,18 @@ load:
 load-private:
 	cargo build --quiet --locked -p load-bench
 	$(STACK) exec --with-api -- cargo run --quiet --locked -p load-bench -- --users $(USERS) --clients $(CLIENTS)
+
+# Burst benchmark (not part of `make test`): queries at BURST_FACTOR x the lowest
+# configured per-bank rate (bank_limits in the service configuration) for BURST_SECONDS,
+# against a private stack of its own; prints what each bank saw (the simulator's
+# /_admin/traffic) against its limits, submit→report p50/p99, lost and late reports.
+# See tests/load/README.md.
+BURST_FACTOR ?= 10
+BURST_SECONDS ?= 60
+bench-burst:
+	cargo build --quiet --locked -p load-bench --bin burst-bench
+	$(STACK) exec --with-api -- cargo run --quiet --locked -p load-bench --bin burst-bench -- \
+		--factor $(BURST_FACTOR) --seconds $(BURST_SECONDS)
 
 install:
 	$(STACK) install

@@ -58,6 +58,7 @@ def devtools(state: dict, *args: str) -> str:
     env = dict(os.environ,
                AWS_ENDPOINT_URL_DYNAMODB=state["dynamodb_endpoint"],
                AWS_ENDPOINT_URL_SNS=state["sns_endpoint"],
+               AWS_ENDPOINT_URL_SQS=state["sqs_endpoint"],
                AWS_REGION="us-east-1", AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test")
     # The binary stack.py built, not `cargo run`: cargo would take the build lock (and
     # could compile) while the watch starts function instances with `cargo run`.

@@ -85,6 +85,8 @@ def cmd_exec(opts: argparse.Namespace, cmd: list[str]) -> int:
         env["LOCAL_API_URL"] = stack.state["api_endpoint"]
         env["LOCAL_TABLE_PREFIX"] = stack.state["table_prefix"]
         env["LOCAL_BANK_SIM_URL"] = stack.state["bank_sim_endpoint"]
+        # What the functions get (INQUIRY_QUEUE_URL), so tests can read the queues.
+        env.update(stack.state.get("queue_env", {}))
     try:
         child = subprocess.Popen(cmd, env=env)
     except OSError as e:

@@ -219,6 +219,8 @@ class Stack:
         self.state = {
             "dynamodb_endpoint": by["dynamodb"].endpoint,
             "sns_endpoint": by["sns"].endpoint,
+            # moto's server mode serves every service on its one port.
+            "sqs_endpoint": by["sns"].endpoint,
             "pids": {"dynamodb": by["dynamodb"].proc.pid, "sns": by["sns"].proc.pid},  # type: ignore[union-attr]
             "launcher_pid": os.getpid(),
         }
@@ -253,6 +255,7 @@ class Stack:
             self.state["api_endpoint"] = gate.endpoint
             self.state["watch_endpoint"] = watch.endpoint
             self.state["table_prefix"] = TABLE_PREFIX
+            self.state["queue_env"] = self.queue_env
             self.state["devtools"] = str(self.bins["devtools"])
             if getattr(self, "fault_dir", None) is not None:
                 self.state["fault_dir"] = str(self.fault_dir)
@@ -275,6 +278,7 @@ class Stack:
         env.update({
             "AWS_ENDPOINT_URL_DYNAMODB": state["dynamodb_endpoint"],
             "AWS_ENDPOINT_URL_SNS": state["sns_endpoint"],
+            "AWS_ENDPOINT_URL_SQS": state["sqs_endpoint"],
             "AWS_REGION": REGION,
             "AWS_DEFAULT_REGION": REGION,
             "AWS_ACCESS_KEY_ID": "test",
@@ -294,8 +298,13 @@ class Stack:
         return run.stdout
 
     def _prepare_bank_sim(self, env: dict[str, str]) -> Service:
-        """The 16 simulated banks (infra/local/bank-sim), with the local bank secrets."""
-        secrets = LOCAL / "keys" / "bank_secrets.json"
+        """The simulated banks (infra/local/bank-sim): every bank of the service
+        configuration (SERVICE_CONFIG, else the shipped one), with the local bank secrets
+        of exactly those banks (devtools bank-secrets: the keys' file, derived for banks
+        it does not list), which the functions get too."""
+        secrets = LOCAL / f"bank-secrets-{os.getpid()}.json"
+        self._run_devtools(env, ["bank-secrets", "--out", str(secrets)])
+        self.bank_secrets_file = secrets
 
         def argv(port: int) -> list[str]:
             return [str(self.bins["bank-sim"]), "--port", str(port), "--secrets", str(secrets)]
@@ -311,6 +320,8 @@ class Stack:
         env = self.aws_env(state)
         say("creating the functions' tables from infra/template.yaml (devtools tables)")
         self._run_devtools(env, ["tables", "--prefix", TABLE_PREFIX])
+        say("creating the template's queues in moto (devtools queues)")
+        queue_env = parse_env_file(self._run_devtools(env, ["queues", "--prefix", TABLE_PREFIX]))
         # The callback URL names the API's port, so it is chosen before the API starts.
         port = self.opts.api_port or pick_free_port()
         if not port_free(port):
@@ -319,15 +330,19 @@ class Stack:
         config = LOCAL / f"service-{os.getpid()}.json"
         fn_env = self._run_devtools(env, [
             "env", "--prefix", TABLE_PREFIX, "--api-url", f"http://{HOST}:{port}",
-            "--bank-sim-url", bank_sim, "--config-out", str(config)])
+            "--bank-sim-url", bank_sim, "--config-out", str(config),
+            "--bank-secrets", str(self.bank_secrets_file)])
         env_file = LOCAL / f"functions-{os.getpid()}.env"
         atomic_write(env_file, fn_env)
         routes_file = LOCAL / f"watch-routes-{os.getpid()}.json"
         atomic_write(routes_file, json.dumps(watch_routes()))
-        self.generated_files = [env_file, config, routes_file]
+        self.generated_files = [env_file, config, routes_file, self.bank_secrets_file]
         self.pump_bin = self.bins["event-pump"]
         self.fn_env = dict(env)
         self.fn_env.update(parse_env_file(fn_env))
+        # INQUIRY_QUEUE_URL and any other `!Ref <queue>` of the functions' environment.
+        self.fn_env.update(queue_env)
+        self.queue_env = queue_env
 
         def watch_argv(watch_port: int) -> list[str]:
             # Only the Lambda APIs (invoke, function URLs, runtime): the watch neither
@@ -436,10 +451,12 @@ class Stack:
         return cargo_build(names, env, "the local tools")
 
     def _prepare_pump(self, state: dict[str, Any], api_endpoint: str) -> Service:
-        """The event pump: the table's stream and the schedules to the functions served
-        by `cargo lambda watch`, as infra/template.yaml declares them."""
+        """The event pump: the table's stream, the queues and the schedules to the
+        functions served by `cargo lambda watch`, as infra/template.yaml declares them."""
         argv = [str(self.pump_bin),
                 "--dynamodb-endpoint", state["dynamodb_endpoint"],
+                "--sqs-endpoint", state["sqs_endpoint"],
+                "--queue-prefix", TABLE_PREFIX,
                 "--table", PUMP_TABLE,
                 "--invoke-endpoint", api_endpoint,
                 "--template", str(ROOT / "infra" / "template.yaml"),

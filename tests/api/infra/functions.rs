@@ -141,7 +141,10 @@ fn each_function_gets_exactly_the_environment_its_settings_struct_reads() {
 
 /// Secrets, and the only functions that may hold each.
 const SECRETS: [(&str, &[&str]); 3] = [
-    ("BANK_SECRETS", &["bank-fanout", "bank-callback", "sweep"]),
+    (
+        "BANK_SECRETS",
+        &["bank-fanout", "bank-inquiry", "bank-callback", "sweep"],
+    ),
     ("SMS_CODE_KEY", &["submit-query", "view-report"]),
     ("REPORT_PRIVATE_KEY", &["view-report"]),
 ];
@@ -189,7 +192,7 @@ fn each_function_holds_secrets_only_where_needed() {
             f.env().contains_key("REPORT_PUBLIC_KEY"),
             matches!(
                 f.binary.as_str(),
-                "bank-fanout" | "bank-callback" | "aggregate-report" | "sweep"
+                "bank-fanout" | "bank-inquiry" | "bank-callback" | "aggregate-report" | "sweep"
             ),
             "{}: REPORT_PUBLIC_KEY",
             f.binary

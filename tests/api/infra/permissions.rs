@@ -77,7 +77,7 @@ fn only_the_functions_that_need_them_touch_tables_stream_and_sms() {
         // functions that need a profile.
         let users = grants(&f, "UsersTable");
         let expected_users: BTreeSet<String> = match f.binary.as_str() {
-            "submit-query" | "bank-fanout" | "aggregate-report" | "sweep" => {
+            "submit-query" | "bank-fanout" | "bank-inquiry" | "aggregate-report" | "sweep" => {
                 ["dynamodb:GetItem".to_owned()].into()
             }
             _ => BTreeSet::new(),
@@ -122,7 +122,7 @@ fn owned_prefixes(binary: &str) -> &'static [&'static str] {
     match binary {
         "submit-query" => &["USER#", "QUERY#", "FACENONCE#"],
         "view-report" => &["USER#", "QUERY#", "FACENONCE#"],
-        "bank-fanout" => &["QUERY#"],
+        "bank-fanout" | "bank-inquiry" => &["QUERY#"],
         "bank-callback" => &["QUERY#", "BANKNONCE#"],
         // Publishing releases the user's lock and sets the cooldown (USER#); the sweeper
         // runs the aggregator at deadlines.

@@ -71,6 +71,71 @@ fn tables_are_protected_and_stream_consumers_have_bounded_retries_and_a_dead_let
         }
     }
     assert_eq!(consumers, 2, "fan-out and aggregation read the stream");
+
+    // The inquiry queue: FIFO (per-bank order), one consumer with partial batch
+    // responses and bounded concurrency, a FIFO dead-letter queue behind a redrive
+    // limit high enough for a paused bank's messages, and every enqueuer allowed to send.
+    let queue = &resources()["InquiryQueue"]["Properties"];
+    assert_eq!(queue["FifoQueue"], true);
+    assert!(queue["QueueName"].to_string().contains(".fifo"), "{queue}");
+    let dlq = referenced_ids(&queue["RedrivePolicy"]["deadLetterTargetArn"]);
+    let dlq = dlq
+        .iter()
+        .next()
+        .expect("InquiryQueue has a dead-letter queue");
+    assert_eq!(resources()[dlq]["Properties"]["FifoQueue"], true, "{dlq}");
+    let max_receives = queue["RedrivePolicy"]["maxReceiveCount"].as_u64().unwrap();
+    assert!(
+        max_receives >= 24 * 3600 / 30,
+        "a bank paused until the deadline is received every cool-off: {max_receives}"
+    );
+    let mut readers = Vec::new();
+    for f in functions() {
+        for (name, event) in f.props["Events"].as_object().into_iter().flatten() {
+            if event["Type"] != "SQS" {
+                continue;
+            }
+            let p = &event["Properties"];
+            assert_eq!(
+                p["Queue"],
+                json!({"Fn::GetAtt": ["InquiryQueue", "Arn"]}),
+                "{}.{name}",
+                f.id
+            );
+            assert_eq!(
+                p["FunctionResponseTypes"],
+                json!(["ReportBatchItemFailures"])
+            );
+            assert!(p["ScalingConfig"]["MaximumConcurrency"].as_u64().is_some());
+            let timeout = f.props["Timeout"].as_u64().unwrap();
+            assert!(
+                queue["VisibilityTimeout"].as_u64().unwrap() >= 6 * timeout,
+                "{}: visibility under 6 x Timeout",
+                f.id
+            );
+            readers.push(f.binary.clone());
+        }
+    }
+    assert_eq!(readers, ["bank-inquiry"]);
+    for f in functions() {
+        let sends = f.statements().iter().any(|st| {
+            st["Effect"] == "Allow"
+                && strings(&st["Action"]).contains(&"sqs:SendMessage".to_owned())
+                && referenced_ids(&st["Resource"]).contains("InquiryQueue")
+        });
+        let enqueues = f.env().get("INQUIRY_QUEUE_URL") == Some(&json!({"Ref": "InquiryQueue"}));
+        assert_eq!(
+            sends,
+            matches!(f.binary.as_str(), "bank-fanout" | "sweep"),
+            "{}: sqs:SendMessage on InquiryQueue",
+            f.binary
+        );
+        assert!(
+            !sends || enqueues,
+            "{}: sends but has no INQUIRY_QUEUE_URL",
+            f.binary
+        );
+    }
     let sweep = function("sweep");
     let schedule = &sweep.props["Events"]["Every5Minutes"];
     assert_eq!(schedule["Type"], "Schedule");
@@ -103,11 +168,27 @@ fn alarms_cover_every_function_every_dead_letter_queue_and_late_reports() {
             );
         }
     }
+    // A dead-letter queue alarms on any message; a work queue read by a function is
+    // never empty under load, so it alarms on the age of its oldest message instead.
+    let consumed: BTreeSet<String> = functions()
+        .iter()
+        .flat_map(|f| {
+            f.props["Events"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter(|(_, e)| e["Type"] == "SQS")
+                .flat_map(|(_, e)| referenced_ids(&e["Properties"]["Queue"]))
+                .collect::<Vec<_>>()
+        })
+        .collect();
     for (id, _) in of_type("AWS::SQS::Queue") {
-        assert!(
-            watches("AWS/SQS", "ApproximateNumberOfMessagesVisible", Some(id)),
-            "{id}: depth alarm"
-        );
+        let metric = if consumed.contains(id) {
+            "ApproximateAgeOfOldestMessage"
+        } else {
+            "ApproximateNumberOfMessagesVisible"
+        };
+        assert!(watches("AWS/SQS", metric, Some(id)), "{id}: {metric} alarm");
     }
     assert!(watches("CardLookup", "SubmitToReportLatency", None));
     assert!(watches("CardLookup", "SweepDeadlineFailures", None));

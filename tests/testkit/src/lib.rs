@@ -8,6 +8,7 @@ pub mod journey;
 pub mod load;
 pub mod localkeys;
 pub mod openapi;
+pub mod queues;
 pub mod seed;
 pub mod sms;
 pub mod stack;
@@ -53,6 +54,7 @@ pub struct LocalClients {
     pub dynamodb: aws_sdk_dynamodb::Client,
     pub streams: aws_sdk_dynamodbstreams::Client,
     pub sns: aws_sdk_sns::Client,
+    pub sqs: aws_sdk_sqs::Client,
 }
 
 impl LocalClients {
@@ -67,8 +69,12 @@ impl LocalClients {
         let sns = aws_sdk_sns::config::Builder::from(&sdk)
             .endpoint_url(&endpoints.sns_endpoint)
             .build();
+        let sqs = aws_sdk_sqs::config::Builder::from(&sdk)
+            .endpoint_url(endpoints.sqs())
+            .build();
         Self {
             endpoints: endpoints.clone(),
+            sqs: aws_sdk_sqs::Client::from_conf(sqs),
             dynamodb: aws_sdk_dynamodb::Client::from_conf(dynamodb),
             streams: aws_sdk_dynamodbstreams::Client::from_conf(streams),
             sns: aws_sdk_sns::Client::from_conf(sns),

@@ -120,6 +120,9 @@ pub struct LoadConfig {
     pub report_timeout: Duration,
     /// After the last notice, how long to keep watching for duplicate SMS.
     pub settle: Duration,
+    /// `Some(d)`: users start one every `d` (a steady arrival rate, for the burst
+    /// benchmark), still at most `clients` at a time; `None`: as fast as the clients go.
+    pub pace: Option<Duration>,
 }
 
 impl Default for LoadConfig {
@@ -132,6 +135,7 @@ impl Default for LoadConfig {
             request_timeout: Duration::from_secs(60),
             report_timeout: Duration::from_secs(600),
             settle: Duration::from_secs(5),
+            pace: None,
         }
     }
 }
@@ -275,7 +279,10 @@ pub async fn run(target: &Target, cfg: &LoadConfig) -> Result<LoadReport, String
     let sem = Arc::new(Semaphore::new(cfg.clients.max(1)));
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(users.len());
-    for user in users {
+    for (i, user) in users.into_iter().enumerate() {
+        if let Some(pace) = cfg.pace {
+            tokio::time::sleep_until((started + pace.saturating_mul(i as u32)).into()).await;
+        }
         let permit = sem
             .clone()
             .acquire_owned()

@@ -16,6 +16,9 @@ pub const FACE_AUDIENCE: &str = "card-lookup.local";
 pub const RUN_PREFIX: &str = "local-";
 /// Per-bank HMAC secrets of the local stack: `{"ICBC": "<hex>", ...}`.
 pub const BANK_SECRETS_FILE: &str = "bank_secrets.json";
+/// The local seed of the secrets of banks that file does not list (a configuration of
+/// hundreds of banks): see [`LocalKeys::bank_secrets`].
+const BANK_SECRET_SEED: &str = "bank_secret_seed.hex";
 
 pub struct LocalKeys {
     pub dir: PathBuf,
@@ -105,6 +108,7 @@ impl LocalKeys {
             vec![private, public]
         })?;
         ensure_group(&dir, &[BANK_SECRETS_FILE], || vec![bank_secrets()])?;
+        ensure_group(&dir, &[BANK_SECRET_SEED], || vec![hex::encode(random32())])?;
         let read = |name: &str| {
             std::fs::read_to_string(dir.join(name)).map_err(|e| format!("{name}: {e}"))
         };
@@ -113,6 +117,39 @@ impl LocalKeys {
             face_private: read("face_private.pem")?,
             dir,
         })
+    }
+
+    /// The secret (hex) of each of `banks`: the one in `bank_secrets.json` where it has
+    /// one (the shipped banks, which tests read from that file), else derived from the
+    /// local seed (SHA-256 of the seed and the bank code). The same keys always give the
+    /// same secrets, so the simulator and the functions agree for any configuration,
+    /// however many banks it has, without a file per configuration to keep in step.
+    pub fn bank_secrets(
+        &self,
+        banks: &[String],
+    ) -> Result<std::collections::BTreeMap<String, String>, String> {
+        use sha2::{Digest, Sha256};
+        let read = |name: &str| {
+            std::fs::read_to_string(self.dir.join(name)).map_err(|e| format!("{name}: {e}"))
+        };
+        let listed: std::collections::HashMap<String, String> =
+            serde_json::from_str(&read(BANK_SECRETS_FILE)?)
+                .map_err(|_| format!("{BANK_SECRETS_FILE}: not a JSON object of strings"))?;
+        let seed = hex::decode(read(BANK_SECRET_SEED)?.trim())
+            .map_err(|_| format!("{BANK_SECRET_SEED}: not hex"))?;
+        Ok(banks
+            .iter()
+            .map(|b| {
+                let secret = listed.get(b).cloned().unwrap_or_else(|| {
+                    let mut h = Sha256::new();
+                    h.update(&seed);
+                    h.update(b"\0bank-secret\0");
+                    h.update(b.as_bytes());
+                    hex::encode(h.finalize())
+                });
+                (b.clone(), secret)
+            })
+            .collect())
     }
 
     pub fn path(&self, name: &str) -> String {
@@ -192,14 +229,17 @@ impl LocalKeys {
     }
 }
 
-/// The shipped service configuration with every bank's endpoint at the simulator:
-/// `<bank_sim_url>/banks/<CODE>`. Written to `path`.
+/// The service configuration `base` (its JSON text; the shipped one when `None`) with
+/// every bank's endpoint at the simulator: `<bank_sim_url>/banks/<CODE>`. Written to
+/// `path`.
 pub fn write_local_service_config(
     bank_sim_url: &str,
+    base: Option<&str>,
     path: &std::path::Path,
 ) -> Result<(), String> {
     let mut config: serde_json::Value =
-        serde_json::from_str(shared::config::DEFAULT_CONFIG).map_err(|e| e.to_string())?;
+        serde_json::from_str(base.unwrap_or(shared::config::DEFAULT_CONFIG))
+            .map_err(|e| e.to_string())?;
     for bank in config["banks"]
         .as_array_mut()
         .ok_or("config has no banks")?
@@ -210,4 +250,39 @@ pub fn write_local_service_config(
     let text = serde_json::to_string_pretty(&config).map_err(|e| e.to_string())?;
     shared::config::ServiceConfig::parse(&text).map_err(|e| e.to_string())?;
     std::fs::write(path, text).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bank_secrets_cover_any_bank_list_and_keep_the_listed_ones() {
+        let keys = LocalKeys::ensure().unwrap();
+        let listed: std::collections::HashMap<String, String> = serde_json::from_str(
+            &std::fs::read_to_string(keys.dir.join(BANK_SECRETS_FILE)).unwrap(),
+        )
+        .unwrap();
+        let banks: Vec<String> = ["ICBC".to_owned()]
+            .into_iter()
+            .chain((0..300).map(|i| format!("X{i:03}")))
+            .collect();
+        let secrets = keys.bank_secrets(&banks).unwrap();
+        assert_eq!(secrets.len(), 301);
+        assert_eq!(
+            secrets["ICBC"], listed["ICBC"],
+            "a listed bank keeps its secret"
+        );
+        let derived: std::collections::BTreeSet<&String> =
+            banks[1..].iter().map(|b| &secrets[b]).collect();
+        assert_eq!(derived.len(), 300, "every bank its own secret");
+        assert!(secrets
+            .values()
+            .all(|s| hex::decode(s).is_ok_and(|b| b.len() >= 32)));
+        assert_eq!(
+            keys.bank_secrets(&banks[1..3]).unwrap()["X001"],
+            secrets["X001"],
+            "the same keys derive the same secret"
+        );
+    }
 }

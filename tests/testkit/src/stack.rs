@@ -17,6 +17,10 @@ use serde::Deserialize;
 pub struct Endpoints {
     pub dynamodb_endpoint: String,
     pub sns_endpoint: String,
+    /// moto serves SQS on the SNS port (server mode serves every service on one port);
+    /// `None` in a state file that predates it: use [`Endpoints::sqs`].
+    #[serde(default)]
+    pub sqs_endpoint: Option<String>,
     /// `cargo lambda watch` serving every function (stacks started `--with-api`).
     #[serde(default)]
     pub api_endpoint: Option<String>,
@@ -26,6 +30,13 @@ pub struct Endpoints {
     /// The bank simulator (stacks started `--with-api`).
     #[serde(default)]
     pub bank_sim_endpoint: Option<String>,
+}
+
+impl Endpoints {
+    /// Where SQS is served.
+    pub fn sqs(&self) -> &str {
+        self.sqs_endpoint.as_deref().unwrap_or(&self.sns_endpoint)
+    }
 }
 
 static ENDPOINTS: OnceLock<Endpoints> = OnceLock::new();
@@ -43,6 +54,7 @@ fn from_env() -> Option<Endpoints> {
     Some(Endpoints {
         dynamodb_endpoint: std::env::var("AWS_ENDPOINT_URL_DYNAMODB").ok()?,
         sns_endpoint: std::env::var("AWS_ENDPOINT_URL_SNS").ok()?,
+        sqs_endpoint: std::env::var("AWS_ENDPOINT_URL_SQS").ok(),
         api_endpoint: std::env::var("LOCAL_API_URL").ok(),
         table_prefix: std::env::var("LOCAL_TABLE_PREFIX").ok(),
         bank_sim_endpoint: std::env::var("LOCAL_BANK_SIM_URL").ok(),

@@ -8,7 +8,7 @@ use aws_sdk_dynamodb::types::{
 };
 
 pub use sam_template::{
-    get_att, Event, Function, IndexSpec, KeySpec, TableSpec, Template, TemplateError,
+    get_att, Event, Function, IndexSpec, KeySpec, QueueSpec, TableSpec, Template, TemplateError,
 };
 
 fn key_schema(key: &KeySpec) -> Vec<KeySchemaElement> {

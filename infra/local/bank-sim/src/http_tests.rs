@@ -978,3 +978,164 @@ async fn a_dispute_opens_one_case_per_dispute_id() {
     assert_eq!(listed[0]["case_id"], first["case_id"]);
     assert!(listed[0].get("id_number").is_none());
 }
+
+async fn bank_traffic(run: &Running) -> Value {
+    let (s, v) = admin(run, reqwest::Method::GET, "/_admin/traffic", None).await;
+    assert_eq!(s, StatusCode::OK);
+    v
+}
+
+/// Sends `n` inquiries to `bank` at once (released together by a barrier) and waits
+/// for every answer.
+async fn burst(run: &Arc<Running>, bank: &str, n: usize) -> Vec<StatusCode> {
+    let barrier = Arc::new(tokio::sync::Barrier::new(n));
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..n {
+        let (run, barrier, bank) = (run.clone(), barrier.clone(), bank.to_owned());
+        tasks.spawn(async move {
+            let body = inquiry(&person(900 + i as u32), "http://127.0.0.1:9/cb");
+            barrier.wait().await;
+            ask(&run, &bank, &body).await.status()
+        });
+    }
+    tasks.join_all().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn traffic_shows_each_banks_inquiries_peak_rate_and_peak_in_flight() {
+    let run = Arc::new(sim().await);
+    // ICBC holds every answer 2 s: a burst of 25 is all in flight at once.
+    let (s, _) = admin(
+        &run,
+        reqwest::Method::PUT,
+        "/_admin/banks/ICBC",
+        Some(json!({"mode": "immediate", "latency_ms": 2000})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let statuses = burst(&run, "ICBC", 25).await;
+    assert!(
+        statuses.iter().all(|s| *s == StatusCode::OK),
+        "{statuses:?}"
+    );
+
+    // CMB: two waves of 6 more than a second apart (each wave answered before the
+    // pause): the peak rate is one wave, not both.
+    assert_eq!(burst(&run, "CMB", 6).await.len(), 6);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(burst(&run, "CMB", 6).await.len(), 6);
+
+    // An unknown bank is no bank: not counted.
+    let body = inquiry(&person(899), "http://127.0.0.1:9/cb");
+    assert_eq!(
+        ask(&run, "NOSUCHBANK", &body).await.status(),
+        StatusCode::NOT_FOUND
+    );
+
+    let t = bank_traffic(&run).await;
+    assert_eq!(
+        t["banks"]["ICBC"],
+        json!({"inquiries": 25, "max_rate_per_second": 25, "max_in_flight": 25})
+    );
+    let cmb = &t["banks"]["CMB"];
+    assert_eq!(cmb["inquiries"], 12);
+    assert_eq!(cmb["max_rate_per_second"], 6, "{cmb}");
+    assert!(
+        (1..=6).contains(&cmb["max_in_flight"].as_u64().unwrap()),
+        "{cmb}"
+    );
+    let served: Vec<&String> = t["banks"].as_object().unwrap().keys().collect();
+    assert_eq!(served, ["CMB", "ICBC"], "only banks that got inquiries");
+
+    // Reset: the figures start again from nothing.
+    let (s, _) = admin(&run, reqwest::Method::POST, "/_admin/traffic/reset", None).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let t = bank_traffic(&run).await;
+    assert_eq!(
+        t["banks"]["ICBC"],
+        json!({"inquiries": 0, "max_rate_per_second": 0, "max_in_flight": 0})
+    );
+    assert_eq!(burst(&run, "ICBC", 3).await.len(), 3);
+    assert_eq!(
+        bank_traffic(&run).await["banks"]["ICBC"]["max_in_flight"],
+        3
+    );
+}
+
+#[tokio::test]
+async fn a_bank_set_failing_fails_every_call_until_it_recovers() {
+    let run = sim().await;
+    let put = |mode: &'static str| {
+        let run = &run;
+        async move {
+            let (s, _) = admin(
+                run,
+                reqwest::Method::PUT,
+                "/_admin/banks/ABC",
+                Some(json!({ "mode": mode })),
+            )
+            .await;
+            assert_eq!(s, StatusCode::OK);
+        }
+    };
+    put("error").await;
+    for i in 0..5 {
+        let body = inquiry(&person(950 + i), "http://127.0.0.1:9/cb");
+        assert_eq!(
+            ask(&run, "ABC", &body).await.status(),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+        // Other banks are not affected.
+        assert_eq!(ask(&run, "CMB", &body).await.status(), StatusCode::OK);
+    }
+    put("immediate").await;
+    let body = inquiry(&person(960), "http://127.0.0.1:9/cb");
+    let (status, sig, _) = read(ask(&run, "ABC", &body).await, "ABC", &path_of("ABC")).await;
+    assert_eq!((status, sig), (StatusCode::OK, Ok(())));
+    assert_eq!(bank_traffic(&run).await["banks"]["ABC"]["inquiries"], 6);
+}
+
+#[tokio::test]
+async fn serves_every_bank_of_a_configuration_of_hundreds() {
+    let banks: Vec<String> = (0..300).map(|i| format!("B{i:03}")).collect();
+    let secret = |b: &str| BankSecret::new(format!("{b:<32}").into_bytes()).unwrap();
+    let run = start(
+        SimConfig {
+            banks: banks.clone(),
+            secrets: banks.iter().map(|b| (b.clone(), secret(b))).collect(),
+            behaviour: BehaviourConfig::default(),
+        },
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let id = person(970);
+    let (_, truth) = admin(
+        &run,
+        reqwest::Method::GET,
+        &format!("/_admin/truth/{id}"),
+        None,
+    )
+    .await;
+    assert_eq!(truth["banks"].as_object().unwrap().len(), 300);
+    for bank in ["B000", "B123", "B299"] {
+        let body = inquiry(&id, "http://127.0.0.1:9/cb");
+        let path = path_of(bank);
+        let h = signing::sign(&secret(bank), bank, Utc::now(), "POST", &path, &body);
+        let r = post_signed(&run, bank, &body, &h).await;
+        assert_eq!(r.status(), StatusCode::OK, "{bank}");
+        let h = response_headers(&r);
+        let answer = r.bytes().await.unwrap();
+        assert_eq!(
+            signing::verify(&secret(bank), &h, Utc::now(), "POST", &path, &answer),
+            Ok(()),
+            "{bank}: signed with its own secret"
+        );
+        let a = Answer::parse(&answer).unwrap();
+        assert_eq!(masked(&a), customers::masked_cards(&id, bank));
+    }
+    assert_eq!(
+        bank_traffic(&run).await["banks"].as_object().unwrap().len(),
+        3
+    );
+}

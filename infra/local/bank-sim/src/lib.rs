@@ -6,6 +6,7 @@
 pub mod behaviour;
 pub mod customers;
 pub mod disputes;
+pub mod load;
 pub mod secrets;
 pub mod server;
 pub mod traffic;

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
@@ -26,6 +26,7 @@ use tokio::task::JoinHandle;
 use crate::behaviour::{Behaviour, BehaviourConfig, Behaviours, CallbackAnswer, Mode};
 use crate::customers;
 use crate::disputes::{self, DisputeRecord};
+use crate::load::{BankFigures, Load};
 use crate::traffic::{header_pairs, protocol_headers, Exchange, Traffic};
 
 /// Callback deliveries: attempts in all, and the first pause (doubling after each).
@@ -89,6 +90,8 @@ pub(crate) struct State_ {
 
 pub struct Sim {
     banks: Vec<String>,
+    /// Arrivals and completions of inquiries per bank (`GET /_admin/traffic`).
+    load: Load,
     pub(crate) secrets: HashMap<String, BankSecret>,
     state: Mutex<State_>,
     client: reqwest::Client,
@@ -117,6 +120,7 @@ impl Sim {
             })
             .collect();
         Ok(Self {
+            load: Load::default(),
             callback_slots,
             banks: config.banks,
             secrets: config.secrets,
@@ -143,6 +147,11 @@ impl Sim {
     /// The bank codes served, in configuration order.
     pub fn banks(&self) -> &[String] {
         &self.banks
+    }
+
+    /// What each bank saw: inquiries, their most per second and most at once.
+    pub fn load(&self) -> &Load {
+        &self.load
     }
 
     /// The cards each bank would report for this person.
@@ -503,6 +512,12 @@ async fn card_inquiry(
     body: Bytes,
 ) -> Response {
     let arrived = now();
+    // Every inquiry a served bank receives counts, refused ones too: the bank's
+    // capacity is spent either way.
+    let _in_flight = sim
+        .secrets
+        .contains_key(&bank)
+        .then(|| sim.load.arrive(&bank, Instant::now()));
     let (reply, record_as) = inquiry_reply(&sim, &bank, uri.path(), &headers, &body, arrived).await;
     if let Some(id) = record_as {
         let e = reply.exchange("inquiry", &bank, uri.path(), &headers, &body, arrived);
@@ -866,6 +881,7 @@ async fn reset(State(sim): State<Arc<Sim>>) -> StatusCode {
     st.issued.clear();
     st.disputes.clear();
     st.traffic.clear();
+    sim.load.reset();
     tracing::info!("reset to the start-up behaviour");
     StatusCode::NO_CONTENT
 }
@@ -898,6 +914,23 @@ async fn behaviour(State(sim): State<Arc<Sim>>) -> Response {
     Json(sim.lock().behaviours.current().clone()).into_response()
 }
 
+#[derive(Serialize)]
+struct BankTraffic {
+    banks: BTreeMap<String, BankFigures>,
+}
+
+async fn bank_traffic(State(sim): State<Arc<Sim>>) -> Response {
+    Json(BankTraffic {
+        banks: sim.load.figures(),
+    })
+    .into_response()
+}
+
+async fn reset_bank_traffic(State(sim): State<Arc<Sim>>) -> StatusCode {
+    sim.load.reset();
+    StatusCode::NO_CONTENT
+}
+
 async fn health(State(sim): State<Arc<Sim>>) -> Response {
     Json(json!({ "ok": true, "banks": sim.banks })).into_response()
 }
@@ -918,6 +951,8 @@ pub fn router(sim: Arc<Sim>) -> Router {
         .route("/_admin/truth/{id_number}", get(truth))
         .route("/_admin/inquiries/{id_number}", get(inquiries))
         .route("/_admin/disputes/{id_number}", get(disputes_of))
+        .route("/_admin/traffic", get(bank_traffic))
+        .route("/_admin/traffic/reset", post(reset_bank_traffic))
         .route("/_admin/traffic/{id_number}", get(traffic))
         .with_state(sim)
 }

@@ -41,10 +41,29 @@ enum Command {
         /// Where to write the service config (default .local/service-<pid>.json).
         #[arg(long, value_name = "FILE")]
         config_out: Option<PathBuf>,
+        /// The bank secrets file the functions get (`BANK_SECRETS_FILE`), as written by
+        /// `devtools bank-secrets`; default the keys' bank_secrets.json.
+        #[arg(long, value_name = "FILE")]
+        bank_secrets: Option<PathBuf>,
+    },
+    /// Write {"<CODE>": "<hex>"} for every bank of the service configuration
+    /// (SERVICE_CONFIG, else the shipped one): the simulator's and the functions' bank
+    /// secrets, for a configuration of any size.
+    BankSecrets {
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
     },
     /// Create the template's tables as <P><LogicalId> (needs AWS_ENDPOINT_URL_DYNAMODB).
     Tables {
         /// Table name prefix (`local-` for the local stack).
+        #[arg(long, value_name = "P")]
+        prefix: String,
+    },
+    /// Create the template's queues as <P><LogicalId> (`.fifo` for FIFO; needs
+    /// AWS_ENDPOINT_URL_SQS) and print the functions' environment variables that name
+    /// a queue, as NAME=URL lines.
+    Queues {
+        /// Queue name prefix (`local-` for the local stack).
         #[arg(long, value_name = "P")]
         prefix: String,
     },
@@ -95,7 +114,9 @@ impl Command {
         match self {
             Command::Keys => "keys",
             Command::Env { .. } => "env",
+            Command::BankSecrets { .. } => "bank-secrets",
             Command::Tables { .. } => "tables",
+            Command::Queues { .. } => "queues",
             Command::Seed { .. } => "seed",
             Command::UserToken { .. } => "user-token",
             Command::FaceToken { .. } => "face-token",
@@ -136,6 +157,7 @@ async fn run(cmd: Command) -> Result<(), String> {
             bank_sim_url,
             prefix,
             config_out,
+            bank_secrets,
         } => {
             let config_path = match config_out {
                 Some(path) => path,
@@ -145,10 +167,35 @@ async fn run(cmd: Command) -> Result<(), String> {
                     .ok_or("the keys folder has no parent")?
                     .join(format!("service-{}.json", std::process::id())),
             };
-            testkit::localkeys::write_local_service_config(&bank_sim_url, &config_path)?;
-            for (k, v) in keys.function_env(&prefix, &api_url, &config_path) {
+            let base = base_config()?;
+            testkit::localkeys::write_local_service_config(
+                &bank_sim_url,
+                base.as_deref(),
+                &config_path,
+            )?;
+            for (k, mut v) in keys.function_env(&prefix, &api_url, &config_path) {
+                if let (Some(file), "BANK_SECRETS_FILE") = (&bank_secrets, k.as_str()) {
+                    v = file.display().to_string();
+                }
                 println!("{k}={v}");
             }
+        }
+        Command::BankSecrets { out } => {
+            let base = base_config()?;
+            let config = shared::config::ServiceConfig::parse(
+                base.as_deref().unwrap_or(shared::config::DEFAULT_CONFIG),
+            )
+            .map_err(|e| e.to_string())?;
+            let banks: Vec<String> = config
+                .banks
+                .all()
+                .iter()
+                .map(|b| b.code.to_string())
+                .collect();
+            let secrets = keys.bank_secrets(&banks)?;
+            let text = serde_json::to_string(&secrets).map_err(|e| e.to_string())?;
+            std::fs::write(&out, text).map_err(|e| format!("{}: {e}", out.display()))?;
+            println!("{} banks", banks.len());
         }
         Command::Tables { prefix } => {
             let client = endpoint::client(dynamodb.as_deref().unwrap_or_default());
@@ -158,6 +205,17 @@ async fn run(cmd: Command) -> Result<(), String> {
                 .map_err(|e| e.to_string())?;
             for (logical, name) in names.0 {
                 println!("{logical}={name}");
+            }
+        }
+        Command::Queues { prefix } => {
+            let url = endpoint::sqs_from(|k| std::env::var(k).ok()).map_err(|e| e.to_string())?;
+            let template = testkit::Template::load_default().map_err(|e| e.to_string())?;
+            let client = endpoint::sqs_client(&url);
+            let urls = testkit::queues::create_queues(&client, &template, &prefix)
+                .await
+                .map_err(|e| e.to_string())?;
+            for (k, v) in testkit::queues::queue_env(&template, &urls) {
+                println!("{k}={v}");
             }
         }
         Command::Seed { prefix } => {
@@ -178,6 +236,16 @@ async fn run(cmd: Command) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// The service configuration the stack was given (`SERVICE_CONFIG`, a file), if any.
+fn base_config() -> Result<Option<String>, String> {
+    match std::env::var_os("SERVICE_CONFIG") {
+        None => Ok(None),
+        Some(path) => std::fs::read_to_string(&path)
+            .map(Some)
+            .map_err(|e| format!("SERVICE_CONFIG {}: {e}", PathBuf::from(path).display())),
+    }
 }
 
 #[cfg(test)]

@@ -5,13 +5,15 @@ use std::time::Duration;
 
 use clap::Parser;
 
-/// Local event pump: DynamoDB Local's stream and the EventBridge schedule to the
-/// functions served by `cargo lambda watch`.
+/// Local event pump: DynamoDB Local's stream, the SQS queues (moto) and the EventBridge
+/// schedule to the functions served by `cargo lambda watch`.
 ///
 /// Reads the SAM template's DynamoDB stream event sources and schedules, follows every
 /// shard of the table's stream (DynamoDB Local) and invokes the functions through the
 /// Lambda invoke API of `cargo lambda watch`, applying each event source's
-/// FilterCriteria, BatchSize, MaximumRetryAttempts and ReportBatchItemFailures. Delivers
+/// FilterCriteria, BatchSize, MaximumRetryAttempts and ReportBatchItemFailures. Polls
+/// the queue of every SQS event (BatchSize, ScalingConfig.MaximumConcurrency,
+/// ReportBatchItemFailures) and deletes what the function processed. Delivers
 /// the scheduled events every --schedule-every seconds. Prints `EVENT-PUMP READY` on
 /// stdout once it follows the stream; logs one JSON line per invocation on stderr.
 #[derive(Parser, Debug)]
@@ -24,6 +26,17 @@ pub struct Cli {
     /// `Stream: !GetAtt <Id>.StreamArn` names a table id that NAME ends with are served.
     #[arg(long, value_name = "NAME")]
     table: String,
+    /// SQS endpoint (the moto server), e.g. http://127.0.0.1:5055; without it the
+    /// template's `Type: SQS` events are not served.
+    #[arg(long, value_name = "URL")]
+    sqs_endpoint: Option<String>,
+    /// Prefix of the local queue names: an SQS event's `Queue: !GetAtt <Id>.Arn` is read
+    /// from the queue `<P><Id>` (`.fifo` for a FIFO queue).
+    #[arg(long, value_name = "P", default_value = "local-")]
+    queue_prefix: String,
+    /// Pause of an idle queue poller after an empty ReceiveMessage.
+    #[arg(long, value_name = "MS", default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..))]
+    queue_poll_ms: u64,
     /// The invoke API, e.g. http://127.0.0.1:9000.
     #[arg(long, value_name = "URL")]
     invoke_endpoint: String,
@@ -52,6 +65,9 @@ impl From<Cli> for Config {
             poll: Duration::from_millis(cli.poll_ms),
             region: cli.region,
             invoke_timeout: cli.invoke_timeout,
+            sqs_endpoint: cli.sqs_endpoint,
+            queue_prefix: cli.queue_prefix,
+            queue_poll: Duration::from_millis(cli.queue_poll_ms),
             ..Config::new(&cli.dynamodb_endpoint, &cli.table, &cli.invoke_endpoint)
         }
     }
@@ -73,6 +89,11 @@ pub struct Config {
     pub describe_every: Duration,
     /// First retry delay of a failed batch (doubles each retry, at most 10 s).
     pub retry_base: Duration,
+    /// `None`: SQS events are not served.
+    pub sqs_endpoint: Option<String>,
+    pub queue_prefix: String,
+    /// Pause of an idle queue poller after an empty receive.
+    pub queue_poll: Duration,
 }
 
 impl Config {
@@ -89,6 +110,9 @@ impl Config {
             invoke_timeout: Duration::from_secs(900),
             describe_every: Duration::from_secs(1),
             retry_base: Duration::from_millis(200),
+            sqs_endpoint: None,
+            queue_prefix: "local-".to_owned(),
+            queue_poll: Duration::from_millis(200),
         }
     }
 
@@ -151,6 +175,26 @@ mod tests {
         assert_eq!(c.schedule_every, Some(Duration::from_secs(3)));
         assert_eq!(c.poll, Duration::from_millis(50));
         assert_eq!(c.region, "us-east-1");
+        assert_eq!(c.sqs_endpoint, None);
+        assert_eq!(c.queue_prefix, "local-");
+        let c = parse(&[
+            "--dynamodb-endpoint",
+            "a",
+            "--table",
+            "t",
+            "--invoke-endpoint",
+            "b",
+            "--sqs-endpoint",
+            "http://127.0.0.1:5055",
+            "--queue-prefix",
+            "t1-",
+            "--queue-poll-ms",
+            "50",
+        ])
+        .unwrap();
+        assert_eq!(c.sqs_endpoint.as_deref(), Some("http://127.0.0.1:5055"));
+        assert_eq!(c.queue_prefix, "t1-");
+        assert_eq!(c.queue_poll, Duration::from_millis(50));
         let c = parse(&[
             "--dynamodb-endpoint",
             "a",

@@ -5,6 +5,9 @@
 //!   through the Lambda invoke API of `cargo lambda watch`, with the record JSON Lambda
 //!   delivers, the event's `FilterCriteria`, `BatchSize`, `MaximumRetryAttempts` and
 //!   `ReportBatchItemFailures` (see [`pump`]).
+//! - SQS queue → function: every `Type: SQS` event, polled in moto with the event's
+//!   `BatchSize`, `ScalingConfig.MaximumConcurrency` and `ReportBatchItemFailures`
+//!   (see [`queue`]).
 //! - EventBridge schedule → function: every `Type: Schedule` event, at a local period.
 //!
 //! The binary (`src/main.rs`) is a thin command line around [`run`].
@@ -15,6 +18,7 @@ pub mod filter;
 pub mod invoke;
 pub mod log;
 pub mod pump;
+pub mod queue;
 pub mod record;
 pub mod sources;
 

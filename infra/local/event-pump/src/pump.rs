@@ -135,7 +135,7 @@ pub fn scheduled_event(source: &ScheduleSource, region: &str) -> Value {
 // ---- shared state -----------------------------------------------------------------------
 
 /// What the pump shares between its tasks.
-struct Shared {
+pub(crate) struct Shared {
     cfg: Config,
     invoker: Invoker,
     streams: aws_sdk_dynamodbstreams::Client,
@@ -147,7 +147,12 @@ struct Shared {
 
 impl Shared {
     /// Invokes `function` and logs the invocation line.
-    async fn invoke_logged(&self, function: &str, payload: &Value, fields: Value) -> Outcome {
+    pub(crate) async fn invoke_logged(
+        &self,
+        function: &str,
+        payload: &Value,
+        fields: Value,
+    ) -> Outcome {
         let t0 = Instant::now();
         // Lambda ends an invocation at the function's Timeout and the event source
         // retries it; the watch would wait for ever on an instance that died. Twice the
@@ -676,6 +681,22 @@ fn clients(cfg: &Config) -> (aws_sdk_dynamodb::Client, aws_sdk_dynamodbstreams::
     )
 }
 
+fn sqs_client(cfg: &Config, endpoint: &str) -> aws_sdk_sqs::Client {
+    use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
+    let timeouts = aws_sdk_sqs::config::timeout::TimeoutConfig::builder()
+        .operation_timeout(Duration::from_secs(30))
+        .connect_timeout(Duration::from_secs(5))
+        .build();
+    let conf = aws_sdk_sqs::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(cfg.region.clone()))
+        .credentials_provider(Credentials::new("test", "test", None, None, "event-pump"))
+        .endpoint_url(endpoint)
+        .timeout_config(timeouts)
+        .build();
+    aws_sdk_sqs::Client::from_conf(conf)
+}
+
 /// Runs the pump until `shutdown` completes. Calls `on_ready` once it follows the
 /// table's stream (at once if no event source reads that table). Returns an error if the
 /// template cannot be read or a task panics.
@@ -737,6 +758,43 @@ pub async fn run(
     if let Some(every) = cfg.schedule_every {
         for s in sources.schedules {
             tasks.spawn(schedule_loop(shared.clone(), s, every));
+        }
+    }
+
+    match (&cfg.sqs_endpoint, sources.queues.is_empty()) {
+        (_, true) => {}
+        (None, false) => log::warn(
+            "no --sqs-endpoint: the template's SQS events are not served",
+            json!({ "sources": sources.queues.iter().map(|q| q.name()).collect::<Vec<_>>() }),
+        ),
+        (Some(endpoint), false) => {
+            let sqs = sqs_client(&cfg, endpoint);
+            for source in sources.queues {
+                let name = source.queue_name(&cfg.queue_prefix);
+                // The stack creates the queues before the pump starts; a test may not.
+                let (queue_url, queue_arn) = tokio::select! {
+                    _ = &mut shutdown => return Ok(()),
+                    found = crate::queue::resolve(&sqs, &name, cfg.describe_every) => found,
+                };
+                log::info(
+                    "polling the queue",
+                    json!({
+                        "source": source.name(), "function": source.binary, "queue_url": queue_url,
+                        "batch_size": source.batch_size, "max_concurrency": source.max_concurrency,
+                        "report_batch_item_failures": source.report_batch_item_failures,
+                    }),
+                );
+                let pump = Arc::new(crate::queue::QueuePump {
+                    source,
+                    sqs: sqs.clone(),
+                    shared: shared.clone(),
+                    queue_url,
+                    queue_arn,
+                    region: cfg.region.clone(),
+                    poll: cfg.queue_poll,
+                });
+                tasks.spawn(pump.run());
+            }
         }
     }
 

@@ -1,6 +1,6 @@
 //! The event sources of the SAM template (`infra/template.yaml`, read by the
-//! `sam-template` crate): each function's `Type: DynamoDB` events (event source
-//! mappings) and `Type: Schedule` events.
+//! `sam-template` crate): each function's `Type: DynamoDB` and `Type: SQS` events
+//! (event source mappings) and `Type: Schedule` events.
 
 use std::path::Path;
 
@@ -78,11 +78,44 @@ impl ScheduleSource {
     }
 }
 
+/// One `Type: SQS` event of a function: an SQS event source mapping.
+#[derive(Debug, Clone)]
+pub struct QueueSource {
+    pub function_id: String,
+    pub event_name: String,
+    pub binary: String,
+    /// Logical id of the queue it reads (`Queue: !GetAtt <Id>.Arn`).
+    pub queue_id: String,
+    /// The queue is FIFO (its local name ends `.fifo`).
+    pub fifo: bool,
+    /// `BatchSize` (Lambda's default for SQS: 10; one ReceiveMessage returns at most 10).
+    pub batch_size: usize,
+    /// `ScalingConfig.MaximumConcurrency`: at most this many batches in flight.
+    pub max_concurrency: usize,
+    pub report_batch_item_failures: bool,
+}
+
+impl QueueSource {
+    pub fn name(&self) -> String {
+        format!("{}.{}", self.function_id, self.event_name)
+    }
+
+    /// The queue's local name: `<prefix><Id>` (`.fifo` for FIFO), as the stack creates it.
+    pub fn queue_name(&self, prefix: &str) -> String {
+        sam_template::queues::local_name(prefix, &self.queue_id, self.fifo)
+    }
+}
+
+/// Concurrency of an SQS event source without `ScalingConfig` (Lambda scales to 1,000
+/// there; locally a handful is as much as the function instances serve).
+pub const DEFAULT_QUEUE_CONCURRENCY: usize = 5;
+
 /// Everything the pump delivers, as declared by the template.
 #[derive(Debug, Clone, Default)]
 pub struct EventSources {
     pub streams: Vec<StreamSource>,
     pub schedules: Vec<ScheduleSource>,
+    pub queues: Vec<QueueSource>,
     /// Events skipped, with the reason (no binary name, disabled, other event types
     /// are not listed).
     pub skipped: Vec<String>,
@@ -110,7 +143,7 @@ impl EventSources {
             }
             for event in function.events() {
                 let (name, props) = (event.name, event.properties);
-                if event.kind != "DynamoDB" && event.kind != "Schedule" {
+                if !matches!(event.kind, "DynamoDB" | "Schedule" | "SQS") {
                     continue;
                 }
                 let fail = |message: String| TemplateError::Event {
@@ -128,6 +161,11 @@ impl EventSources {
                     ));
                     continue;
                 };
+                if event.kind == "SQS" {
+                    out.queues
+                        .push(queue_source(template, id, name, binary, props).map_err(fail)?);
+                    continue;
+                }
                 if event.kind == "Schedule" {
                     let input = match props["Input"].as_str() {
                         Some(s) => Some(
@@ -199,6 +237,46 @@ impl EventSources {
     }
 }
 
+fn queue_source(
+    template: &Template,
+    function_id: &str,
+    event_name: &str,
+    binary: String,
+    props: &Json,
+) -> Result<QueueSource, String> {
+    let queue_id = get_att(&props["Queue"])
+        .filter(|(_, attr)| *attr == "Arn")
+        .map(|(id, _)| id.to_owned())
+        .ok_or_else(|| format!("Queue is not !GetAtt <Queue>.Arn: {}", props["Queue"]))?;
+    let fifo = template
+        .queue(&queue_id)
+        .map_err(|e| format!("Queue: {e}"))?
+        .fifo;
+    let batch_size = match props["BatchSize"].as_i64() {
+        None => 10,
+        Some(n) if (1..=10).contains(&n) => n as usize,
+        // Lambda allows up to 10,000 with a batching window, which is not emulated.
+        Some(n) => return Err(format!("BatchSize {n}: the pump serves 1 to 10")),
+    };
+    let max_concurrency = match props["ScalingConfig"]["MaximumConcurrency"].as_i64() {
+        None => DEFAULT_QUEUE_CONCURRENCY,
+        Some(n) if (2..=1000).contains(&n) => n as usize,
+        Some(n) => return Err(format!("ScalingConfig.MaximumConcurrency {n} out of range")),
+    };
+    Ok(QueueSource {
+        function_id: function_id.to_owned(),
+        event_name: event_name.to_owned(),
+        binary,
+        queue_id,
+        fifo,
+        batch_size,
+        max_concurrency,
+        report_batch_item_failures: props["FunctionResponseTypes"]
+            .as_array()
+            .is_some_and(|types| types.iter().any(|t| t == "ReportBatchItemFailures")),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -235,6 +313,25 @@ Resources:
       Events:
         Tick: { Type: Schedule, Properties: { Schedule: rate(5 minutes), Input: '{"x": 1}' } }
         Off: { Type: Schedule, Properties: { Schedule: rate(1 minute), Enabled: false } }
+  Sender:
+    Type: AWS::Serverless::Function
+    Metadata: { BuildProperties: { Binary: bank-inquiry } }
+    Properties:
+      Events:
+        Work:
+          Type: SQS
+          Properties:
+            Queue: !GetAtt Work.Arn
+            BatchSize: 7
+            FunctionResponseTypes: [ReportBatchItemFailures]
+            ScalingConfig: { MaximumConcurrency: 12 }
+        Plain: { Type: SQS, Properties: { Queue: !GetAtt Plain.Arn } }
+        Paused: { Type: SQS, Properties: { Queue: !GetAtt Plain.Arn, Enabled: false } }
+  Work:
+    Type: AWS::SQS::Queue
+    Properties: { FifoQueue: true }
+  Plain:
+    Type: AWS::SQS::Queue
   NoBinary:
     Type: AWS::Serverless::Function
     Properties:
@@ -269,7 +366,40 @@ Resources:
         assert_eq!(s.schedules[0].binary, "sweep");
         assert_eq!(s.schedules[0].expression, "rate(5 minutes)");
         assert_eq!(s.schedules[0].input, Some(serde_json::json!({"x": 1})));
-        assert_eq!(s.skipped.len(), 2, "{:?}", s.skipped);
+        assert_eq!(s.skipped.len(), 3, "{:?}", s.skipped);
+        assert_eq!(s.queues.len(), 2);
+        let plain = &s.queues[0];
+        assert_eq!(plain.name(), "Sender.Plain");
+        assert!(!plain.fifo);
+        assert_eq!(plain.batch_size, 10);
+        assert_eq!(plain.max_concurrency, DEFAULT_QUEUE_CONCURRENCY);
+        assert!(!plain.report_batch_item_failures);
+        assert_eq!(plain.queue_name("local-"), "local-Plain");
+        let work = &s.queues[1];
+        assert_eq!(work.binary, "bank-inquiry");
+        assert_eq!(work.queue_id, "Work");
+        assert!(work.fifo);
+        assert_eq!(work.queue_name("local-"), "local-Work.fifo");
+        assert_eq!((work.batch_size, work.max_concurrency), (7, 12));
+        assert!(work.report_batch_item_failures);
+    }
+
+    #[test]
+    fn refuses_an_sqs_event_it_cannot_serve() {
+        for (from, to) in [
+            ("BatchSize: 7", "BatchSize: 100"),
+            ("MaximumConcurrency: 12", "MaximumConcurrency: 1"),
+            ("Queue: !GetAtt Work.Arn", "Queue: !GetAtt Missing.Arn"),
+            (
+                "Queue: !GetAtt Work.Arn",
+                "Queue: arn:aws:sqs:us-east-1:1:q",
+            ),
+        ] {
+            let e = EventSources::parse(&TEMPLATE.replace(from, to))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("Sender.Work"), "{to}: {e}");
+        }
     }
 
     #[test]
@@ -294,6 +424,15 @@ Resources:
             .iter()
             .all(|s| s.reads_table("local-CardLookupTable")));
         assert!(s.schedules.iter().any(|s| s.binary == "sweep"));
+        let inquiries = s
+            .queues
+            .iter()
+            .find(|q| q.queue_id == "InquiryQueue")
+            .expect("an SQS event reads InquiryQueue");
+        assert!(inquiries.fifo);
+        assert_eq!(inquiries.binary, "bank-inquiry");
+        assert_eq!((inquiries.batch_size, inquiries.max_concurrency), (10, 50));
+        assert!(inquiries.report_batch_item_failures);
         // Timeouts: the function's own, as the template declares them.
         assert_eq!(s.timeouts.get("aggregate-report"), Some(&30));
         assert_eq!(s.timeouts.get("sweep"), Some(&280));

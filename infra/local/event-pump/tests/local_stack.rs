@@ -12,135 +12,21 @@ use std::time::{Duration, Instant};
 use aws_sdk_dynamodb::types::AttributeValue;
 use event_pump::Config;
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 
 fn template() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../template.yaml")
 }
 
-/// One recorded invocation.
-#[derive(Debug, Clone)]
-struct Call {
-    function: String,
-    payload: Value,
-    /// Records the fake function acknowledged (processed for good).
-    acked: Vec<String>,
-}
+mod common;
 
-type Script = dyn Fn(&str, &Value, usize) -> (u16, Value) + Send + Sync;
+use common::FakeLambda;
 
-/// A minimal invoke API: `POST /2015-03-31/functions/{name}/invocations`.
-struct FakeLambda {
-    url: String,
-    calls: Arc<Mutex<Vec<Call>>>,
-}
-
-impl FakeLambda {
-    /// `script(function, payload, nth call of that function)` → (status, body).
-    async fn start(script: Box<Script>) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let calls: Arc<Mutex<Vec<Call>>> = Arc::default();
-        let script: Arc<Script> = Arc::from(script);
-        let c = calls.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((sock, _)) = listener.accept().await else {
-                    return;
-                };
-                let (calls, script) = (c.clone(), script.clone());
-                tokio::spawn(async move {
-                    let _ = serve(sock, calls, script).await;
-                });
-            }
-        });
-        Self { url, calls }
-    }
-
-    fn calls(&self) -> Vec<Call> {
-        self.calls.lock().unwrap().clone()
-    }
-
-    fn calls_of(&self, function: &str) -> Vec<Call> {
-        self.calls()
-            .into_iter()
-            .filter(|c| c.function == function)
-            .collect()
-    }
-
-    fn acked_keys(&self, function: &str) -> Vec<String> {
-        self.calls_of(function)
-            .into_iter()
-            .flat_map(|c| c.acked)
-            .collect()
-    }
-}
-
-async fn serve(
-    mut sock: TcpStream,
-    calls: Arc<Mutex<Vec<Call>>>,
-    script: Arc<Script>,
-) -> std::io::Result<()> {
-    loop {
-        // Headers.
-        let mut buf = Vec::new();
-        let header_end = loop {
-            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break i + 4;
-            }
-            let mut chunk = [0u8; 4096];
-            let n = sock.read(&mut chunk).await?;
-            if n == 0 {
-                return Ok(());
-            }
-            buf.extend_from_slice(&chunk[..n]);
-        };
-        let head = String::from_utf8_lossy(&buf[..header_end]).to_string();
-        let path = head.split_whitespace().nth(1).unwrap_or("").to_owned();
-        let len: usize = head
-            .lines()
-            .find_map(|l| {
-                let (k, v) = l.split_once(':')?;
-                k.eq_ignore_ascii_case("content-length")
-                    .then(|| v.trim().parse().ok())?
-            })
-            .unwrap_or(0);
-        let mut body = buf[header_end..].to_vec();
-        while body.len() < len {
-            let mut chunk = vec![0u8; len - body.len()];
-            let n = sock.read(&mut chunk).await?;
-            if n == 0 {
-                return Ok(());
-            }
-            body.extend_from_slice(&chunk[..n]);
-        }
-        let function = path
-            .strip_prefix("/2015-03-31/functions/")
-            .and_then(|p| p.strip_suffix("/invocations"))
-            .unwrap_or("")
-            .to_owned();
-        let payload: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-        let nth = calls
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|c| c.function == function)
-            .count();
-        let (status, answer) = script(&function, &payload, nth);
-        let acked = acked_records(&payload, status, &answer);
-        calls.lock().unwrap().push(Call {
-            function,
-            payload,
-            acked,
-        });
-        let text = answer.to_string();
-        let resp = format!(
-            "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{text}",
-            text.len()
-        );
-        sock.write_all(resp.as_bytes()).await?;
-    }
+/// Records the calls of `function` acknowledged (processed for good), in order.
+fn acked_keys(fake: &FakeLambda, function: &str) -> Vec<String> {
+    fake.calls_of(function)
+        .iter()
+        .flat_map(|c| acked_records(&c.payload, c.status, &c.answer))
+        .collect()
 }
 
 /// `pk` of each record the answer acknowledges: all of them on success, those before
@@ -351,11 +237,11 @@ async fn delivers_matching_records_in_order_once_with_retries_and_schedules() {
 
     let expected_fanout = vec!["Q1:INSERT", "Q2:INSERT", "Q3:INSERT"];
     wait_for("fan-out deliveries", Duration::from_secs(60), || {
-        fake.acked_keys("bank-fanout").len() >= 3
+        acked_keys(&fake, "bank-fanout").len() >= 3
     })
     .await;
     wait_for("aggregation delivery", Duration::from_secs(60), || {
-        !fake.acked_keys("aggregate-report").is_empty()
+        !acked_keys(&fake, "aggregate-report").is_empty()
     })
     .await;
     wait_for("two scheduled sweeps", Duration::from_secs(30), || {
@@ -365,8 +251,8 @@ async fn delivers_matching_records_in_order_once_with_retries_and_schedules() {
     // Nothing more may arrive.
     tokio::time::sleep(Duration::from_secs(2)).await;
 
-    assert_eq!(fake.acked_keys("bank-fanout"), expected_fanout);
-    assert_eq!(fake.acked_keys("aggregate-report"), vec!["Q1:MODIFY"]);
+    assert_eq!(acked_keys(&fake, "bank-fanout"), expected_fanout);
+    assert_eq!(acked_keys(&fake, "aggregate-report"), vec!["Q1:MODIFY"]);
 
     // Q2 was delivered again after its reported failure, starting with itself; Q1
     // (before it in that batch) was not.
@@ -497,7 +383,7 @@ async fn binary_prints_ready_and_stops_on_sigterm() {
 
     put(&env.clients.dynamodb, &table, "QB", "QUERY", "FANOUT").await;
     wait_for("the binary's delivery", Duration::from_secs(30), || {
-        fake.acked_keys("bank-fanout") == ["QB:INSERT"]
+        acked_keys(&fake, "bank-fanout") == ["QB:INSERT"]
     })
     .await;
 

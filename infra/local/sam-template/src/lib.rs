@@ -8,6 +8,7 @@
 
 pub mod functions;
 pub mod intrinsic;
+pub mod queues;
 pub mod tables;
 
 use std::path::{Path, PathBuf};
@@ -16,6 +17,7 @@ use serde_json::{Map, Value};
 
 pub use functions::{Event, Function};
 pub use intrinsic::get_att;
+pub use queues::{QueueSpec, Redrive};
 pub use tables::{IndexSpec, KeySpec, TableSpec};
 
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +33,8 @@ pub enum TemplateError {
     Shape(String),
     #[error("table {table}: {message}")]
     Table { table: String, message: String },
+    #[error("queue {queue}: {message}")]
+    Queue { queue: String, message: String },
     #[error("template has no resource {0}")]
     MissingResource(String),
 }
@@ -103,6 +107,18 @@ impl Template {
 
     pub fn table(&self, logical_id: &str) -> Result<TableSpec, TemplateError> {
         TableSpec::from_properties(logical_id, self.resource(logical_id)?)
+    }
+
+    /// Every `AWS::SQS::Queue` of the template, by logical id.
+    pub fn queues(&self) -> Result<Vec<QueueSpec>, TemplateError> {
+        self.resources()
+            .filter(|(_, ty, _)| *ty == "AWS::SQS::Queue")
+            .map(|(id, _, props)| QueueSpec::from_properties(id, props))
+            .collect()
+    }
+
+    pub fn queue(&self, logical_id: &str) -> Result<QueueSpec, TemplateError> {
+        QueueSpec::from_properties(logical_id, self.resource(logical_id)?)
     }
 
     /// Every `AWS::Serverless::Function`, with `Globals.Function` applied, by logical id.
