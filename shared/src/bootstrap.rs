@@ -1,6 +1,6 @@
 //! Builds each function's dependencies, once per cold start, from its settings struct
 //! (`settings`, read here and nowhere else). AWS endpoints come from the SDK's standard
-//! `AWS_ENDPOINT_URL[_DYNAMODB|_SNS]` variables, so the same binary runs against AWS and
+//! `AWS_ENDPOINT_URL[_DYNAMODB|_SNS|_SQS]` variables, so the same binary runs against AWS and
 //! the local emulators.
 
 use std::sync::Arc;
@@ -11,13 +11,16 @@ use secrecy::{ExposeSecret, SecretString};
 use crate::adapters::bank_http::HttpBankClient;
 use crate::adapters::dynamo::{DynamoStore, Tables};
 use crate::adapters::emf::EmfMetrics;
-use crate::adapters::sms_admission::UngatedSms;
 use crate::adapters::sns::SnsSms;
+use crate::adapters::sqs::SqsInquiryQueue;
 use crate::clock::SystemClock;
 use crate::config::ServiceConfig;
 use crate::dispatch::callback::CallbackService;
 use crate::dispatch::fanout::{Fanout, FanoutDeps};
+use crate::dispatch::gate::SmsLane;
+use crate::dispatch::planner::Planner;
 use crate::dispatch::secrets::BankSecrets;
+use crate::dispatch::sender::{Sender, SenderDeps, TokioSleep};
 use crate::inbound::report::ViewApi;
 use crate::inbound::submission::SubmissionApi;
 use crate::report::aggregate::{Aggregator, AggregatorDeps};
@@ -27,9 +30,9 @@ use crate::security::app_jwt::AppAuthenticator;
 use crate::security::face::FaceVerifier;
 use crate::security::sms_code::CodeHasher;
 use crate::settings::{
-    AggregateReportEnv, AppJwtEnv, BankCallbackEnv, BankCallsEnv, BankFanoutEnv, BankSecretsEnv,
-    CommonEnv, FaceEnv, ReportRetiringEnv, ReportSealEnv, SmsCodeEnv, SmsSenderEnv, SubmitQueryEnv,
-    SweepEnv, ViewReportEnv,
+    AggregateReportEnv, AppJwtEnv, BankCallbackEnv, BankCallsEnv, BankFanoutEnv, BankInquiryEnv,
+    BankSecretsEnv, CommonEnv, FaceEnv, InquiryQueueEnv, ReportRetiringEnv, ReportSealEnv,
+    SmsCodeEnv, SmsSenderEnv, SubmitQueryEnv, SweepEnv, ViewReportEnv,
 };
 use crate::submission::{SubmissionDeps, SubmissionService};
 use crate::sweep::Sweeper;
@@ -118,10 +121,44 @@ fn face_verifier(env: &FaceEnv, c: &Common) -> Result<Arc<FaceVerifier>, Startup
     ))
 }
 
-pub async fn fanout() -> Result<Fanout, StartupError> {
+fn queue(env: &InquiryQueueEnv, sdk: &aws_config::SdkConfig) -> Arc<SqsInquiryQueue> {
+    Arc::new(SqsInquiryQueue::new(
+        aws_sdk_sqs::Client::new(sdk),
+        env.inquiry_queue_url.clone(),
+    ))
+}
+
+fn planner_from(c: &Common, env: &InquiryQueueEnv) -> Planner {
+    Planner {
+        store: c.store.clone(),
+        queue: queue(env, &c.sdk),
+        clock: Arc::new(SystemClock),
+    }
+}
+
+/// The bank-fanout function: plans a new query's legs into the inquiry queue.
+pub async fn planner() -> Result<Planner, StartupError> {
     let env = BankFanoutEnv::from_env().map_err(err)?;
     let c = common(&env.common).await?;
-    fanout_from(&c, &env.bank_secrets, &env.bank_calls, &env.report)
+    Ok(planner_from(&c, &env.queue))
+}
+
+/// The bank-inquiry function: sends the queued inquiries through each bank's gate.
+pub async fn sender() -> Result<Sender, StartupError> {
+    let env = BankInquiryEnv::from_env().map_err(err)?;
+    let c = common(&env.common).await?;
+    let fanout = fanout_from(&c, &env.bank_secrets, &env.bank_calls, &env.report)?;
+    let bank_timeout = chrono::TimeDelta::from_std(env.bank_calls.bank_timeout_ms.0)
+        .map_err(|_| err("BANK_TIMEOUT_MS is too long"))?;
+    Ok(Sender::new(SenderDeps {
+        config: c.config.clone(),
+        fanout: Arc::new(fanout),
+        gate: c.store.clone(),
+        queue: queue(&env.queue, &c.sdk),
+        clock: Arc::new(SystemClock),
+        sleep: Arc::new(TokioSleep),
+        bank_timeout,
+    }))
 }
 
 fn fanout_from(
@@ -168,7 +205,7 @@ fn aggregator_from(
         users: c.store.clone(),
         profiles: c.store.clone(),
         sms: sms(sms_env, &c.sdk),
-        sms_admission: Arc::new(UngatedSms),
+        sms_admission: sms_lane(c),
         sealer: report_sealer(report)?,
         clock: Arc::new(SystemClock),
         metrics: Arc::new(EmfMetrics),
@@ -224,18 +261,15 @@ pub async fn sweeper() -> Result<Sweeper, StartupError> {
     let env = SweepEnv::from_env().map_err(err)?;
     let c = common(&env.common).await?;
     let aggregator = Arc::new(aggregator_from(&c, &env.report, &env.sms)?);
-    let fanout = Arc::new(fanout_from(
-        &c,
-        &env.bank_secrets,
-        &env.bank_calls,
-        &env.report,
-    )?);
     Ok(Sweeper {
         queries: c.store.clone(),
-        reports: c.store,
-        fanout,
+        reports: c.store.clone(),
+        planner: Arc::new(planner_from(&c, &env.queue)),
         aggregator,
         clock: Arc::new(SystemClock),
+        config: c.config.clone(),
+        gate: c.store,
+        metrics: Arc::new(EmfMetrics),
     })
 }
 
@@ -248,12 +282,20 @@ pub async fn submission_api() -> Result<SubmissionApi, StartupError> {
         profiles: c.store.clone(),
         store: c.store.clone(),
         sms: sms(&env.sms, &c.sdk),
-        sms_admission: Arc::new(UngatedSms),
+        sms_admission: sms_lane(c),
         clock: Arc::new(SystemClock),
         codes: code_hasher(&env.sms_code)?,
     });
     Ok(SubmissionApi {
         service: Arc::new(service),
         auth: app_authenticator(&env.app_jwt)?,
+    })
+}
+
+/// The SMS channel's rate, shared through the gate's `SMS` lane in the table.
+fn sms_lane(c: &Common) -> Arc<SmsLane> {
+    Arc::new(SmsLane {
+        gate: c.store.clone(),
+        rate_per_second: c.config.sms_channel.rate_per_second,
     })
 }

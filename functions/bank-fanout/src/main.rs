@@ -4,11 +4,11 @@ use lambda_runtime::{service_fn, Error, LambdaEvent};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     shared::telemetry::init();
-    let fanout = shared::bootstrap::fanout().await?;
-    let fanout = &fanout;
+    let planner = shared::bootstrap::planner().await?;
+    let planner = &planner;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Event>| async move {
         let response = shared::stream::for_each_query(event.payload, |id| async move {
-            fanout.dispatch(&id).await.map(drop)
+            planner.plan(&id).await.map(drop)
         })
         .await;
         Ok::<_, Error>(response)

@@ -34,6 +34,38 @@ struct RawConfig {
     rules: RawRules,
     regions: Vec<RawRegion>,
     banks: Vec<RawBank>,
+    bank_limits: RawBankLimits,
+    circuit_breaker: RawCircuitBreaker,
+    sms_channel: RawSmsChannel,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLaneLimits {
+    rate_per_second: u32,
+    max_in_flight: u32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBankLimits {
+    default: RawLaneLimits,
+    #[serde(default)]
+    overrides: BTreeMap<String, RawLaneLimits>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCircuitBreaker {
+    failures_to_open: u32,
+    #[serde(with = "humantime_serde")]
+    cool_off: StdDuration,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSmsChannel {
+    rate_per_second: u32,
 }
 
 /// Durations are written as text ("7d", "24h", "5m", "30s") so the file reads as the
@@ -105,6 +137,40 @@ pub struct Rules {
     pub idempotency_lease: TimeDelta,
 }
 
+/// What a bank agreed to take from us: inquiries started per second (in any sliding
+/// 1-second window) and inquiries being served at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LaneLimits {
+    pub rate_per_second: u32,
+    pub max_in_flight: u32,
+}
+
+/// Per-bank limits: one default, and overrides for banks with a different agreement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BankLimits {
+    pub default: LaneLimits,
+    pub overrides: BTreeMap<BankCode, LaneLimits>,
+}
+
+impl BankLimits {
+    pub fn of(&self, bank: &BankCode) -> LaneLimits {
+        self.overrides.get(bank).copied().unwrap_or(self.default)
+    }
+}
+
+/// When a bank's circuit opens and for how long (`rules::admission`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CircuitBreaker {
+    pub failures_to_open: u32,
+    pub cool_off: TimeDelta,
+}
+
+/// The SMS channel's account-wide send rate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SmsChannel {
+    pub rate_per_second: u32,
+}
+
 #[derive(Debug, Clone)]
 pub struct ServiceConfig {
     pub agreement_version: String,
@@ -112,6 +178,9 @@ pub struct ServiceConfig {
     /// Pilot regions by GB/T 2260 province code.
     pub regions: BTreeMap<RegionCode, String>,
     pub banks: BankRegistry,
+    pub bank_limits: BankLimits,
+    pub circuit_breaker: CircuitBreaker,
+    pub sms_channel: SmsChannel,
 }
 
 impl ServiceConfig {
@@ -138,18 +207,20 @@ impl ServiceConfig {
             return Err(invalid("agreement_version is empty".into()));
         }
         let r = raw.rules;
-        let span = |name: &str, v: StdDuration| match TimeDelta::from_std(v) {
+        let span_in = |name: &str, v: StdDuration| match TimeDelta::from_std(v) {
             Ok(d) if d > TimeDelta::zero() => Ok(d),
-            Ok(_) => Err(invalid(format!("rules.{name} must be positive"))),
-            Err(_) => Err(invalid(format!("rules.{name} is too long"))),
+            Ok(_) => Err(invalid(format!("{name} must be positive"))),
+            Err(_) => Err(invalid(format!("{name} is too long"))),
         };
-        let count = |name: &str, v: u32| {
+        let count_in = |name: &str, v: u32| {
             if v == 0 {
-                Err(invalid(format!("rules.{name} must be positive")))
+                Err(invalid(format!("{name} must be positive")))
             } else {
                 Ok(v)
             }
         };
+        let span = |name: &str, v: StdDuration| span_in(&format!("rules.{name}"), v);
+        let count = |name: &str, v: u32| count_in(&format!("rules.{name}"), v);
         let rules = Rules {
             sms_code_validity: span("sms_code_validity", r.sms_code_validity)?,
             sms_code_max_attempts: count("sms_code_max_attempts", r.sms_code_max_attempts)?,
@@ -204,11 +275,52 @@ impl ServiceConfig {
             ));
         }
         let banks = BankRegistry::new(banks).map_err(invalid)?;
+        let lane = |name: &str, l: RawLaneLimits| {
+            if l.rate_per_second == 0 || l.max_in_flight == 0 {
+                Err(invalid(format!("{name}: limits must be positive")))
+            } else {
+                Ok(LaneLimits {
+                    rate_per_second: l.rate_per_second,
+                    max_in_flight: l.max_in_flight,
+                })
+            }
+        };
+        let mut overrides = BTreeMap::new();
+        for (code, limits) in raw.bank_limits.overrides {
+            // A typo here would silently leave a small bank at the default capacity.
+            let bank = banks.parse(&code).ok_or_else(|| {
+                invalid(format!(
+                    "bank_limits.overrides names an unknown bank {code}"
+                ))
+            })?;
+            overrides.insert(
+                bank,
+                lane(&format!("bank_limits.overrides.{code}"), limits)?,
+            );
+        }
+        let bank_limits = BankLimits {
+            default: lane("bank_limits.default", raw.bank_limits.default)?,
+            overrides,
+        };
+        let cb = raw.circuit_breaker;
+        let circuit_breaker = CircuitBreaker {
+            failures_to_open: count_in("circuit_breaker.failures_to_open", cb.failures_to_open)?,
+            cool_off: span_in("circuit_breaker.cool_off", cb.cool_off)?,
+        };
+        let sms_channel = SmsChannel {
+            rate_per_second: count_in(
+                "sms_channel.rate_per_second",
+                raw.sms_channel.rate_per_second,
+            )?,
+        };
         Ok(Self {
             agreement_version: raw.agreement_version,
             rules,
             regions,
             banks,
+            bank_limits,
+            circuit_breaker,
+            sms_channel,
         })
     }
 
@@ -257,6 +369,49 @@ mod tests {
         assert_eq!(c.rules.idempotency_lease, TimeDelta::seconds(30));
         assert!(c.in_pilot(&RegionCode::parse("31").unwrap()));
         assert!(!c.in_pilot(&RegionCode::parse("44").unwrap()));
+    }
+
+    #[test]
+    fn bank_limits_default_with_overrides_and_the_breaker_and_sms_rate() {
+        let c = ServiceConfig::parse(DEFAULT_CONFIG).unwrap();
+        let code = |b: &str| c.banks.parse(b).unwrap();
+        let big = LaneLimits {
+            rate_per_second: 50,
+            max_in_flight: 20,
+        };
+        let small = LaneLimits {
+            rate_per_second: 5,
+            max_in_flight: 3,
+        };
+        assert_eq!(c.bank_limits.of(&code("ICBC")), big);
+        assert_eq!(c.bank_limits.of(&code("HXB")), small);
+        assert_eq!(c.bank_limits.of(&code("CZB")), small);
+        assert_eq!(c.circuit_breaker.failures_to_open, 5);
+        assert_eq!(c.circuit_breaker.cool_off, TimeDelta::seconds(30));
+        assert_eq!(c.sms_channel.rate_per_second, 20);
+    }
+
+    #[test]
+    fn bad_limits_are_start_up_errors() {
+        let e =
+            with(|v| v["bank_limits"]["overrides"]["NOSUCH"] = v["bank_limits"]["default"].clone())
+                .unwrap_err()
+                .to_string();
+        assert!(e.contains("unknown bank NOSUCH"), "{e}");
+        let e = with(|v| v["bank_limits"]["overrides"]["HXB"]["max_in_flight"] = 0.into())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("bank_limits.overrides.HXB"), "{e}");
+        assert!(with(|v| v["bank_limits"]["default"]["rate_per_second"] = 0.into()).is_err());
+        assert!(with(|v| v["bank_limits"]["default"]["burst"] = 1.into()).is_err());
+        assert!(with(|v| v["circuit_breaker"]["cool_off"] = "30".into()).is_err());
+        assert!(with(|v| v["circuit_breaker"]["cool_off"] = "0s".into()).is_err());
+        assert!(with(|v| v["circuit_breaker"]["failures_to_open"] = 0.into()).is_err());
+        assert!(with(|v| v["sms_channel"]["rate_per_second"] = 0.into()).is_err());
+        assert!(with(|v| {
+            v.as_object_mut().unwrap().remove("sms_channel");
+        })
+        .is_err());
     }
 
     fn with(edit: impl FnOnce(&mut serde_json::Value)) -> Result<ServiceConfig, ConfigError> {

@@ -9,14 +9,18 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+use crate::clock::Clock;
+use crate::dispatch::gate::{self, Admission, Gate, Health, Hold, Lane, LanePolicy, Permit};
+use crate::dispatch::queue::{InquiryQueue, LegAttempt, QueueError};
+use crate::dispatch::sender::Received;
 use crate::model::bank::BankCode;
 use crate::model::ids::{QueryId, UserId, VerificationId};
 use crate::model::phone::PhoneNumber;
 use crate::model::profile::UserProfile;
 use crate::model::purpose::Purpose;
 use crate::ports::{
-    Admit, BankNonce, Metric, Metrics, NotifyError, ProfileStore, QueryStore, ReportStore,
-    SettleOutcome, Settlement, SmsAdmission, SmsSender, StoreError, SubmissionStore, SubmitError,
+    BankNonce, Metric, Metrics, NotifyError, ProfileStore, QueryStore, ReportStore, SettleOutcome,
+    Settlement, SmsSender, StoreError, SubmissionStore, SubmitError,
 };
 use crate::records::{
     ConsentRecord, DueWork, IdempotencyClaim, IdempotencyRecord, LegRecord, LegState, PasswordSlot,
@@ -24,7 +28,7 @@ use crate::records::{
     SubmitConflict, UserState, VerificationRecord,
 };
 use crate::rules::password::{self, PasswordPolicy};
-use crate::rules::{deadline, idempotency, retention, sms_code};
+use crate::rules::{admission, deadline, idempotency, retention, sms_code};
 
 #[derive(Default)]
 struct Data {
@@ -718,35 +722,304 @@ impl SmsSender for MemorySms {
     }
 }
 
-/// The SMS channel's rate in one process: at most `rate` admissions per second of the
-/// clock passed in (whole seconds, as the production gate counts them).
-pub struct MemorySmsAdmission {
-    rate: u32,
-    window: Mutex<(i64, u32)>,
+/// The SMS channel's rate as the functions run it (`gate::SmsLane`), on an in-memory
+/// gate of its own.
+pub fn sms_lane(rate_per_second: u32) -> gate::SmsLane {
+    gate::SmsLane {
+        gate: std::sync::Arc::new(MemoryGate::default()),
+        rate_per_second,
+    }
 }
 
-impl MemorySmsAdmission {
-    pub fn new(rate: u32) -> Self {
+/// One lane's permits, slots and circuit.
+#[derive(Default)]
+struct LaneState {
+    /// Each rate permit's end.
+    rate: Vec<Option<DateTime<Utc>>>,
+    /// Each in-flight slot's holder and lease end.
+    flight: Vec<Option<(String, DateTime<Utc>)>>,
+    circuit: admission::Circuit,
+}
+
+/// Index of the first free entry among the first `n`, growing the list to `n`; else the
+/// earliest end among them.
+fn free_slot<T>(
+    list: &mut Vec<Option<T>>,
+    n: u32,
+    end: impl Fn(&T) -> DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<usize, DateTime<Utc>> {
+    let n = n as usize;
+    if list.len() < n {
+        list.resize_with(n, || None);
+    }
+    let mut earliest: Option<DateTime<Utc>> = None;
+    for (i, e) in list[..n].iter().enumerate() {
+        match e.as_ref().map(&end) {
+            Some(t) if !admission::is_free(Some(t), now) => {
+                earliest = Some(earliest.map_or(t, |x| x.min(t)));
+            }
+            _ => return Ok(i),
+        }
+    }
+    Err(earliest.unwrap_or(now))
+}
+
+/// The gate in memory: the same admissions as the DynamoDB one, each decided under one
+/// lock (DynamoDB decides each by a conditional write).
+#[derive(Default)]
+pub struct MemoryGate {
+    lanes: Mutex<HashMap<Lane, LaneState>>,
+}
+
+impl MemoryGate {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Lane, LaneState>> {
+        self.lanes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The lane's circuit as stored (tests).
+    pub fn circuit(&self, lane: &Lane) -> admission::Circuit {
+        self.lock()
+            .get(lane)
+            .map(|s| s.circuit.clone())
+            .unwrap_or_default()
+    }
+}
+
+#[async_trait]
+impl Gate for MemoryGate {
+    async fn admit(
+        &self,
+        lane: &Lane,
+        policy: &LanePolicy,
+        now: DateTime<Utc>,
+    ) -> Result<Admission, StoreError> {
+        let mut lanes = self.lock();
+        let st = lanes.entry(lane.clone()).or_default();
+        let probe = match admission::circuit_gate(&st.circuit, now) {
+            admission::CircuitGate::Pass => false,
+            admission::CircuitGate::Probe => true,
+            admission::CircuitGate::Wait(until, hold) => {
+                return Ok(Admission::Wait { until, hold })
+            }
+        };
+        let flight = match free_slot(&mut st.flight, policy.limits.max_in_flight, |e| e.1, now) {
+            Ok(i) => i,
+            Err(until) => {
+                return Ok(Admission::Wait {
+                    until,
+                    hold: Hold::InFlight,
+                })
+            }
+        };
+        let rate = match free_slot(&mut st.rate, policy.limits.rate_per_second, |e| *e, now) {
+            Ok(i) => i,
+            Err(until) => {
+                return Ok(Admission::Wait {
+                    until,
+                    hold: Hold::Rate,
+                })
+            }
+        };
+        let holder = gate::new_holder();
+        let lease = admission::flight_lease_until(now, policy.call_timeout);
+        st.rate[rate] = Some(admission::rate_permit_until(now));
+        st.flight[flight] = Some((holder.clone(), lease));
+        if probe {
+            st.circuit.probe = Some(admission::Probe {
+                holder: holder.clone(),
+                until: lease,
+            });
+        }
+        Ok(Admission::Go(Permit {
+            lane: lane.clone(),
+            holder,
+            flight_slot: Some(flight as u32),
+            probe,
+            failures_seen: st.circuit.failures,
+        }))
+    }
+
+    async fn admit_rate(
+        &self,
+        lane: &Lane,
+        rate_per_second: u32,
+        now: DateTime<Utc>,
+    ) -> Result<Admission, StoreError> {
+        let mut lanes = self.lock();
+        let st = lanes.entry(lane.clone()).or_default();
+        match free_slot(&mut st.rate, rate_per_second, |e| *e, now) {
+            Ok(i) => {
+                st.rate[i] = Some(admission::rate_permit_until(now));
+                Ok(Admission::Go(Permit {
+                    lane: lane.clone(),
+                    holder: gate::new_holder(),
+                    flight_slot: None,
+                    probe: false,
+                    failures_seen: 0,
+                }))
+            }
+            Err(until) => Ok(Admission::Wait {
+                until,
+                hold: Hold::Rate,
+            }),
+        }
+    }
+
+    async fn finish(
+        &self,
+        permit: &Permit,
+        health: Health,
+        policy: &LanePolicy,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut lanes = self.lock();
+        let Some(st) = lanes.get_mut(&permit.lane) else {
+            return Ok(());
+        };
+        let Some(slot) = permit.flight_slot.map(|s| s as usize) else {
+            return Ok(());
+        };
+        // Freeing the slot is what makes a finish count once.
+        match st.flight.get_mut(slot) {
+            Some(held) if held.as_ref().is_some_and(|h| h.0 == permit.holder) => *held = None,
+            _ => return Ok(()),
+        }
+        let probe = permit.probe.then_some(permit.holder.as_str());
+        st.circuit = admission::after(&st.circuit, health, probe, &policy.breaker, now);
+        Ok(())
+    }
+
+    async fn open_circuits(&self, lanes: &[Lane]) -> Result<Vec<Lane>, StoreError> {
+        let state = self.lock();
+        Ok(lanes
+            .iter()
+            .filter(|l| state.get(l).is_some_and(|s| admission::is_open(&s.circuit)))
+            .cloned()
+            .collect())
+    }
+}
+
+/// One queued message.
+#[derive(Debug, Clone)]
+struct Queued {
+    attempt: LegAttempt,
+    receipt: String,
+    visible_at: DateTime<Utc>,
+    received: u32,
+}
+
+/// The inquiry queue in memory, with FIFO groups as SQS keeps them: a group's messages
+/// are delivered in order, and none of a group while an earlier one of it is out
+/// (received and neither deleted nor visible again). Time is the given clock's.
+pub struct MemoryQueue {
+    clock: std::sync::Arc<dyn Clock>,
+    messages: Mutex<Vec<Queued>>,
+    dedup: Mutex<HashSet<String>>,
+    /// Numbers the receipt handles.
+    next: std::sync::atomic::AtomicU64,
+}
+
+/// How long a received message stays hidden unless deleted or paused (SQS's visibility
+/// timeout, as the template sets it).
+pub const MEMORY_VISIBILITY: chrono::TimeDelta = chrono::TimeDelta::minutes(6);
+
+impl MemoryQueue {
+    pub fn new(clock: std::sync::Arc<dyn Clock>) -> Self {
         Self {
-            rate,
-            window: Mutex::new((i64::MIN, 0)),
+            clock,
+            messages: Mutex::new(Vec::new()),
+            dedup: Mutex::new(HashSet::new()),
+            next: Default::default(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Queued>> {
+        self.messages.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Every message still queued (received or not), in order.
+    pub fn queued(&self) -> Vec<LegAttempt> {
+        self.lock().iter().map(|q| q.attempt.clone()).collect()
+    }
+
+    /// Receives up to `max` messages, as the event source mapping does: each group's
+    /// first visible messages, unless a message of that group is out.
+    pub fn receive(&self, max: usize) -> Vec<Received> {
+        let now = self.clock.now();
+        let mut messages = self.lock();
+        let mut blocked: HashSet<String> = HashSet::new();
+        let mut out = Vec::new();
+        for q in messages.iter_mut() {
+            let group = q.attempt.group().to_owned();
+            if blocked.contains(&group) {
+                continue;
+            }
+            if q.visible_at > now {
+                blocked.insert(group);
+                continue;
+            }
+            if out.len() == max {
+                break;
+            }
+            let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            q.receipt = format!("r-{n}");
+            q.visible_at = now + MEMORY_VISIBILITY;
+            q.received += 1;
+            out.push(Received {
+                message_id: q.attempt.dedup_id(),
+                receipt: q.receipt.clone(),
+                body: q.attempt.body(),
+            });
+        }
+        out
+    }
+
+    /// Deletes the received messages not among `failed` (the event source mapping's
+    /// handling of a batch response).
+    pub fn complete(&self, received: &[Received], failed: &[String]) {
+        let done: HashSet<&str> = received
+            .iter()
+            .filter(|r| !failed.contains(&r.message_id))
+            .map(|r| r.receipt.as_str())
+            .collect();
+        self.lock().retain(|q| !done.contains(q.receipt.as_str()));
+    }
+
+    /// Makes every received message visible again, as after a crashed invocation's
+    /// visibility timeout.
+    pub fn expire_visibility(&self) {
+        let now = self.clock.now();
+        for q in self.lock().iter_mut() {
+            q.visible_at = q.visible_at.min(now);
         }
     }
 }
 
 #[async_trait]
-impl SmsAdmission for MemorySmsAdmission {
-    async fn admit(&self, now: DateTime<Utc>) -> Result<Admit, StoreError> {
-        let second = now.timestamp();
-        let mut w = self.window.lock().unwrap_or_else(|e| e.into_inner());
-        if w.0 != second {
-            *w = (second, 0);
+impl InquiryQueue for MemoryQueue {
+    async fn enqueue(&self, attempts: &[LegAttempt]) -> Result<(), QueueError> {
+        let now = self.clock.now();
+        let mut dedup = self.dedup.lock().unwrap_or_else(|e| e.into_inner());
+        let mut messages = self.lock();
+        for a in attempts {
+            if dedup.insert(a.dedup_id()) {
+                messages.push(Queued {
+                    attempt: a.clone(),
+                    receipt: String::new(),
+                    visible_at: now,
+                    received: 0,
+                });
+            }
         }
-        if w.1 >= self.rate {
-            let next = DateTime::from_timestamp(second + 1, 0).unwrap_or(now);
-            return Ok(Admit::RetryAt(next));
+        Ok(())
+    }
+
+    async fn pause(&self, receipt: &str, secs: i32) -> Result<(), QueueError> {
+        let now = self.clock.now();
+        if let Some(q) = self.lock().iter_mut().find(|q| q.receipt == receipt) {
+            q.visible_at = now + chrono::TimeDelta::seconds(secs.into());
         }
-        w.1 += 1;
-        Ok(Admit::Go)
+        Ok(())
     }
 }

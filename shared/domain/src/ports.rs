@@ -322,6 +322,9 @@ pub trait ReportStore: Send + Sync {
 pub enum Metric {
     /// From a query's submission to its published report (the late-report alarm).
     SubmitToReportLatency(chrono::TimeDelta),
+    /// Banks whose circuit is open or half-open (their legs wait), as the sweeper
+    /// found them.
+    OpenCircuits(u32),
 }
 
 /// Where operator metrics go (CloudWatch in AWS). Infallible on purpose: a metric that

@@ -16,8 +16,10 @@ use crate::clock::{Clock, ManualClock};
 use crate::config::{ServiceConfig, DEFAULT_CONFIG};
 use crate::dispatch::client::{BankClient, BankReply, TransportError};
 use crate::dispatch::fanout::{Fanout, FanoutDeps};
+use crate::dispatch::planner::Planner;
 use crate::dispatch::secrets::BankSecrets;
-use crate::memory::MemoryStore;
+use crate::dispatch::sender::{Sender, SenderDeps, Sleep};
+use crate::memory::{MemoryGate, MemoryQueue, MemoryStore};
 use crate::model::bank::BankCode;
 use crate::model::card::AnsweredCard;
 use crate::model::ids::{QueryId, UserId, VerificationId};
@@ -191,6 +193,19 @@ impl BankClient for ScriptedBanks {
     }
 }
 
+/// Waiting in place on the manual clock: lets the other tasks run first (the sends
+/// already admitted reach their bank at the instant they were admitted), then moves
+/// the clock on.
+pub struct ClockSleep(pub Arc<ManualClock>);
+
+#[async_trait]
+impl Sleep for ClockSleep {
+    async fn sleep(&self, d: TimeDelta) {
+        tokio::task::yield_now().await;
+        self.0.advance(d);
+    }
+}
+
 /// The default configuration, a manual clock at [`T0`], the in-memory store, and every
 /// configured bank played by [`ScriptedBanks`] behind a fan-out. The dispatch and report
 /// tests' worlds are built on it (and dereference to it).
@@ -200,6 +215,12 @@ pub struct BankWorld {
     pub store: Arc<MemoryStore>,
     pub banks: Arc<ScriptedBanks>,
     pub fanout: Arc<Fanout>,
+    pub gate: Arc<MemoryGate>,
+    pub queue: Arc<MemoryQueue>,
+    /// Queues a query's due legs (bank-fanout's and the sweeper's part).
+    pub planner: Arc<Planner>,
+    /// Sends queued legs through the gate (the bank-inquiry function's part).
+    pub sender: Arc<Sender>,
     /// The banks' secrets as the services load them.
     pub secrets: BankSecrets,
     /// The same secrets as hex, by bank code (to sign as the bank would).
@@ -254,12 +275,32 @@ impl BankWorld {
             bank_timeout: StdDuration::from_secs(5),
             sealer: sealer.clone(),
         }));
+        let gate = Arc::new(MemoryGate::default());
+        let queue = Arc::new(MemoryQueue::new(clock.clone()));
+        let planner = Arc::new(Planner {
+            store: store.clone(),
+            queue: queue.clone(),
+            clock: clock.clone(),
+        });
+        let sender = Arc::new(Sender::new(SenderDeps {
+            config: config.clone(),
+            fanout: fanout.clone(),
+            gate: gate.clone(),
+            queue: queue.clone(),
+            clock: clock.clone(),
+            sleep: Arc::new(ClockSleep(clock.clone())),
+            bank_timeout: TimeDelta::seconds(5),
+        }));
         Self {
             config,
             clock,
             store,
             banks,
             fanout,
+            gate,
+            queue,
+            planner,
+            sender,
             secrets,
             secrets_json,
             report_private,
@@ -395,6 +436,22 @@ impl BankWorld {
             })
             .await
             .unwrap();
+    }
+
+    /// Plays the SQS event source mapping until nothing visible is left: batches of 10
+    /// to the sender, the messages it did not report as failed deleted. Returns the
+    /// number of batches.
+    pub async fn pump(&self) -> usize {
+        let mut batches = 0;
+        loop {
+            let batch = self.queue.receive(10);
+            if batch.is_empty() {
+                return batches;
+            }
+            batches += 1;
+            let failed = self.sender.handle(batch.clone()).await;
+            self.queue.complete(&batch, &failed);
+        }
     }
 
     pub async fn leg(&self, q: &QueryId, bank: &str) -> LegRecord {

@@ -26,6 +26,7 @@ fn line(metric: Metric, at: DateTime<Utc>) -> serde_json::Value {
             d.num_milliseconds() as f64,
             "Milliseconds",
         ),
+        Metric::OpenCircuits(n) => ("OpenCircuits", f64::from(n), "Count"),
     };
     let ts = at.timestamp_millis();
     serde_json::json!({
@@ -59,5 +60,14 @@ mod tests {
         assert_eq!(m["Metrics"][0]["Unit"], "Milliseconds");
         // One line: CloudWatch reads a document per log line.
         assert!(!doc.to_string().contains('\n'));
+    }
+
+    #[test]
+    fn open_circuits_are_a_count() {
+        let doc = line(Metric::OpenCircuits(2), at(2026, 11, 28, 1, 0, 0));
+        assert_eq!(doc["OpenCircuits"], 2.0);
+        let m = &doc["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(m["Metrics"][0]["Name"], "OpenCircuits");
+        assert_eq!(m["Metrics"][0]["Unit"], "Count");
     }
 }

@@ -1,5 +1,5 @@
-//! Implementations of the ports for the running system: DynamoDB, SNS, CloudWatch EMF and
-//! the banks' HTTP APIs; the in-memory ones for tests are the domain's (`memory`).
+//! Implementations of the ports for the running system: DynamoDB (stores and the gate),
+//! SNS, SQS (the inquiry queue), CloudWatch EMF and the banks' HTTP APIs; the in-memory ones for tests are the domain's (`memory`).
 
 pub mod bank_http;
 pub mod dynamo;
@@ -7,5 +7,5 @@ pub mod emf;
 #[cfg(any(test, feature = "test-util"))]
 pub use domain::memory;
 pub mod redact;
-pub mod sms_admission;
 pub mod sns;
+pub mod sqs;

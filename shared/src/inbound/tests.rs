@@ -13,7 +13,7 @@ use super::extract::{json_object, typed, MAX_BODY_BYTES};
 use super::report::ViewApi;
 use super::submission::SubmissionApi;
 use super::{callback, error::ApiError, report, submission};
-use crate::adapters::memory::{MemorySms, MemorySmsAdmission};
+use crate::adapters::memory::{sms_lane, MemorySms};
 use crate::dispatch::callback::CallbackService;
 use crate::report::crypto::ReportOpener;
 use crate::report::view::{ViewDeps, ViewService};
@@ -60,7 +60,7 @@ fn routers() -> Routers {
             profiles: w.store.clone(),
             store: w.store.clone(),
             sms: Arc::new(MemorySms::default()),
-            sms_admission: Arc::new(MemorySmsAdmission::new(u32::MAX)),
+            sms_admission: Arc::new(sms_lane(1_000)),
             clock: w.clock.clone(),
             codes: codes.clone(),
             face: face(),

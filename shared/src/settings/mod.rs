@@ -146,6 +146,13 @@ impl BankCallsEnv {
     }
 }
 
+/// The inquiry queue (SQS FIFO) the planners write to and the sender pauses on.
+#[derive(Debug, Deserialize)]
+pub struct InquiryQueueEnv {
+    pub inquiry_queue_url: String,
+}
+impl EnvPart for InquiryQueueEnv {}
+
 /// A whole number of milliseconds (`BANK_TIMEOUT_MS`); 10 s when unset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Millis(pub Duration);
@@ -223,12 +230,22 @@ function_env! {
 }
 
 function_env! {
-    /// bank-fanout: sends each bank its inquiry.
+    /// bank-fanout: queues each bank's inquiry of a new query (it calls no bank, so it
+    /// holds no bank secret).
     BankFanoutEnv = "bank-fanout" {
+        common: CommonEnv,
+        queue: InquiryQueueEnv,
+    }
+}
+
+function_env! {
+    /// bank-inquiry: sends the queued inquiries through each bank's gate.
+    BankInquiryEnv = "bank-inquiry" {
         common: CommonEnv,
         bank_secrets: BankSecretsEnv,
         bank_calls: BankCallsEnv,
         report: ReportSealEnv,
+        queue: InquiryQueueEnv,
     }
 }
 
@@ -251,23 +268,23 @@ function_env! {
 }
 
 function_env! {
-    /// sweep: finalizes overdue queries and re-sends stuck inquiries, so it reads what
-    /// both aggregate-report and bank-fanout read.
+    /// sweep: finalizes overdue queries (what aggregate-report reads) and queues due
+    /// retries (what bank-fanout reads).
     SweepEnv = "sweep" {
         common: CommonEnv,
-        bank_secrets: BankSecretsEnv,
-        bank_calls: BankCallsEnv,
         report: ReportSealEnv,
         sms: SmsSenderEnv,
+        queue: InquiryQueueEnv,
     }
 }
 
 /// Every function and the variables it reads.
-pub fn functions() -> [(&'static str, Vec<Var>); 6] {
+pub fn functions() -> [(&'static str, Vec<Var>); 7] {
     [
         (SubmitQueryEnv::FUNCTION, SubmitQueryEnv::vars()),
         (ViewReportEnv::FUNCTION, ViewReportEnv::vars()),
         (BankFanoutEnv::FUNCTION, BankFanoutEnv::vars()),
+        (BankInquiryEnv::FUNCTION, BankInquiryEnv::vars()),
         (BankCallbackEnv::FUNCTION, BankCallbackEnv::vars()),
         (AggregateReportEnv::FUNCTION, AggregateReportEnv::vars()),
         (SweepEnv::FUNCTION, SweepEnv::vars()),

@@ -5,6 +5,9 @@
 //! double cannot drift from the real semantics. A case is a plain `async fn` generic over
 //! the implementation; [`contract!`] makes it a test of `memory` and one of the real side.
 //!
+//! The gate (`dispatch::gate::Gate`) runs the cases of `dispatch::gate_contract`; the
+//! inquiry queue runs on moto's SQS.
+//!
 //! The bank client (`dispatch::client::BankClient`) has no contract here: it is a bare
 //! transport, and its double (`domain::test_support::ScriptedBanks`) replies what a
 //! script says while the HTTP client replies what the simulator's modes say, so a
@@ -32,6 +35,8 @@ use shared::records::{
 use testkit::submission::Fixture;
 use tokio::sync::Barrier;
 
+mod gate;
+mod inquiry_queue;
 mod profile_store;
 mod query_store;
 mod report_store;
@@ -107,6 +112,11 @@ impl World<DynamoStore> {
 }
 
 impl<S> World<S> {
+    /// The DynamoDB world's fixture (its tables, for cleanup), for a world built on it.
+    pub fn into_fixture(self) -> Option<Fixture> {
+        self.fixture
+    }
+
     pub async fn unsettled(&self, q: QueryId) -> Option<u64> {
         (self.unsettled)(q).await
     }

@@ -634,10 +634,16 @@ async fn query_state(
     }
     let open = body["progress"]
         .as_array()
-        .map(|p| p.iter().filter(|b| b["status"] == "PENDING").count())
+        .map(|p| {
+            p.iter()
+                .filter(|b| {
+                    ["PENDING", "QUEUED", "RETRYING"].contains(&b["status"].as_str().unwrap_or(""))
+                })
+                .count()
+        })
         .unwrap_or(usize::MAX);
     if open != 0 {
-        return Err(format!("READY with {open} banks still PENDING"));
+        return Err(format!("READY with {open} banks still open"));
     }
     Ok(())
 }

@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
 use super::client::{BankClient, BankReply};
+use super::planner;
 use super::secrets::BankSecrets;
 use crate::bank::answer::{Answer, AnswerError, AnswerStatus, Inquiry, Subject};
 use crate::bank::{retry, signing};
@@ -18,10 +19,10 @@ use crate::model::bank::BankCode;
 use crate::model::ids::QueryId;
 use crate::model::timestamp;
 use crate::ports::{ProfileStore, QueryStore, SettleOutcome, Settlement, StoreError};
-use crate::records::{LegRecord, LegState, QueryPhase, QueryRecord};
+use crate::records::{LegRecord, LegState, QueryRecord};
 use crate::report::body::seal_answer;
 use crate::report::crypto::ReportSealer;
-use crate::rules::deadline;
+use crate::rules::admission::{self, Health};
 
 pub struct FanoutDeps {
     pub config: Arc<ServiceConfig>,
@@ -60,46 +61,20 @@ impl Fanout {
         Self { d: deps }
     }
 
-    /// Sends every due leg of the query. Safe to call any number of times: each attempt
-    /// is claimed in the store first, so concurrent callers never send the same attempt.
+    /// Sends every due leg of the query at once, ungated. The functions never call it:
+    /// they plan into the inquiry queue (`dispatch::planner`) and send through the gate
+    /// (`dispatch::sender`). It is the send path of one query on its own, for the tests
+    /// of the bank protocol and the fan-out latency bench. Safe to call any number of
+    /// times: each attempt is claimed in the store first.
     pub async fn dispatch(&self, id: &QueryId) -> Result<Vec<(BankCode, LegOutcome)>, StoreError> {
-        let Some(query) = self.d.store.query(id).await? else {
-            warn!(query_id = %id, "dispatch of an unknown query");
-            return Ok(Vec::new());
-        };
         let now = self.d.clock.now();
-        let collecting =
-            query.phase == QueryPhase::Collecting && deadline::collecting(query.collect_until, now);
-        if !collecting {
+        let Some((query, due)) = planner::due_legs(self.d.store.as_ref(), id, now).await? else {
             return Ok(Vec::new());
-        }
-        let legs = self.d.store.legs(id).await?;
-        let due: Vec<&LegRecord> = legs
-            .iter()
-            .filter(|l| l.state == LegState::Pending && l.next_attempt_at.is_none_or(|t| t <= now))
-            .collect();
-        if due.is_empty() {
-            return Ok(Vec::new());
-        }
-        let Some(profile) = self.d.profiles.profile(&query.user_id).await? else {
-            // The person left the app's user system: nobody to ask about.
-            let mut out = Vec::new();
-            for leg in due {
-                self.settle_failed(&query, leg, "SUBJECT_UNAVAILABLE")
-                    .await?;
-                out.push((leg.bank.clone(), LegOutcome::Failed("SUBJECT_UNAVAILABLE")));
-            }
-            return Ok(out);
-        };
-        let subject = || Subject {
-            name: profile.name.clone(),
-            id_number: profile.id_number.expose().to_owned(),
         };
         let attempts = due.iter().map(|leg| {
-            let subject = subject();
             let query = &query;
             async move {
-                let outcome = self.attempt(query, leg, subject).await;
+                let outcome = self.send_leg(query, leg).await.map(|(o, _)| o);
                 (leg.bank.clone(), outcome)
             }
         });
@@ -108,6 +83,48 @@ impl Fanout {
             out.push((bank, outcome?));
         }
         Ok(out)
+    }
+
+    /// The query and leg of one queued attempt, if that attempt is still to be made at
+    /// `now`: the query collecting, the leg pending, due, and at the attempt before
+    /// this one. A redelivered or superseded message gets `None`.
+    pub async fn pending_attempt(
+        &self,
+        id: &QueryId,
+        bank: &BankCode,
+        attempt: u32,
+    ) -> Result<Option<(QueryRecord, LegRecord)>, StoreError> {
+        let Some(query) = self.d.store.query(id).await? else {
+            return Ok(None);
+        };
+        let now = self.d.clock.now();
+        if !planner::collecting(&query, now) {
+            return Ok(None);
+        }
+        let Some(leg) = self.d.store.leg(id, bank).await? else {
+            return Ok(None);
+        };
+        let current = planner::due(&leg, now) && leg.attempts.checked_add(1) == Some(attempt);
+        Ok(current.then_some((query, leg)))
+    }
+
+    /// Makes the leg's next attempt (claimed first: of any number of concurrent callers
+    /// one sends it) and says what the bank's reply tells about its health.
+    pub async fn send_leg(
+        &self,
+        q: &QueryRecord,
+        leg: &LegRecord,
+    ) -> Result<(LegOutcome, Health), StoreError> {
+        let Some(profile) = self.d.profiles.profile(&q.user_id).await? else {
+            // The person left the app's user system: nobody to ask about.
+            let out = self.settle_failed(q, leg, "SUBJECT_UNAVAILABLE").await?;
+            return Ok((out, Health::Neutral));
+        };
+        let subject = Subject {
+            name: profile.name.clone(),
+            id_number: profile.id_number.expose().to_owned(),
+        };
+        self.attempt(q, leg, subject).await
     }
 
     async fn settle_failed(
@@ -136,7 +153,7 @@ impl Fanout {
         q: &QueryRecord,
         leg: &LegRecord,
         subject: Subject,
-    ) -> Result<LegOutcome, StoreError> {
+    ) -> Result<(LegOutcome, Health), StoreError> {
         let now = self.d.clock.now();
         if !self
             .d
@@ -144,14 +161,15 @@ impl Fanout {
             .claim_attempt(&q.query_id, &leg.bank, leg.attempts, now)
             .await?
         {
-            return Ok(LegOutcome::Skipped);
+            return Ok((LegOutcome::Skipped, Health::Neutral));
         }
         let attempt = leg.attempts + 1;
         let (Some(bank), Some(secret)) = (
             self.d.config.banks.get(&leg.bank),
             self.d.secrets.get(&leg.bank),
         ) else {
-            return self.settle_failed(q, leg, "BANK_NOT_CONFIGURED").await;
+            let out = self.settle_failed(q, leg, "BANK_NOT_CONFIGURED").await?;
+            return Ok((out, Health::Neutral));
         };
         let url = bank.endpoint.inquiries();
         let path = url.path().to_owned();
@@ -172,7 +190,8 @@ impl Fanout {
             .post(&url, &headers, body, self.d.bank_timeout)
             .await;
         let ms = started.elapsed().as_millis() as u64;
-        match reply {
+        let health = admission::health_of(reply.as_ref().ok().map(|r| r.status));
+        let outcome = match reply {
             Ok(r) if r.status == 200 => self.take_answer(q, leg, secret, &path, r).await,
             Ok(r) if r.status == 202 => {
                 info!(query_id = %q.query_id, bank = %leg.bank, attempt, ms, "inquiry accepted; awaiting callback");
@@ -189,7 +208,7 @@ impl Fanout {
                 warn!(query_id = %q.query_id, bank = %leg.bank, status = r.status, "bank answered with a redirect; not followed");
                 self.settle_failed(q, leg, "BANK_REDIRECTED").await
             }
-            Ok(r) if r.status >= 500 || r.status == 408 || r.status == 429 => {
+            Ok(r) if health == Health::Unhealthy => {
                 self.retry_later(q, leg, attempt, &format!("HTTP {}", r.status), ms)
                     .await
             }
@@ -198,7 +217,8 @@ impl Fanout {
                 self.settle_failed(q, leg, "INQUIRY_REFUSED").await
             }
             Err(e) => self.retry_later(q, leg, attempt, &e.to_string(), ms).await,
-        }
+        }?;
+        Ok((outcome, health))
     }
 
     async fn retry_later(

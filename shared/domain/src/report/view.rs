@@ -18,7 +18,7 @@ use crate::model::purpose::Purpose;
 use crate::model::step_up::StepUpMethod;
 use crate::model::timestamp::rfc3339;
 use crate::ports::{QueryStore, ReportStore, SubmissionStore};
-use crate::records::{LegState, QueryPhase, QueryRecord, ReportView, StoredReport};
+use crate::records::{LegRecord, LegState, QueryPhase, QueryRecord, ReportView, StoredReport};
 use crate::security::face::FaceVerifier;
 use crate::security::sms_code::CodeHasher;
 use crate::verification::check_code;
@@ -177,18 +177,12 @@ impl ViewService {
             .banks
             .iter()
             .map(|code| {
-                let state = legs.iter().find(|l| &l.bank == code).map(|l| l.state);
+                let leg = legs.iter().find(|l| &l.bank == code);
                 BankProgress {
                     bank_code: code.to_string(),
                     bank_name: self.d.config.banks.name(code).to_owned(),
-                    status: match state {
-                        // The legs went with the report.
-                        _ if deleted => "DELETED",
-                        Some(LegState::Answered) => "RESPONDED",
-                        Some(LegState::Failed) => "FAILED",
-                        Some(LegState::NoResponse) => "NO_RESPONSE",
-                        _ => "PENDING",
-                    },
+                    // The legs went with the report.
+                    status: if deleted { "DELETED" } else { leg_status(leg) },
                 }
             })
             .collect();
@@ -370,4 +364,22 @@ pub fn open_report(
                 .map_err(|_| integrity("bank answer envelope"))
         },
     )
+}
+
+/// A leg's progress as the user sees it. A pending leg is `QUEUED` until its first send
+/// (also before its leg is written), `RETRYING` while it waits to be sent again, and
+/// `PENDING` while a send is out or the bank is to call back.
+fn leg_status(leg: Option<&LegRecord>) -> &'static str {
+    match leg {
+        None => "QUEUED",
+        Some(l) => match l.state {
+            LegState::Answered => "RESPONDED",
+            LegState::Failed => "FAILED",
+            LegState::NoResponse => "NO_RESPONSE",
+            LegState::Accepted => "PENDING",
+            LegState::Pending if l.attempts == 0 => "QUEUED",
+            LegState::Pending if l.next_attempt_at.is_some() => "RETRYING",
+            LegState::Pending => "PENDING",
+        },
+    }
 }

@@ -13,6 +13,7 @@
 //! | Payment-password lock: 5 comparisons, then locked 24 hours | [`password`] |
 //! | Retention: a report lives 7 days, then it is deleted | [`retention`] |
 //! | Idempotency keys: replay, in-progress lease, retention | [`idempotency`] |
+//! | Admission to a bank or the SMS channel: rate permits, in-flight slots, circuit breaker | [`admission`] |
 //! | View log: every view of a report with its step-up method, the latest 50 kept | [`view_log`] |
 //!
 //! Masking is a property of the values, not of a use case: a card shows its first 4 and
@@ -24,6 +25,7 @@
 //! the store suites (`tests/limits_store.rs`, `tests/submission_store.rs`) hold both
 //! sides to the same behaviour.
 
+pub mod admission;
 pub mod china_day;
 pub mod cooldown;
 pub mod deadline;

@@ -3,14 +3,15 @@
 //! aggregation (`report`), so it sits beside them rather than inside either:
 //! - queries past their 24-hour deadline: the report is built from whoever answered
 //!   (silent banks NO_RESPONSE);
-//! - legs due for a retry are sent again;
+//! - legs due for a retry are queued again (the bank-inquiry function sends them
+//!   through the bank's gate);
 //! - reports past their 7 days are deleted (the record stays, EXPIRED);
 //! - reports whose SMS notice is not confirmed are notified.
 //!
-//! Within one run the work goes cheapest and most pressing first: expiry (a local delete,
-//! and the privacy promise), then notices and deadlines, and retries (bank calls, up to
-//! the bank timeout each) last, so slow banks can only defer other retries. The run
-//! stops taking items once the invocation's deadline is near; what is left stays due.
+//! Within one run the work goes most pressing first: expiry (a local delete, and the
+//! privacy promise), then notices and deadlines, and retries last. The run stops taking
+//! items once the invocation's deadline is near; what is left stays due. Each run also
+//! counts the banks whose circuit is open (the operator metric `OpenCircuits`).
 
 use std::sync::Arc;
 
@@ -18,15 +19,18 @@ use chrono::{DateTime, Utc};
 use tracing::{error, info};
 
 use crate::clock::Clock;
-use crate::dispatch::fanout::Fanout;
+use crate::config::ServiceConfig;
+use crate::dispatch::gate::{Gate, Lane};
+use crate::dispatch::planner::Planner;
 use crate::model::ids::QueryId;
-use crate::ports::{QueryStore, ReportStore, StoreError};
+use crate::ports::{Metric, Metrics, QueryStore, ReportStore, StoreError};
 use crate::records::DueWork;
 use crate::report::aggregate::Aggregator;
 
 /// Entries of each kind taken per run (the next run takes the rest).
 pub const BATCH: usize = 200;
-/// Time kept back before the deadline: one bank call (10 s timeout) plus its writes.
+/// Time kept back before the deadline: one item's writes (a report publication, an SMS)
+/// with room to spare.
 pub const MARGIN: chrono::TimeDelta = chrono::TimeDelta::seconds(20);
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -43,9 +47,12 @@ pub struct SweepStats {
 pub struct Sweeper {
     pub queries: Arc<dyn QueryStore>,
     pub reports: Arc<dyn ReportStore>,
-    pub fanout: Arc<Fanout>,
+    pub planner: Arc<Planner>,
     pub aggregator: Arc<Aggregator>,
     pub clock: Arc<dyn Clock>,
+    pub config: Arc<ServiceConfig>,
+    pub gate: Arc<dyn Gate>,
+    pub metrics: Arc<dyn Metrics>,
 }
 
 impl Sweeper {
@@ -66,7 +73,7 @@ impl Sweeper {
         let mut work = self.reports.due(now, BATCH).await?;
         work.sort_by_key(order);
         let mut stats = SweepStats::default();
-        // Retries of one query go out in one dispatch.
+        // Retries of one query are queued together.
         let mut dispatched: Vec<QueryId> = Vec::new();
         for item in work {
             if stop_at.is_some_and(|t| self.clock.now() >= t) {
@@ -78,7 +85,10 @@ impl Sweeper {
                 DueWork::Retry(q, _) if dispatched.contains(q) => Ok(()),
                 DueWork::Retry(q, _) => {
                     dispatched.push(*q);
-                    self.fanout.dispatch(q).await.map(|_| stats.retries += 1)
+                    self.planner
+                        .plan(q)
+                        .await
+                        .map(|queued| stats.retries += queued.len())
                 }
                 DueWork::Expiry(q) => self.reports.expire(q).await.map(|_| stats.expired += 1),
                 DueWork::Notify(q) => self
@@ -92,10 +102,33 @@ impl Sweeper {
                 error!(work = ?item, error = %e, "sweep item failed; it stays due");
             }
         }
+        self.count_open_circuits().await;
         if stats != SweepStats::default() {
             info!(?stats, "sweep done");
         }
         Ok(stats)
+    }
+
+    /// The operator metric; a failed read skips this run's value (the next run has one).
+    async fn count_open_circuits(&self) {
+        let lanes: Vec<Lane> = self
+            .config
+            .banks
+            .all()
+            .iter()
+            .map(|b| Lane::Bank(b.code.clone()))
+            .collect();
+        match self.gate.open_circuits(&lanes).await {
+            Ok(open) => {
+                if !open.is_empty() {
+                    let names: Vec<String> = open.iter().map(Lane::key).collect();
+                    info!(lanes = %names.join(","), "circuits open");
+                }
+                let n = u32::try_from(open.len()).unwrap_or(u32::MAX);
+                self.metrics.emit(Metric::OpenCircuits(n), self.clock.now());
+            }
+            Err(e) => error!(error = %e, "open circuits not counted"),
+        }
     }
 
     /// Closes a query at its deadline from whatever answered: the aggregator settles the

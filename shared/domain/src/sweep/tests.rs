@@ -1,18 +1,16 @@
 //! The sweeper against its invocation deadline: slow banks must not starve expiry.
 
 use std::sync::Arc;
-use std::time::Duration as StdDuration;
 
 use async_trait::async_trait;
 use chrono::TimeDelta;
 
 use super::*;
-use crate::bank::signing::SignatureHeaders;
 use crate::clock::ManualClock;
-use crate::dispatch::client::{BankClient, BankReply, TransportError};
-use crate::dispatch::fanout::FanoutDeps;
+use crate::dispatch::planner::Planner;
+use crate::dispatch::queue::{InquiryQueue, LegAttempt, QueueError};
 use crate::memory::RecordingMetrics;
-use crate::memory::{MemorySms, MemorySmsAdmission};
+use crate::memory::{sms_lane, MemoryQueue, MemorySms};
 use crate::model::ids::QueryId;
 use crate::ports::{QueryStore, Settlement};
 use crate::records::{LegState, QueryPhase};
@@ -20,23 +18,23 @@ use crate::report::aggregate::{AggregateOutcome, AggregatorDeps};
 use crate::report::crypto::{generate_keypair, ReportSealer};
 use crate::test_support::{user, BankWorld, Script, PHONE};
 
-/// Each inquiry takes `per_call` of the (manual) clock and then times out.
-struct SlowBank {
+/// Each enqueue takes `per_call` of the (manual) clock (a queue slow to answer) and
+/// then queues.
+struct SlowQueue {
     clock: Arc<ManualClock>,
     per_call: TimeDelta,
+    inner: Arc<MemoryQueue>,
 }
 
 #[async_trait]
-impl BankClient for SlowBank {
-    async fn post(
-        &self,
-        _url: &str,
-        _headers: &SignatureHeaders,
-        _body: Vec<u8>,
-        _timeout: StdDuration,
-    ) -> Result<BankReply, TransportError> {
+impl InquiryQueue for SlowQueue {
+    async fn enqueue(&self, attempts: &[LegAttempt]) -> Result<(), QueueError> {
         self.clock.advance(self.per_call);
-        Err(TransportError::Timeout)
+        self.inner.enqueue(attempts).await
+    }
+
+    async fn pause(&self, receipt: &str, secs: i32) -> Result<(), QueueError> {
+        self.inner.pause(receipt, secs).await
     }
 }
 
@@ -45,7 +43,7 @@ fn new_query_id() -> QueryId {
 }
 
 #[tokio::test]
-async fn expiry_is_done_first_and_slow_retries_stop_before_the_deadline() {
+async fn expiry_is_done_first_retries_are_queued_not_sent_and_stop_before_the_deadline() {
     // Every retry answers 503 at first, so each query's leg is due for a retry.
     let w = BankWorld::new(&[
         ("ICBC", vec![Script::Status(503)]),
@@ -59,7 +57,7 @@ async fn expiry_is_done_first_and_slow_retries_stop_before_the_deadline() {
         users: w.store.clone(),
         profiles: w.store.clone(),
         sms: Arc::new(MemorySms::default()),
-        sms_admission: Arc::new(MemorySmsAdmission::new(u32::MAX)),
+        sms_admission: Arc::new(sms_lane(1_000)),
         sealer: Arc::new(ReportSealer::new("k1", &report_public).unwrap()),
         clock: w.clock.clone(),
         metrics: Arc::new(RecordingMetrics::default()),
@@ -107,34 +105,34 @@ async fn expiry_is_done_first_and_slow_retries_stop_before_the_deadline() {
         retried.push(q);
     }
 
-    // The sweep, with a bank that now takes 10 s a call, and 60 s left to the deadline.
+    // The sweep, with a queue that now takes 10 s a call, and 60 s left to the deadline.
     w.clock.set(expires + TimeDelta::seconds(1));
-    let slow = Arc::new(Fanout::new(FanoutDeps {
-        config: w.config.clone(),
-        store: w.store.clone(),
-        profiles: w.store.clone(),
-        client: Arc::new(SlowBank {
-            clock: w.clock.clone(),
-            per_call: TimeDelta::seconds(10),
-        }),
-        secrets: w.secrets.clone(),
-        clock: w.clock.clone(),
-        callback_base: "https://api.example".into(),
-        bank_timeout: StdDuration::from_secs(10),
-        sealer: w.sealer.clone(),
-    }));
+    let queue = Arc::new(MemoryQueue::new(w.clock.clone()));
     let sweeper = Sweeper {
         queries: w.store.clone(),
         reports: w.store.clone(),
-        fanout: slow,
+        planner: Arc::new(Planner {
+            store: w.store.clone(),
+            clock: w.clock.clone(),
+            queue: Arc::new(SlowQueue {
+                clock: w.clock.clone(),
+                per_call: TimeDelta::seconds(10),
+                inner: queue.clone(),
+            }),
+        }),
         aggregator,
         clock: w.clock.clone(),
+        config: w.config.clone(),
+        gate: w.gate.clone(),
+        metrics: Arc::new(RecordingMetrics::default()),
     };
+    let calls = w.banks.total_calls();
     let deadline = w.now() + TimeDelta::seconds(60);
     let stats = sweeper.run_until(Some(deadline)).await.unwrap();
 
     // The expired report is gone in this run; the retries filled the time up to the
-    // margin (40 s of 10 s calls) and the rest waits for the next run.
+    // margin (40 s of 10 s calls) and the rest waits for the next run. No bank was
+    // called: the retries are queued for the bank-inquiry function.
     assert_eq!(stats.expired, 1, "{stats:?}");
     assert!(ReportStore::report(w.store.as_ref(), &reported)
         .await
@@ -149,20 +147,24 @@ async fn expiry_is_done_first_and_slow_retries_stop_before_the_deadline() {
         QueryPhase::Expired
     );
     assert_eq!((stats.retries, stats.deferred), (4, 16), "{stats:?}");
+    assert_eq!(queue.queued().len(), 4);
+    assert_eq!(w.banks.total_calls(), calls);
     assert!(
         w.now() <= deadline - MARGIN,
         "the last call ended at {}",
         w.now()
     );
-    let mut still_due = 0;
+    // Queuing takes nothing off the due index (the sender's claim does), so a queue
+    // message lost would be queued again by the next run.
     for q in &retried {
         let leg = w.leg(q, "ICBC").await;
-        if leg.attempts == 1 {
-            still_due += 1;
-            assert!(leg.next_attempt_at.is_some_and(|t| t <= w.now()));
-        }
+        assert_eq!(leg.attempts, 1);
+        assert!(leg.next_attempt_at.is_some_and(|t| t <= w.now()));
     }
-    assert_eq!(still_due, 16);
+    let queued: std::collections::HashSet<QueryId> =
+        queue.queued().iter().map(|a| a.query_id).collect();
+    assert_eq!(queued.len(), 4);
+    assert!(queued.iter().all(|q| retried.contains(q)));
 }
 
 #[test]

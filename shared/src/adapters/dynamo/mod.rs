@@ -10,11 +10,13 @@
 //! | consent | `QUERY#<query>` | `CONSENT` |
 //! | bank leg | `QUERY#<query>` | `LEG#<bank>` |
 //! | bank nonce | `BANKNONCE#<bank>#<nonce>` | `BANKNONCE` |
+//! | gate of a lane (bank, SMS) | `GATE#<lane>` | `RATE#<i>`, `FLIGHT#<i>`, `CIRCUIT` (see `gate`) |
 //!
 //! Every item carries `entity` (stream filters match on it); short-lived items carry
 //! `ttl` (epoch seconds). Items with timed work carry `due_pk`/`due_at` (the sparse
 //! `due` index the sweeper reads), `due_pk` sharded as `<KIND>#<0-7>`.
 
+mod gate;
 mod queries;
 mod reports;
 mod submission;

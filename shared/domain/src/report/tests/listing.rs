@@ -76,7 +76,8 @@ async fn detail_shows_per_bank_progress_in_the_chosen_order() {
     assert_eq!(
         progress,
         [
-            ("CCB", "建设银行", "PENDING"),
+            // Never sent yet.
+            ("CCB", "建设银行", "QUEUED"),
             ("ICBC", "工商银行", "RESPONDED"),
             ("ABC", "农业银行", "NO_RESPONSE"),
             ("BOC", "中国银行", "FAILED"),
@@ -92,6 +93,27 @@ async fn detail_shows_per_bank_progress_in_the_chosen_order() {
     );
     // No card of the answered leg shows here.
     assert!(!v.to_string().contains("6222"));
+}
+
+#[tokio::test]
+async fn a_leg_waiting_to_be_sent_again_shows_retrying_and_one_out_pending() {
+    let w = world();
+    let q = w.submit("u1", &["ICBC", "CMB"]).await;
+    let icbc = w.code("ICBC");
+    // ICBC's first attempt failed and waits for its retry; CMB's is out.
+    assert!(w.store.claim_attempt(&q, &icbc, 0, w.now()).await.unwrap());
+    w.store
+        .schedule_retry(&q, &icbc, 1, w.now() + TimeDelta::seconds(2))
+        .await
+        .unwrap();
+    assert!(w
+        .store
+        .claim_attempt(&q, &w.code("CMB"), 0, w.now())
+        .await
+        .unwrap());
+    let d = w.view.detail(&user("u1"), &q.to_string()).await.unwrap();
+    let status: Vec<&str> = d.progress.iter().map(|p| p.status).collect();
+    assert_eq!(status, ["RETRYING", "PENDING"]);
 }
 
 #[tokio::test]

@@ -15,7 +15,7 @@ use super::body::{self, BankStatus, Report};
 use super::crypto::ReportOpener;
 use super::view::{CodeInput, StepUp, ViewDeps, ViewService};
 use crate::error::ServiceError;
-use crate::memory::{MemorySms, MemorySmsAdmission, RecordingMetrics};
+use crate::memory::{sms_lane, MemorySms, RecordingMetrics};
 use crate::model::card::{AnsweredCard, CardKind, FourDigits};
 use crate::model::ids::{QueryId, UserId, VerificationId};
 use crate::model::phone::PhoneNumber;
@@ -100,7 +100,7 @@ fn world() -> World {
 }
 
 fn world_with(scripts: &[(&str, Vec<Script>)]) -> World {
-    world_on_channel(scripts, u32::MAX)
+    world_on_channel(scripts, 1_000)
 }
 
 /// A world whose SMS channel admits `rate` messages a second (of the manual clock).
@@ -119,7 +119,7 @@ fn world_on_channel(scripts: &[(&str, Vec<Script>)], rate: u32) -> World {
         users: store.clone(),
         profiles: store.clone(),
         sms: sms.clone(),
-        sms_admission: Arc::new(MemorySmsAdmission::new(rate)),
+        sms_admission: Arc::new(sms_lane(rate)),
         sealer: base.sealer.clone(),
         clock: clock.clone(),
         metrics: metrics.clone(),
@@ -145,9 +145,13 @@ fn world_on_channel(scripts: &[(&str, Vec<Script>)], rate: u32) -> World {
     let sweeper = Sweeper {
         queries: store.clone(),
         reports: store.clone(),
-        fanout: base.fanout.clone(),
+        planner: base.planner.clone(),
         aggregator: aggregator.clone(),
         clock: clock.clone(),
+        config: config.clone(),
+        gate: base.gate.clone(),
+        // Its own: the aggregation tests assert every metric the aggregator emits.
+        metrics: Arc::new(RecordingMetrics::default()),
     };
     let w = World {
         base,

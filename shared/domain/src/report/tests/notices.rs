@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::report::aggregate::REPORT_READY_SMS;
+use crate::rules::admission;
 use crate::sweep::SweepStats;
 
 const USERS: usize = 20;
@@ -114,21 +115,21 @@ async fn notices_over_the_channel_rate_wait_their_turn_and_go_out_once() {
     let w = world_on_channel(&[], 5);
     let queries = ready_queries(&w).await;
     notify_all_at_once(&w, &queries).await;
-    // One second of the channel: five.
+    // One permit period of the channel (the gate's, `rules::admission`): five.
     assert_eq!(w.sms.sent().len(), 5);
 
-    // The same second: the sweeper gets nothing through.
+    // The same period: the sweeper gets nothing through.
     assert_eq!(w.sweeper.run_once().await.unwrap().notified, 0);
     assert_eq!(w.sms.sent().len(), 5);
 
-    // Each further second five more, until all are out.
-    for second in 1..=3 {
-        w.clock.advance(TimeDelta::seconds(1));
+    // Each further period five more, until all are out.
+    for period in 1..=3 {
+        w.clock.advance(admission::RATE_PERMIT_HOLD);
         let stats = w.sweeper.run_once().await.unwrap();
-        assert_eq!(stats.notified, 5, "second {second}");
+        assert_eq!(stats.notified, 5, "period {period}");
     }
     assert_eq!(notices_per_phone(&w), vec![1; USERS]);
-    w.clock.advance(TimeDelta::seconds(1));
+    w.clock.advance(admission::RATE_PERMIT_HOLD);
     assert_eq!(w.sweeper.run_once().await.unwrap(), SweepStats::default());
     assert_eq!(w.sms.sent().len(), USERS);
 }

@@ -95,6 +95,10 @@ async fn the_sweeper_resends_a_leg_due_for_retry() {
             ..SweepStats::default()
         }
     );
+    // The sweep queued the retry; the bank-inquiry function sends it.
+    assert_eq!(w.banks.calls_to("ICBC"), 1);
+    assert_eq!(w.queue.queued().len(), 1);
+    w.pump().await;
     assert_eq!(w.banks.calls_to("ICBC"), 2);
     let icbc = w.leg(&q, "ICBC").await;
     assert_eq!((icbc.state, icbc.attempts), (LegState::Answered, 2));
@@ -253,6 +257,7 @@ async fn one_sweep_does_all_kinds_of_work_and_a_second_does_nothing() {
             ..SweepStats::default()
         }
     );
+    w.pump().await;
     // Its last answer makes `retried` ready: the stream runs the aggregator.
     assert_eq!(
         w.aggregator.aggregate(&retried).await.unwrap(),

@@ -16,7 +16,7 @@ use super::{SubmissionDeps, SubmissionService};
 use crate::clock::{Clock, ManualClock};
 use crate::config::{ServiceConfig, DEFAULT_CONFIG};
 use crate::error::ServiceError;
-use crate::memory::{MemorySms, MemorySmsAdmission, MemoryStore};
+use crate::memory::{sms_lane, MemorySms, MemoryStore};
 use crate::model::ids::{QueryId, UserId, VerificationId};
 use crate::model::phone::PhoneNumber;
 use crate::model::profile::{IdNumber, UserProfile};
@@ -161,7 +161,7 @@ impl Fx {
     /// `wrap` may put a decorator around the memory store the service uses; the fixture
     /// keeps the bare memory store for inspection.
     fn with_store(wrap: impl FnOnce(Arc<MemoryStore>) -> Arc<dyn SubmissionStore>) -> Self {
-        Self::with_channel(u32::MAX, wrap)
+        Self::with_channel(1_000, wrap)
     }
 
     /// As [`Self::with_store`], the SMS channel admitting `rate` messages a second.
@@ -199,7 +199,7 @@ impl Fx {
                 profiles: store.clone(),
                 store: store.clone(),
                 sms: Arc::new(MemorySms::default()),
-                sms_admission: Arc::new(MemorySmsAdmission::new(rate)),
+                sms_admission: Arc::new(sms_lane(rate)),
                 clock: Arc::new(ManualClock::new(START)),
                 codes: CodeHasher::new(&[9; 32]).unwrap(),
                 face: Arc::new(
@@ -214,7 +214,7 @@ impl Fx {
             })),
             store: store.clone(),
             sms: Arc::new(MemorySms::default()),
-            admission: Arc::new(MemorySmsAdmission::new(rate)),
+            admission: Arc::new(sms_lane(rate)),
             clock: Arc::new(ManualClock::new(START)),
             face_private,
             face_public,

@@ -3,6 +3,7 @@
 //! day) as they were, however many requests arrive at once.
 
 use super::*;
+use crate::rules::admission;
 
 /// The SMS fields of the user's state: what the limits count.
 fn sms_fields(s: &UserState) -> (Option<DateTime<Utc>>, Option<String>, u32) {
@@ -48,7 +49,6 @@ async fn codes_at_once(fx: &Fx, users: &[String]) -> Vec<Result<(), ServiceError
     }
     out
 }
-
 #[tokio::test]
 async fn a_throttled_code_is_refused_with_a_wait_and_costs_no_sms_slot() {
     let fx = Fx::new();
@@ -68,19 +68,21 @@ async fn a_throttled_code_is_refused_with_a_wait_and_costs_no_sms_slot() {
 }
 
 #[tokio::test]
-async fn a_code_over_the_channel_rate_waits_for_the_channels_next_second() {
+async fn a_code_over_the_channel_rate_waits_for_the_channels_next_permit() {
     let fx = Fx::with_channel(1, |s| s);
     fx.clock.set(START + TimeDelta::milliseconds(300));
     fx.code(ALICE).await;
+    // ALICE's permit is held for the gate's 1 s + margin: DAVE is told the whole seconds.
     assert_err!(
         fx.try_code(DAVE, Purpose::SubmitQuery).await.map(|_| ()),
-        ServiceError::SmsUnavailable { retry_after_secs } => assert_eq!(retry_after_secs, 1)
+        ServiceError::SmsUnavailable { retry_after_secs } => assert_eq!(retry_after_secs, 2)
     );
     assert_eq!(fx.state(DAVE).sms_count, 0);
     assert_eq!(fx.state(DAVE).last_sms_at, None);
     // A user refused by their own limit does not use up the channel: ALICE's 429 leaves
-    // the next second's one message to DAVE.
-    fx.clock.set(START + TimeDelta::seconds(1));
+    // the next permit's one message to DAVE.
+    fx.clock
+        .set(START + TimeDelta::milliseconds(300) + admission::RATE_PERMIT_HOLD);
     assert_err!(
         fx.try_code(ALICE, Purpose::SubmitQuery).await.map(|_| ()),
         ServiceError::TooManyRequests { .. }
@@ -107,7 +109,7 @@ async fn twenty_users_at_once_over_the_channel_rate_keep_their_limits() {
         match r {
             Ok(()) => assert_eq!(fx.state(u).sms_count, 1),
             Err(ServiceError::SmsUnavailable {
-                retry_after_secs: 1,
+                retry_after_secs: 2,
             }) => {
                 assert_eq!(sms_fields(&fx.state(u)), (None, None, 0), "{u}")
             }
@@ -116,14 +118,14 @@ async fn twenty_users_at_once_over_the_channel_rate_keep_their_limits() {
     }
     assert_eq!(fx.sms.sent().len(), 5);
 
-    // Second by second the rest get through, each once, none told to wait a minute.
+    // Permit period by period the rest get through, each once, none told to wait a minute.
     let mut waiting: Vec<String> = users
         .iter()
         .filter(|u| !sent.contains(u))
         .cloned()
         .collect();
     for _ in 0..3 {
-        fx.clock.advance(TimeDelta::seconds(1));
+        fx.clock.advance(admission::RATE_PERMIT_HOLD);
         let results = codes_at_once(&fx, &waiting).await;
         assert_eq!(
             results.iter().filter(|r| r.is_ok()).count(),

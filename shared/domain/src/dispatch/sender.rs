@@ -1,0 +1,244 @@
+//! Sending: the bank-inquiry function's batch of queued leg attempts (SQS FIFO, grouped
+//! by bank). Per bank, in message order: admit through the bank's gate, send, finish.
+//! Admitted sends of one bank run concurrently, as many as the gate lets through (the
+//! bank's in-flight limit). A short wait for admission (the rate's next permit, one of
+//! our own sends ending) is waited; a long one (circuit open, every slot held
+//! elsewhere) pauses this message and the bank's later ones in the batch
+//! (`ChangeMessageVisibility`) and reports them as failures, so the queue brings them
+//! back, in order, when the bank may be called again.
+//!
+//! Idempotent: a message whose attempt is no longer current (sent before, the leg
+//! settled, the query closed) is dropped; the attempt is claimed in the store before
+//! the call, so a redelivered message can never send it twice.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::TimeDelta;
+use tokio::task::{Id, JoinSet};
+use tracing::{error, info, warn};
+
+use super::fanout::Fanout;
+use super::gate::{Admission, Gate, Health, Hold, Lane, LanePolicy};
+use super::queue::{InquiryQueue, LegAttempt};
+use crate::clock::Clock;
+use crate::config::ServiceConfig;
+use crate::model::bank::BankCode;
+use crate::ports::StoreError;
+use crate::rules::admission;
+
+/// A message as the queue delivered it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    pub message_id: String,
+    pub receipt: String,
+    pub body: String,
+}
+
+/// Waiting in place (tests advance their manual clock instead).
+#[async_trait]
+pub trait Sleep: Send + Sync {
+    async fn sleep(&self, d: TimeDelta);
+}
+
+pub struct TokioSleep;
+
+#[async_trait]
+impl Sleep for TokioSleep {
+    async fn sleep(&self, d: TimeDelta) {
+        tokio::time::sleep(d.to_std().unwrap_or_default()).await;
+    }
+}
+
+/// How long the rest of a bank's batch is held back after a store error on one of its
+/// messages: soon back, but behind the failed one (order kept).
+const AFTER_ERROR_PAUSE_SECS: i32 = 2;
+
+pub struct SenderDeps {
+    pub config: Arc<ServiceConfig>,
+    pub fanout: Arc<Fanout>,
+    pub gate: Arc<dyn Gate>,
+    pub queue: Arc<dyn InquiryQueue>,
+    pub clock: Arc<dyn Clock>,
+    pub sleep: Arc<dyn Sleep>,
+    /// The bank call's timeout (as the fan-out's client uses it).
+    pub bank_timeout: TimeDelta,
+}
+
+pub struct Sender {
+    d: Arc<SenderDeps>,
+}
+
+/// One bank's sends under way: each a task of its own, so it reaches the bank as soon
+/// as it is admitted (its rate permit counts from then), with the message it serves.
+#[derive(Default)]
+struct Running {
+    tasks: JoinSet<Result<(), StoreError>>,
+    messages: HashMap<Id, String>,
+}
+
+impl Running {
+    fn is_empty(&self) -> bool {
+        self.tasks.is_empty()
+    }
+
+    /// Waits for one send to end; the message to report as failed, if it failed.
+    async fn next_failed(&mut self) -> Option<Option<String>> {
+        let ended = self.tasks.join_next_with_id().await?;
+        let (id, result) = match ended {
+            Ok((id, r)) => (id, r.map_err(|e| e.to_string())),
+            // A send that panicked: its message comes back (claim_attempt keeps it
+            // from being sent twice).
+            Err(e) => (e.id(), Err(e.to_string())),
+        };
+        let message = self.messages.remove(&id).unwrap_or_default();
+        Some(result.err().map(|e| {
+            error!(message_id = %message, error = %e, "inquiry not recorded; will retry");
+            message
+        }))
+    }
+}
+
+/// Why a bank's remaining messages stop for this batch.
+enum Stop {
+    Pause(chrono::DateTime<chrono::Utc>, Hold),
+    Error,
+}
+
+impl Sender {
+    pub fn new(deps: SenderDeps) -> Self {
+        Self { d: Arc::new(deps) }
+    }
+
+    pub fn policy(&self, bank: &BankCode) -> LanePolicy {
+        LanePolicy {
+            limits: self.d.config.bank_limits.of(bank),
+            breaker: self.d.config.circuit_breaker,
+            call_timeout: self.d.bank_timeout,
+        }
+    }
+
+    /// Handles one batch; returns the ids of the messages to report as failures (the
+    /// queue delivers them again).
+    pub async fn handle(&self, batch: Vec<Received>) -> Vec<String> {
+        let mut groups: BTreeMap<BankCode, Vec<(Received, LegAttempt)>> = BTreeMap::new();
+        for m in batch {
+            match LegAttempt::parse(&m.body) {
+                Some(a) => groups.entry(a.bank.clone()).or_default().push((m, a)),
+                // Not ours to retry: a malformed message would come back forever.
+                None => {
+                    warn!(message_id = %m.message_id, "inquiry message not understood; dropped")
+                }
+            }
+        }
+        let runs = groups.into_values().map(|g| self.bank_group(g));
+        futures::future::join_all(runs)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
+    /// One bank's messages, in order.
+    async fn bank_group(&self, messages: Vec<(Received, LegAttempt)>) -> Vec<String> {
+        let mut failed = Vec::new();
+        let mut running = Running::default();
+        let mut rest = messages.into_iter();
+        let mut stop = None;
+        'messages: for (m, a) in rest.by_ref() {
+            let current = match self
+                .d
+                .fanout
+                .pending_attempt(&a.query_id, &a.bank, a.attempt)
+                .await
+            {
+                Ok(c) => c,
+                Err(e) => {
+                    error!(message_id = %m.message_id, error = %e, "inquiry not sent; will retry");
+                    stop = Some((m, Stop::Error));
+                    break;
+                }
+            };
+            let Some((query, leg)) = current else {
+                info!(query_id = %a.query_id, bank = %a.bank, attempt = a.attempt, "inquiry no longer due; dropped");
+                continue;
+            };
+            let lane = Lane::Bank(a.bank.clone());
+            let policy = self.policy(&a.bank);
+            loop {
+                let now = self.d.clock.now();
+                let admission = match self.d.gate.admit(&lane, &policy, now).await {
+                    Ok(x) => x,
+                    Err(e) => {
+                        error!(message_id = %m.message_id, error = %e, "admission failed; will retry");
+                        stop = Some((m, Stop::Error));
+                        break 'messages;
+                    }
+                };
+                match admission {
+                    Admission::Go(permit) => {
+                        let d = self.d.clone();
+                        let task = running.tasks.spawn(async move {
+                            let sent = d.fanout.send_leg(&query, &leg).await;
+                            let health = sent.as_ref().map_or(Health::Neutral, |(_, h)| *h);
+                            let now = d.clock.now();
+                            if let Err(e) = d.gate.finish(&permit, health, &policy, now).await {
+                                // The slot's lease frees it; the send itself happened.
+                                warn!(lane = %permit.lane, error = %e, "permit not returned");
+                            }
+                            sent.map(drop)
+                        });
+                        running.messages.insert(task.id(), m.message_id);
+                        continue 'messages;
+                    }
+                    // One of our own sends ending frees a slot (or settles the probe):
+                    // wait for that rather than for the lease.
+                    Admission::Wait {
+                        hold: Hold::InFlight | Hold::ProbeRunning,
+                        ..
+                    } if !running.is_empty() => {
+                        if let Some(Some(id)) = running.next_failed().await {
+                            failed.push(id);
+                        }
+                    }
+                    Admission::Wait { until, .. } if admission::wait_in_place(until, now) => {
+                        self.d.sleep.sleep(until - now).await;
+                    }
+                    Admission::Wait { until, hold } => {
+                        stop = Some((m, Stop::Pause(until, hold)));
+                        break 'messages;
+                    }
+                }
+            }
+        }
+        if let Some((first, why)) = stop {
+            let (secs, hold) = match why {
+                Stop::Pause(until, hold) => {
+                    (admission::pause_secs(until, self.d.clock.now()), Some(hold))
+                }
+                Stop::Error => (AFTER_ERROR_PAUSE_SECS, None),
+            };
+            let held: Vec<Received> = std::iter::once(first).chain(rest.map(|(m, _)| m)).collect();
+            if let Some(hold) = hold {
+                info!(
+                    messages = held.len(),
+                    hold = hold.code(),
+                    pause_secs = secs,
+                    "bank busy; inquiries paused"
+                );
+            }
+            for m in held {
+                if let Err(e) = self.d.queue.pause(&m.receipt, secs).await {
+                    // It comes back after the queue's visibility timeout instead.
+                    warn!(message_id = %m.message_id, error = %e, "pause not set");
+                }
+                failed.push(m.message_id);
+            }
+        }
+        while let Some(ended) = running.next_failed().await {
+            failed.extend(ended);
+        }
+        failed
+    }
+}
