@@ -73,6 +73,9 @@ impl Fanout {
         if !collecting {
             return Ok(Vec::new());
         }
+        // The submission wrote only the query; its legs are made here, before anything
+        // is sent, so a failure part way leaves the stream's retry to finish them.
+        self.d.store.ensure_legs(&query).await?;
         let legs = self.d.store.legs(id).await?;
         let due: Vec<&LegRecord> = legs
             .iter()

@@ -18,8 +18,8 @@ use crate::model::profile::UserProfile;
 use crate::model::purpose::Purpose;
 use crate::ports::{ProfileStore, SmsSender, StoreError, SubmissionStore, SubmitError};
 use crate::records::{
-    ConsentRecord, IdempotencyClaim, IdempotencyRecord, LegRecord, LegState, PasswordSlot,
-    QueryPhase, QueryRecord, Submission, SubmitConflict, UserState, VerificationRecord,
+    ConsentRecord, IdempotencyClaim, IdempotencyRecord, PasswordSlot, QueryPhase, QueryRecord,
+    Submission, SubmitConflict, UserState, VerificationRecord,
 };
 use crate::rules::password::{self as password_rule, PasswordPolicy};
 use crate::rules::{cooldown, deadline, idempotency, sms_code as code_rule};
@@ -351,7 +351,7 @@ impl SubmissionService {
         outcome
     }
 
-    /// Writes the submission (the query, its legs, the active-query lock, the completed
+    /// Writes the submission (the query with its banks, the active-query lock, the completed
     /// idempotency record, the used code and nonce, and the password count cleared) in
     /// one transaction; `true` with it if it was written.
     #[allow(clippy::too_many_arguments)]
@@ -387,23 +387,7 @@ impl SubmissionService {
                 Ok(r) => r,
                 Err(e) => return (Err(ServiceError::internal(e)), false),
             };
-            let legs = banks
-                .iter()
-                .map(|bank| LegRecord {
-                    query_id,
-                    bank: bank.clone(),
-                    inquiry_id: ulid::Ulid::generate().to_string(),
-                    state: LegState::Pending,
-                    attempts: 0,
-                    next_attempt_at: None,
-                    failure: None,
-                    cards: Vec::new(),
-                    answer_digest: None,
-                    settled_at: None,
-                })
-                .collect();
             let submission = Submission {
-                legs,
                 query: QueryRecord {
                     query_id,
                     user_id: user.clone(),
