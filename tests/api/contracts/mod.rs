@@ -26,8 +26,8 @@ use shared::model::purpose::Purpose;
 use shared::model::timestamp;
 use shared::ports::{QueryStore, ReportStore, SubmissionStore};
 use shared::records::{
-    ConsentRecord, IdempotencyRecord, LegRecord, LegState, QueryPhase, QueryRecord, Submission,
-    UserState, VerificationRecord,
+    ConsentRecord, IdempotencyRecord, QueryPhase, QueryRecord, Submission, UserState,
+    VerificationRecord,
 };
 use testkit::submission::Fixture;
 use tokio::sync::Barrier;
@@ -207,6 +207,16 @@ pub fn verification(user: &UserId, now: DateTime<Utc>) -> VerificationRecord {
 /// A submission of a new query to [`BANKS`] that the store accepts as it stands: its
 /// verification stored and its idempotency key claimed, as the service does first.
 pub async fn prepared(store: &impl Store, user: &UserId, now: DateTime<Utc>) -> Submission {
+    prepared_for(store, user, now, &BANKS.map(bank)).await
+}
+
+/// [`prepared`] for the given banks.
+pub async fn prepared_for(
+    store: &impl Store,
+    user: &UserId,
+    now: DateTime<Utc>,
+    banks: &[BankCode],
+) -> Submission {
     let q = QueryId::generate();
     let v = verification(user, now);
     store.put_verification(&v).await.unwrap();
@@ -223,21 +233,6 @@ pub async fn prepared(store: &impl Store, user: &UserId, now: DateTime<Utc>) -> 
     };
     store.claim_idempotency(&claim, now).await.unwrap();
     let state = store.user_state(user).await.unwrap();
-    let legs = BANKS
-        .iter()
-        .map(|b| LegRecord {
-            query_id: q,
-            bank: bank(b),
-            inquiry_id: format!("inq-{b}-{q}"),
-            state: LegState::Pending,
-            attempts: 0,
-            next_attempt_at: None,
-            failure: None,
-            cards: vec![],
-            answer_digest: None,
-            settled_at: None,
-        })
-        .collect();
     Submission {
         query: QueryRecord {
             query_id: q,
@@ -246,7 +241,7 @@ pub async fn prepared(store: &impl Store, user: &UserId, now: DateTime<Utc>) -> 
             submitted_at: now,
             report_due_by: now + TimeDelta::hours(24),
             collect_until: now + TimeDelta::hours(24) - TimeDelta::minutes(10),
-            banks: BANKS.iter().map(|b| bank(b)).collect(),
+            banks: banks.to_vec(),
             report_generated_at: None,
             report_expires_at: None,
             last_viewed_at: None,
@@ -255,7 +250,6 @@ pub async fn prepared(store: &impl Store, user: &UserId, now: DateTime<Utc>) -> 
             views_total: 0,
             notified_at: None,
         },
-        legs,
         consent: ConsentRecord {
             query_id: q,
             user_id: user.clone(),
@@ -282,9 +276,29 @@ pub async fn prepared(store: &impl Store, user: &UserId, now: DateTime<Utc>) -> 
     }
 }
 
-/// A new query of `user` to [`BANKS`], submitted: its id.
+/// A new query of `user` to [`BANKS`], submitted, with its legs made as fan-out makes
+/// them first: its id.
 pub async fn submitted(store: &impl Store, user: &UserId, now: DateTime<Utc>) -> QueryId {
     let s = prepared(store, user, now).await;
     store.submit(&s).await.expect("the submission is accepted");
+    store
+        .ensure_legs(&s.query)
+        .await
+        .expect("the legs are made");
     s.query.query_id
+}
+
+/// `n` bank codes as a national configuration could hold them (`ZAAA`, `ZAAB`, …).
+pub fn many_banks(n: usize) -> Vec<BankCode> {
+    let letter = |i: usize| char::from(b'A' + (i % 26) as u8);
+    (0..n)
+        .map(|i| {
+            bank(&format!(
+                "Z{}{}{}",
+                letter(i / 676),
+                letter(i / 26),
+                letter(i)
+            ))
+        })
+        .collect()
 }

@@ -148,7 +148,8 @@ impl Fixture {
         .expect("face token")
     }
 
-    /// A new user's query to every bank, submitted through the service: its id.
+    /// A new user's query to every bank, submitted through the service, with its legs
+    /// made: its id.
     pub async fn submitted_query(&self) -> shared::model::ids::QueryId {
         let user = self.user().await;
         let code = self.code(&user).await;
@@ -158,8 +159,13 @@ impl Fixture {
             .submit(&user.id, Some("k"), &raw, body, None)
             .await
             .expect("the submission is accepted");
-        shared::model::ids::QueryId::parse(accepted["query_id"].as_str().unwrap())
-            .expect("a query id")
+        let q = shared::model::ids::QueryId::parse(accepted["query_id"].as_str().unwrap())
+            .expect("a query id");
+        // Its legs, as fan-out makes them first.
+        use shared::ports::QueryStore;
+        let record = self.store.query(&q).await.unwrap().expect("the query");
+        self.store.ensure_legs(&record).await.expect("the legs");
+        q
     }
 
     /// A submission body for all 16 banks, as JSON and parsed.

@@ -3,6 +3,7 @@
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, Delete, TransactWriteItem, Update};
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
 
 use super::*;
 use crate::model::timestamp;
@@ -21,6 +22,9 @@ fn phase(p: QueryPhase) -> AttributeValue {
 fn ts(t: DateTime<Utc>) -> AttributeValue {
     s(timestamp::format(t))
 }
+
+/// DynamoDB's cap on the items of one TransactWriteItems.
+const TRANSACTION_ITEMS: usize = 100;
 
 /// How often a deletion that collided with a concurrent transaction is tried again.
 const CONFLICT_RETRIES: u32 = 10;
@@ -102,7 +106,13 @@ impl ReportStore for DynamoStore {
                 .put(self.state_put(&r.user_id, &p.state, p.expected_state_version)?)
                 .build(),
         ];
-        for bank in &p.legs_with_cards {
+        // As many legs as the transaction holds are cleared with it; the rest right after
+        // (their answers are sealed to the report key, so what a crash in between leaves
+        // is ciphertext the report already holds, removed with the legs).
+        let (with_report, after) = p
+            .legs_with_cards
+            .split_at(p.legs_with_cards.len().min(TRANSACTION_ITEMS - items.len()));
+        for bank in with_report {
             let strip = Update::builder()
                 .table_name(&self.tables.main)
                 .set_key(Some(key(pk.clone(), format!("LEG#{bank}"))))
@@ -115,7 +125,26 @@ impl ReportStore for DynamoStore {
         }
         let result = self.transact(items).await;
         let err = match result {
-            Ok(_) => return Ok(PublishOutcome::Published),
+            Ok(_) => {
+                let sks: Vec<String> = after.iter().map(|b| format!("LEG#{b}")).collect();
+                let strips = sks.into_iter().map(|sk| {
+                    self.client
+                        .update_item()
+                        .table_name(&self.tables.main)
+                        .set_key(Some(key(pk.clone(), sk)))
+                        .update_expression("REMOVE sealed_cards, cards, answer_digest")
+                        .condition_expression("attribute_exists(pk)")
+                        .send()
+                });
+                let results: Vec<_> = futures::stream::iter(strips)
+                    .buffer_unordered(super::queries::LEG_WRITES_AT_ONCE)
+                    .collect()
+                    .await;
+                for r in results {
+                    written(r)?;
+                }
+                return Ok(PublishOutcome::Published);
+            }
             Err(e) => e,
         };
         let reasons = cancellation_reasons(err)?;
@@ -294,8 +323,13 @@ impl ReportStore for DynamoStore {
             .map_err(build_err)?;
         let mut items = vec![TransactWriteItem::builder().update(mark).build()];
         // The report item carries its expiry's due entry: deleting it removes that too.
-        let sks = std::iter::once("REPORT".to_owned())
-            .chain(query.banks.iter().map(|b| format!("LEG#{b}")));
+        // The legs the transaction cannot hold go right after it commits: they hold only
+        // outcomes (the cards left them when the report was published), and the record
+        // says DELETED from the commit on, whatever is left.
+        let mut sks: Vec<String> = std::iter::once("REPORT".to_owned())
+            .chain(query.banks.iter().map(|b| format!("LEG#{b}")))
+            .collect();
+        let after = sks.split_off(sks.len().min(TRANSACTION_ITEMS - items.len()));
         for sk in sks {
             let delete = Delete::builder()
                 .table_name(&self.tables.main)
@@ -308,6 +342,20 @@ impl ReportStore for DynamoStore {
         loop {
             let result = self.transact(items.clone()).await;
             let Err(err) = result else {
+                let deletes = after.into_iter().map(|sk| {
+                    self.client
+                        .delete_item()
+                        .table_name(&self.tables.main)
+                        .set_key(Some(key(pk.clone(), sk)))
+                        .send()
+                });
+                let results: Vec<_> = futures::stream::iter(deletes)
+                    .buffer_unordered(super::queries::LEG_WRITES_AT_ONCE)
+                    .collect()
+                    .await;
+                for r in results {
+                    r.map_err(unavailable)?;
+                }
                 return Ok(true);
             };
             let reasons = cancellation_reasons(err)?;
