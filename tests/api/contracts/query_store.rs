@@ -245,12 +245,12 @@ async fn two_hundred_legs_settling_at_once_count_their_query_down_exactly<S: Sto
     store.ensure_legs(&sub.query).await.unwrap();
     let q = sub.query.query_id;
     let settlement = |i: usize| Settlement {
-        state: if i % 3 == 0 {
+        state: if i.is_multiple_of(3) {
             LegState::Failed
         } else {
             LegState::Answered
         },
-        failure: (i % 3 == 0).then(|| "BANK_ERROR".to_owned()),
+        failure: i.is_multiple_of(3).then(|| "BANK_ERROR".to_owned()),
         sealed: None,
         answer_digest: Some(format!("d-{i}")),
         at: w.now,
