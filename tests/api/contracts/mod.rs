@@ -126,6 +126,36 @@ impl<S> World<S> {
             .expect("the item is stored");
     }
 
+    /// How many items of the query's partition have a sort key starting `prefix` (the
+    /// DynamoDB world only: `None` on the memory store, which has no items).
+    pub async fn items_of(&self, q: QueryId, prefix: &str) -> Option<usize> {
+        let f = self.fixture.as_ref()?;
+        // A count is per page too (1 MB read each).
+        let (mut count, mut start) = (0, None);
+        loop {
+            let out = f
+                .env
+                .clients
+                .dynamodb
+                .query()
+                .table_name(f.env.table("CardLookupTable"))
+                .key_condition_expression("pk = :pk AND begins_with(sk, :p)")
+                .expression_attribute_values(":pk", AttributeValue::S(format!("QUERY#{q}")))
+                .expression_attribute_values(":p", AttributeValue::S(prefix.to_owned()))
+                .select(aws_sdk_dynamodb::types::Select::Count)
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .unwrap();
+            count += out.count as usize;
+            start = out.last_evaluated_key;
+            if start.is_none() {
+                return Some(count);
+            }
+        }
+    }
+
     pub async fn cleanup(self) {
         if let Some(f) = self.fixture {
             f.env.cleanup().await;
@@ -290,15 +320,7 @@ pub async fn submitted(store: &impl Store, user: &UserId, now: DateTime<Utc>) ->
 
 /// `n` bank codes as a national configuration could hold them (`ZAAA`, `ZAAB`, …).
 pub fn many_banks(n: usize) -> Vec<BankCode> {
-    let letter = |i: usize| char::from(b'A' + (i % 26) as u8);
     (0..n)
-        .map(|i| {
-            bank(&format!(
-                "Z{}{}{}",
-                letter(i / 676),
-                letter(i / 26),
-                letter(i)
-            ))
-        })
+        .map(|i| bank(&testkit::national::bank_code(i)))
         .collect()
 }

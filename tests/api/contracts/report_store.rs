@@ -15,6 +15,7 @@ use super::{at_once, contract, many_banks, prepared_for, submitted, Store, World
 contract!(
     a_report_is_published_once_and_releases_the_lock,
     a_query_to_500_banks_publishes_clears_every_answer_and_deletes_every_leg,
+    a_report_of_megabytes_reads_back_whole_and_expires_or_is_deleted_whole,
     twenty_parallel_notice_claims_let_one_sender_through,
     an_expired_report_is_gone_and_its_query_expired,
     a_deleted_report_takes_its_legs_stays_deleted_and_leaves_the_lock_alone,
@@ -346,4 +347,42 @@ async fn a_query_to_500_banks_publishes_clears_every_answer_and_deletes_every_le
         store.query(&q).await.unwrap().unwrap().phase,
         QueryPhase::Deleted
     );
+}
+
+/// The largest report a query to 500 banks can make (decision 123) is megabytes, past
+/// the 400 KB an item holds: it is stored whole, read back byte for byte, and expiry or
+/// deletion removes all of it.
+async fn a_report_of_megabytes_reads_back_whole_and_expires_or_is_deleted_whole<S: Store>(
+    w: &World<S>,
+) {
+    let store = &*w.store;
+    // Base64 text of 2.5 MB that is not one repeated chunk, so an order mix-up shows.
+    let big: String = (0..2_500_000u32)
+        .map(|i| {
+            char::from(
+                b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+                    [((i / 7919) % 64) as usize],
+            )
+        })
+        .collect();
+    for delete in [false, true] {
+        let q = submitted(store, &w.user, w.now).await;
+        let mut p = publication(w, q, w.now).await;
+        p.report.sealed.ciphertext = big.clone();
+        assert_eq!(store.publish(&p).await.unwrap(), PublishOutcome::Published);
+        let back = store.report(&q).await.unwrap().expect("the report");
+        assert_eq!(back, p.report, "read back whole");
+        if let Some(n) = w.items_of(q, "REPORTPART#").await {
+            assert_eq!(n, 9, "2.5 MB in parts of 300 KB");
+        }
+        if delete {
+            assert!(store.delete_report(&q, w.now).await.unwrap());
+        } else {
+            store.expire(&q).await.unwrap();
+        }
+        assert!(store.report(&q).await.unwrap().is_none());
+        if let Some(n) = w.items_of(q, "REPORT").await {
+            assert_eq!(n, 0, "no report item or part is left");
+        }
+    }
 }
