@@ -282,7 +282,7 @@ pub async fn submission_api() -> Result<SubmissionApi, StartupError> {
         profiles: c.store.clone(),
         store: c.store.clone(),
         sms: sms(&env.sms, &c.sdk),
-        sms_admission: sms_lane(c),
+        sms_admission: sms_lane(&c),
         clock: Arc::new(SystemClock),
         codes: code_hasher(&env.sms_code)?,
     });

@@ -46,6 +46,8 @@ struct Data {
     bank_nonces: HashSet<(BankCode, String)>,
     reports: HashMap<QueryId, StoredReport>,
     notice_claims: HashMap<QueryId, DateTime<Utc>>,
+    /// Test knob: `ensure_legs` creates this many more legs, then fails once.
+    fail_leg_creation_after: Option<usize>,
 }
 
 /// A state written by an atomic update: the version moves, so optimistic writers that
@@ -114,6 +116,23 @@ impl MemoryStore {
         edit(&mut report, &mut query);
         d.reports.insert(*id, report);
         d.queries.insert(*id, query);
+    }
+
+    /// Stores legs as `ensure_legs` would have created them (test set-up with chosen
+    /// inquiry ids); an existing leg is kept.
+    pub fn insert_legs(&self, legs: Vec<LegRecord>) {
+        let mut d = self.lock();
+        for leg in legs {
+            d.legs
+                .entry((leg.query_id, leg.bank.clone()))
+                .or_insert(leg);
+        }
+    }
+
+    /// The next `ensure_legs` calls create `n` legs in all, then one fails (as a store
+    /// that became unavailable half way through creating a query's legs).
+    pub fn fail_leg_creation_after(&self, n: usize) {
+        self.lock().fail_leg_creation_after = Some(n);
     }
 
     pub fn set_state(&self, user: &UserId, state: UserState) {
@@ -362,10 +381,7 @@ impl SubmissionStore for MemoryStore {
         }
         d.face_nonces.insert(s.face_nonce.clone());
         d.queries.insert(s.query.query_id, s.query.clone());
-        d.unsettled.insert(s.query.query_id, s.legs.len());
-        for leg in &s.legs {
-            d.legs.insert((leg.query_id, leg.bank.clone()), leg.clone());
-        }
+        d.unsettled.insert(s.query.query_id, s.query.banks.len());
         d.consents.insert(s.query.query_id, s.consent.clone());
         Ok(())
     }
@@ -391,6 +407,28 @@ impl QueryStore for MemoryStore {
 
     async fn leg(&self, id: &QueryId, bank: &BankCode) -> Result<Option<LegRecord>, StoreError> {
         Ok(self.lock().legs.get(&(*id, bank.clone())).cloned())
+    }
+
+    async fn ensure_legs(&self, query: &QueryRecord) -> Result<usize, StoreError> {
+        let mut created = 0;
+        for bank in &query.banks {
+            let mut d = self.lock();
+            if d.fail_leg_creation_after == Some(0) {
+                d.fail_leg_creation_after = None;
+                return Err(StoreError::Unavailable("leg creation failed (test)".into()));
+            }
+            let key = (query.query_id, bank.clone());
+            if d.legs.contains_key(&key) {
+                continue;
+            }
+            d.legs
+                .insert(key, LegRecord::pending(query.query_id, bank.clone()));
+            created += 1;
+            if let Some(n) = d.fail_leg_creation_after.as_mut() {
+                *n -= 1;
+            }
+        }
+        Ok(created)
     }
 
     async fn claim_attempt(

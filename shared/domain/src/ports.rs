@@ -222,6 +222,11 @@ pub trait QueryStore: Send + Sync {
 
     async fn leg(&self, id: &QueryId, bank: &BankCode) -> Result<Option<LegRecord>, StoreError>;
 
+    /// Creates, `Pending`, each leg of `query.banks` that does not exist yet, in bounded
+    /// batches; an existing leg is never touched. Safe to repeat and to run
+    /// concurrently: every leg is created once. Returns how many this call created.
+    async fn ensure_legs(&self, query: &QueryRecord) -> Result<usize, StoreError>;
+
     /// Takes attempt `seen_attempts + 1` of a pending leg; `false` when another sender
     /// got there first (or the leg is no longer pending).
     async fn claim_attempt(

@@ -227,12 +227,32 @@ pub struct LegRecord {
     pub settled_at: Option<DateTime<Utc>>,
 }
 
-/// Everything one accepted submission writes, all or nothing.
+impl LegRecord {
+    /// A leg not yet sent, with a fresh inquiry id (the bank's de-duplication key, fixed
+    /// once the leg is stored: a second creation of the same leg never replaces it).
+    pub fn pending(query_id: QueryId, bank: BankCode) -> Self {
+        Self {
+            query_id,
+            bank,
+            inquiry_id: ulid::Ulid::generate().to_string(),
+            state: LegState::Pending,
+            attempts: 0,
+            next_attempt_at: None,
+            failure: None,
+            cards: Vec::new(),
+            answer_digest: None,
+            settled_at: None,
+        }
+    }
+}
+
+/// Everything one accepted submission writes, all or nothing. The legs are not part of
+/// it: the query record lists its banks, and fan-out creates their legs
+/// (`QueryStore::ensure_legs`), so the transaction's size does not grow with the number
+/// of banks chosen.
 #[derive(Debug, Clone)]
 pub struct Submission {
     pub query: QueryRecord,
-    /// One per chosen bank, all `Pending`.
-    pub legs: Vec<LegRecord>,
     pub consent: ConsentRecord,
     /// The completed record; written only while `idempotency.owner` still holds the claim.
     pub idempotency: IdempotencyRecord,

@@ -349,6 +349,21 @@ impl BankWorld {
         banks: &[&str],
         inquiry_id: impl Fn(&str) -> String,
     ) {
+        self.submit_record(user, q, banks).await;
+        let legs = banks
+            .iter()
+            .map(|b| LegRecord {
+                inquiry_id: inquiry_id(b),
+                ..LegRecord::pending(q, self.code(b))
+            })
+            .collect();
+        // As fan-out's `ensure_legs` would, with inquiry ids the scripts know.
+        self.store.insert_legs(legs);
+    }
+
+    /// [`Self::submit_query`] exactly as the submission path leaves it: the query record
+    /// and no leg yet (fan-out creates them).
+    pub async fn submit_record(&self, user: &UserId, q: QueryId, banks: &[&str]) {
         let now = self.now();
         let vid = VerificationId::generate();
         self.store
@@ -375,21 +390,6 @@ impl BankWorld {
             lease_until: Some(now + TimeDelta::seconds(30)),
         };
         self.store.claim_idempotency(&claim, now).await.unwrap();
-        let legs = banks
-            .iter()
-            .map(|b| LegRecord {
-                query_id: q,
-                bank: self.code(b),
-                inquiry_id: inquiry_id(b),
-                state: LegState::Pending,
-                attempts: 0,
-                next_attempt_at: None,
-                failure: None,
-                cards: vec![],
-                answer_digest: None,
-                settled_at: None,
-            })
-            .collect();
         let state = self.store.state_of(user);
         self.store
             .submit(&Submission {
@@ -409,7 +409,6 @@ impl BankWorld {
                     views_total: 0,
                     notified_at: None,
                 },
-                legs,
                 consent: ConsentRecord {
                     query_id: q,
                     user_id: user.clone(),

@@ -10,7 +10,14 @@ const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
 
 pub fn json<T: Serialize>(status: StatusCode, body: &T) -> Response {
     // Our response types always serialize; "{}" only keeps a bug from becoming a panic.
-    let text = serde_json::to_string(body).unwrap_or_else(|_| "{}".into());
+    json_text(
+        status,
+        serde_json::to_string(body).unwrap_or_else(|_| "{}".into()),
+    )
+}
+
+/// A body already rendered as JSON.
+pub fn json_text(status: StatusCode, text: String) -> Response {
     let mut resp = (status, text).into_response();
     let headers = resp.headers_mut();
     headers.insert(header::CONTENT_TYPE, JSON);

@@ -56,7 +56,7 @@ pub fn router(api: Arc<SubmissionApi>) -> Router {
 }
 
 async fn banks(State(api): Api, Caller(_): Caller) -> Response {
-    Json(StatusCode::OK, api.service.banks()).into_response()
+    super::response::json_text(StatusCode::OK, api.service.banks_json().to_owned())
 }
 
 async fn eligibility(State(api): Api, Caller(user): Caller) -> Result<Response, ApiError> {

@@ -240,7 +240,11 @@ impl Banks {
         let mut inquiries = BTreeMap::new();
         for bank in banks {
             loop {
-                let leg = self.leg_item(&query_id, bank).await;
+                // Fan-out makes the leg (the submission writes only the query).
+                let leg = self
+                    .item(&format!("QUERY#{query_id}"), &format!("LEG#{bank}"))
+                    .await
+                    .unwrap_or_default();
                 if leg.get("state") == Some(&AttributeValue::S("ACCEPTED".into())) {
                     let inquiry = match leg.get("inquiry_id") {
                         Some(AttributeValue::S(s)) => s.clone(),

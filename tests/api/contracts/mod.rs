@@ -29,8 +29,8 @@ use shared::model::purpose::Purpose;
 use shared::model::timestamp;
 use shared::ports::{QueryStore, ReportStore, SubmissionStore};
 use shared::records::{
-    ConsentRecord, IdempotencyRecord, LegRecord, LegState, QueryPhase, QueryRecord, Submission,
-    UserState, VerificationRecord,
+    ConsentRecord, IdempotencyRecord, QueryPhase, QueryRecord, Submission, UserState,
+    VerificationRecord,
 };
 use testkit::submission::Fixture;
 use tokio::sync::Barrier;
@@ -136,6 +136,36 @@ impl<S> World<S> {
             .expect("the item is stored");
     }
 
+    /// How many items of the query's partition have a sort key starting `prefix` (the
+    /// DynamoDB world only: `None` on the memory store, which has no items).
+    pub async fn items_of(&self, q: QueryId, prefix: &str) -> Option<usize> {
+        let f = self.fixture.as_ref()?;
+        // A count is per page too (1 MB read each).
+        let (mut count, mut start) = (0, None);
+        loop {
+            let out = f
+                .env
+                .clients
+                .dynamodb
+                .query()
+                .table_name(f.env.table("CardLookupTable"))
+                .key_condition_expression("pk = :pk AND begins_with(sk, :p)")
+                .expression_attribute_values(":pk", AttributeValue::S(format!("QUERY#{q}")))
+                .expression_attribute_values(":p", AttributeValue::S(prefix.to_owned()))
+                .select(aws_sdk_dynamodb::types::Select::Count)
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .unwrap();
+            count += out.count as usize;
+            start = out.last_evaluated_key;
+            if start.is_none() {
+                return Some(count);
+            }
+        }
+    }
+
     pub async fn cleanup(self) {
         if let Some(f) = self.fixture {
             f.env.cleanup().await;
@@ -217,6 +247,16 @@ pub fn verification(user: &UserId, now: DateTime<Utc>) -> VerificationRecord {
 /// A submission of a new query to [`BANKS`] that the store accepts as it stands: its
 /// verification stored and its idempotency key claimed, as the service does first.
 pub async fn prepared(store: &impl Store, user: &UserId, now: DateTime<Utc>) -> Submission {
+    prepared_for(store, user, now, &BANKS.map(bank)).await
+}
+
+/// [`prepared`] for the given banks.
+pub async fn prepared_for(
+    store: &impl Store,
+    user: &UserId,
+    now: DateTime<Utc>,
+    banks: &[BankCode],
+) -> Submission {
     let q = QueryId::generate();
     let v = verification(user, now);
     store.put_verification(&v).await.unwrap();
@@ -233,21 +273,6 @@ pub async fn prepared(store: &impl Store, user: &UserId, now: DateTime<Utc>) -> 
     };
     store.claim_idempotency(&claim, now).await.unwrap();
     let state = store.user_state(user).await.unwrap();
-    let legs = BANKS
-        .iter()
-        .map(|b| LegRecord {
-            query_id: q,
-            bank: bank(b),
-            inquiry_id: format!("inq-{b}-{q}"),
-            state: LegState::Pending,
-            attempts: 0,
-            next_attempt_at: None,
-            failure: None,
-            cards: vec![],
-            answer_digest: None,
-            settled_at: None,
-        })
-        .collect();
     Submission {
         query: QueryRecord {
             query_id: q,
@@ -256,7 +281,7 @@ pub async fn prepared(store: &impl Store, user: &UserId, now: DateTime<Utc>) -> 
             submitted_at: now,
             report_due_by: now + TimeDelta::hours(24),
             collect_until: now + TimeDelta::hours(24) - TimeDelta::minutes(10),
-            banks: BANKS.iter().map(|b| bank(b)).collect(),
+            banks: banks.to_vec(),
             report_generated_at: None,
             report_expires_at: None,
             last_viewed_at: None,
@@ -265,7 +290,6 @@ pub async fn prepared(store: &impl Store, user: &UserId, now: DateTime<Utc>) -> 
             views_total: 0,
             notified_at: None,
         },
-        legs,
         consent: ConsentRecord {
             query_id: q,
             user_id: user.clone(),
@@ -292,9 +316,21 @@ pub async fn prepared(store: &impl Store, user: &UserId, now: DateTime<Utc>) -> 
     }
 }
 
-/// A new query of `user` to [`BANKS`], submitted: its id.
+/// A new query of `user` to [`BANKS`], submitted, with its legs made as fan-out makes
+/// them first: its id.
 pub async fn submitted(store: &impl Store, user: &UserId, now: DateTime<Utc>) -> QueryId {
     let s = prepared(store, user, now).await;
     store.submit(&s).await.expect("the submission is accepted");
+    store
+        .ensure_legs(&s.query)
+        .await
+        .expect("the legs are made");
     s.query.query_id
+}
+
+/// `n` bank codes as a national configuration could hold them (`ZAAA`, `ZAAB`, …).
+pub fn many_banks(n: usize) -> Vec<BankCode> {
+    (0..n)
+        .map(|i| bank(&testkit::national::bank_code(i)))
+        .collect()
 }

@@ -7,9 +7,11 @@ use shared::model::ids::QueryId;
 use shared::ports::{BankNonce, SettleOutcome, Settlement};
 use shared::records::{DueWork, LegState};
 
-use super::{at_once, bank, contract, submitted, Store, World, BANKS};
+use super::{at_once, bank, contract, many_banks, prepared_for, submitted, Store, World, BANKS};
 
 contract!(
+    legs_are_made_once_whatever_the_concurrency_and_a_made_leg_is_never_touched,
+    two_hundred_legs_settling_at_once_count_their_query_down_exactly,
     a_leg_settles_once_whatever_the_concurrency_and_a_bank_nonce_works_once,
     one_sender_gets_each_attempt_and_an_accepted_leg_still_settles,
     a_settle_of_no_leg_writes_nothing_and_keeps_its_nonce,
@@ -169,4 +171,119 @@ async fn a_settle_of_no_leg_writes_nothing_and_keeps_its_nonce<S: Store>(w: &Wor
             .unwrap(),
         SettleOutcome::Settled
     );
+}
+
+/// A query to 500 banks: the submission wrote no leg; 20 makers at once, after one that
+/// stopped part way, create each missing leg once and leave the made ones as they were.
+async fn legs_are_made_once_whatever_the_concurrency_and_a_made_leg_is_never_touched<S: Store>(
+    w: &World<S>,
+) {
+    let store = &*w.store;
+    let banks = many_banks(500);
+    let sub = prepared_for(store, &w.user, w.now, &banks).await;
+    store.submit(&sub).await.unwrap();
+    let q = sub.query.query_id;
+    assert!(store.legs(&q).await.unwrap().is_empty());
+    assert_eq!(w.unsettled(q).await, Some(500));
+
+    // A maker that stopped after 30 legs; two of them moved on since.
+    let mut first = sub.query.clone();
+    first.banks.truncate(30);
+    assert_eq!(store.ensure_legs(&first).await.unwrap(), 30);
+    let made = store.legs(&q).await.unwrap();
+    let answered = Settlement {
+        state: LegState::Answered,
+        failure: None,
+        sealed: None,
+        answer_digest: Some("d".into()),
+        at: w.now,
+    };
+    assert_eq!(
+        store.settle(&q, &banks[0], &answered, None).await.unwrap(),
+        SettleOutcome::Settled
+    );
+    assert!(store.claim_attempt(&q, &banks[1], 0, w.now).await.unwrap());
+
+    let created = at_once(20, |_| store.ensure_legs(&sub.query)).await;
+    let created: usize = created.into_iter().map(Result::unwrap).sum();
+    assert_eq!(created, 470, "each missing leg made once");
+    let legs = store.legs(&q).await.unwrap();
+    assert_eq!(legs.len(), 500);
+    for bank in &banks {
+        assert_eq!(legs.iter().filter(|l| &l.bank == bank).count(), 1, "{bank}");
+    }
+    for leg in &made {
+        let now = legs.iter().find(|l| l.bank == leg.bank).unwrap();
+        assert_eq!(now.inquiry_id, leg.inquiry_id, "{}", leg.bank);
+    }
+    let of = |b| legs.iter().find(|l| &l.bank == b).unwrap();
+    assert_eq!(
+        of(&banks[0]).state,
+        LegState::Answered,
+        "a settled leg stays settled"
+    );
+    assert_eq!(of(&banks[1]).attempts, 1, "a sent leg keeps its attempt");
+    assert!(legs[2..].iter().all(|l| l.bank == banks[0]
+        || l.bank == banks[1]
+        || (l.state == LegState::Pending && l.attempts == 0)));
+    assert_eq!(
+        w.unsettled(q).await,
+        Some(499),
+        "making legs counts nothing"
+    );
+    assert_eq!(store.ensure_legs(&sub.query).await.unwrap(), 0);
+}
+
+/// 200 banks answering at once (fan-out's replies and callbacks arrive together): every
+/// settle succeeds, the query is counted down to zero exactly, and a second wave of the
+/// same settles changes nothing.
+async fn two_hundred_legs_settling_at_once_count_their_query_down_exactly<S: Store>(w: &World<S>) {
+    let store = &*w.store;
+    let banks = many_banks(200);
+    let sub = prepared_for(store, &w.user, w.now, &banks).await;
+    store.submit(&sub).await.unwrap();
+    store.ensure_legs(&sub.query).await.unwrap();
+    let q = sub.query.query_id;
+    let settlement = |i: usize| Settlement {
+        state: if i.is_multiple_of(3) {
+            LegState::Failed
+        } else {
+            LegState::Answered
+        },
+        failure: i.is_multiple_of(3).then(|| "BANK_ERROR".to_owned()),
+        sealed: None,
+        answer_digest: Some(format!("d-{i}")),
+        at: w.now,
+    };
+    let outcomes = at_once(200, |i| {
+        let st = settlement(i);
+        let bank = &banks[i];
+        async move { store.settle(&q, bank, &st, None).await }
+    })
+    .await;
+    for (i, o) in outcomes.iter().enumerate() {
+        assert!(
+            matches!(o, Ok(SettleOutcome::Settled)),
+            "{}: {o:?}",
+            banks[i]
+        );
+    }
+    assert_eq!(w.unsettled(q).await, Some(0));
+    let legs = store.legs(&q).await.unwrap();
+    assert_eq!(legs.len(), 200);
+    assert!(legs.iter().all(|l| l.state.is_settled()));
+
+    let again = at_once(200, |i| {
+        let st = settlement(i);
+        let bank = &banks[i];
+        async move { store.settle(&q, bank, &st, None).await }
+    })
+    .await;
+    assert!(
+        again
+            .iter()
+            .all(|o| matches!(o, Ok(SettleOutcome::AlreadySettled(_)))),
+        "{again:?}"
+    );
+    assert_eq!(w.unsettled(q).await, Some(0), "counted once each");
 }

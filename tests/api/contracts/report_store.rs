@@ -10,10 +10,12 @@ use shared::records::{
     DueWork, Publication, PublishOutcome, QueryPhase, ReportView, StoredReport, UserState,
 };
 
-use super::{at_once, contract, submitted, Store, World, BANKS};
+use super::{at_once, contract, many_banks, prepared_for, submitted, Store, World, BANKS};
 
 contract!(
     a_report_is_published_once_and_releases_the_lock,
+    a_query_to_500_banks_publishes_clears_every_answer_and_deletes_every_leg,
+    a_report_of_megabytes_reads_back_whole_and_expires_or_is_deleted_whole,
     twenty_parallel_notice_claims_let_one_sender_through,
     a_notice_claim_given_back_unsent_lets_one_next_sender_through_at_once,
     an_expired_report_is_gone_and_its_query_expired,
@@ -328,4 +330,105 @@ async fn twenty_parallel_views_are_all_logged_and_the_log_keeps_fifty<S: Store>(
     );
     assert!(query.views[..10].iter().all(|v| views.contains(v)));
     assert_eq!(query.last_viewed_at, Some(view(59).at));
+}
+
+/// 500 answered legs, each holding a sealed answer of a few KB (together past the 1 MB
+/// one page of a DynamoDB query returns, so reading them takes every page): publishing
+/// clears all 500 answers, more than one transaction holds, and deleting removes all
+/// 500 legs.
+async fn a_query_to_500_banks_publishes_clears_every_answer_and_deletes_every_leg<S: Store>(
+    w: &World<S>,
+) {
+    use futures::StreamExt;
+    use shared::ports::{SettleOutcome, Settlement};
+    use shared::records::LegState;
+
+    let store = &*w.store;
+    let banks = many_banks(500);
+    let sub = prepared_for(store, &w.user, w.now, &banks).await;
+    store.submit(&sub).await.unwrap();
+    store.ensure_legs(&sub.query).await.unwrap();
+    let q = sub.query.query_id;
+    let settled: Vec<_> = futures::stream::iter(banks.iter().map(|bank| {
+        let st = Settlement {
+            state: LegState::Answered,
+            failure: None,
+            sealed: Some(Sealed {
+                key_id: "k1".into(),
+                enc: "ZW5j".into(),
+                ciphertext: "Q".repeat(3000),
+            }),
+            answer_digest: Some(format!("d-{bank}")),
+            at: w.now,
+        };
+        async move { store.settle(&q, bank, &st, None).await }
+    }))
+    .buffer_unordered(25)
+    .collect()
+    .await;
+    assert!(settled
+        .iter()
+        .all(|o| matches!(o, Ok(SettleOutcome::Settled))));
+    let legs = store.legs(&q).await.unwrap();
+    assert_eq!(legs.len(), 500, "every page read");
+    assert!(legs.iter().all(|l| l.cards.len() == 1));
+    assert_eq!(w.unsettled(q).await, Some(0));
+
+    let mut p = publication(w, q, w.now).await;
+    p.legs_with_cards = banks.clone();
+    assert_eq!(store.publish(&p).await.unwrap(), PublishOutcome::Published);
+    let legs = store.legs(&q).await.unwrap();
+    assert_eq!(legs.len(), 500);
+    assert!(
+        legs.iter()
+            .all(|l| l.cards.is_empty() && l.answer_digest.is_none()),
+        "every answer cleared"
+    );
+    assert!(store.delete_report(&q, w.now).await.unwrap());
+    assert!(
+        store.legs(&q).await.unwrap().is_empty(),
+        "every leg deleted"
+    );
+    assert_eq!(
+        store.query(&q).await.unwrap().unwrap().phase,
+        QueryPhase::Deleted
+    );
+}
+
+/// The largest report a query to 500 banks can make (decision 123) is megabytes, past
+/// the 400 KB an item holds: it is stored whole, read back byte for byte, and expiry or
+/// deletion removes all of it.
+async fn a_report_of_megabytes_reads_back_whole_and_expires_or_is_deleted_whole<S: Store>(
+    w: &World<S>,
+) {
+    let store = &*w.store;
+    // Base64 text of 2.5 MB that is not one repeated chunk, so an order mix-up shows.
+    let big: String = (0..2_500_000u32)
+        .map(|i| {
+            char::from(
+                b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+                    [((i / 7919) % 64) as usize],
+            )
+        })
+        .collect();
+    for delete in [false, true] {
+        let q = submitted(store, &w.user, w.now).await;
+        let mut p = publication(w, q, w.now).await;
+        p.report.sealed.ciphertext = big.clone();
+        assert_eq!(store.publish(&p).await.unwrap(), PublishOutcome::Published);
+        let back = store.report(&q).await.unwrap().expect("the report");
+        assert_eq!(back, p.report, "read back whole");
+        if let Some(n) = w.items_of(q, "REPORTPART#").await {
+            assert_eq!(n, 9, "2.5 MB in parts of 300 KB");
+        }
+        if delete {
+            assert!(store.delete_report(&q, w.now).await.unwrap());
+        } else {
+            store.expire(&q).await.unwrap();
+        }
+        assert!(store.report(&q).await.unwrap().is_none());
+        if let Some(n) = w.items_of(q, "REPORT").await {
+            assert_eq!(n, 0, "no report item or part is left");
+        }
+    }
 }

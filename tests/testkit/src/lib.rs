@@ -7,6 +7,7 @@ pub mod counting;
 pub mod journey;
 pub mod load;
 pub mod localkeys;
+pub mod national;
 pub mod openapi;
 pub mod queues;
 pub mod seed;

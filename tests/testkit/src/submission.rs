@@ -5,10 +5,10 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 use shared::adapters::dynamo::{DynamoStore, Tables};
-use shared::adapters::sms_admission::UngatedSms;
 use shared::adapters::sns::SnsSms;
 use shared::clock::{Clock, ManualClock};
 use shared::config::{ServiceConfig, DEFAULT_CONFIG};
+use shared::dispatch::gate::SmsLane;
 use shared::security::dev;
 use shared::security::face::FaceVerifier;
 use shared::security::sms_code::CodeHasher;
@@ -75,7 +75,12 @@ impl Fixture {
             profiles: store.clone(),
             store: store.clone(),
             sms: Arc::new(SnsSms::new(env.clients.sns.clone(), None)),
-            sms_admission: Arc::new(UngatedSms),
+            // The gate's SMS lane on DynamoDB Local, wide enough that the suites' bursts
+            // at one manual instant are not refused by the channel (its own tests are).
+            sms_admission: Arc::new(SmsLane {
+                gate: store.clone(),
+                rate_per_second: 200,
+            }),
             clock: clock.clone(),
             codes: CodeHasher::new(&key).expect("32-byte key"),
         }));
@@ -150,7 +155,8 @@ impl Fixture {
         .expect("face token")
     }
 
-    /// A new user's query to every bank, submitted through the service: its id.
+    /// A new user's query to every bank, submitted through the service, with its legs
+    /// made: its id.
     pub async fn submitted_query(&self) -> shared::model::ids::QueryId {
         let user = self.user().await;
         let code = self.code(&user).await;
@@ -160,8 +166,13 @@ impl Fixture {
             .submit(&user.id, Some("k"), &raw, body, None)
             .await
             .expect("the submission is accepted");
-        shared::model::ids::QueryId::parse(accepted["query_id"].as_str().unwrap())
-            .expect("a query id")
+        let q = shared::model::ids::QueryId::parse(accepted["query_id"].as_str().unwrap())
+            .expect("a query id");
+        // Its legs, as fan-out makes them first.
+        use shared::ports::QueryStore;
+        let record = self.store.query(&q).await.unwrap().expect("the query");
+        self.store.ensure_legs(&record).await.expect("the legs");
+        q
     }
 
     /// A submission body for all 16 banks, as JSON and parsed.

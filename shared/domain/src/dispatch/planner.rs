@@ -51,9 +51,14 @@ pub async fn due_legs(
     if !collecting(&query, now) {
         return Ok(None);
     }
-    // piece C: ensure_legs — the legs are created here (QueryStore::ensure_legs) once
-    // the submission no longer writes them; this is the spot the lead wires.
+    // The submission writes only the query; its legs are made here, before anything is
+    // queued, so a failure part way leaves the stream's retry to finish them. A retry
+    // (every leg made) pays no more than the read it needs anyway.
     let mut legs = store.legs(id).await?;
+    if legs.len() < query.banks.len() {
+        store.ensure_legs(&query).await?;
+        legs = store.legs(id).await?;
+    }
     legs.retain(|l| due(l, now));
     let position = |b: &BankCode| query.banks.iter().position(|q| q == b);
     legs.sort_by_key(|l| position(&l.bank));

@@ -10,6 +10,7 @@ use super::fanout::LegOutcome;
 use crate::bank::signing::{self, SignatureHeaders};
 use crate::error::ServiceError;
 use crate::model::ids::QueryId;
+use crate::ports::QueryStore;
 use crate::records::*;
 use crate::test_support::{answer_body, answer_body_with_refs, user, BankWorld, Script, PHONE, T0};
 
@@ -607,4 +608,70 @@ async fn a_replayed_nonce_on_an_unsettled_leg_is_refused() {
         Err(ServiceError::Unauthenticated)
     ));
     assert_eq!(w.leg(&q2, "ICBC").await, l2);
+}
+
+/// The submission writes only the query record; fan-out creates the legs. A store that
+/// fails half way through creating them loses nothing: no bank is asked before every
+/// leg exists, and the stream's retry finishes the legs and sends each inquiry once.
+#[tokio::test]
+async fn legs_made_part_way_are_finished_by_the_retry_and_each_bank_is_asked_once() {
+    let codes: Vec<String> = BankWorld::new(&[])
+        .config
+        .banks
+        .all()
+        .iter()
+        .map(|b| b.code.to_string())
+        .collect();
+    let scripts: Vec<(&str, Vec<Script>)> = codes
+        .iter()
+        .map(|c| (c.as_str(), vec![Script::Cards(&[])]))
+        .collect();
+    let w = world(&scripts);
+    w.profile("u1", PHONE);
+    let q = QueryId::generate();
+    let banks: Vec<&str> = codes.iter().map(String::as_str).collect();
+    w.submit_record(&user("u1"), q, &banks).await;
+    assert!(w.store.legs(&q).await.unwrap().is_empty());
+    assert_eq!(w.store.unsettled(&q), Some(banks.len()));
+
+    w.store.fail_leg_creation_after(5);
+    assert!(w.fanout.dispatch(&q).await.is_err(), "the store failed");
+    let made = w.store.legs(&q).await.unwrap();
+    assert_eq!(made.len(), 5, "the failure came part way");
+    assert_eq!(
+        w.banks.total_calls(),
+        0,
+        "nothing is sent before every leg exists"
+    );
+
+    // The stream delivers the record again.
+    let out = w.fanout.dispatch(&q).await.unwrap();
+    assert_eq!(out.len(), banks.len(), "{out:?}");
+    assert!(
+        out.iter().all(|(_, o)| *o == LegOutcome::Answered),
+        "{out:?}"
+    );
+    let legs = w.store.legs(&q).await.unwrap();
+    assert_eq!(legs.len(), banks.len());
+    for leg in &made {
+        let now = legs.iter().find(|l| l.bank == leg.bank).unwrap();
+        assert_eq!(
+            now.inquiry_id, leg.inquiry_id,
+            "a made leg is kept as it was"
+        );
+    }
+    for b in &banks {
+        assert_eq!(w.banks.calls_to(b), 1, "{b} asked once");
+    }
+    assert_eq!(w.store.unsettled(&q), Some(0));
+    // Yet another delivery creates and sends nothing.
+    assert!(w.fanout.dispatch(&q).await.unwrap().is_empty());
+    assert_eq!(
+        w.store
+            .ensure_legs(&w.store.query(&q).await.unwrap().unwrap())
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(w.banks.total_calls(), banks.len());
 }

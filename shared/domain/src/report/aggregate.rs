@@ -95,9 +95,20 @@ impl Aggregator {
             let now = self.d.clock.now();
             let legs = self.d.queries.legs(id).await?;
             let open: Vec<_> = legs.iter().filter(|l| !l.state.is_settled()).collect();
-            if !open.is_empty() {
+            // A bank whose leg fan-out has not created yet is as open as a pending one.
+            let missing = query
+                .banks
+                .iter()
+                .any(|b| !legs.iter().any(|l| &l.bank == b));
+            if !open.is_empty() || missing {
                 if deadline::collecting(query.collect_until, now) {
                     return Ok(AggregateOutcome::NotReady);
+                }
+                if missing {
+                    // Created only to be settled NO_RESPONSE next round, so the count on
+                    // the query and the report both cover every chosen bank.
+                    self.d.queries.ensure_legs(&query).await?;
+                    continue;
                 }
                 // The deadline passed: whoever has not answered is NO_RESPONSE, settled
                 // first so that no late callback can add to a published report.

@@ -21,8 +21,8 @@ use crate::ports::{
     SubmitError,
 };
 use crate::records::{
-    ConsentRecord, IdempotencyClaim, IdempotencyRecord, LegRecord, LegState, PasswordSlot,
-    QueryPhase, QueryRecord, Submission, SubmitConflict, UserState, VerificationRecord,
+    ConsentRecord, IdempotencyClaim, IdempotencyRecord, PasswordSlot, QueryPhase, QueryRecord,
+    Submission, SubmitConflict, UserState, VerificationRecord,
 };
 use crate::rules::password::{self as password_rule, PasswordPolicy};
 use crate::rules::{cooldown, deadline, idempotency, sms_code as code_rule};
@@ -47,6 +47,9 @@ pub struct SubmissionDeps {
 
 pub struct SubmissionService {
     d: SubmissionDeps,
+    /// `GET /v1/banks`, rendered once: the configuration does not change while the
+    /// function runs, and at 500 banks rendering it per request is most of the work.
+    banks_json: String,
 }
 
 /// Why a code request that took the user's SMS slot ends without a code.
@@ -72,7 +75,18 @@ pub fn code_sms_text(code: &str, purpose: Purpose, validity_minutes: i64) -> Str
 
 impl SubmissionService {
     pub fn new(deps: SubmissionDeps) -> Self {
-        Self { d: deps }
+        let banks = BanksResponse::from_registry(&deps.config.banks);
+        // Strings and lists only: serializing it cannot fail.
+        let banks_json = serde_json::to_string(&banks).unwrap_or_else(|_| "{}".into());
+        Self {
+            d: deps,
+            banks_json,
+        }
+    }
+
+    /// The body of `GET /v1/banks` (JSON), rendered when the service was built.
+    pub fn banks_json(&self) -> &str {
+        &self.banks_json
     }
 
     pub fn config(&self) -> &ServiceConfig {
@@ -81,10 +95,6 @@ impl SubmissionService {
 
     pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
         self.d.clock.now()
-    }
-
-    pub fn banks(&self) -> BanksResponse {
-        BanksResponse::from_registry(&self.d.config.banks)
     }
 
     async fn profile(&self, user: &UserId) -> Result<Option<UserProfile>, ServiceError> {
@@ -452,7 +462,7 @@ impl SubmissionService {
         outcome
     }
 
-    /// Writes the submission (the query, its legs, the active-query lock, the completed
+    /// Writes the submission (the query with its banks, the active-query lock, the completed
     /// idempotency record, the used code and nonce, and the password count cleared) in
     /// one transaction; `true` with it if it was written.
     #[allow(clippy::too_many_arguments)]
@@ -488,23 +498,7 @@ impl SubmissionService {
                 Ok(r) => r,
                 Err(e) => return (Err(ServiceError::internal(e)), false),
             };
-            let legs = banks
-                .iter()
-                .map(|bank| LegRecord {
-                    query_id,
-                    bank: bank.clone(),
-                    inquiry_id: ulid::Ulid::generate().to_string(),
-                    state: LegState::Pending,
-                    attempts: 0,
-                    next_attempt_at: None,
-                    failure: None,
-                    cards: Vec::new(),
-                    answer_digest: None,
-                    settled_at: None,
-                })
-                .collect();
             let submission = Submission {
-                legs,
                 query: QueryRecord {
                     query_id,
                     user_id: user.clone(),

@@ -3,6 +3,7 @@
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem, Update};
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
 use sha2::Digest;
 
 use super::*;
@@ -33,6 +34,9 @@ fn nonce_item(bank: &BankCode, n: &BankNonce) -> Item {
     ])
 }
 
+/// Leg writes of one query in flight at once (creating or clearing 500 legs).
+pub(super) const LEG_WRITES_AT_ONCE: usize = 25;
+
 /// How often a settle that collided with a concurrent one on the query item is retried.
 const CONFLICT_RETRIES: u32 = 10;
 
@@ -58,6 +62,30 @@ impl DynamoStore {
         }
         written(req.send().await)
     }
+
+    /// Counts a settled leg on its query once: the query item keeps the set of banks
+    /// counted, so a repeat (a retry after a crash between the leg's write and this one)
+    /// changes nothing. A single-item update, so concurrent settles of one query queue
+    /// on the item instead of cancelling each other as transactions do.
+    async fn count_settled(&self, id: &QueryId, bank: &BankCode) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.tables.main)
+            .set_key(Some(key(query_pk(id), "QUERY".into())))
+            .update_expression("SET unsettled = unsettled - :one ADD settled_banks :banks")
+            .condition_expression(
+                "attribute_exists(pk) AND unsettled > :zero AND NOT contains(settled_banks, :bank)",
+            )
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":banks", AttributeValue::Ss(vec![bank.to_string()]))
+            .expression_attribute_values(":bank", s(bank.to_string()))
+            .send()
+            .await;
+        // Refused: counted before (or no such query).
+        written(result).map(drop)
+    }
 }
 
 #[async_trait]
@@ -70,22 +98,30 @@ impl QueryStore for DynamoStore {
     }
 
     async fn legs(&self, id: &QueryId) -> Result<Vec<LegRecord>, StoreError> {
-        let out = self
-            .client
-            .query()
-            .table_name(&self.tables.main)
-            .key_condition_expression("pk = :pk AND begins_with(sk, :leg)")
-            .expression_attribute_values(":pk", s(query_pk(id)))
-            .expression_attribute_values(":leg", s("LEG#"))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(unavailable)?;
-        out.items
-            .unwrap_or_default()
-            .into_iter()
-            .map(from_item)
-            .collect()
+        // Paged: 500 answered legs, each with its sealed answer, pass the 1 MB a page holds.
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.tables.main)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :leg)")
+                .expression_attribute_values(":pk", s(query_pk(id)))
+                .expression_attribute_values(":leg", s("LEG#"))
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(unavailable)?;
+            for item in page.items.unwrap_or_default() {
+                out.push(from_item(item)?);
+            }
+            start = page.last_evaluated_key;
+            if start.is_none() {
+                return Ok(out);
+            }
+        }
     }
 
     async fn leg(&self, id: &QueryId, bank: &BankCode) -> Result<Option<LegRecord>, StoreError> {
@@ -93,6 +129,46 @@ impl QueryStore for DynamoStore {
             .await?
             .map(from_item)
             .transpose()
+    }
+
+    async fn ensure_legs(&self, query: &QueryRecord) -> Result<usize, StoreError> {
+        let existing = self.legs(&query.query_id).await?;
+        let missing: Vec<LegRecord> = query
+            .banks
+            .iter()
+            .filter(|b| !existing.iter().any(|l| &l.bank == *b))
+            .map(|b| LegRecord::pending(query.query_id, b.clone()))
+            .collect();
+        // One conditional put per leg: a transaction would be capped at 100 items and
+        // refused whole by one leg a concurrent creator made first.
+        let puts = missing.into_iter().map(|leg| async move {
+            let item = to_item(
+                &leg,
+                &[
+                    ("pk", s(query_pk(&leg.query_id))),
+                    ("sk", s(leg_sk(&leg.bank))),
+                    ("entity", s("LEG")),
+                ],
+            )?;
+            let result = self
+                .client
+                .put_item()
+                .table_name(&self.tables.main)
+                .set_item(Some(item))
+                .condition_expression("attribute_not_exists(pk)")
+                .send()
+                .await;
+            written(result)
+        });
+        let results: Vec<Result<bool, StoreError>> = futures::stream::iter(puts)
+            .buffer_unordered(LEG_WRITES_AT_ONCE)
+            .collect()
+            .await;
+        let mut created = 0;
+        for r in results {
+            created += usize::from(r?);
+        }
+        Ok(created)
     }
 
     async fn claim_attempt(
@@ -206,16 +282,6 @@ impl QueryStore for DynamoStore {
         let leg_update = leg_update
             .build()
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let count = Update::builder()
-            .table_name(&self.tables.main)
-            .set_key(Some(key(query_pk(id), "QUERY".into())))
-            .update_expression("SET unsettled = unsettled - :one")
-            .condition_expression("attribute_exists(pk) AND unsettled > :zero")
-            .expression_attribute_values(":one", n(1))
-            .expression_attribute_values(":zero", n(0))
-            .build()
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-
         let nonce_put = nonce
             .map(|n| {
                 aws_sdk_dynamodb::types::Put::builder()
@@ -227,22 +293,23 @@ impl QueryStore for DynamoStore {
             })
             .transpose()?;
 
+        // The leg (and its nonce) first, then the count on the query in a write of its
+        // own: one transaction over both made every settle of a query collide with every
+        // other on the query item, and 200 legs settling at once exhausted the retries.
         for attempt in 0..=CONFLICT_RETRIES {
-            let mut req = self
-                .client
-                .transact_write_items()
-                .transact_items(
-                    TransactWriteItem::builder()
-                        .update(leg_update.clone())
-                        .build(),
-                )
-                .transact_items(TransactWriteItem::builder().update(count.clone()).build());
+            let mut req = self.client.transact_write_items().transact_items(
+                TransactWriteItem::builder()
+                    .update(leg_update.clone())
+                    .build(),
+            );
             if let Some(put) = &nonce_put {
                 req = req.transact_items(TransactWriteItem::builder().put(put.clone()).build());
             }
-            let result = req.send().await;
-            let err = match result {
-                Ok(_) => return Ok(SettleOutcome::Settled),
+            let err = match req.send().await {
+                Ok(_) => {
+                    self.count_settled(id, bank).await?;
+                    return Ok(SettleOutcome::Settled);
+                }
                 Err(e) => e,
             };
             let reasons = cancellation_reasons(err)?;
@@ -250,16 +317,20 @@ impl QueryStore for DynamoStore {
                 |i: usize| reasons.get(i).map(String::as_str) == Some("ConditionalCheckFailed");
             if failed(0) {
                 return Ok(match self.leg(id, bank).await? {
-                    Some(leg) => SettleOutcome::AlreadySettled(leg),
+                    Some(leg) => {
+                        // A settle that died before counting is counted by its retry.
+                        self.count_settled(id, bank).await?;
+                        SettleOutcome::AlreadySettled(leg)
+                    }
                     None => SettleOutcome::NoSuchLeg,
                 });
             }
-            if failed(2) {
+            if failed(1) {
                 return Ok(SettleOutcome::NonceReused);
             }
             if reasons.iter().any(|r| r == "TransactionConflict") && attempt < CONFLICT_RETRIES {
-                // Concurrent settles of the same query collide on its counter: back off a
-                // little, with jitter, and go again.
+                // Only settles of the same leg collide now (a replayed callback racing
+                // fan-out): back off a little, with jitter, and go again.
                 let ms = 10 * (1 << attempt.min(6)) + rand::random::<u64>() % 20;
                 tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
                 continue;

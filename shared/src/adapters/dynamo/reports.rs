@@ -3,6 +3,7 @@
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, Delete, TransactWriteItem, Update};
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
 
 use super::*;
 use crate::model::timestamp;
@@ -22,6 +23,9 @@ fn ts(t: DateTime<Utc>) -> AttributeValue {
     s(timestamp::format(t))
 }
 
+/// DynamoDB's cap on the items of one TransactWriteItems.
+const TRANSACTION_ITEMS: usize = 100;
+
 /// How often a deletion that collided with a concurrent transaction is tried again.
 const CONFLICT_RETRIES: u32 = 10;
 
@@ -34,7 +38,152 @@ fn build_err(e: aws_sdk_dynamodb::error::BuildError) -> StoreError {
     StoreError::Corrupt(e.to_string())
 }
 
+/// The most ciphertext one report item carries; a larger report is stored in parts of
+/// this size (an item is at most 400 KB, and a report to 500 banks can reach megabytes:
+/// decision 123).
+pub const REPORT_PART_BYTES: usize = 300 * 1024;
+
+fn part_sk(set: &str, i: usize) -> String {
+    format!("REPORTPART#{set}#{i:05}")
+}
+
 impl DynamoStore {
+    /// Stores a report's ciphertext past [`REPORT_PART_BYTES`] in parts, before the
+    /// report itself is committed: `(set, count)`, or `None` when it fits one item. Each
+    /// publication writes a set of its own, so a publication that loses the race to
+    /// another never overwrites the winner's parts (the loser's expire with their TTL).
+    async fn put_report_parts(
+        &self,
+        r: &StoredReport,
+    ) -> Result<Option<(String, usize)>, StoreError> {
+        let text = &r.sealed.ciphertext;
+        if text.len() <= REPORT_PART_BYTES {
+            return Ok(None);
+        }
+        let set = format!("{:016x}", rand::random::<u64>());
+        // Base64 is ASCII: any byte offset is a character boundary.
+        let chunks: Vec<(usize, String)> = text
+            .as_bytes()
+            .chunks(REPORT_PART_BYTES)
+            .map(|c| String::from_utf8_lossy(c).into_owned())
+            .enumerate()
+            .collect();
+        let count = chunks.len();
+        let pk = query_pk(&r.query_id);
+        let puts = chunks.into_iter().map(|(i, chunk)| {
+            let item = HashMap::from([
+                ("pk".to_owned(), s(pk.clone())),
+                ("sk".to_owned(), s(part_sk(&set, i))),
+                ("entity".to_owned(), s("REPORT_PART")),
+                ("ttl".to_owned(), ttl_at(r.expires_at)),
+                ("ciphertext".to_owned(), s(chunk)),
+            ]);
+            self.client
+                .put_item()
+                .table_name(&self.tables.main)
+                .set_item(Some(item))
+                .send()
+        });
+        let results: Vec<_> = futures::stream::iter(puts)
+            .buffer_unordered(4)
+            .collect()
+            .await;
+        for r in results {
+            r.map_err(unavailable)?;
+        }
+        Ok(Some((set, count)))
+    }
+
+    /// The ciphertext of a report stored in parts, joined in order.
+    async fn report_parts(
+        &self,
+        id: &QueryId,
+        set: &str,
+        count: usize,
+    ) -> Result<String, StoreError> {
+        let mut text = String::new();
+        let mut found = 0;
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.tables.main)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :set)")
+                .expression_attribute_values(":pk", s(query_pk(id)))
+                .expression_attribute_values(":set", s(format!("REPORTPART#{set}#")))
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(unavailable)?;
+            // Sort keys come in order, and the index is zero-padded.
+            for item in page.items.unwrap_or_default() {
+                match item.get("ciphertext") {
+                    Some(AttributeValue::S(chunk)) => text.push_str(chunk),
+                    _ => return Err(StoreError::Corrupt("a report part".into())),
+                }
+                found += 1;
+            }
+            start = page.last_evaluated_key;
+            if start.is_none() {
+                break;
+            }
+        }
+        if found != count {
+            return Err(StoreError::Corrupt(format!(
+                "report parts: {found} of {count}"
+            )));
+        }
+        Ok(text)
+    }
+
+    /// Deletes every part of the query's report (of any publication).
+    async fn delete_report_parts(&self, id: &QueryId) -> Result<(), StoreError> {
+        let pk = query_pk(id);
+        let mut sks = Vec::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.tables.main)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :part)")
+                .expression_attribute_values(":pk", s(pk.clone()))
+                .expression_attribute_values(":part", s("REPORTPART#"))
+                .projection_expression("sk")
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(unavailable)?;
+            for item in page.items.unwrap_or_default() {
+                if let Some(AttributeValue::S(sk)) = item.get("sk") {
+                    sks.push(sk.clone());
+                }
+            }
+            start = page.last_evaluated_key;
+            if start.is_none() {
+                break;
+            }
+        }
+        let deletes = sks.into_iter().map(|sk| {
+            self.client
+                .delete_item()
+                .table_name(&self.tables.main)
+                .set_key(Some(key(pk.clone(), sk)))
+                .send()
+        });
+        let results: Vec<_> = futures::stream::iter(deletes)
+            .buffer_unordered(super::queries::LEG_WRITES_AT_ONCE)
+            .collect()
+            .await;
+        for r in results {
+            r.map_err(unavailable)?;
+        }
+        Ok(())
+    }
+
     /// Records an instant (`:at`) on an existing query item.
     async fn stamp_query(
         &self,
@@ -61,18 +210,23 @@ impl ReportStore for DynamoStore {
     async fn publish(&self, p: &Publication) -> Result<PublishOutcome, StoreError> {
         let r = &p.report;
         let pk = query_pk(&r.query_id);
-        let report_item = to_item(
-            r,
-            &[
-                ("pk", s(pk.clone())),
-                ("sk", s("REPORT")),
-                ("entity", s("REPORT")),
-                // DynamoDB's own deletion is the backstop; the sweeper deletes on time.
-                ("ttl", ttl_at(r.expires_at)),
-                ("due_pk", s(due_pk("EXPIRY", &r.query_id))),
-                ("due_at", ts(r.expires_at)),
-            ],
-        )?;
+        let parts = self.put_report_parts(r).await?;
+        let mut head = r.clone();
+        let mut head_keys = vec![
+            ("pk", s(pk.clone())),
+            ("sk", s("REPORT")),
+            ("entity", s("REPORT")),
+            // DynamoDB's own deletion is the backstop; the sweeper deletes on time.
+            ("ttl", ttl_at(r.expires_at)),
+            ("due_pk", s(due_pk("EXPIRY", &r.query_id))),
+            ("due_at", ts(r.expires_at)),
+        ];
+        if let Some((set, count)) = &parts {
+            head.sealed.ciphertext.clear();
+            head_keys.push(("parts_set", s(set.clone())));
+            head_keys.push(("parts", n(*count)));
+        }
+        let report_item = to_item(&head, &head_keys)?;
         let put_report = Put::builder()
             .table_name(&self.tables.main)
             .set_item(Some(report_item))
@@ -102,7 +256,13 @@ impl ReportStore for DynamoStore {
                 .put(self.state_put(&r.user_id, &p.state, p.expected_state_version)?)
                 .build(),
         ];
-        for bank in &p.legs_with_cards {
+        // As many legs as the transaction holds are cleared with it; the rest right after
+        // (their answers are sealed to the report key, so what a crash in between leaves
+        // is ciphertext the report already holds, removed with the legs).
+        let (with_report, after) = p
+            .legs_with_cards
+            .split_at(p.legs_with_cards.len().min(TRANSACTION_ITEMS - items.len()));
+        for bank in with_report {
             let strip = Update::builder()
                 .table_name(&self.tables.main)
                 .set_key(Some(key(pk.clone(), format!("LEG#{bank}"))))
@@ -115,7 +275,26 @@ impl ReportStore for DynamoStore {
         }
         let result = self.transact(items).await;
         let err = match result {
-            Ok(_) => return Ok(PublishOutcome::Published),
+            Ok(_) => {
+                let sks: Vec<String> = after.iter().map(|b| format!("LEG#{b}")).collect();
+                let strips = sks.into_iter().map(|sk| {
+                    self.client
+                        .update_item()
+                        .table_name(&self.tables.main)
+                        .set_key(Some(key(pk.clone(), sk)))
+                        .update_expression("REMOVE sealed_cards, cards, answer_digest")
+                        .condition_expression("attribute_exists(pk)")
+                        .send()
+                });
+                let results: Vec<_> = futures::stream::iter(strips)
+                    .buffer_unordered(super::queries::LEG_WRITES_AT_ONCE)
+                    .collect()
+                    .await;
+                for r in results {
+                    written(r)?;
+                }
+                return Ok(PublishOutcome::Published);
+            }
             Err(e) => e,
         };
         let reasons = cancellation_reasons(err)?;
@@ -133,10 +312,23 @@ impl ReportStore for DynamoStore {
     }
 
     async fn report(&self, id: &QueryId) -> Result<Option<StoredReport>, StoreError> {
-        self.get(query_pk(id), "REPORT".into())
-            .await?
-            .map(from_item)
-            .transpose()
+        let Some(mut item) = self.get(query_pk(id), "REPORT".into()).await? else {
+            return Ok(None);
+        };
+        let parts = match (item.remove("parts_set"), item.remove("parts")) {
+            (Some(AttributeValue::S(set)), Some(AttributeValue::N(count))) => Some((
+                set,
+                count
+                    .parse::<usize>()
+                    .map_err(|_| StoreError::Corrupt("report part count".into()))?,
+            )),
+            _ => None,
+        };
+        let mut report: StoredReport = from_item(item)?;
+        if let Some((set, count)) = parts {
+            report.sealed.ciphertext = self.report_parts(id, &set, count).await?;
+        }
+        Ok(Some(report))
     }
 
     async fn claim_notice(
@@ -280,7 +472,7 @@ impl ReportStore for DynamoStore {
             .send()
             .await;
         let Err(err) = result else {
-            return Ok(());
+            return self.delete_report_parts(id).await;
         };
         let reasons = cancellation_reasons(err)?;
         if reasons.get(1).map(String::as_str) == Some("ConditionalCheckFailed") {
@@ -315,8 +507,13 @@ impl ReportStore for DynamoStore {
             .map_err(build_err)?;
         let mut items = vec![TransactWriteItem::builder().update(mark).build()];
         // The report item carries its expiry's due entry: deleting it removes that too.
-        let sks = std::iter::once("REPORT".to_owned())
-            .chain(query.banks.iter().map(|b| format!("LEG#{b}")));
+        // The legs the transaction cannot hold go right after it commits: they hold only
+        // outcomes (the cards left them when the report was published), and the record
+        // says DELETED from the commit on, whatever is left.
+        let mut sks: Vec<String> = std::iter::once("REPORT".to_owned())
+            .chain(query.banks.iter().map(|b| format!("LEG#{b}")))
+            .collect();
+        let after = sks.split_off(sks.len().min(TRANSACTION_ITEMS - items.len()));
         for sk in sks {
             let delete = Delete::builder()
                 .table_name(&self.tables.main)
@@ -329,6 +526,21 @@ impl ReportStore for DynamoStore {
         loop {
             let result = self.transact(items.clone()).await;
             let Err(err) = result else {
+                let deletes = after.into_iter().map(|sk| {
+                    self.client
+                        .delete_item()
+                        .table_name(&self.tables.main)
+                        .set_key(Some(key(pk.clone(), sk)))
+                        .send()
+                });
+                let results: Vec<_> = futures::stream::iter(deletes)
+                    .buffer_unordered(super::queries::LEG_WRITES_AT_ONCE)
+                    .collect()
+                    .await;
+                for r in results {
+                    r.map_err(unavailable)?;
+                }
+                self.delete_report_parts(id).await?;
                 return Ok(true);
             };
             let reasons = cancellation_reasons(err)?;

@@ -434,7 +434,7 @@ impl SubmissionStore for DynamoStore {
                 ("gsi1pk", s(user_pk(user))),
                 ("gsi1sk", s(format!("QUERY#{}", q.query_id))),
                 ("due_pk", s(due_pk("DEADLINE", &q.query_id))),
-                ("unsettled", n(sub.legs.len())),
+                ("unsettled", n(q.banks.len())),
                 (
                     "due_at",
                     s(crate::model::timestamp::format(q.collect_until)),
@@ -488,20 +488,8 @@ impl SubmissionStore for DynamoStore {
             .build()
             .map_err(corrupt)?;
 
-        let mut leg_items = Vec::with_capacity(sub.legs.len());
-        for leg in &sub.legs {
-            let item = to_item(
-                leg,
-                &[
-                    ("pk", s(query_pk(&leg.query_id))),
-                    ("sk", s(format!("LEG#{}", leg.bank))),
-                    ("entity", s("LEG")),
-                ],
-            )?;
-            leg_items.push(TransactWriteItem::builder().put(put(item)?).build());
-        }
         // Order matters: cancellation reasons come back by index.
-        let mut items = vec![
+        let items = vec![
             TransactWriteItem::builder()
                 .put(self.state_put(user, &sub.state, sub.expected_state_version)?)
                 .build(),
@@ -511,7 +499,6 @@ impl SubmissionStore for DynamoStore {
             TransactWriteItem::builder().put(put(query_item)?).build(),
             TransactWriteItem::builder().put(put(consent_item)?).build(),
         ];
-        items.extend(leg_items);
         let result = self.transact(items).await;
         let err = match result {
             Ok(_) => return Ok(()),

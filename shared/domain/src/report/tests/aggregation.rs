@@ -307,3 +307,40 @@ async fn a_failed_sms_leaves_the_report_published_and_is_sent_once_after_the_lea
     assert_eq!(w.sms.sent().len(), 1);
     assert_eq!(w.sms.attempts.load(Ordering::SeqCst), 2);
 }
+
+/// Before fan-out has created a query's legs, the query is not ready and its banks show
+/// as never sent; at the deadline every chosen bank is reported NO_RESPONSE.
+#[tokio::test]
+async fn a_query_whose_legs_were_never_made_waits_then_reports_every_bank_no_response() {
+    let w = world();
+    w.profile("u1", PHONE);
+    let q = query_id_at(w.now());
+    w.submit_record(&user("u1"), q, &["ICBC", "CMB"]).await;
+    let detail = w.view.detail(&user("u1"), &q.to_string()).await.unwrap();
+    let progress: Vec<(&str, &str)> = detail
+        .progress
+        .iter()
+        .map(|p| (p.bank_code.as_str(), p.status))
+        .collect();
+    assert_eq!(progress, [("ICBC", "QUEUED"), ("CMB", "QUEUED")]);
+    assert_eq!(
+        w.aggregator.aggregate(&q).await.unwrap(),
+        AggregateOutcome::NotReady
+    );
+    assert!(w.stored(&q).await.is_none());
+
+    w.clock.set(T0 + TimeDelta::hours(24));
+    assert_eq!(
+        w.aggregator.aggregate(&q).await.unwrap(),
+        AggregateOutcome::Published
+    );
+    let report = w.open(&w.stored(&q).await.unwrap()).await;
+    assert_eq!(
+        bank_statuses(&report),
+        [
+            ("ICBC", BankStatus::NoResponse),
+            ("CMB", BankStatus::NoResponse)
+        ]
+    );
+    assert_eq!(w.store.unsettled(&q), Some(0), "every bank counted once");
+}

@@ -335,3 +335,68 @@ async fn card_refs_stay_in_the_sealed_answer_and_out_of_the_report() {
         "the app contract has no card_ref: {json}"
     );
 }
+
+/// The largest report the rules allow at national size (decision 123): 500 banks, each
+/// answering the most cards an answer may carry (`bank::answer::MAX_CARDS`), each card
+/// with the longest `card_ref`. One leg's sealed answer fits its item with room to
+/// spare; the sealed report does not fit one item (the DynamoDB adapter stores it in
+/// parts) and the rendered report is megabytes.
+#[tokio::test]
+async fn the_largest_national_report_is_measured_against_the_item_limit() {
+    use crate::bank::answer::MAX_CARDS;
+    const ITEM_LIMIT: usize = 400 * 1024;
+    let w = world();
+    let letter = |i: usize| char::from(b'A' + (i % 26) as u8);
+    let code = |i: usize| format!("Z{}{}{}", letter(i / 676), letter(i / 26), letter(i));
+    let banks: Vec<BankCode> = (0..500)
+        .map(|i| serde_json::from_value(json!(code(i))).unwrap())
+        .collect();
+    let mut q = query_record(&w, &["ICBC"]);
+    q.banks = banks.clone();
+    let cards: Vec<AnsweredCard> = (0..MAX_CARDS)
+        .map(|i| AnsweredCard {
+            kind: if i % 2 == 0 {
+                CardKind::Debit
+            } else {
+                CardKind::Credit
+            },
+            first4: FourDigits::parse("6222").unwrap(),
+            last4: FourDigits::parse("1234").unwrap(),
+            card_ref: Some(
+                CardRef::parse(&format!("{}{}", "r".repeat(CardRef::MAX_LEN - 4), code(i)))
+                    .unwrap(),
+            ),
+        })
+        .collect();
+    let legs: Vec<LegRecord> = banks
+        .iter()
+        .map(|b| leg_record(&w, &q, b, LegState::Answered, cards.clone()))
+        .collect();
+    let leg_bytes = serde_json::to_vec(&legs[0]).unwrap().len();
+    assert!(
+        leg_bytes < ITEM_LIMIT / 4,
+        "one leg's answer at {MAX_CARDS} cards: {leg_bytes} bytes"
+    );
+
+    let content = body::content(&q, &legs);
+    let plain = serde_json::to_vec(&content).unwrap();
+    let binding = crate::report::crypto::Binding::Report {
+        query: &q.query_id,
+        user: &q.user_id,
+        generated_at: T0,
+        expires_at: T0 + TimeDelta::days(7),
+    };
+    let sealed = w.sealer.seal(&binding, &plain).unwrap();
+    let stored = sealed.ciphertext.len();
+    // Every answer is in the report: it grows with banks × cards, far past one item.
+    assert!(stored > 500 * leg_bytes, "{stored} bytes for 500 answers");
+    assert!(stored > ITEM_LIMIT, "{stored}");
+    let rendered = build(&w, &q, &legs, T0, T0 + TimeDelta::days(7));
+    assert_eq!(rendered.summary.total_cards as usize, 500 * MAX_CARDS);
+    let rendered = serde_json::to_vec(&rendered).unwrap().len();
+    eprintln!(
+        "largest national report: leg answer {leg_bytes} B, sealed report {stored} B \
+         ({} items of 300 KiB), rendered report {rendered} B",
+        stored.div_ceil(300 * 1024)
+    );
+}

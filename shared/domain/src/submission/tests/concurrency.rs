@@ -44,7 +44,6 @@ fn winning_submission(
 ) -> Submission {
     let query_id = QueryId::generate();
     Submission {
-        legs: vec![],
         query: QueryRecord {
             query_id,
             user_id: user.clone(),
