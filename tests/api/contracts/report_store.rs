@@ -42,7 +42,6 @@ async fn publication<S: Store>(w: &World<S>, q: QueryId, at: DateTime<Utc>) -> P
             ..state.clone()
         },
         expected_state_version: state.version,
-        legs_with_cards: Vec::new(),
     }
 }
 

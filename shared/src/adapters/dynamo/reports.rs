@@ -5,6 +5,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, Delete, TransactWriteItem, Update}
 use chrono::{DateTime, Utc};
 
 use super::*;
+use crate::model::bank::BankCode;
 use crate::model::timestamp;
 use crate::ports::{ReportStore, StoreError};
 use crate::records::{
@@ -95,24 +96,13 @@ impl ReportStore for DynamoStore {
             .expression_attribute_values(":due_pk", s(due_pk("NOTIFY", &r.query_id)))
             .build()
             .map_err(build_err)?;
-        let mut items = vec![
+        let items = vec![
             TransactWriteItem::builder().put(put_report).build(),
             TransactWriteItem::builder().update(close_query).build(),
             TransactWriteItem::builder()
                 .put(self.state_put(&r.user_id, &p.state, p.expected_state_version)?)
                 .build(),
         ];
-        for bank in &p.legs_with_cards {
-            let strip = Update::builder()
-                .table_name(&self.tables.main)
-                .set_key(Some(key(pk.clone(), format!("LEG#{bank}"))))
-                // `cards`: clear cards of legs written before answers were sealed.
-                .update_expression("REMOVE sealed_cards, cards, answer_digest")
-                .condition_expression("attribute_exists(pk)")
-                .build()
-                .map_err(build_err)?;
-            items.push(TransactWriteItem::builder().update(strip).build());
-        }
         let result = self.transact(items).await;
         let err = match result {
             Ok(_) => return Ok(PublishOutcome::Published),
@@ -166,6 +156,25 @@ impl ReportStore for DynamoStore {
     async fn notice_sent(&self, id: &QueryId, at: DateTime<Utc>) -> Result<(), StoreError> {
         self.stamp_query(id, "SET notified_at = :at REMOVE due_pk, due_at", at)
             .await
+    }
+
+    async fn clear_answers(&self, id: &QueryId, banks: &[BankCode]) -> Result<(), StoreError> {
+        // One plain update a leg (a unit each, half a transactional one), all at once.
+        let clears = banks.iter().map(|bank| {
+            self.client
+                .update_item()
+                .table_name(&self.tables.main)
+                .set_key(Some(key(query_pk(id), format!("LEG#{bank}"))))
+                // `cards`: clear cards of legs written before answers were sealed.
+                .update_expression("REMOVE sealed_cards, cards, answer_digest")
+                // Never creates a leg: a deleted report took its legs with it.
+                .condition_expression("attribute_exists(pk)")
+                .send()
+        });
+        for result in futures::future::join_all(clears).await {
+            written(result)?;
+        }
+        Ok(())
     }
 
     async fn record_view(&self, id: &QueryId, view: &ReportView) -> Result<(), StoreError> {
