@@ -10,7 +10,10 @@ use shared::records::{
     DueWork, Publication, PublishOutcome, QueryPhase, ReportView, StoredReport, UserState,
 };
 
-use super::{at_once, contract, submitted, Store, World, BANKS};
+use shared::ports::Settlement;
+use shared::records::LegState;
+
+use super::{at_once, bank, contract, submitted, Store, World, BANKS};
 
 contract!(
     a_report_is_published_once_and_releases_the_lock,
@@ -19,6 +22,7 @@ contract!(
     a_deleted_report_takes_its_legs_stays_deleted_and_leaves_the_lock_alone,
     twenty_parallel_deletions_delete_once,
     twenty_parallel_views_are_all_logged_and_the_log_keeps_fifty,
+    twenty_parallel_clears_empty_the_answers_and_never_recreate_a_leg,
 );
 
 /// What aggregation writes for `q`, from the user's state as it is now.
@@ -281,4 +285,45 @@ async fn twenty_parallel_views_are_all_logged_and_the_log_keeps_fifty<S: Store>(
     );
     assert!(query.views[..10].iter().all(|v| views.contains(v)));
     assert_eq!(query.last_viewed_at, Some(view(59).at));
+}
+
+async fn twenty_parallel_clears_empty_the_answers_and_never_recreate_a_leg<S: Store>(
+    w: &World<S>,
+) {
+    let store = &*w.store;
+    let q = submitted(store, &w.user, w.now).await;
+    let answered = Settlement {
+        state: LegState::Answered,
+        failure: None,
+        sealed: Some(Sealed {
+            key_id: "k1".into(),
+            enc: "ZW5j".into(),
+            ciphertext: "Y2FyZHM".into(),
+        }),
+        answer_digest: Some("d1".into()),
+        at: w.now,
+    };
+    store.settle(&q, &bank("ICBC"), &answered, None).await.unwrap();
+    let leg = store.leg(&q, &bank("ICBC")).await.unwrap().unwrap();
+    assert!(!leg.cards.is_empty() && leg.answer_digest.is_some());
+    store
+        .publish(&publication(w, q, w.now).await)
+        .await
+        .unwrap();
+
+    let banks: Vec<_> = BANKS.iter().map(|b| bank(b)).collect();
+    let outcomes = at_once(20, |_| store.clear_answers(&q, &banks)).await;
+    assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
+    let legs = store.legs(&q).await.unwrap();
+    assert_eq!(legs.len(), BANKS.len());
+    for leg in &legs {
+        assert!(leg.cards.is_empty() && leg.answer_digest.is_none(), "{leg:?}");
+    }
+    let icbc = legs.iter().find(|l| l.bank == bank("ICBC")).unwrap();
+    assert_eq!(icbc.state, LegState::Answered, "the outcome stays");
+
+    // After the user's deletion the legs are gone, and stay gone.
+    assert!(store.delete_report(&q, w.now).await.unwrap());
+    store.clear_answers(&q, &banks).await.unwrap();
+    assert!(store.legs(&q).await.unwrap().is_empty());
 }
