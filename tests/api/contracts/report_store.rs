@@ -287,9 +287,7 @@ async fn twenty_parallel_views_are_all_logged_and_the_log_keeps_fifty<S: Store>(
     assert_eq!(query.last_viewed_at, Some(view(59).at));
 }
 
-async fn twenty_parallel_clears_empty_the_answers_and_never_recreate_a_leg<S: Store>(
-    w: &World<S>,
-) {
+async fn twenty_parallel_clears_empty_the_answers_and_never_recreate_a_leg<S: Store>(w: &World<S>) {
     let store = &*w.store;
     let q = submitted(store, &w.user, w.now).await;
     let answered = Settlement {
@@ -303,7 +301,10 @@ async fn twenty_parallel_clears_empty_the_answers_and_never_recreate_a_leg<S: St
         answer_digest: Some("d1".into()),
         at: w.now,
     };
-    store.settle(&q, &bank("ICBC"), &answered, None).await.unwrap();
+    store
+        .settle(&q, &bank("ICBC"), &answered, None)
+        .await
+        .unwrap();
     let leg = store.leg(&q, &bank("ICBC")).await.unwrap().unwrap();
     assert!(!leg.cards.is_empty() && leg.answer_digest.is_some());
     store
@@ -317,7 +318,10 @@ async fn twenty_parallel_clears_empty_the_answers_and_never_recreate_a_leg<S: St
     let legs = store.legs(&q).await.unwrap();
     assert_eq!(legs.len(), BANKS.len());
     for leg in &legs {
-        assert!(leg.cards.is_empty() && leg.answer_digest.is_none(), "{leg:?}");
+        assert!(
+            leg.cards.is_empty() && leg.answer_digest.is_none(),
+            "{leg:?}"
+        );
     }
     let icbc = legs.iter().find(|l| l.bank == bank("ICBC")).unwrap();
     assert_eq!(icbc.state, LegState::Answered, "the outcome stays");

@@ -57,19 +57,27 @@ impl FunctionTally {
                     fields["aws_service"].as_str().unwrap_or("?").to_owned(),
                     fields["aws_operation"].as_str().unwrap_or("?").to_owned(),
                 );
-                // AWS bills transactional reads and writes at twice the plain rate;
-                // DynamoDB Local reports the plain one (tests/api/dynamo/metering.rs).
-                let rate = if key.0 == "DynamoDB" && key.1.starts_with("Transact") {
-                    TRANSACTION_RATE
-                } else {
-                    1.0
-                };
+                let items = fields["items"].as_u64().unwrap_or(0);
+                let mut read = fields["read_units"].as_f64().unwrap_or(0.0);
+                let mut write = fields["write_units"].as_f64().unwrap_or(0.0);
+                if key.0 == "DynamoDB" && key.1.starts_with("Transact") {
+                    // AWS bills a transaction's item twice the plain rate, and never less
+                    // than 2 units; DynamoDB Local reports the plain rate
+                    // (tests/api/dynamo/metering.rs), and for some transactions less
+                    // than one unit an item, so the floor holds.
+                    let floor = TRANSACTION_RATE * items as f64;
+                    if key.1 == "TransactGetItems" {
+                        read = (TRANSACTION_RATE * read).max(floor);
+                    } else {
+                        write = (TRANSACTION_RATE * write).max(floor);
+                    }
+                }
                 let op = self.ops.entry(key).or_default();
                 op.calls += 1;
                 op.failed += u64::from(fields["failed"].as_bool().unwrap_or(false));
-                op.items += fields["items"].as_u64().unwrap_or(0);
-                op.read_units += rate * fields["read_units"].as_f64().unwrap_or(0.0);
-                op.write_units += rate * fields["write_units"].as_f64().unwrap_or(0.0);
+                op.items += items;
+                op.read_units += read;
+                op.write_units += write;
             }
             Some(BANK_CALL_LINE) => self.bank_calls += 1,
             _ => {}
