@@ -3,7 +3,7 @@
 
 STACK := python3 infra/local/stack.py
 
-.PHONY: run test install fmt lint lint-infra build-arm64 load load-private bench-burst bench-coldstart sam-build
+.PHONY: run test install fmt lint lint-infra build-arm64 load load-private bench-burst bench-release bench-cost bench-coldstart sam-build
 
 run:
 	python3 infra/local/run.py
@@ -17,11 +17,32 @@ test:
 USERS ?= 1000
 CLIENTS ?= 32
 load:
-	cargo run --quiet --locked -p load-bench -- --users $(USERS) --clients $(CLIENTS)
+	cargo run --quiet --locked -p load-bench --bin load-bench -- --users $(USERS) --clients $(CLIENTS)
 
 load-private:
 	cargo build --quiet --locked -p load-bench
-	$(STACK) exec --with-api -- cargo run --quiet --locked -p load-bench -- --users $(USERS) --clients $(CLIENTS)
+	$(STACK) exec --with-api -- cargo run --quiet --locked -p load-bench --bin load-bench -- --users $(USERS) --clients $(CLIENTS)
+
+# The same burst with release builds of the functions (`stack.py --release`), as Lambda
+# runs them: queries/s and CPU per process, and our functions' CPU per query with and
+# without the payment-password hash (goal ≤ 30 ms without). A first release build of
+# every function takes ~10 minutes on 2 cores.
+bench-release:
+	cargo build --quiet --locked -p load-bench
+	$(STACK) exec --with-api --release -- cargo run --quiet --locked -p load-bench --bin load-bench -- --users $(USERS) --clients $(CLIENTS)
+
+# Cost per query (not part of `make test`): QUERIES 16-bank queries, CLIENTS_COST at a
+# time, through a private stack of release builds whose functions meter every AWS call
+# (AWS_CALL_METERING=1: ReturnConsumedCapacity, a log line per call and per invocation);
+# prints calls, units and billed ms per function and operation, and USD per million
+# queries at the list prices in tests/load/src/cost/prices.rs. No scheduled sweeps
+# (--schedule-every 0): theirs is a cost per hour, not per query.
+QUERIES ?= 20
+CLIENTS_COST ?= 2
+bench-cost:
+	cargo build --quiet --locked -p load-bench
+	AWS_CALL_METERING=1 $(STACK) exec --with-api --release --schedule-every 0 -- \
+		cargo run --quiet --locked -p load-bench --bin cost-bench -- --queries $(QUERIES) --clients $(CLIENTS_COST)
 
 # Burst benchmark (not part of `make test`): queries at BURST_FACTOR x the lowest
 # configured per-bank rate (bank_limits in the service configuration) for BURST_SECONDS,

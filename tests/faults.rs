@@ -298,6 +298,25 @@ async fn aggregate_report_killed_after_the_report_or_after_the_sms_and_sns_down_
     one_notice(&api, &user).await;
     let (_, status) = view(&api, &user, &query_id).await;
     assert_eq!(status, statuses(&[("ICBC", "RESPONDED")]));
+    // The retried notice step cleared the bank's raw answer the dead instance left.
+    let leg = api
+        .clients
+        .dynamodb
+        .get_item()
+        .table_name(&api.tables.main)
+        .key("pk", AttributeValue::S(format!("QUERY#{query_id}")))
+        .key("sk", AttributeValue::S("LEG#ICBC".into()))
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap()
+        .item
+        .expect("the leg stays");
+    assert!(
+        !leg.contains_key("sealed_cards") && !leg.contains_key("answer_digest"),
+        "{:?}",
+        leg.keys().collect::<Vec<_>>()
+    );
 
     // 2. Killed after the SMS, before it was recorded.
     let user = api.new_user(UserKind::Eligible).await;

@@ -1,7 +1,8 @@
 //! Builds each function's dependencies, once per cold start, from its settings struct
 //! (`settings`, read here and nowhere else). AWS endpoints come from the SDK's standard
 //! `AWS_ENDPOINT_URL[_DYNAMODB|_SNS|_SQS]` variables, so the same binary runs against AWS and
-//! the local emulators.
+//! the local emulators. With `AWS_CALL_METERING=1` every client also logs what each call
+//! costs (`adapters::metering`, for `make bench-cost`).
 
 use std::sync::Arc;
 
@@ -11,6 +12,7 @@ use secrecy::{ExposeSecret, SecretString};
 use crate::adapters::bank_http::HttpBankClient;
 use crate::adapters::dynamo::{DynamoStore, Tables};
 use crate::adapters::emf::EmfMetrics;
+use crate::adapters::metering::{self, Metering};
 use crate::adapters::sns::SnsSms;
 use crate::adapters::sqs::SqsInquiryQueue;
 use crate::clock::SystemClock;
@@ -65,8 +67,12 @@ async fn common(env: &CommonEnv) -> Result<Common, StartupError> {
     config.require_real_banks().map_err(err)?;
     let config = Arc::new(config);
     let sdk = aws_config().await;
+    let mut dynamo = aws_sdk_dynamodb::config::Builder::from(&sdk);
+    if metering::enabled() {
+        dynamo = dynamo.interceptor(Metering);
+    }
     let store = Arc::new(DynamoStore::new(
-        aws_sdk_dynamodb::Client::new(&sdk),
+        aws_sdk_dynamodb::Client::from_conf(dynamo.build()),
         Tables {
             main: env.table_name.clone(),
             users: env.users_table_name.clone(),
@@ -80,8 +86,12 @@ fn bank_secrets(env: &BankSecretsEnv, c: &Common) -> Result<BankSecrets, Startup
 }
 
 fn sms(env: &SmsSenderEnv, sdk: &aws_config::SdkConfig) -> Arc<SnsSms> {
+    let mut sns = aws_sdk_sns::config::Builder::from(sdk);
+    if metering::enabled() {
+        sns = sns.interceptor(Metering);
+    }
     Arc::new(SnsSms::new(
-        aws_sdk_sns::Client::new(sdk),
+        aws_sdk_sns::Client::from_conf(sns.build()),
         env.sms_sender_id.clone(),
     ))
 }
@@ -122,8 +132,12 @@ fn face_verifier(env: &FaceEnv, c: &Common) -> Result<Arc<FaceVerifier>, Startup
 }
 
 fn queue(env: &InquiryQueueEnv, sdk: &aws_config::SdkConfig) -> Arc<SqsInquiryQueue> {
+    let mut sqs = aws_sdk_sqs::config::Builder::from(sdk);
+    if metering::enabled() {
+        sqs = sqs.interceptor(Metering);
+    }
     Arc::new(SqsInquiryQueue::new(
-        aws_sdk_sqs::Client::new(sdk),
+        aws_sdk_sqs::Client::from_conf(sqs.build()),
         env.inquiry_queue_url.clone(),
     ))
 }

@@ -265,6 +265,10 @@ def _add_up_options(p: argparse.ArgumentParser, dynamodb_default: int, sns_defau
     p.add_argument("--fault-injection", action="store_true",
                    help="with --with-api: run aggregate-report built with the "
                         "fault-injection feature (tests only; see tests/faults.rs)")
+    p.add_argument("--release", action="store_true",
+                   help="with --with-api: serve release builds of the functions, as Lambda "
+                        "runs them (the benchmarks' CPU and durations; a first build takes "
+                        "minutes)")
     p.add_argument("--persist", action="store_true",
                    help=f"keep DynamoDB data on disk in {rel(DATA_DIR)} (default: in memory)")
     p.add_argument("--state-file", metavar="PATH", help=state_help)

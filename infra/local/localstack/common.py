@@ -199,8 +199,9 @@ def executables(cargo_json: str, names: list[str]) -> dict[str, Path]:
 
 def cargo_build(names: list[str], env: dict[str, str], what: str,
                 extra: tuple[str, ...] = ()) -> dict[str, Path]:
-    """Builds the packages `names` (debug) in one cargo call and returns their
-    executables, every one of them or a StackError naming `what` failed."""
+    """Builds the packages `names` in one cargo call (debug, unless `extra` has
+    --release) and returns their executables, every one of them or a StackError naming
+    `what` failed."""
     argv = ["cargo", "build", "--quiet", "--locked", "--message-format=json-render-diagnostics"]
     for n in names:
         argv += ["-p", n]

@@ -262,6 +262,10 @@ class Stack:
             self.state["devtools"] = str(self.bins["devtools"])
             if getattr(self, "fault_dir", None) is not None:
                 self.state["fault_dir"] = str(self.fault_dir)
+            # Where each instance logs, for the benchmarks that read the functions' lines.
+            self.state["function_logs"] = {
+                s.name.removeprefix("fn-"): str(s.log) for s in instances}
+            self.state["release"] = bool(getattr(self.opts, "release", False))
             self.state["pids"]["api"] = gate.proc.pid  # type: ignore[union-attr]
             self.state["pids"]["watch"] = watch.proc.pid  # type: ignore[union-attr]
             pump = self._prepare_pump(self.state, gate.endpoint)
@@ -385,11 +389,14 @@ class Stack:
         return watch, gate
 
     def _build_functions(self, env: dict[str, str]) -> dict[str, Path]:
-        """Builds every function (debug) before anything serves, in one cargo call, and
-        returns their executables. Nothing builds them again while the stack runs."""
+        """Builds every function (debug, or release with --release) before anything
+        serves, in one cargo call, and returns their executables. Nothing builds them
+        again while the stack runs."""
         names = function_names()
-        say(f"building the functions (cargo build -p {' -p '.join(names)})")
-        return cargo_build(names, env, "the functions")
+        profile = ("--release",) if getattr(self.opts, "release", False) else ()
+        say(f"building the functions (cargo build {''.join(p + ' ' for p in profile)}"
+            f"-p {' -p '.join(names)})")
+        return cargo_build(names, env, "the functions", profile)
 
     def _build_fault_injection(self, env: dict[str, str]) -> dict[str, Path]:
         """aggregate-report built with `shared/fault-injection` (the aggregator aborts at

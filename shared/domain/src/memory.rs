@@ -541,13 +541,18 @@ impl ReportStore for MemoryStore {
             q.report_generated_at = Some(p.report.generated_at);
             q.report_expires_at = Some(p.report.expires_at);
         }
-        for bank in &p.legs_with_cards {
-            if let Some(l) = d.legs.get_mut(&(id, bank.clone())) {
+        Ok(PublishOutcome::Published)
+    }
+
+    async fn clear_answers(&self, id: &QueryId, banks: &[BankCode]) -> Result<(), StoreError> {
+        let mut d = self.lock();
+        for bank in banks {
+            if let Some(l) = d.legs.get_mut(&(*id, bank.clone())) {
                 l.cards.clear();
                 l.answer_digest = None;
             }
         }
-        Ok(PublishOutcome::Published)
+        Ok(())
     }
 
     async fn report(&self, id: &QueryId) -> Result<Option<StoredReport>, StoreError> {

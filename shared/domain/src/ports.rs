@@ -301,6 +301,11 @@ pub trait ReportStore: Send + Sync {
         claimed_at: DateTime<Utc>,
     ) -> Result<(), StoreError>;
 
+    /// Removes the banks' raw answers (sealed cards, answer digests) from the legs of
+    /// `banks`, now that the published report holds them. Idempotent; a leg that is
+    /// gone (a deleted report) is skipped.
+    async fn clear_answers(&self, id: &QueryId, banks: &[BankCode]) -> Result<(), StoreError>;
+
     /// Adds `view` to the query's view log (`rules::view_log::with_view`), counts it in
     /// `views_total` and sets `last_viewed_at`; concurrent views are all recorded.
     async fn record_view(&self, id: &QueryId, view: &ReportView) -> Result<(), StoreError>;

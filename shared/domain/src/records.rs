@@ -296,7 +296,8 @@ pub struct StoredReport {
     pub expires_at: DateTime<Utc>,
 }
 
-/// Everything that publishing a report writes, all or nothing.
+/// Everything that publishing a report writes, all or nothing. (The legs' raw answers
+/// are cleared by the notice step, `ReportStore::clear_answers`.)
 #[derive(Debug, Clone)]
 pub struct Publication {
     pub report: StoredReport,
@@ -304,8 +305,6 @@ pub struct Publication {
     /// written only if the stored version is still `expected_state_version`.
     pub state: UserState,
     pub expected_state_version: u64,
-    /// Legs whose raw answers (cards) are removed now that the report holds them.
-    pub legs_with_cards: Vec<BankCode>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -13,6 +13,8 @@ const MAX_REPLY_BYTES: usize = 256 * 1024;
 
 pub struct HttpBankClient {
     http: reqwest::Client,
+    /// Logs one line per call for the cost benchmark (`adapters::metering`).
+    metered: bool,
 }
 
 impl HttpBankClient {
@@ -26,7 +28,10 @@ impl HttpBankClient {
             .pool_idle_timeout(Duration::from_secs(30))
             .build()
             .map_err(|e| e.to_string())?;
-        Ok(Self { http })
+        Ok(Self {
+            http,
+            metered: crate::adapters::metering::enabled(),
+        })
     }
 }
 
@@ -63,7 +68,12 @@ impl BankClient for HttpBankClient {
                 TransportError::Other(e.to_string())
             }
         };
-        let mut resp = req.body(body).send().await.map_err(classify)?;
+        let sent = req.body(body).send().await;
+        if self.metered {
+            let status = sent.as_ref().map_or(0, |r| r.status().as_u16());
+            tracing::info!(status, "{}", crate::adapters::metering::BANK_CALL_LINE);
+        }
+        let mut resp = sent.map_err(classify)?;
         let status = resp.status().as_u16();
         let signature = SignatureHeaders::read(|name| header(&resp, name));
         let mut body = Vec::new();

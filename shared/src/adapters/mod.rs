@@ -6,6 +6,7 @@ pub mod dynamo;
 pub mod emf;
 #[cfg(any(test, feature = "test-util"))]
 pub use domain::memory;
+pub mod metering;
 pub mod redact;
 pub mod sns;
 pub mod sqs;

@@ -10,7 +10,10 @@ use shared::records::{
     DueWork, Publication, PublishOutcome, QueryPhase, ReportView, StoredReport, UserState,
 };
 
-use super::{at_once, contract, many_banks, prepared_for, submitted, Store, World, BANKS};
+use shared::ports::Settlement;
+use shared::records::LegState;
+
+use super::{at_once, bank, contract, many_banks, prepared_for, submitted, Store, World, BANKS};
 
 contract!(
     a_report_is_published_once_and_releases_the_lock,
@@ -22,6 +25,7 @@ contract!(
     a_deleted_report_takes_its_legs_stays_deleted_and_leaves_the_lock_alone,
     twenty_parallel_deletions_delete_once,
     twenty_parallel_views_are_all_logged_and_the_log_keeps_fifty,
+    twenty_parallel_clears_empty_the_answers_and_never_recreate_a_leg,
 );
 
 /// What aggregation writes for `q`, from the user's state as it is now.
@@ -45,7 +49,6 @@ async fn publication<S: Store>(w: &World<S>, q: QueryId, at: DateTime<Utc>) -> P
             ..state.clone()
         },
         expected_state_version: state.version,
-        legs_with_cards: Vec::new(),
     }
 }
 
@@ -333,9 +336,9 @@ async fn twenty_parallel_views_are_all_logged_and_the_log_keeps_fifty<S: Store>(
 }
 
 /// 500 answered legs, each holding a sealed answer of a few KB (together past the 1 MB
-/// one page of a DynamoDB query returns, so reading them takes every page): publishing
-/// clears all 500 answers, more than one transaction holds, and deleting removes all
-/// 500 legs.
+/// one page of a DynamoDB query returns, so reading them takes every page): the notice
+/// step clears all 500 answers after publishing, and deleting removes all 500 legs (more
+/// than one transaction holds).
 async fn a_query_to_500_banks_publishes_clears_every_answer_and_deletes_every_leg<S: Store>(
     w: &World<S>,
 ) {
@@ -374,9 +377,9 @@ async fn a_query_to_500_banks_publishes_clears_every_answer_and_deletes_every_le
     assert!(legs.iter().all(|l| l.cards.len() == 1));
     assert_eq!(w.unsettled(q).await, Some(0));
 
-    let mut p = publication(w, q, w.now).await;
-    p.legs_with_cards = banks.clone();
+    let p = publication(w, q, w.now).await;
     assert_eq!(store.publish(&p).await.unwrap(), PublishOutcome::Published);
+    store.clear_answers(&q, &banks).await.unwrap();
     let legs = store.legs(&q).await.unwrap();
     assert_eq!(legs.len(), 500);
     assert!(
@@ -431,4 +434,51 @@ async fn a_report_of_megabytes_reads_back_whole_and_expires_or_is_deleted_whole<
             assert_eq!(n, 0, "no report item or part is left");
         }
     }
+}
+
+/// Twenty notice steps clearing the answers at once: every answer goes, every outcome
+/// stays, and a deleted report's legs are never recreated.
+async fn twenty_parallel_clears_empty_the_answers_and_never_recreate_a_leg<S: Store>(w: &World<S>) {
+    let store = &*w.store;
+    let q = submitted(store, &w.user, w.now).await;
+    let answered = Settlement {
+        state: LegState::Answered,
+        failure: None,
+        sealed: Some(Sealed {
+            key_id: "k1".into(),
+            enc: "ZW5j".into(),
+            ciphertext: "Y2FyZHM".into(),
+        }),
+        answer_digest: Some("d1".into()),
+        at: w.now,
+    };
+    store
+        .settle(&q, &bank("ICBC"), &answered, None)
+        .await
+        .unwrap();
+    let leg = store.leg(&q, &bank("ICBC")).await.unwrap().unwrap();
+    assert!(!leg.cards.is_empty() && leg.answer_digest.is_some());
+    store
+        .publish(&publication(w, q, w.now).await)
+        .await
+        .unwrap();
+
+    let banks: Vec<_> = BANKS.iter().map(|b| bank(b)).collect();
+    let outcomes = at_once(20, |_| store.clear_answers(&q, &banks)).await;
+    assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
+    let legs = store.legs(&q).await.unwrap();
+    assert_eq!(legs.len(), BANKS.len());
+    for leg in &legs {
+        assert!(
+            leg.cards.is_empty() && leg.answer_digest.is_none(),
+            "{leg:?}"
+        );
+    }
+    let icbc = legs.iter().find(|l| l.bank == bank("ICBC")).unwrap();
+    assert_eq!(icbc.state, LegState::Answered, "the outcome stays");
+
+    // After the user's deletion the legs are gone, and stay gone.
+    assert!(store.delete_report(&q, w.now).await.unwrap());
+    store.clear_answers(&q, &banks).await.unwrap();
+    assert!(store.legs(&q).await.unwrap().is_empty());
 }

@@ -1,4 +1,5 @@
 //! The DynamoDB adapter's own guarantees (items, streams, request counts), on DynamoDB
 //! Local.
 mod legs;
+mod metering;
 mod service;

@@ -43,6 +43,10 @@ pub struct Target {
     pub pids: BTreeMap<String, u32>,
     /// The launcher (`stack.py`), parent of every service and function instance.
     pub launcher_pid: Option<u32>,
+    /// Function instance (`bank-fanout-1`…) → its log file.
+    pub function_logs: BTreeMap<String, std::path::PathBuf>,
+    /// The functions are release builds (`stack.py --release`).
+    pub release: bool,
 }
 
 impl Target {
@@ -76,6 +80,15 @@ impl Target {
             launcher_pid: state["launcher_pid"]
                 .as_u64()
                 .and_then(|p| u32::try_from(p).ok()),
+            function_logs: state["function_logs"]
+                .as_object()
+                .map(|m| {
+                    m.iter()
+                        .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.into())))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            release: state["release"].as_bool().unwrap_or(false),
         })
     }
 
@@ -89,6 +102,8 @@ impl Target {
             endpoints: endpoints.clone(),
             pids: BTreeMap::new(),
             launcher_pid: None,
+            function_logs: BTreeMap::new(),
+            release: false,
         }
     }
 
@@ -123,6 +138,10 @@ pub struct LoadConfig {
     /// `Some(d)`: users start one every `d` (a steady arrival rate, for the burst
     /// benchmark), still at most `clients` at a time; `None`: as fast as the clients go.
     pub pace: Option<Duration>,
+
+    /// Whether to call `GET /v1/banks` every 500 ms meanwhile (the API must keep
+    /// answering); off where every call is counted as the queries' cost.
+    pub probe: bool,
 }
 
 impl Default for LoadConfig {
@@ -136,6 +155,8 @@ impl Default for LoadConfig {
             report_timeout: Duration::from_secs(600),
             settle: Duration::from_secs(5),
             pace: None,
+
+            probe: true,
         }
     }
 }
@@ -263,13 +284,15 @@ pub async fn run(target: &Target, cfg: &LoadConfig) -> Result<LoadReport, String
     let watcher = tokio::spawn(watch_sms(sns.clone(), book.clone(), stop.clone()));
     let probe_ok = Arc::new(AtomicUsize::new(0));
     let probe_failed = Arc::new(AtomicUsize::new(0));
-    let probe = tokio::spawn(probe_api(
-        http.clone(),
-        target.api().to_owned(),
-        probe_ok.clone(),
-        probe_failed.clone(),
-        stop.clone(),
-    ));
+    let probe = cfg.probe.then(|| {
+        tokio::spawn(probe_api(
+            http.clone(),
+            target.api().to_owned(),
+            probe_ok.clone(),
+            probe_failed.clone(),
+            stop.clone(),
+        ))
+    });
 
     let report = Arc::new(Mutex::new(LoadReport {
         users: users.len(),
@@ -338,7 +361,9 @@ pub async fn run(target: &Target, cfg: &LoadConfig) -> Result<LoadReport, String
     tokio::time::sleep(cfg.settle).await;
     let _ = stop_tx.send(true);
     let _ = watcher.await;
-    let _ = probe.await;
+    if let Some(probe) = probe {
+        let _ = probe.await;
+    }
 
     // Each query as the app sees it: READY, every bank settled.
     let checks = Arc::new(Semaphore::new(cfg.clients.max(1)));

@@ -156,11 +156,6 @@ impl Aggregator {
                 },
                 state: next,
                 expected_state_version: state.version,
-                legs_with_cards: legs
-                    .iter()
-                    .filter(|l| !l.cards.is_empty() || l.answer_digest.is_some())
-                    .map(|l| l.bank.clone())
-                    .collect(),
             };
             match self.d.reports.publish(&publication).await? {
                 PublishOutcome::Published => {
@@ -201,6 +196,10 @@ impl Aggregator {
         let Some(query) = self.d.queries.query(id).await? else {
             return Ok(false);
         };
+        // Here, not in the publication's transaction, where each leg cost twice: the
+        // notice is retried (its due entry, the claim's lease) until it is recorded, so
+        // the raw answers are gone by the time it is, whatever instance dies when.
+        self.d.reports.clear_answers(id, &query.banks).await?;
         let Some(profile) = self.d.profiles.profile(&query.user_id).await? else {
             warn!(query_id = %id, "no profile to notify; notice dropped");
             self.d.reports.notice_sent(id, now).await?;

@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 
 use super::*;
+use crate::model::bank::BankCode;
 use crate::model::timestamp;
 use crate::ports::{ReportStore, StoreError};
 use crate::records::{
@@ -249,52 +250,16 @@ impl ReportStore for DynamoStore {
             .expression_attribute_values(":due_pk", s(due_pk("NOTIFY", &r.query_id)))
             .build()
             .map_err(build_err)?;
-        let mut items = vec![
+        let items = vec![
             TransactWriteItem::builder().put(put_report).build(),
             TransactWriteItem::builder().update(close_query).build(),
             TransactWriteItem::builder()
                 .put(self.state_put(&r.user_id, &p.state, p.expected_state_version)?)
                 .build(),
         ];
-        // As many legs as the transaction holds are cleared with it; the rest right after
-        // (their answers are sealed to the report key, so what a crash in between leaves
-        // is ciphertext the report already holds, removed with the legs).
-        let (with_report, after) = p
-            .legs_with_cards
-            .split_at(p.legs_with_cards.len().min(TRANSACTION_ITEMS - items.len()));
-        for bank in with_report {
-            let strip = Update::builder()
-                .table_name(&self.tables.main)
-                .set_key(Some(key(pk.clone(), format!("LEG#{bank}"))))
-                // `cards`: clear cards of legs written before answers were sealed.
-                .update_expression("REMOVE sealed_cards, cards, answer_digest")
-                .condition_expression("attribute_exists(pk)")
-                .build()
-                .map_err(build_err)?;
-            items.push(TransactWriteItem::builder().update(strip).build());
-        }
         let result = self.transact(items).await;
         let err = match result {
-            Ok(_) => {
-                let sks: Vec<String> = after.iter().map(|b| format!("LEG#{b}")).collect();
-                let strips = sks.into_iter().map(|sk| {
-                    self.client
-                        .update_item()
-                        .table_name(&self.tables.main)
-                        .set_key(Some(key(pk.clone(), sk)))
-                        .update_expression("REMOVE sealed_cards, cards, answer_digest")
-                        .condition_expression("attribute_exists(pk)")
-                        .send()
-                });
-                let results: Vec<_> = futures::stream::iter(strips)
-                    .buffer_unordered(super::queries::LEG_WRITES_AT_ONCE)
-                    .collect()
-                    .await;
-                for r in results {
-                    written(r)?;
-                }
-                return Ok(PublishOutcome::Published);
-            }
+            Ok(_) => return Ok(PublishOutcome::Published),
             Err(e) => e,
         };
         let reasons = cancellation_reasons(err)?;
@@ -379,6 +344,32 @@ impl ReportStore for DynamoStore {
             .await;
         // Not ours any more (sent, or claimed again after the lease): nothing to give back.
         written(result).map(drop)
+    }
+
+    async fn clear_answers(&self, id: &QueryId, banks: &[BankCode]) -> Result<(), StoreError> {
+        // One plain update a leg (a unit each, half a transactional one), a bounded
+        // number at once (a national query has hundreds).
+        let sks: Vec<String> = banks.iter().map(|b| format!("LEG#{b}")).collect();
+        let pk = query_pk(id);
+        let clears = sks.into_iter().map(|sk| {
+            self.client
+                .update_item()
+                .table_name(&self.tables.main)
+                .set_key(Some(key(pk.clone(), sk)))
+                // `cards`: clear cards of legs written before answers were sealed.
+                .update_expression("REMOVE sealed_cards, cards, answer_digest")
+                // Never creates a leg: a deleted report took its legs with it.
+                .condition_expression("attribute_exists(pk)")
+                .send()
+        });
+        let results: Vec<_> = futures::stream::iter(clears)
+            .buffer_unordered(super::queries::LEG_WRITES_AT_ONCE)
+            .collect()
+            .await;
+        for r in results {
+            written(r)?;
+        }
+        Ok(())
     }
 
     async fn record_view(&self, id: &QueryId, view: &ReportView) -> Result<(), StoreError> {

@@ -4,7 +4,7 @@
 use base64::Engine;
 
 use super::*;
-use crate::ports::Metric;
+use crate::ports::{Metric, StoreError};
 use crate::report::aggregate::{NOTICE_LEASE, REPORT_READY_SMS};
 use crate::report::body::{NOTICES, PARTIAL_NOTICE};
 
@@ -343,4 +343,98 @@ async fn a_query_whose_legs_were_never_made_waits_then_reports_every_bank_no_res
         ]
     );
     assert_eq!(w.store.unsettled(&q), Some(0), "every bank counted once");
+}
+
+/// The report store of an instance that dies right after publishing: its notice step
+/// never gets to claim the notice.
+struct DiesAfterPublishing(Arc<crate::memory::MemoryStore>);
+
+#[async_trait]
+impl ReportStore for DiesAfterPublishing {
+    async fn publish(&self, p: &Publication) -> Result<PublishOutcome, StoreError> {
+        self.0.publish(p).await
+    }
+    async fn report(&self, id: &QueryId) -> Result<Option<StoredReport>, StoreError> {
+        self.0.report(id).await
+    }
+    async fn claim_notice(
+        &self,
+        _id: &QueryId,
+        _now: DateTime<Utc>,
+        _lease: TimeDelta,
+    ) -> Result<bool, StoreError> {
+        Err(StoreError::Unavailable("the instance is gone".into()))
+    }
+    async fn notice_sent(&self, id: &QueryId, at: DateTime<Utc>) -> Result<(), StoreError> {
+        self.0.notice_sent(id, at).await
+    }
+    async fn release_notice(
+        &self,
+        id: &QueryId,
+        claimed_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.0.release_notice(id, claimed_at).await
+    }
+    async fn clear_answers(
+        &self,
+        id: &QueryId,
+        banks: &[crate::model::bank::BankCode],
+    ) -> Result<(), StoreError> {
+        self.0.clear_answers(id, banks).await
+    }
+    async fn record_view(&self, id: &QueryId, view: &ReportView) -> Result<(), StoreError> {
+        self.0.record_view(id, view).await
+    }
+    async fn user_queries(&self, user: &UserId) -> Result<Vec<QueryRecord>, StoreError> {
+        self.0.user_queries(user).await
+    }
+    async fn expire(&self, id: &QueryId) -> Result<(), StoreError> {
+        self.0.expire(id).await
+    }
+    async fn delete_report(&self, id: &QueryId, at: DateTime<Utc>) -> Result<bool, StoreError> {
+        self.0.delete_report(id, at).await
+    }
+    async fn due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<DueWork>, StoreError> {
+        self.0.due(now, limit).await
+    }
+}
+
+#[tokio::test]
+async fn raw_answers_outlive_a_death_after_publishing_only_until_the_notice_is_retried() {
+    let w = world();
+    let q = w
+        .icbc_answered("u1", vec![card(CardKind::Debit, "62221234")])
+        .await;
+    w.answer(&q, "CMB", vec![]).await;
+    let dying = Aggregator::new(AggregatorDeps {
+        config: w.config.clone(),
+        queries: w.store.clone(),
+        reports: Arc::new(DiesAfterPublishing(w.store.clone())),
+        users: w.store.clone(),
+        profiles: w.store.clone(),
+        sms: w.sms.clone(),
+        sms_admission: Arc::new(sms_lane(1_000)),
+        sealer: w.sealer.clone(),
+        clock: w.clock.clone(),
+        metrics: w.metrics.clone(),
+    });
+    assert!(dying.aggregate(&q).await.is_err());
+    // Published, not announced: the banks' sealed answers are still on the legs.
+    assert_eq!(w.query(&q).await.phase, QueryPhase::Reported);
+    assert!(!w.leg(&q, "ICBC").await.cards.is_empty());
+    assert!(w.leg(&q, "ICBC").await.answer_digest.is_some());
+    assert!(w.sms.sent().is_empty());
+
+    // The retry (a redelivered record, or the sweeper's NOTIFY entry) clears them first.
+    assert_eq!(
+        w.aggregator.aggregate(&q).await.unwrap(),
+        AggregateOutcome::AlreadyReported
+    );
+    for bank in ["ICBC", "CMB"] {
+        let leg = w.leg(&q, bank).await;
+        assert!(leg.cards.is_empty(), "{bank}");
+        assert!(leg.answer_digest.is_none(), "{bank}");
+    }
+    assert!(w.query(&q).await.notified_at.is_some());
+    assert_eq!(w.sms.sent().len(), 1);
 }
