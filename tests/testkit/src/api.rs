@@ -223,13 +223,23 @@ impl Api {
             sms.into_iter().filter(|t| find_code(t).is_some()).collect()
         };
         let before = codes(self.sms_to(&user.phone).await).len();
-        let reply = self
-            .post_json(
-                "/v1/verifications",
-                &self.token(user),
-                &serde_json::json!({ "purpose": purpose }),
-            )
-            .await;
+        // As the app does: the SMS channel's shared rate answers a burst with 503
+        // `SMS_UNAVAILABLE` and `Retry-After`, leaving the user's limits untouched.
+        let mut tries = 0;
+        let reply = loop {
+            let reply = self
+                .post_json(
+                    "/v1/verifications",
+                    &self.token(user),
+                    &serde_json::json!({ "purpose": purpose }),
+                )
+                .await;
+            tries += 1;
+            match sms_retry_after(&reply) {
+                Some(wait) if tries < 60 => tokio::time::sleep(wait).await,
+                _ => break reply,
+            }
+        };
         assert_eq!(reply.status, 201, "{reply:?}");
         let id = reply.body.as_ref().unwrap()["verification_id"]
             .as_str()
@@ -551,4 +561,19 @@ pub fn bank_cards<'a>(
 /// How many of `texts` are the "report ready" notice.
 pub fn ready_sms(texts: &[String]) -> usize {
     texts.iter().filter(|t| t.contains("报告已生成")).count()
+}
+
+/// How long to wait before asking again, when `reply` is the SMS channel's 503
+/// `SMS_UNAVAILABLE` (its `Retry-After`, whole seconds).
+pub fn sms_retry_after(reply: &Reply) -> Option<std::time::Duration> {
+    let code = reply.body.as_ref()?["error"]["code"].as_str()?;
+    if reply.status != 503 || code != "SMS_UNAVAILABLE" {
+        return None;
+    }
+    let secs = reply
+        .headers
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .unwrap_or(1);
+    Some(std::time::Duration::from_secs(secs.max(1)))
 }

@@ -585,14 +585,28 @@ fn transport_kind(e: &reqwest::Error) -> &'static str {
 async fn one_user(ctx: &UserCtx, user: &LoadUser) -> Result<(String, Instant), String> {
     let now = chrono::Utc::now();
     let token = ctx.keys.user_token(&user.id, now, 3600)?;
-    let (status, created) = ctx
-        .post(
-            "/v1/verifications",
-            &token,
-            None,
-            &json!({"purpose": "SUBMIT_QUERY"}),
-        )
-        .await?;
+    // As the app does: the SMS channel's shared rate answers a burst with 503
+    // `SMS_UNAVAILABLE` and a wait in seconds, leaving the user's limits untouched.
+    let mut tries = 0;
+    let (status, created) = loop {
+        let (status, created) = ctx
+            .post(
+                "/v1/verifications",
+                &token,
+                None,
+                &json!({"purpose": "SUBMIT_QUERY"}),
+            )
+            .await?;
+        tries += 1;
+        if status == 503 && created["error"]["code"] == "SMS_UNAVAILABLE" && tries < 60 {
+            let secs = created["error"]["retry_after_seconds"]
+                .as_u64()
+                .unwrap_or(1);
+            tokio::time::sleep(Duration::from_secs(secs.max(1))).await;
+            continue;
+        }
+        break (status, created);
+    };
     if status != 201 {
         return Err(ctx.error(format!("POST /v1/verifications: {status}")));
     }
