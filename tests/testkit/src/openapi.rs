@@ -189,6 +189,27 @@ impl OpenApi {
         })
     }
 
+    /// The contract as a stack serving this service configuration states it: `BankCode`
+    /// lists that configuration's banks, in its order (the shipped document lists the
+    /// shipped configuration's, which `the_rules_that_are_not_state_are_in_the_schema`
+    /// keeps in step). Kept for the rest of the process, like [`OpenApi::shared`]: one
+    /// per stack a test starts with a configuration of its own.
+    pub fn for_configuration(config: &str) -> Result<&'static OpenApi, OpenApiError> {
+        let parsed = shared::config::ServiceConfig::parse(config)
+            .map_err(|e| OpenApiError::Document(format!("service configuration: {e}")))?;
+        let mut doc = Self::shared().doc.clone();
+        let codes: Vec<Value> = parsed
+            .banks
+            .all()
+            .iter()
+            .map(|b| Value::String(b.code.to_string()))
+            .collect();
+        *doc.pointer_mut("/components/schemas/BankCode/enum")
+            .ok_or_else(|| OpenApiError::Document("no BankCode enum".into()))? =
+            Value::Array(codes);
+        Ok(Box::leak(Box::new(Self::from_value(doc)?)))
+    }
+
     /// The bank protocol, loaded once per process; panics like [`OpenApi::shared`].
     pub fn bank_protocol() -> &'static OpenApi {
         static BANK: OnceLock<OpenApi> = OnceLock::new();
