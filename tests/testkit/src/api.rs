@@ -627,3 +627,19 @@ pub fn bank_cards<'a>(
 pub fn ready_sms(texts: &[String]) -> usize {
     texts.iter().filter(|t| t.contains("报告已生成")).count()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_watchs_own_problem_is_a_lost_answer() {
+        let watch = r#"{"type":"https://httpstatuses.com/500","status":500,"title":"Internal Server Error"}"#;
+        assert!(watch_lost_the_answer(500, watch));
+        // Ours: the contract's error object.
+        let ours = r#"{"error":{"code":"INTERNAL","message":"internal error","request_id":"r"}}"#;
+        assert!(!watch_lost_the_answer(500, ours));
+        assert!(!watch_lost_the_answer(502, watch));
+        assert!(!watch_lost_the_answer(500, "not json"));
+    }
+}

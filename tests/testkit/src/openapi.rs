@@ -1503,4 +1503,38 @@ mod tests {
         invalid("GET", "/v1/card-queries", 200, json!({"queries": [rec]}));
         invalid("GET", "/v1/card-queries", 200, json!({"queries": [42]}));
     }
+
+    /// A stack with a national configuration is checked against the contract as that
+    /// configuration states it: its banks are codes, up to 500 in one query; the shipped
+    /// document (16 banks) refuses the same request.
+    #[test]
+    fn the_contract_for_a_configuration_lists_its_banks() {
+        let config = crate::national::config_json(500, "https://banks.invalid");
+        let national = OpenApi::for_configuration(&config).unwrap();
+        let codes: Vec<String> = (0..484).map(crate::national::bank_code).collect();
+        let submission = |banks: &[String]| {
+            json!({"banks": banks,
+                "consent": {"agreement_version": national.document()
+                    .pointer("/components/schemas/Consent/properties/agreement_version/enum/0")
+                    .unwrap(), "accepted": true},
+                "verification": {"verification_id": VID, "sms_code": "123456"},
+                "face_token": "tok", "payment_password": "147258"})
+        };
+        let all: Vec<String> = ["ICBC"]
+            .iter()
+            .map(|b| (*b).to_owned())
+            .chain(codes)
+            .collect();
+        national
+            .check_request_body("POST", "/v1/card-queries", &submission(&all[..485]))
+            .unwrap();
+        assert!(spec()
+            .check_request_body("POST", "/v1/card-queries", &submission(&all[..17]))
+            .is_err());
+        let unknown = vec!["ZZZZ".to_owned()];
+        assert!(national
+            .check_request_body("POST", "/v1/card-queries", &submission(&unknown))
+            .is_err());
+        assert!(OpenApi::for_configuration("{}").is_err());
+    }
 }
