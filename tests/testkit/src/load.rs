@@ -767,6 +767,8 @@ pub struct PrivateStack {
     pub target: Target,
     /// The state file's `fault_dir` (stacks started `--fault-injection`).
     pub fault_dir: Option<std::path::PathBuf>,
+    /// The contract as this stack's configuration states it.
+    spec: &'static crate::openapi::OpenApi,
 }
 
 impl PrivateStack {
@@ -777,14 +779,38 @@ impl PrivateStack {
 
     /// Starts it with more `stack.py up` options (e.g. `--fault-injection`).
     pub fn start_with(extra: &[&str]) -> Result<Self, String> {
+        Self::launch(extra, None)
+    }
+
+    /// Starts it with a service configuration of its own (a file; e.g. 200 banks from
+    /// [`crate::national::config_json`]): the stack hands `SERVICE_CONFIG` to the
+    /// simulator, the bank secrets and the functions, so one environment variable
+    /// configures all of them the same way.
+    pub fn start_configured(service_config: &std::path::Path) -> Result<Self, String> {
+        Self::launch(&[], Some(service_config))
+    }
+
+    fn launch(extra: &[&str], service_config: Option<&std::path::Path>) -> Result<Self, String> {
         use std::io::{BufRead, BufReader};
+        let spec = match service_config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                crate::openapi::OpenApi::for_configuration(&text).map_err(|e| e.to_string())?
+            }
+            None => crate::openapi::OpenApi::shared(),
+        };
         let script = crate::workspace_root().join("infra/local/stack.py");
         let state_file = std::env::temp_dir().join(format!(
             "card-lookup-burst-{}-{}.json",
             std::process::id(),
             ulid::Ulid::generate()
         ));
-        let mut child = std::process::Command::new("python3")
+        let mut command = std::process::Command::new("python3");
+        if let Some(path) = service_config {
+            command.env("SERVICE_CONFIG", path);
+        }
+        let mut child = command
             .arg(&script)
             .args(["up", "--with-api"])
             .args(["--dynamodb-port", "0", "--sns-port", "0", "--api-port", "0"])
@@ -813,6 +839,7 @@ impl PrivateStack {
                     state_file,
                     target,
                     fault_dir,
+                    spec,
                 });
             }
         }
@@ -848,6 +875,7 @@ impl PrivateStack {
             keys: LocalKeys::ensure()?,
             clients: LocalClients::new(e),
             tables: TableRefs::from_prefix(&self.target.table_prefix),
+            spec: self.spec,
         })
     }
 }

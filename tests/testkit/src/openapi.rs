@@ -189,6 +189,27 @@ impl OpenApi {
         })
     }
 
+    /// The contract as a stack serving this service configuration states it: `BankCode`
+    /// lists that configuration's banks, in its order (the shipped document lists the
+    /// shipped configuration's, which `the_rules_that_are_not_state_are_in_the_schema`
+    /// keeps in step). Kept for the rest of the process, like [`OpenApi::shared`]: one
+    /// per stack a test starts with a configuration of its own.
+    pub fn for_configuration(config: &str) -> Result<&'static OpenApi, OpenApiError> {
+        let parsed = shared::config::ServiceConfig::parse(config)
+            .map_err(|e| OpenApiError::Document(format!("service configuration: {e}")))?;
+        let mut doc = Self::shared().doc.clone();
+        let codes: Vec<Value> = parsed
+            .banks
+            .all()
+            .iter()
+            .map(|b| Value::String(b.code.to_string()))
+            .collect();
+        *doc.pointer_mut("/components/schemas/BankCode/enum")
+            .ok_or_else(|| OpenApiError::Document("no BankCode enum".into()))? =
+            Value::Array(codes);
+        Ok(Box::leak(Box::new(Self::from_value(doc)?)))
+    }
+
     /// The bank protocol, loaded once per process; panics like [`OpenApi::shared`].
     pub fn bank_protocol() -> &'static OpenApi {
         static BANK: OnceLock<OpenApi> = OnceLock::new();
@@ -1481,5 +1502,39 @@ mod tests {
         rec["query_id"] = json!("not-a-ulid");
         invalid("GET", "/v1/card-queries", 200, json!({"queries": [rec]}));
         invalid("GET", "/v1/card-queries", 200, json!({"queries": [42]}));
+    }
+
+    /// A stack with a national configuration is checked against the contract as that
+    /// configuration states it: its banks are codes, up to 500 in one query; the shipped
+    /// document (16 banks) refuses the same request.
+    #[test]
+    fn the_contract_for_a_configuration_lists_its_banks() {
+        let config = crate::national::config_json(500, "https://banks.invalid");
+        let national = OpenApi::for_configuration(&config).unwrap();
+        let codes: Vec<String> = (0..484).map(crate::national::bank_code).collect();
+        let submission = |banks: &[String]| {
+            json!({"banks": banks,
+                "consent": {"agreement_version": national.document()
+                    .pointer("/components/schemas/Consent/properties/agreement_version/enum/0")
+                    .unwrap(), "accepted": true},
+                "verification": {"verification_id": VID, "sms_code": "123456"},
+                "face_token": "tok", "payment_password": "147258"})
+        };
+        let all: Vec<String> = ["ICBC"]
+            .iter()
+            .map(|b| (*b).to_owned())
+            .chain(codes)
+            .collect();
+        national
+            .check_request_body("POST", "/v1/card-queries", &submission(&all[..485]))
+            .unwrap();
+        assert!(spec()
+            .check_request_body("POST", "/v1/card-queries", &submission(&all[..17]))
+            .is_err());
+        let unknown = vec!["ZZZZ".to_owned()];
+        assert!(national
+            .check_request_body("POST", "/v1/card-queries", &submission(&unknown))
+            .is_err());
+        assert!(OpenApi::for_configuration("{}").is_err());
     }
 }
