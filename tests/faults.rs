@@ -376,7 +376,7 @@ async fn aggregate_report_killed_after_the_report_or_after_the_sms_and_sns_down_
     let (_, status) = view(&api, &user, &query_id).await;
     assert_eq!(status, statuses(&[("BOC", "RESPONDED")]));
 
-    // 3. SNS stops answering (the emulator frozen with SIGSTOP) while the report is
+    // 3. SNS stops answering (frozen with SIGSTOP) while the report is
     //    published, then recovers: the report is READY meanwhile, the notice goes out
     //    once, later (the held send completes, or the claim lapses and the sweeper
     //    resends; the lapse is moved forward here rather than waited for).
@@ -389,11 +389,14 @@ async fn aggregate_report_killed_after_the_report_or_after_the_sms_and_sns_down_
     .await;
     let accepted = api.submit_query(&user, &["CMB"]).await;
     let query_id = accepted["query_id"].as_str().unwrap().to_owned();
+    // The functions reach SNS through the throttling proxy in front of moto; freezing
+    // the proxy freezes SNS as they see it, while moto (which serves SQS too, so the
+    // inquiry still goes out) keeps running.
     let sns = *stack
         .target
         .pids
-        .get("sns")
-        .expect("the SNS emulator's pid");
+        .get("sns_throttle")
+        .expect("the SNS proxy's pid");
     let signal = |sig: &str| {
         let ok = std::process::Command::new("kill")
             .args([sig, &sns.to_string()])

@@ -119,9 +119,13 @@ async fn the_limit_primitives_hold<S: Store>(w: &World<S>) {
         .unwrap()
         .0;
     assert_eq!(busy, PasswordSlot::Busy);
-    // Another request's success does not lift the lock; every failure keeps it.
+    // Another request's success does not lift the lock; every failure keeps it. (Not
+    // `holders[0]`: which request wins the last slot is the race's.)
+    let other = (0..BURST)
+        .find(|i| slots[*i] == PasswordSlot::Ordinary)
+        .expect("an ordinary slot");
     store
-        .password_matched(user, &holders[0], now)
+        .password_matched(user, &holders[other], now)
         .await
         .unwrap();
     assert_eq!(
