@@ -925,7 +925,7 @@ mod tests {
             .as_array()
             .unwrap()
             .len();
-        assert_eq!(codes, 28);
+        assert_eq!(codes, 30);
     }
 
     #[test]
@@ -1339,7 +1339,7 @@ mod tests {
             spec()
                 .documented_statuses("POST", &format!("/v1/card-queries/{QID2}/report"))
                 .unwrap(),
-            vec![200, 400, 401, 404, 409, 410, 413, 415, 422, 500, 503]
+            vec![200, 400, 401, 403, 404, 409, 410, 413, 415, 422, 500, 503]
         );
         assert!(spec()
             .templates()
