@@ -33,6 +33,12 @@ pub enum ServiceError {
     InvalidBanks(String),
     #[error("the current user agreement must be accepted")]
     ConsentRequired,
+    /// A report page's cursor that is not this service's for this user's report.
+    #[error("the cursor is not valid for this report")]
+    InvalidCursor,
+    /// A report page's cursor whose view authorization has ended.
+    #[error("the cursor has expired; verify again to view the report")]
+    CursorExpired,
     #[error("the SMS verification failed")]
     VerificationFailed,
     #[error("the face verification failed")]

@@ -39,9 +39,9 @@ impl ApiError {
             ApiError::Service(e) => e,
         };
         match e {
-            Malformed(_) | IdempotencyKeyRequired => 400,
+            Malformed(_) | IdempotencyKeyRequired | InvalidCursor => 400,
             Unauthenticated => 401,
-            NotRealNameVerified | RegionNotInPilot => 403,
+            NotRealNameVerified | RegionNotInPilot | CursorExpired => 403,
             NotFound => 404,
             QueryInProgress | ReportNotReady | AlreadyAnswered | IdempotencyInProgress { .. } => {
                 409
@@ -85,6 +85,8 @@ impl ApiError {
             ReportDeleted { .. } => "REPORT_DELETED",
             InvalidBanks(_) => "INVALID_BANKS",
             ConsentRequired => "CONSENT_REQUIRED",
+            InvalidCursor => "INVALID_CURSOR",
+            CursorExpired => "CURSOR_EXPIRED",
             VerificationFailed => "VERIFICATION_FAILED",
             FaceVerificationFailed => "FACE_VERIFICATION_FAILED",
             PaymentPasswordInvalid => "PAYMENT_PASSWORD_INVALID",

@@ -15,7 +15,7 @@ use super::error::ApiError;
 use super::extract::{Caller, JsonBody, Param};
 use super::response::Json;
 use super::{authenticated, finish, limited, refuse_other_methods, Authenticates};
-use crate::report::view::{CodeInput, StepUp, ViewService};
+use crate::report::view::{CodeInput, ReportAccess, StepUp, ViewService};
 use crate::security::app_jwt::AppAuthenticator;
 
 pub struct ViewApi {
@@ -72,8 +72,12 @@ async fn report(
     Param(id): Param,
     JsonBody { body, .. }: JsonBody<ReportRequest>,
 ) -> Result<Response, ApiError> {
-    let report = api.service.report(&user, &id, step_up(body)?).await?;
-    Ok(Json(StatusCode::OK, report).into_response())
+    let page_size = body.page_size;
+    let page = api
+        .service
+        .report_page(&user, &id, access(body)?, page_size)
+        .await?;
+    Ok(Json(StatusCode::OK, page).into_response())
 }
 
 /// Deletes the report now (204); the step-up is the same body as viewing's, for the
@@ -88,7 +92,8 @@ async fn delete_report(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-/// The body of a report request or deletion: exactly one step-up proof.
+/// The body of a report request or deletion: exactly one step-up proof; for viewing, a
+/// later page's cursor instead, and the page size.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReportRequest {
@@ -96,9 +101,34 @@ pub struct ReportRequest {
     verification: Option<CodeInput>,
     #[serde(default)]
     face_token: Option<String>,
+    #[serde(default)]
+    cursor: Option<String>,
+    #[serde(default)]
+    page_size: Option<u32>,
 }
 
+/// What opens the page asked for: a step-up, or (for a later page) a cursor.
+pub fn access(mut req: ReportRequest) -> Result<ReportAccess, ApiError> {
+    // The page size is the handler's; the proof is what is left.
+    req.page_size = None;
+    match req.cursor.take() {
+        Some(cursor) if req.verification.is_none() && req.face_token.is_none() => {
+            Ok(ReportAccess::Cursor(cursor))
+        }
+        Some(_) => Err(ApiError::Malformed(
+            "give exactly one of verification, face_token and cursor".into(),
+        )),
+        None => step_up(req).map(ReportAccess::StepUp),
+    }
+}
+
+/// A deletion's proof (a cursor views pages; it never deletes).
 pub fn step_up(req: ReportRequest) -> Result<StepUp, ApiError> {
+    if req.cursor.is_some() || req.page_size.is_some() {
+        return Err(ApiError::Malformed(
+            "a deletion takes a verification or a face_token only".into(),
+        ));
+    }
     match (req.verification, req.face_token) {
         (Some(verification), None) => Ok(StepUp::Code { verification }),
         (None, Some(face_token)) => Ok(StepUp::Face { face_token }),

@@ -689,6 +689,71 @@ async fn report_bodies_that_are_not_one_proof_are_400_before_the_service_is_aske
     }
 }
 
+/// Viewing also takes a later page's cursor (alone, not beside a proof) and a page size
+/// of 1 to 1000; a deletion takes neither. Bad ones are 400 before the service is asked
+/// (the query here does not exist: a good body gets its 404).
+#[tokio::test]
+async fn report_page_bodies_are_read_by_the_contract() {
+    let r = routers();
+    let path = "/v1/card-queries/01ARZ3NDEKTSV4RRFFQ69G5FAV/report";
+    let verification =
+        json!({"verification_id": "01ARZ3NDEKTSV4RRFFQ69G5FAW", "sms_code": "123456"});
+    let call = |method: &str, body: Value| {
+        request(
+            method,
+            path,
+            Some(&r.token),
+            &[],
+            Body::Binary(body.to_string().into_bytes()),
+        )
+    };
+    let cases = [
+        ("POST", json!({"cursor": "0.1.x", "face_token": "f"}), 400),
+        (
+            "POST",
+            json!({"cursor": "0.1.x", "verification": verification}),
+            400,
+        ),
+        ("POST", json!({"cursor": 5}), 400),
+        ("POST", json!({"cursor": null}), 400),
+        ("POST", json!({"page_size": 10}), 400),
+        ("POST", json!({"face_token": "f", "page_size": 0}), 400),
+        ("POST", json!({"face_token": "f", "page_size": 1001}), 400),
+        ("POST", json!({"face_token": "f", "page_size": -1}), 400),
+        ("POST", json!({"face_token": "f", "page_size": "10"}), 400),
+        ("POST", json!({"cursor": "0.1.x", "page_size": 1.5}), 400),
+        ("DELETE", json!({"cursor": "0.1.x"}), 400),
+        ("DELETE", json!({"face_token": "f", "page_size": 10}), 400),
+        ("POST", json!({"cursor": "0.1.x"}), 404),
+        ("POST", json!({"cursor": "0.1.x", "page_size": 1000}), 404),
+        ("POST", json!({"face_token": "f", "page_size": 1}), 404),
+        ("DELETE", json!({"face_token": "f"}), 404),
+    ];
+    for (method, body, status) in cases {
+        let reply = send(&r.view, call(method, body.clone())).await;
+        let code = if status == 400 {
+            "MALFORMED_REQUEST"
+        } else {
+            "NOT_FOUND"
+        };
+        assert_eq!(
+            (reply.status, reply.code()),
+            (status, code),
+            "{method} {body}: {:?}",
+            reply.body
+        );
+    }
+}
+
+#[test]
+fn cursor_refusals_have_codes_of_their_own() {
+    use crate::error::ServiceError;
+    let invalid = ApiError::from(ServiceError::InvalidCursor);
+    assert_eq!((invalid.status(), invalid.code()), (400, "INVALID_CURSOR"));
+    let expired = ApiError::from(ServiceError::CursorExpired);
+    assert_eq!((expired.status(), expired.code()), (403, "CURSOR_EXPIRED"));
+}
+
 /// The contract's 410: the error and the query's record (without its cards or summary:
 /// the domain hands over only the record), nothing else.
 #[test]

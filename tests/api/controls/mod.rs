@@ -1,5 +1,6 @@
 //! The user's own controls over a query, end to end through the local stack: deleting
-//! the report early (`deletion`), the log of every time it was shown (`view_log`).
+//! the report early (`deletion`), the log of every time it was shown (`view_log`), the
+//! report read in pages (`pages`).
 //!
 //! ```text
 //! python3 infra/local/stack.py exec --with-api -- cargo test -p system-tests --test api controls::
@@ -11,6 +12,7 @@ use serde_json::{json, Value};
 use testkit::api::{Api, Reply, TestUser};
 
 mod deletion;
+mod pages;
 mod view_log;
 
 const REPORT_WAIT: Duration = Duration::from_secs(60);

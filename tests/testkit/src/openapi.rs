@@ -676,7 +676,9 @@ mod tests {
                 {"bank_code": "ICBC", "bank_name": "工商银行", "kind": "CREDIT",
                  "masked_number": "6258 **** **** 9876"}
             ],
-            "notices": ["报告内容以银行记录为准。"]
+            "notices": ["报告内容以银行记录为准。"],
+            "next_cursor": null,
+            "cursor_expires_at": null
         })
     }
 
@@ -944,7 +946,7 @@ mod tests {
             .as_array()
             .unwrap()
             .len();
-        assert_eq!(codes, 28);
+        assert_eq!(codes, 30);
     }
 
     #[test]
@@ -1076,6 +1078,12 @@ mod tests {
             ),
         );
         ok("POST", &rpath, 409, Some(error("REPORT_NOT_READY")));
+        let mut page = report();
+        page["next_cursor"] = json!("3.1796000000.abc");
+        page["cursor_expires_at"] = json!("2026-11-28T13:35:25Z");
+        ok("POST", &rpath, 200, Some(page));
+        ok("POST", &rpath, 400, Some(error("INVALID_CURSOR")));
+        ok("POST", &rpath, 403, Some(error("CURSOR_EXPIRED")));
         ok(
             "POST",
             &rpath,
@@ -1178,6 +1186,16 @@ mod tests {
         invalid("POST", &format!("/v1/card-queries/{QID}/report"), 200, body);
         // an error code from the shared enum, but not one this status may carry
         invalid("POST", "/v1/card-queries", 409, error("REPORT_NOT_READY"));
+        // a page always says whether another follows
+        let mut page = report();
+        page.as_object_mut().unwrap().remove("next_cursor");
+        invalid("POST", &format!("/v1/card-queries/{QID}/report"), 200, page);
+        invalid(
+            "POST",
+            &format!("/v1/card-queries/{QID}/report"),
+            403,
+            error("NOT_REAL_NAME_VERIFIED"),
+        );
         // not in the enum at all
         invalid("GET", "/v1/banks", 401, error("UNAUTHORIZED"));
         // the SMS channel's 503 says how long to wait, and only code requests give it
@@ -1342,7 +1360,7 @@ mod tests {
             spec()
                 .documented_statuses("POST", &format!("/v1/card-queries/{QID2}/report"))
                 .unwrap(),
-            vec![200, 400, 401, 404, 409, 410, 413, 415, 422, 500, 503]
+            vec![200, 400, 401, 403, 404, 409, 410, 413, 415, 422, 500, 503]
         );
         assert!(spec()
             .templates()

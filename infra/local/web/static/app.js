@@ -296,9 +296,19 @@ async function watchNotice(tries) {
 
 async function viewReport(stepUp) {
   clearError("err-view");
-  const res = await call("POST", `/v1/card-queries/${state.queryId}/report`, stepUp);
+  const path = `/v1/card-queries/${state.queryId}/report`;
+  const res = await call("POST", path, stepUp);
   if (!res.ok) return showError("err-view", res);
   const r = res.body;
+  // The cards come in pages (the summary is whole on each): the step-up opened the
+  // view, the cursors fetch the rest without another code.
+  const allCards = [...r.cards];
+  for (let next = r.next_cursor; next; ) {
+    const more = await call("POST", path, { cursor: next });
+    if (!more.ok) return showError("err-view", more);
+    allCards.push(...more.body.cards);
+    next = more.body.next_cursor;
+  }
   const s = r.summary;
   $("report-totals").textContent = `共 ${s.total_cards} 张 total · 借记卡 debit ${s.debit_cards} · 贷记卡 credit ${s.credit_cards}`;
   const sum = fill("report-summary", []);
@@ -311,7 +321,7 @@ async function viewReport(stepUp) {
     cell(tr, String(b.credit_cards), "num");
   }
   const cards = fill("report-cards", []);
-  for (const c of r.cards) {
+  for (const c of allCards) {
     const tr = cards.insertRow();
     tr.dataset.bank = c.bank_code;
     tr.dataset.kind = c.kind;
@@ -321,7 +331,7 @@ async function viewReport(stepUp) {
     // HOOKS(dispute-card): once POST /v1/card-queries/{id}/disputes exists, a per-row
     // button goes here (step-up first; show the returned status and case id).
   }
-  if (!r.cards.length) {
+  if (!allCards.length) {
     const tr = cards.insertRow();
     cell(tr, "无卡片 no cards").colSpan = 3;
   }

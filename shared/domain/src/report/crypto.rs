@@ -197,6 +197,22 @@ impl ReportOpener {
     }
 }
 
+impl ReportOpener {
+    /// A 32-byte key for `label`, derived from the current private key: secrets that
+    /// only the viewing path may hold (the report cursor's MAC key) need no secret of
+    /// their own to deploy and rotate, and `label` keeps each use apart from the others
+    /// and from HPKE.
+    pub fn derive_key(&self, label: &[u8]) -> [u8; 32] {
+        use hmac::{Hmac, KeyInit, Mac};
+        let (_, private) = &self.keys[0];
+        let mut mac =
+            Hmac::<sha2::Sha256>::new_from_slice(&private.to_bytes()).expect("HMAC takes any key");
+        mac.update(b"card-lookup derived key v1\n");
+        mac.update(label);
+        mac.finalize().into_bytes().into()
+    }
+}
+
 fn parse_private(private_hex: &str) -> Result<PrivateKey, CryptoError> {
     let bytes = hex::decode(private_hex.trim()).map_err(|e| CryptoError::Key(e.to_string()))?;
     PrivateKey::from_bytes(&bytes).map_err(|_| CryptoError::Key("not an X25519 private key".into()))

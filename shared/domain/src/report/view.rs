@@ -10,6 +10,7 @@ use tracing::{info, warn};
 
 use super::body;
 use super::crypto::{Binding, ReportOpener};
+use super::paging::{self, CursorKey, CursorScope, Position, ReportPage};
 use crate::clock::Clock;
 use crate::config::ServiceConfig;
 use crate::error::ServiceError;
@@ -122,6 +123,13 @@ pub enum StepUp {
     Face { face_token: String },
 }
 
+/// What opens a page of the report: a fresh step-up (the first page, a view), or the
+/// cursor the previous page of that view gave.
+pub enum ReportAccess {
+    StepUp(StepUp),
+    Cursor(String),
+}
+
 pub struct ViewDeps {
     pub config: Arc<ServiceConfig>,
     pub queries: Arc<dyn QueryStore>,
@@ -135,11 +143,13 @@ pub struct ViewDeps {
 
 pub struct ViewService {
     d: ViewDeps,
+    cursors: CursorKey,
 }
 
 impl ViewService {
     pub fn new(deps: ViewDeps) -> Self {
-        Self { d: deps }
+        let cursors = CursorKey::new(deps.opener.derive_key(paging::CURSOR_KEY_LABEL));
+        Self { d: deps, cursors }
     }
 
     pub fn now(&self) -> DateTime<Utc> {
@@ -223,19 +233,55 @@ impl ViewService {
         }
     }
 
-    /// The report, after a fresh step-up.
+    /// The report's first page (the most cards a page holds), after a fresh step-up.
     pub async fn report(
         &self,
         user: &UserId,
         id: &str,
         step_up: StepUp,
     ) -> Result<serde_json::Value, ServiceError> {
+        let page = self
+            .report_page(user, id, ReportAccess::StepUp(step_up), None)
+            .await?;
+        serde_json::to_value(&page).map_err(ServiceError::internal)
+    }
+
+    /// One page of the report: the first after a fresh step-up (a view, listed on the
+    /// record), a later one with the cursor the previous page gave (not another view).
+    /// Every page carries the whole summary; `page_size` cards at most.
+    pub async fn report_page(
+        &self,
+        user: &UserId,
+        id: &str,
+        access: ReportAccess,
+        page_size: Option<u32>,
+    ) -> Result<ReportPage, ServiceError> {
+        let size = paging::page_size(page_size)?;
         let q = self.own_query(user, id).await?;
         let now = self.now();
         self.readable(&q, now)?;
-        let method = self
-            .step_up(user, step_up, Purpose::ViewReport, now)
-            .await?;
+        // The report's generation is on the record once it is READY.
+        let generated_at = q
+            .report_generated_at
+            .ok_or_else(|| ServiceError::internal("a ready report without its time"))?;
+        let scope = CursorScope {
+            user,
+            query: &q.query_id,
+            generated_at,
+        };
+        let (at, method) = match access {
+            // Checked before the report is read: a bad cursor costs no decryption.
+            ReportAccess::Cursor(cursor) => (self.cursors.check(&scope, &cursor, now)?, None),
+            ReportAccess::StepUp(proof) => {
+                let method = self.step_up(user, proof, Purpose::ViewReport, now).await?;
+                let until = now + paging::CURSOR_LIFETIME;
+                let at = Position {
+                    offset: 0,
+                    valid_until: q.report_expires_at.map_or(until, |e| e.min(until)),
+                };
+                (at, Some(method))
+            }
+        };
         let Some(stored) = self.d.reports.report(&q.query_id).await? else {
             // Deleted by the sweeper or the user in between.
             return Err(self.gone_now(&q, now).await);
@@ -244,11 +290,16 @@ impl ViewService {
             return Err(self.gone(&q, now));
         }
         let report = open_report(&self.d.opener, &self.d.config, user, &q, &stored)?;
-        let report = serde_json::to_value(&report).map_err(ServiceError::internal)?;
-        let view = ReportView { at: now, method };
-        self.d.reports.record_view(&q.query_id, &view).await?;
-        info!(query_id = %q.query_id, method = ?method, "report viewed");
-        Ok(report)
+        let page = paging::page(report, at, size, |next| self.cursors.issue(&scope, next));
+        match method {
+            Some(method) => {
+                let view = ReportView { at: now, method };
+                self.d.reports.record_view(&q.query_id, &view).await?;
+                info!(query_id = %q.query_id, method = ?method, "report viewed");
+            }
+            None => info!(query_id = %q.query_id, offset = at.offset, "report page read"),
+        }
+        Ok(page)
     }
 
     /// Deletes the report and every leg at once, after a fresh DELETE_REPORT step-up;

@@ -344,7 +344,10 @@ async fn card_refs_stay_in_the_sealed_answer_and_out_of_the_report() {
 #[tokio::test]
 async fn the_largest_national_report_is_measured_against_the_item_limit() {
     use crate::bank::answer::MAX_CARDS;
+    use crate::report::paging::{self, CursorKey, CursorScope, Position, MAX_PAGE_CARDS};
     const ITEM_LIMIT: usize = 400 * 1024;
+    // Lambda's synchronous response payload limit.
+    const RESPONSE_LIMIT: usize = 6 * 1024 * 1024;
     let w = world();
     let letter = |i: usize| char::from(b'A' + (i % 26) as u8);
     let code = |i: usize| format!("Z{}{}{}", letter(i / 676), letter(i / 26), letter(i));
@@ -391,12 +394,47 @@ async fn the_largest_national_report_is_measured_against_the_item_limit() {
     // Every answer is in the report: it grows with banks × cards, far past one item.
     assert!(stored > 500 * leg_bytes, "{stored} bytes for 500 answers");
     assert!(stored > ITEM_LIMIT, "{stored}");
-    let rendered = build(&w, &q, &legs, T0, T0 + TimeDelta::days(7));
-    assert_eq!(rendered.summary.total_cards as usize, 500 * MAX_CARDS);
-    let rendered = serde_json::to_vec(&rendered).unwrap().len();
+    let report = build(&w, &q, &legs, T0, T0 + TimeDelta::days(7));
+    assert_eq!(report.summary.total_cards as usize, 500 * MAX_CARDS);
+    let rendered = serde_json::to_vec(&report).unwrap().len();
+    // Whole, it would be over Lambda's response limit: hence the pages.
+    assert!(rendered > RESPONSE_LIMIT, "{rendered}");
+
+    // Each response is a page: the whole summary and at most MAX_PAGE_CARDS cards, with
+    // a cursor as long as any (the largest offset and time).
+    let key = CursorKey::new([1; 32]);
+    let scope = CursorScope {
+        user: &q.user_id,
+        query: &q.query_id,
+        generated_at: T0,
+    };
+    let valid_until = T0 + TimeDelta::days(7);
+    let (mut offset, mut pages, mut largest, mut cards) = (0, 0, 0, Vec::new());
+    loop {
+        let at = Position {
+            offset,
+            valid_until,
+        };
+        let page = paging::page(report.clone(), at, MAX_PAGE_CARDS, |next| {
+            key.issue(&scope, next)
+        });
+        let bytes = serde_json::to_vec(&page).unwrap().len();
+        assert!(bytes < RESPONSE_LIMIT, "page at {offset}: {bytes} B");
+        assert_eq!(page.report.summary, report.summary);
+        largest = largest.max(bytes);
+        pages += 1;
+        cards.extend(page.report.cards);
+        let Some(next) = page.next_cursor else { break };
+        offset = key.check(&scope, &next, T0).unwrap().offset;
+    }
+    assert_eq!(cards, report.cards, "the pages hold every card once");
+    assert_eq!(pages, (500 * MAX_CARDS).div_ceil(MAX_PAGE_CARDS as usize));
+    // Far under the limit: a tenth of it leaves room for longer bank names.
+    assert!(largest < RESPONSE_LIMIT / 10, "{largest}");
     eprintln!(
         "largest national report: leg answer {leg_bytes} B, sealed report {stored} B \
-         ({} items of 300 KiB), rendered report {rendered} B",
+         ({} items of 300 KiB), rendered whole {rendered} B, as {pages} pages of \
+         {MAX_PAGE_CARDS} cards the largest response {largest} B",
         stored.div_ceil(300 * 1024)
     );
 }

@@ -411,6 +411,7 @@ mod expiry;
 mod integrity;
 mod listing;
 mod notices;
+mod pages;
 mod step_up;
 mod sweeper;
 mod view_log;
