@@ -103,8 +103,25 @@ pub struct ReportRequest {
     face_token: Option<String>,
     #[serde(default)]
     cursor: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole_number")]
     page_size: Option<u32>,
+}
+
+/// JSON Schema's `integer` is any number without a fractional part, so the contract's
+/// `page_size` of `27.0` is 27; a fraction, a sign or a size past `u32` is refused (400).
+fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    let Some(n) = Option::<serde_json::Number>::deserialize(d)? else {
+        return Ok(None);
+    };
+    n.as_u64()
+        .or_else(|| {
+            n.as_f64()
+                .filter(|f| f.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(f))
+                .map(|f| f as u64)
+        })
+        .and_then(|v| u32::try_from(v).ok())
+        .map(Some)
+        .ok_or_else(|| serde::de::Error::custom("not a whole number"))
 }
 
 /// What opens the page asked for: a step-up, or (for a later page) a cursor.
@@ -135,5 +152,36 @@ pub fn step_up(req: ReportRequest) -> Result<StepUp, ApiError> {
         _ => Err(ApiError::Malformed(
             "give exactly one of verification and face_token".into(),
         )),
+    }
+}
+
+#[cfg(test)]
+mod page_size_tests {
+    use super::ReportRequest;
+
+    fn page_size(body: &str) -> Result<Option<u32>, serde_json::Error> {
+        serde_json::from_str::<ReportRequest>(body).map(|r| r.page_size)
+    }
+
+    #[test]
+    fn a_whole_number_is_a_page_size_however_it_is_written() {
+        assert_eq!(page_size(r#"{"page_size": 27}"#).unwrap(), Some(27));
+        assert_eq!(page_size(r#"{"page_size": 27.0}"#).unwrap(), Some(27));
+        assert_eq!(page_size(r#"{"page_size": 1e3}"#).unwrap(), Some(1000));
+        assert_eq!(page_size(r#"{}"#).unwrap(), None);
+    }
+
+    #[test]
+    fn fractions_signs_and_sizes_past_u32_are_refused() {
+        for body in [
+            r#"{"page_size": 27.5}"#,
+            r#"{"page_size": -1}"#,
+            r#"{"page_size": -1.0}"#,
+            r#"{"page_size": 4294967296}"#,
+            r#"{"page_size": 1e300}"#,
+            r#"{"page_size": "27"}"#,
+        ] {
+            assert!(page_size(body).is_err(), "{body}");
+        }
     }
 }
