@@ -20,7 +20,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, ReturnValue};
 use chrono::{DateTime, TimeDelta, Utc};
 use rand::seq::SliceRandom;
 
-use super::{key, n, s, ttl_at, unavailable, written, DynamoStore, Item};
+use super::{all_items, key, n, s, ttl_at, unavailable, written, DynamoStore, Item};
 use crate::dispatch::gate::{self, Admission, Gate, Health, Hold, Lane, LanePolicy, Permit};
 use crate::ports::StoreError;
 use crate::rules::admission::{self, Circuit, CircuitGate, Probe};
@@ -131,36 +131,26 @@ struct Want<'a> {
 impl DynamoStore {
     async fn lane_items(&self, lane: &Lane) -> Result<LaneItems, StoreError> {
         let mut out = LaneItems::default();
-        let mut start = None;
-        loop {
-            let page = self
-                .client
-                .query()
-                .table_name(&self.tables.main)
-                .key_condition_expression("pk = :pk")
-                .expression_attribute_values(":pk", s(lane_pk(lane)))
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(unavailable)?;
-            for item in page.items.unwrap_or_default() {
-                let sk = text(&item, "sk").unwrap_or_default();
-                let until = instant(&item, "until");
-                let index = |prefix: &str| sk.strip_prefix(prefix).and_then(|i| i.parse().ok());
-                if sk == CIRCUIT {
-                    out.circuit = Some(item);
-                } else if let (Some(i), Some(t)) = (index(Kind::Rate.prefix()), until) {
-                    out.rate.insert(i, t);
-                } else if let (Some(i), Some(t)) = (index(Kind::Flight.prefix()), until) {
-                    out.flight.insert(i, t);
-                }
-            }
-            start = page.last_evaluated_key;
-            if start.is_none() {
-                return Ok(out);
+        let query = self
+            .client
+            .query()
+            .table_name(&self.tables.main)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", s(lane_pk(lane)))
+            .consistent_read(true);
+        for item in all_items(query).await? {
+            let sk = text(&item, "sk").unwrap_or_default();
+            let until = instant(&item, "until");
+            let index = |prefix: &str| sk.strip_prefix(prefix).and_then(|i| i.parse().ok());
+            if sk == CIRCUIT {
+                out.circuit = Some(item);
+            } else if let (Some(i), Some(t)) = (index(Kind::Rate.prefix()), until) {
+                out.rate.insert(i, t);
+            } else if let (Some(i), Some(t)) = (index(Kind::Flight.prefix()), until) {
+                out.flight.insert(i, t);
             }
         }
+        Ok(out)
     }
 
     /// Takes item `sk` of the lane until `until` if it is absent or ended at `now`.

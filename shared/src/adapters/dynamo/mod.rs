@@ -27,6 +27,7 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{AttributeValue, Put};
 use aws_sdk_dynamodb::Client;
@@ -157,6 +158,33 @@ pub fn ttl_at(t: DateTime<Utc>) -> AttributeValue {
 
 pub fn user_pk(user: &UserId) -> String {
     format!("USER#{user}")
+}
+
+/// Every item `query` finds, across its pages (a page holds at most 1 MB: 500 answered
+/// legs, a report's parts or a lane's permits may take several).
+pub(crate) async fn all_items(query: QueryFluentBuilder) -> Result<Vec<Item>, StoreError> {
+    query
+        .into_paginator()
+        .items()
+        .send()
+        .collect::<Result<Vec<_>, _>>()
+        .await
+        .map_err(unavailable)
+}
+
+/// How many per-item writes of one query run at once: a national query has hundreds of
+/// legs, and one query must not take the table's burst from everyone else.
+pub(crate) const WRITES_AT_ONCE: usize = 25;
+
+/// Runs `writes`, at most [`WRITES_AT_ONCE`] at a time; their results, in no order.
+pub(crate) async fn at_most_a_few<F: std::future::Future>(
+    writes: impl IntoIterator<Item = F>,
+) -> Vec<F::Output> {
+    use futures::StreamExt;
+    futures::stream::iter(writes)
+        .buffer_unordered(WRITES_AT_ONCE)
+        .collect()
+        .await
 }
 
 pub(crate) fn key(pk: String, sk: String) -> Item {

@@ -3,7 +3,6 @@
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem, Update};
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
 use sha2::Digest;
 
 use super::*;
@@ -33,9 +32,6 @@ fn nonce_item(bank: &BankCode, n: &BankNonce) -> Item {
         ("ttl".to_owned(), ttl_at(n.expires_at + TTL_GRACE)),
     ])
 }
-
-/// Leg writes of one query in flight at once (creating or clearing 500 legs).
-pub(super) const LEG_WRITES_AT_ONCE: usize = 25;
 
 /// How often a settle that collided with a concurrent one on the query item is retried.
 const CONFLICT_RETRIES: u32 = 10;
@@ -98,30 +94,15 @@ impl QueryStore for DynamoStore {
     }
 
     async fn legs(&self, id: &QueryId) -> Result<Vec<LegRecord>, StoreError> {
-        // Paged: 500 answered legs, each with its sealed answer, pass the 1 MB a page holds.
-        let mut out = Vec::new();
-        let mut start = None;
-        loop {
-            let page = self
-                .client
-                .query()
-                .table_name(&self.tables.main)
-                .key_condition_expression("pk = :pk AND begins_with(sk, :leg)")
-                .expression_attribute_values(":pk", s(query_pk(id)))
-                .expression_attribute_values(":leg", s("LEG#"))
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(unavailable)?;
-            for item in page.items.unwrap_or_default() {
-                out.push(from_item(item)?);
-            }
-            start = page.last_evaluated_key;
-            if start.is_none() {
-                return Ok(out);
-            }
-        }
+        let query = self
+            .client
+            .query()
+            .table_name(&self.tables.main)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :leg)")
+            .expression_attribute_values(":pk", s(query_pk(id)))
+            .expression_attribute_values(":leg", s("LEG#"))
+            .consistent_read(true);
+        all_items(query).await?.into_iter().map(from_item).collect()
     }
 
     async fn leg(&self, id: &QueryId, bank: &BankCode) -> Result<Option<LegRecord>, StoreError> {
@@ -160,10 +141,7 @@ impl QueryStore for DynamoStore {
                 .await;
             written(result)
         });
-        let results: Vec<Result<bool, StoreError>> = futures::stream::iter(puts)
-            .buffer_unordered(LEG_WRITES_AT_ONCE)
-            .collect()
-            .await;
+        let results: Vec<Result<bool, StoreError>> = at_most_a_few(puts).await;
         let mut created = 0;
         for r in results {
             created += usize::from(r?);

@@ -104,32 +104,21 @@ impl DynamoStore {
     ) -> Result<String, StoreError> {
         let mut text = String::new();
         let mut found = 0;
-        let mut start = None;
-        loop {
-            let page = self
-                .client
-                .query()
-                .table_name(&self.tables.main)
-                .key_condition_expression("pk = :pk AND begins_with(sk, :set)")
-                .expression_attribute_values(":pk", s(query_pk(id)))
-                .expression_attribute_values(":set", s(format!("REPORTPART#{set}#")))
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(unavailable)?;
-            // Sort keys come in order, and the index is zero-padded.
-            for item in page.items.unwrap_or_default() {
-                match item.get("ciphertext") {
-                    Some(AttributeValue::S(chunk)) => text.push_str(chunk),
-                    _ => return Err(StoreError::Corrupt("a report part".into())),
-                }
-                found += 1;
+        let query = self
+            .client
+            .query()
+            .table_name(&self.tables.main)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :set)")
+            .expression_attribute_values(":pk", s(query_pk(id)))
+            .expression_attribute_values(":set", s(format!("REPORTPART#{set}#")))
+            .consistent_read(true);
+        // Sort keys come in order, and the index is zero-padded.
+        for item in all_items(query).await? {
+            match item.get("ciphertext") {
+                Some(AttributeValue::S(chunk)) => text.push_str(chunk),
+                _ => return Err(StoreError::Corrupt("a report part".into())),
             }
-            start = page.last_evaluated_key;
-            if start.is_none() {
-                break;
-            }
+            found += 1;
         }
         if found != count {
             return Err(StoreError::Corrupt(format!(
@@ -142,32 +131,23 @@ impl DynamoStore {
     /// Deletes every part of the query's report (of any publication).
     async fn delete_report_parts(&self, id: &QueryId) -> Result<(), StoreError> {
         let pk = query_pk(id);
-        let mut sks = Vec::new();
-        let mut start = None;
-        loop {
-            let page = self
-                .client
-                .query()
-                .table_name(&self.tables.main)
-                .key_condition_expression("pk = :pk AND begins_with(sk, :part)")
-                .expression_attribute_values(":pk", s(pk.clone()))
-                .expression_attribute_values(":part", s("REPORTPART#"))
-                .projection_expression("sk")
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(unavailable)?;
-            for item in page.items.unwrap_or_default() {
-                if let Some(AttributeValue::S(sk)) = item.get("sk") {
-                    sks.push(sk.clone());
-                }
-            }
-            start = page.last_evaluated_key;
-            if start.is_none() {
-                break;
-            }
-        }
+        let query = self
+            .client
+            .query()
+            .table_name(&self.tables.main)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :part)")
+            .expression_attribute_values(":pk", s(pk.clone()))
+            .expression_attribute_values(":part", s("REPORTPART#"))
+            .projection_expression("sk")
+            .consistent_read(true);
+        let sks: Vec<String> = all_items(query)
+            .await?
+            .into_iter()
+            .filter_map(|mut item| match item.remove("sk") {
+                Some(AttributeValue::S(sk)) => Some(sk),
+                _ => None,
+            })
+            .collect();
         let deletes = sks.into_iter().map(|sk| {
             self.client
                 .delete_item()
@@ -175,10 +155,7 @@ impl DynamoStore {
                 .set_key(Some(key(pk.clone(), sk)))
                 .send()
         });
-        let results: Vec<_> = futures::stream::iter(deletes)
-            .buffer_unordered(super::queries::LEG_WRITES_AT_ONCE)
-            .collect()
-            .await;
+        let results: Vec<_> = at_most_a_few(deletes).await;
         for r in results {
             r.map_err(unavailable)?;
         }
@@ -362,10 +339,7 @@ impl ReportStore for DynamoStore {
                 .condition_expression("attribute_exists(pk)")
                 .send()
         });
-        let results: Vec<_> = futures::stream::iter(clears)
-            .buffer_unordered(super::queries::LEG_WRITES_AT_ONCE)
-            .collect()
-            .await;
+        let results: Vec<_> = at_most_a_few(clears).await;
         for r in results {
             written(r)?;
         }
@@ -413,29 +387,15 @@ impl ReportStore for DynamoStore {
     }
 
     async fn user_queries(&self, user: &UserId) -> Result<Vec<QueryRecord>, StoreError> {
-        let mut out = Vec::new();
-        let mut start = None;
-        loop {
-            let page = self
-                .client
-                .query()
-                .table_name(&self.tables.main)
-                .index_name("gsi1")
-                .key_condition_expression("gsi1pk = :pk")
-                .expression_attribute_values(":pk", s(user_pk(user)))
-                .scan_index_forward(false)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(unavailable)?;
-            for item in page.items.unwrap_or_default() {
-                out.push(from_item(item)?);
-            }
-            start = page.last_evaluated_key;
-            if start.is_none() {
-                return Ok(out);
-            }
-        }
+        let query = self
+            .client
+            .query()
+            .table_name(&self.tables.main)
+            .index_name("gsi1")
+            .key_condition_expression("gsi1pk = :pk")
+            .expression_attribute_values(":pk", s(user_pk(user)))
+            .scan_index_forward(false);
+        all_items(query).await?.into_iter().map(from_item).collect()
     }
 
     async fn expire(&self, id: &QueryId) -> Result<(), StoreError> {
@@ -524,10 +484,7 @@ impl ReportStore for DynamoStore {
                         .set_key(Some(key(pk.clone(), sk)))
                         .send()
                 });
-                let results: Vec<_> = futures::stream::iter(deletes)
-                    .buffer_unordered(super::queries::LEG_WRITES_AT_ONCE)
-                    .collect()
-                    .await;
+                let results: Vec<_> = at_most_a_few(deletes).await;
                 for r in results {
                     r.map_err(unavailable)?;
                 }
