@@ -777,8 +777,8 @@ pub fn sms_lane(rate_per_second: u32) -> gate::SmsLane {
 /// One lane's permits, slots and circuit.
 #[derive(Default)]
 struct LaneState {
-    /// Each rate permit's end.
-    rate: Vec<Option<DateTime<Utc>>>,
+    /// Each rate permit's holder (a bank send's, until it ends) and end.
+    rate: Vec<Option<(Option<String>, DateTime<Utc>)>>,
     /// Each in-flight slot's holder and lease end.
     flight: Vec<Option<(String, DateTime<Utc>)>>,
     circuit: admission::Circuit,
@@ -855,7 +855,7 @@ impl Gate for MemoryGate {
                 })
             }
         };
-        let rate = match free_slot(&mut st.rate, policy.limits.rate_per_second, |e| *e, now) {
+        let rate = match free_slot(&mut st.rate, policy.limits.rate_per_second, |e| e.1, now) {
             Ok(i) => i,
             Err(until) => {
                 return Ok(Admission::Wait {
@@ -866,7 +866,10 @@ impl Gate for MemoryGate {
         };
         let holder = gate::new_holder();
         let lease = admission::flight_lease_until(now, policy.call_timeout);
-        st.rate[rate] = Some(admission::rate_permit_until(now));
+        st.rate[rate] = Some((
+            Some(holder.clone()),
+            admission::rate_lease_until(now, policy.call_timeout),
+        ));
         st.flight[flight] = Some((holder.clone(), lease));
         if probe {
             st.circuit.probe = Some(admission::Probe {
@@ -878,6 +881,7 @@ impl Gate for MemoryGate {
             lane: lane.clone(),
             holder,
             flight_slot: Some(flight as u32),
+            rate_slot: Some(rate as u32),
             probe,
             failures_seen: st.circuit.failures,
         }))
@@ -891,13 +895,14 @@ impl Gate for MemoryGate {
     ) -> Result<Admission, StoreError> {
         let mut lanes = self.lock();
         let st = lanes.entry(lane.clone()).or_default();
-        match free_slot(&mut st.rate, rate_per_second, |e| *e, now) {
+        match free_slot(&mut st.rate, rate_per_second, |e| e.1, now) {
             Ok(i) => {
-                st.rate[i] = Some(admission::rate_permit_until(now));
+                st.rate[i] = Some((None, admission::rate_permit_until(now)));
                 Ok(Admission::Go(Permit {
                     lane: lane.clone(),
                     holder: gate::new_holder(),
                     flight_slot: None,
+                    rate_slot: None,
                     probe: false,
                     failures_seen: 0,
                 }))
@@ -920,6 +925,17 @@ impl Gate for MemoryGate {
         let Some(st) = lanes.get_mut(&permit.lane) else {
             return Ok(());
         };
+        // Still this send's (not taken by another after its lease ran out).
+        if let Some((holder, until)) = permit
+            .rate_slot
+            .and_then(|i| st.rate.get_mut(i as usize))
+            .and_then(|e| e.as_mut())
+        {
+            if holder.as_deref() == Some(permit.holder.as_str()) {
+                *holder = None;
+                *until = admission::rate_permit_until(now);
+            }
+        }
         let Some(slot) = permit.flight_slot.map(|s| s as usize) else {
             return Ok(());
         };

@@ -19,6 +19,8 @@ contract!(
     in_flight_is_never_exceeded_and_a_crashed_slot_frees_itself,
     the_circuit_opens_lets_one_probe_and_closes,
     a_bank_lanes_rate_holds_and_a_refused_admission_holds_nothing,
+    a_bank_sends_rate_permit_is_held_until_the_send_ends,
+    a_bank_lanes_rate_holds_however_late_its_sends_arrive,
 );
 
 /// One case's gate, at an instant of its own.
@@ -77,4 +79,12 @@ async fn the_circuit_opens_lets_one_probe_and_closes<G: Gate>(w: &GateWorld<G>) 
 async fn a_bank_lanes_rate_holds_and_a_refused_admission_holds_nothing<G: Gate>(w: &GateWorld<G>) {
     cases::a_bank_lanes_rate_holds_and_a_refused_admission_holds_nothing(w.gate.as_ref(), w.now)
         .await;
+}
+
+async fn a_bank_sends_rate_permit_is_held_until_the_send_ends<G: Gate>(w: &GateWorld<G>) {
+    cases::a_bank_sends_rate_permit_is_held_until_the_send_ends(w.gate.as_ref(), w.now).await;
+}
+
+async fn a_bank_lanes_rate_holds_however_late_its_sends_arrive<G: Gate>(w: &GateWorld<G>) {
+    cases::a_bank_lanes_rate_holds_however_late_its_sends_arrive(w.gate.as_ref(), w.now).await;
 }

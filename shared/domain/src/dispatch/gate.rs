@@ -56,6 +56,9 @@ pub struct Permit {
     pub holder: String,
     /// The in-flight slot held (none for a rate-only admission).
     pub flight_slot: Option<u32>,
+    /// The rate permit this send leases until it ends (none for a rate-only admission,
+    /// whose permit runs from admission).
+    pub rate_slot: Option<u32>,
     /// This send is the half-open circuit's one probe.
     pub probe: bool,
     /// The circuit's failure count as admission saw it (a healthy send writes only
@@ -93,8 +96,10 @@ pub trait Gate: Send + Sync {
         now: DateTime<Utc>,
     ) -> Result<Admission, StoreError>;
 
-    /// The send of `permit` ended with `health`: frees its in-flight slot and feeds the
-    /// breaker. Idempotent (a second call for the same permit changes nothing more).
+    /// The send of `permit` ended with `health` at `now`: its rate permit is held from
+    /// then for `rules::admission::rate_permit_until` (instead of its lease), its
+    /// in-flight slot is freed and the breaker fed. Idempotent (a second call for the
+    /// same permit frees and feeds nothing more).
     async fn finish(
         &self,
         permit: &Permit,

@@ -218,3 +218,100 @@ pub async fn a_bank_lanes_rate_holds_and_a_refused_admission_holds_nothing<G: Ga
     let (go, _) = at_once(gate, &lane, &p, admission::rate_permit_until(now), false).await;
     assert_eq!(go.len(), 4);
 }
+
+/// A bank send's rate permit is held until the send ends (and the hold after that),
+/// not just for the hold after admission: a send still under way keeps it, an ended
+/// one frees it the hold after its end, a crashed one at its lease end.
+pub async fn a_bank_sends_rate_permit_is_held_until_the_send_ends<G: Gate + ?Sized>(
+    gate: &G,
+    now: DateTime<Utc>,
+) {
+    let lane = bank("HXB");
+    let p = policy(2, 10);
+    let (go, _) = at_once(gate, &lane, &p, now, false).await;
+    assert_eq!(go.len(), 2);
+    assert!(go.iter().all(|p| p.rate_slot.is_some()));
+    // Both sends still under way past the hold after their admission: nothing goes.
+    let past_hold = admission::rate_permit_until(now) + TimeDelta::milliseconds(1);
+    let (none, wait) = at_once(gate, &lane, &p, past_hold, false).await;
+    assert!(none.is_empty(), "a permit went while its send was out");
+    let lease = admission::rate_lease_until(now, p.call_timeout);
+    assert!(wait.iter().all(|w| *w == (lease, Hold::Rate)), "{wait:?}");
+    // One ends: its permit is held for the hold from then, then exactly one goes.
+    let ended = now + TimeDelta::seconds(3);
+    gate.finish(&go[0], Health::Healthy, &p, ended)
+        .await
+        .unwrap();
+    let free_at = admission::rate_permit_until(ended);
+    let (none, wait) = at_once(gate, &lane, &p, free_at - TimeDelta::milliseconds(1), false).await;
+    assert!(none.is_empty());
+    assert!(wait.iter().all(|w| *w == (free_at, Hold::Rate)), "{wait:?}");
+    // Finishing again (a retried finish) holds it no longer.
+    gate.finish(&go[0], Health::Healthy, &p, ended + TimeDelta::seconds(1))
+        .await
+        .unwrap();
+    let (one, _) = at_once(gate, &lane, &p, free_at, false).await;
+    assert_eq!(one.len(), 1);
+    // The other never ends (its sender crashed): its permit frees at its lease end.
+    let (none, _) = at_once(gate, &lane, &p, lease - TimeDelta::milliseconds(1), false).await;
+    assert!(none.is_empty());
+    let (freed, _) = at_once(gate, &lane, &p, lease, false).await;
+    assert_eq!(freed.len(), 1);
+}
+
+/// However late each send reaches the bank (between its admission and its end), no
+/// sliding second at the bank sees more than the lane's rate. Played as a timeline
+/// against the gate: the bank's sends ask in order (as its FIFO group delivers them),
+/// the first in line again when the gate said or when a send ends; they arrive 0 to
+/// 900 ms after admission, in a pattern that puts a late arrival just before a prompt
+/// one.
+pub async fn a_bank_lanes_rate_holds_however_late_its_sends_arrive<G: Gate + ?Sized>(
+    gate: &G,
+    now: DateTime<Utc>,
+) {
+    let lane = bank("CZB");
+    let p = policy(5, 3);
+    const SENDS: usize = 40;
+    let late = |i: usize| TimeDelta::milliseconds(((i * 7) % 10) as i64 * 100);
+    let took = |i: usize| late(i) + TimeDelta::milliseconds(40);
+    let mut next = 0;
+    // When the first send in line asks next (none once all went).
+    let mut asks_at = Some(now);
+    let mut ends: Vec<(DateTime<Utc>, Permit)> = Vec::new();
+    let mut arrivals = Vec::new();
+    loop {
+        let first_end = (0..ends.len()).min_by_key(|&k| ends[k].0);
+        match (first_end, asks_at) {
+            (Some(k), ask) if ask.is_none_or(|a| ends[k].0 <= a) => {
+                let (t, permit) = ends.swap_remove(k);
+                gate.finish(&permit, Health::Healthy, &p, t).await.unwrap();
+                asks_at = asks_at.map(|a| a.min(t));
+            }
+            (_, Some(t)) => match gate.admit(&lane, &p, t).await.unwrap() {
+                Admission::Go(permit) => {
+                    arrivals.push(t + late(next));
+                    ends.push((t + took(next), permit));
+                    next += 1;
+                    asks_at = (next < SENDS).then_some(t);
+                }
+                Admission::Wait { until, hold } => {
+                    let again = admission::ask_again_at(until, hold, t);
+                    asks_at = Some(again.max(t + TimeDelta::milliseconds(1)));
+                }
+            },
+            (_, None) => break,
+        }
+    }
+    assert_eq!(arrivals.len(), SENDS);
+    arrivals.sort();
+    let most = (0..arrivals.len())
+        .map(|k| {
+            arrivals[k..]
+                .iter()
+                .take_while(|a| **a < arrivals[k] + admission::RATE_WINDOW)
+                .count()
+        })
+        .max()
+        .unwrap_or(0);
+    assert!(most <= 5, "{most} arrivals within one second (limit 5)");
+}

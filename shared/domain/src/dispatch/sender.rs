@@ -202,8 +202,14 @@ impl Sender {
                             failed.push(id);
                         }
                     }
-                    Admission::Wait { until, .. } if admission::wait_in_place(until, now) => {
-                        self.d.sleep.sleep(until - now).await;
+                    Admission::Wait { until, hold }
+                        if admission::wait_in_place(
+                            admission::ask_again_at(until, hold, now),
+                            now,
+                        ) =>
+                    {
+                        let again = admission::ask_again_at(until, hold, now);
+                        self.d.sleep.sleep(again - now).await;
                     }
                     Admission::Wait { until, hold } => {
                         stop = Some((m, Stop::Pause(until, hold)));

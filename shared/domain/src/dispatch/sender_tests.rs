@@ -509,6 +509,13 @@ async fn gate_contract_on_memory() {
     )
     .await;
     gate_contract::the_circuit_opens_lets_one_probe_and_closes(&MemoryGate::default(), T0).await;
+    gate_contract::a_bank_sends_rate_permit_is_held_until_the_send_ends(&MemoryGate::default(), T0)
+        .await;
+    gate_contract::a_bank_lanes_rate_holds_however_late_its_sends_arrive(
+        &MemoryGate::default(),
+        T0,
+    )
+    .await;
     gate_contract::a_bank_lanes_rate_holds_and_a_refused_admission_holds_nothing(
         &MemoryGate::default(),
         T0,

@@ -3,12 +3,18 @@
 //! (`dispatch::gate`, in memory and in DynamoDB) takes each permit, slot and probe with
 //! a conditional write; what those writes decide is stated here once.
 //!
-//! - **Rate**: a lane has `rate_per_second` permits. A send holds one from its start
-//!   for [`RATE_WINDOW`] plus [`RATE_MARGIN`], so two sends on the same permit are more
-//!   than a second apart at the bank even after clock skew between our instances and
-//!   network jitter; any sliding 1-second window at the bank then sees at most
-//!   `rate_per_second` arrivals. (A fixed per-second counter would let `2 × rate`
-//!   through across a window boundary.)
+//! - **Rate**: a lane has `rate_per_second` permits. A bank send holds one from its
+//!   admission until [`RATE_WINDOW`] plus [`RATE_MARGIN`] after the send *ended*, so two
+//!   sends on the same permit reach the bank more than a second apart however late the
+//!   first one got there (a busy instance can take longer than the margin between
+//!   admission and arrival), and even after clock skew between our instances; any
+//!   sliding 1-second window at the bank then sees at most `rate_per_second` arrivals.
+//!   Until the send ends the permit is leased ([`rate_lease_until`]), so a sender that
+//!   crashed mid-call frees it too. (Held from admission only, a permit let a second
+//!   send arrive within the window of a first that arrived late; a fixed per-second
+//!   counter would let `2 × rate` through across a window boundary.) A rate-only lane
+//!   (the SMS channel: one quick publish per permit, nothing to finish) holds its
+//!   permit from admission for the window and the margin.
 //! - **In flight**: a lane has `max_in_flight` slots; a send holds one until it ends,
 //!   and at most for [`flight_lease_until`] (the bank timeout plus a margin), so the slot
 //!   of a sender that crashed mid-call frees itself.
@@ -39,9 +45,28 @@ pub const MAX_PAUSE: TimeDelta = TimeDelta::hours(12);
 pub const RATE_PERMIT_HOLD: TimeDelta =
     TimeDelta::milliseconds(RATE_WINDOW.num_milliseconds() + RATE_MARGIN.num_milliseconds());
 
-/// Until when a rate permit taken at `now` is held.
+/// Until when a rate permit is held once its send ended (or, on a rate-only lane, was
+/// admitted) at `now`.
 pub fn rate_permit_until(now: DateTime<Utc>) -> DateTime<Utc> {
     now + RATE_PERMIT_HOLD
+}
+
+/// Until when a bank send admitted at `now` holds its rate permit at most: its call's
+/// longest end ([`flight_lease_until`]) and the hold after it. `Gate::finish` shortens
+/// it to [`rate_permit_until`] the end.
+pub fn rate_lease_until(now: DateTime<Utc>, bank_timeout: TimeDelta) -> DateTime<Utc> {
+    rate_permit_until(flight_lease_until(now, bank_timeout))
+}
+
+/// When to ask the gate again after it said wait until `until` for `hold`. A rate
+/// permit held by a send under way frees [`RATE_PERMIT_HOLD`] after that send ends,
+/// usually long before its lease: the lease is only an upper bound, so a rate wait is
+/// asked again after at most the hold.
+pub fn ask_again_at(until: DateTime<Utc>, hold: Hold, now: DateTime<Utc>) -> DateTime<Utc> {
+    match hold {
+        Hold::Rate => until.min(rate_permit_until(now)),
+        _ => until,
+    }
 }
 
 /// Until when an in-flight slot (or the probe) taken at `now` is held at most.
@@ -213,6 +238,21 @@ mod tests {
         assert!(is_free(None, T0));
         assert!(is_free(Some(T0), T0));
         assert!(!is_free(Some(T0 + TimeDelta::milliseconds(1)), T0));
+    }
+
+    #[test]
+    fn a_bank_sends_rate_permit_is_leased_past_the_call_and_asked_for_again_soon() {
+        let timeout = TimeDelta::seconds(10);
+        assert_eq!(
+            rate_lease_until(T0, timeout),
+            flight_lease_until(T0, timeout) + RATE_PERMIT_HOLD
+        );
+        let lease = rate_lease_until(T0, timeout);
+        assert_eq!(ask_again_at(lease, Hold::Rate, T0), T0 + RATE_PERMIT_HOLD);
+        let soon = T0 + TimeDelta::milliseconds(300);
+        assert_eq!(ask_again_at(soon, Hold::Rate, T0), soon);
+        assert_eq!(ask_again_at(lease, Hold::InFlight, T0), lease);
+        assert_eq!(ask_again_at(lease, Hold::CircuitOpen, T0), lease);
     }
 
     #[test]

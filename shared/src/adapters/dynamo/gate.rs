@@ -2,7 +2,7 @@
 //!
 //! | item | sk | attributes |
 //! |---|---|---|
-//! | rate permit i | `RATE#<i>` | `until` |
+//! | rate permit i | `RATE#<i>` | `until`, `holder` (a bank send's) |
 //! | in-flight slot i | `FLIGHT#<i>` | `holder`, `until` |
 //! | circuit | `CIRCUIT` | `failures`, `open_until`, `probe_holder`, `probe_until` |
 //!
@@ -10,8 +10,10 @@
 //! slot is taken by a put conditioned on it being absent or ended (`until <= now`): of
 //! any number of concurrent takers one wins each, so the lane never grants more than its
 //! limit. The lane's items are read first (one consistent query) only to pick which to
-//! try; the conditional write decides. Items carry `ttl` a day after they end, so a
-//! lowered limit's unused permits go away.
+//! try; the conditional write decides. A bank send's rate permit is leased with its
+//! holder and, when the send ends, held on for the hold from then (an update
+//! conditioned on the holder: `rules::admission`). Items carry `ttl` a day after they
+//! end, so a lowered limit's unused permits go away.
 
 use std::collections::HashMap;
 
@@ -222,6 +224,31 @@ impl DynamoStore {
         }
     }
 
+    /// The ended send's rate permit is held until `until` from now on (if still its).
+    async fn hold_rate_permit(
+        &self,
+        lane: &Lane,
+        permit: u32,
+        holder: &str,
+        until: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        written(
+            self.client
+                .update_item()
+                .table_name(&self.tables.main)
+                .set_key(Some(key(lane_pk(lane), format!("RATE#{permit}"))))
+                .update_expression("SET #until = :until, #ttl = :ttl REMOVE holder")
+                .condition_expression("holder = :h")
+                .expression_attribute_names("#until", "until")
+                .expression_attribute_names("#ttl", "ttl")
+                .expression_attribute_values(":until", millis(until))
+                .expression_attribute_values(":ttl", ttl_at(until + TimeDelta::days(1)))
+                .expression_attribute_values(":h", s(holder))
+                .send()
+                .await,
+        )
+    }
+
     async fn release_slot(&self, lane: &Lane, slot: u32, holder: &str) -> Result<bool, StoreError> {
         written(
             self.client
@@ -426,23 +453,26 @@ impl Gate for DynamoStore {
         let rate_wanted = Want {
             kind: Kind::Rate,
             limit: policy.limits.rate_per_second,
-            until: admission::rate_permit_until(now),
-            holder: None,
+            until: admission::rate_lease_until(now, policy.call_timeout),
+            holder: Some(&holder),
         };
-        let rate = self.permit_or_wait(lane, &rate_wanted, &items, now).await?;
-        if let Err(until) = rate {
-            // Nothing is held by an admission that says wait.
-            self.release_slot(lane, slot, &holder).await?;
-            give_back_probe().await?;
-            return Ok(Admission::Wait {
-                until,
-                hold: Hold::Rate,
-            });
-        }
+        let rate = match self.permit_or_wait(lane, &rate_wanted, &items, now).await? {
+            Ok(rate) => rate,
+            Err(until) => {
+                // Nothing is held by an admission that says wait.
+                self.release_slot(lane, slot, &holder).await?;
+                give_back_probe().await?;
+                return Ok(Admission::Wait {
+                    until,
+                    hold: Hold::Rate,
+                });
+            }
+        };
         Ok(Admission::Go(Permit {
             lane: lane.clone(),
             holder,
             flight_slot: Some(slot),
+            rate_slot: Some(rate),
             probe,
             failures_seen: circuit.failures,
         }))
@@ -467,6 +497,7 @@ impl Gate for DynamoStore {
                 lane: lane.clone(),
                 holder: gate::new_holder(),
                 flight_slot: None,
+                rate_slot: None,
                 probe: false,
                 failures_seen: 0,
             }),
@@ -484,6 +515,11 @@ impl Gate for DynamoStore {
         policy: &LanePolicy,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
+        if let Some(rate) = permit.rate_slot {
+            let until = admission::rate_permit_until(now);
+            self.hold_rate_permit(&permit.lane, rate, &permit.holder, until)
+                .await?;
+        }
         let Some(slot) = permit.flight_slot else {
             return Ok(());
         };
