@@ -154,3 +154,32 @@ async fn a_notice_throttled_stays_pending_and_goes_out_once_when_it_clears() {
     throttle(&proxy, &[&user.phone], 0).await.unwrap();
     one_notice(&api, &user).await;
 }
+
+/// The proxy's feed of what moto accepted (`GET /_sms?from=N`, read by the load runs
+/// instead of moto's whole model) holds exactly the SMS moto holds for a number, in
+/// order, and reading on from `next` gives only what came after.
+#[tokio::test]
+async fn the_proxys_sms_feed_matches_what_moto_accepted_and_reads_on_from_next() {
+    use testkit::sms::delivered_since;
+    let api = Api::get().await;
+    let proxy = throttle_proxy();
+    let user = api.new_user(UserKind::Eligible).await;
+    let (_, start) = delivered_since(&proxy, usize::MAX).await.unwrap();
+    api.verification(&user, "SUBMIT_QUERY").await;
+    api.allow_next_sms(&user).await;
+    api.verification(&user, "SUBMIT_QUERY").await;
+    let (new, next) = delivered_since(&proxy, start).await.unwrap();
+    let mine: Vec<String> = new
+        .iter()
+        .filter(|m| m.phone_number == user.phone)
+        .map(|m| m.message.clone())
+        .collect();
+    assert_eq!(mine.len(), 2, "{mine:?}");
+    assert_eq!(mine, api.sms_to(&user.phone).await);
+    assert!(next >= start + 2);
+    let (after, again) = delivered_since(&proxy, next).await.unwrap();
+    assert!(after.iter().all(|m| m.phone_number != user.phone));
+    assert!(again >= next);
+    let bad = reqwest::get(format!("{proxy}/_sms?from=x")).await.unwrap();
+    assert_eq!(bad.status().as_u16(), 400);
+}

@@ -7,12 +7,22 @@ here; moto itself is not touched.
 Per number, not for the whole stack: the system tests share one stack and run in
 parallel, so a test throttles its own users' phones and nobody else's.
 
+It also keeps every SMS that moto accepted through it, in order, so a load run can read
+the new ones cheaply (`GET /_sms?from=N`) instead of moto's whole model dump
+(`/moto-api/data.json`, every service's state, re-serialised on each poll and growing
+with every message: under a burst of thousands of users it took longer than a code's
+wait and stalled moto for the functions).
+
 Admin API (JSON):
     POST /_throttle {"phone_numbers": ["+86..."], "seconds": 30}   throttle those numbers
          (seconds 0: stop now)
     POST /_throttle {"all": true, "seconds": 30}                    every Publish
     GET  /_throttle  {"all_remaining_s": 0.0, "phones": {"+86...": {"remaining_s": 12.5,
                       "refused": 3}}, "refused_total": 3}
+
+    GET  /_sms?from=N {"sms": [{"message_id", "phone_number", "message"}, ...],
+                      "next": M}   the SMS accepted since the N-th (0: all), and M to ask
+                      from next time
 
 Run: python3 sns_throttle.py --port N --upstream http://127.0.0.1:M (standard library
 only; the stack starts it, see supervise.py).
@@ -21,6 +31,7 @@ only; the stack starts it, see supervise.py).
 import argparse
 import http.client
 import json
+import re
 import sys
 import threading
 import time
@@ -30,6 +41,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 ADMIN_PATH = "/_throttle"
+SMS_PATH = "/_sms"
+MESSAGE_ID = re.compile(rb"<MessageId>([^<]+)</MessageId>")
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te",
               "trailer", "upgrade", "content-length"}
 THROTTLING = (
@@ -77,7 +90,25 @@ class Throttles:
             }
 
 
-def make_handler(upstream: str, throttles: Throttles) -> type[BaseHTTPRequestHandler]:
+class Delivered:
+    """The SMS moto accepted through the proxy, in the order it accepted them."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.sms: list[dict[str, str]] = []
+
+    def add(self, message_id: str, phone: str, message: str) -> None:
+        with self.lock:
+            self.sms.append({"message_id": message_id, "phone_number": phone,
+                             "message": message})
+
+    def since(self, start: int) -> dict[str, Any]:
+        with self.lock:
+            return {"sms": self.sms[max(0, start):], "next": len(self.sms)}
+
+
+def make_handler(upstream: str, throttles: Throttles,
+                 delivered: Delivered) -> type[BaseHTTPRequestHandler]:
     target = urllib.parse.urlsplit(upstream)
     seq = iter(range(1, 1 << 62))
 
@@ -119,16 +150,26 @@ def make_handler(upstream: str, throttles: Throttles) -> type[BaseHTTPRequestHan
                 throttles.set(phones, seconds)
             self._reply(200, json.dumps(throttles.view()).encode(), "application/json")
 
-        def _publish_to(self, body: bytes) -> str | None:
-            """The phone number of an SNS Publish (query protocol, form-encoded)."""
+        def _sms(self) -> None:
+            query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+            try:
+                start = int((query.get("from") or ["0"])[0])
+            except ValueError:
+                self._reply(400, b'{"error": "from is a number"}', "application/json")
+                return
+            self._reply(200, json.dumps(delivered.since(start)).encode(), "application/json")
+
+        def _publish_of(self, body: bytes) -> tuple[str, str] | None:
+            """The phone number and text of an SNS Publish to a number (query protocol,
+            form-encoded)."""
             if self.command != "POST" or b"Action=Publish" not in body:
                 return None
             form = urllib.parse.parse_qs(body.decode("utf-8", "replace"))
-            if form.get("Action") != ["Publish"]:
+            if form.get("Action") != ["Publish"] or not form.get("PhoneNumber"):
                 return None
-            return (form.get("PhoneNumber") or [None])[0]
+            return form["PhoneNumber"][0], (form.get("Message") or [""])[0]
 
-        def _forward(self, body: bytes) -> None:
+        def _forward(self, body: bytes, publish: tuple[str, str] | None) -> None:
             conn = http.client.HTTPConnection(target.hostname, target.port, timeout=60)
             try:
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
@@ -136,6 +177,9 @@ def make_handler(upstream: str, throttles: Throttles) -> type[BaseHTTPRequestHan
                 conn.request(self.command, self.path, body=body, headers=headers)
                 resp = conn.getresponse()
                 data = resp.read()
+                found = MESSAGE_ID.search(data) if publish and resp.status == 200 else None
+                if publish and found:
+                    delivered.add(found.group(1).decode(), *publish)
                 self.send_response(resp.status, resp.reason)
                 for k, v in resp.getheaders():
                     if k.lower() not in HOP_BY_HOP:
@@ -153,14 +197,18 @@ def make_handler(upstream: str, throttles: Throttles) -> type[BaseHTTPRequestHan
             if self.path.split("?")[0] == ADMIN_PATH:
                 self._admin(body)
                 return
-            phone = self._publish_to(body)
+            if self.path.split("?")[0] == SMS_PATH and self.command == "GET":
+                self._sms()
+                return
+            publish = self._publish_of(body)
+            phone = publish[0] if publish else None
             if phone is not None and throttles.refuse(phone):
                 # The number's last 4 only: the log is not a place for phone numbers.
                 print(f"Throttling a Publish to ...{phone[-4:]}", flush=True)
                 self._reply(400, THROTTLING.format(rid=f"throttled-{next(seq)}").encode(),
                             "text/xml")
                 return
-            self._forward(body)
+            self._forward(body, publish)
 
         do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_PATCH = _handle
 
@@ -186,7 +234,7 @@ def main() -> int:
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--upstream", required=True, help="moto's endpoint, http://127.0.0.1:N")
     opts = p.parse_args()
-    server = ThreadingHTTPServer((opts.host, opts.port), make_handler(opts.upstream, Throttles()))
+    server = ThreadingHTTPServer((opts.host, opts.port), make_handler(opts.upstream, Throttles(), Delivered()))
     server.daemon_threads = True
     print(f"SNS throttling proxy on http://{opts.host}:{opts.port} -> {opts.upstream}",
           flush=True)

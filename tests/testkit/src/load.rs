@@ -250,12 +250,12 @@ pub async fn run(target: &Target, cfg: &LoadConfig) -> Result<LoadReport, String
         .map_err(|e| e.to_string())?;
     let keys = Arc::new(LocalKeys::ensure()?);
     let clients = LocalClients::new(&target.endpoints);
-    let sns = target.endpoints.sns_endpoint.clone();
+    let sns = crate::sms::SmsFeed::of(&target.endpoints);
     // SMS already at the emulator (earlier runs of `make run`) are not this run's.
-    let before = crate::sms::sent_sms(&sns)
+    let (_, before) = sns
+        .after(usize::MAX)
         .await
-        .map_err(|e| format!("SNS emulator: {e}"))?
-        .len();
+        .map_err(|e| format!("SNS emulator: {e}"))?;
 
     if let Some(sim) = &target.endpoints.bank_sim_endpoint {
         for bank in &cfg.callback_banks {
@@ -459,22 +459,22 @@ async fn seed_users(
 }
 
 async fn watch_sms(
-    sns: String,
+    sns: crate::sms::SmsFeed,
     book: Arc<Mutex<SmsBook>>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     while !*stop.borrow() {
-        if let Ok(all) = crate::sms::sent_sms(&sns).await {
+        let seen = lock(&book).seen;
+        if let Ok((new, total)) = sns.after(seen).await {
             let now = Instant::now();
             let mut b = lock(&book);
-            let from = b.seen.min(all.len());
-            for m in &all[from..] {
+            for m in new {
                 b.by_phone
-                    .entry(m.phone_number.clone())
+                    .entry(m.phone_number)
                     .or_default()
-                    .push((m.message.clone(), now));
+                    .push((m.message, now));
             }
-            b.seen = all.len();
+            b.seen = total;
         }
         tokio::select! {
             _ = tokio::time::sleep(SMS_POLL) => {}

@@ -28,6 +28,52 @@ pub async fn sent_sms(sns_endpoint: &str) -> Result<Vec<SentSms>, reqwest::Error
     Ok(data.sns.sms)
 }
 
+/// The SMS the stack's throttling proxy saw moto accept since the `from`-th (0: all),
+/// and where to read on from: a few new messages per call, where [`sent_sms`] reads
+/// moto's whole model every time.
+pub async fn delivered_since(
+    proxy: &str,
+    from: usize,
+) -> Result<(Vec<SentSms>, usize), reqwest::Error> {
+    #[derive(Deserialize)]
+    struct Page {
+        sms: Vec<SentSms>,
+        next: usize,
+    }
+    let url = format!("{}/_sms?from={from}", proxy.trim_end_matches('/'));
+    let page: Page = reqwest::get(url).await?.error_for_status()?.json().await?;
+    Ok((page.sms, page.next))
+}
+
+/// Where a load run reads the functions' SMS: the throttling proxy they publish
+/// through (new messages only), else moto's model (a stack without the proxy).
+#[derive(Debug, Clone)]
+pub enum SmsFeed {
+    Proxy(String),
+    Moto(String),
+}
+
+impl SmsFeed {
+    pub fn of(endpoints: &crate::stack::Endpoints) -> Self {
+        match &endpoints.sns_throttle_endpoint {
+            Some(p) => Self::Proxy(p.clone()),
+            None => Self::Moto(endpoints.sns_endpoint.clone()),
+        }
+    }
+
+    /// The messages after the first `seen`, and how many there are now in all.
+    pub async fn after(&self, seen: usize) -> Result<(Vec<SentSms>, usize), reqwest::Error> {
+        match self {
+            Self::Proxy(p) => delivered_since(p, seen).await,
+            Self::Moto(m) => {
+                let all = sent_sms(m).await?;
+                let total = all.len();
+                Ok((all.into_iter().skip(seen).collect(), total))
+            }
+        }
+    }
+}
+
 /// The SMS sent to one phone number, oldest first.
 pub async fn sent_sms_to(sns_endpoint: &str, phone: &str) -> Result<Vec<SentSms>, reqwest::Error> {
     Ok(sent_sms(sns_endpoint)
