@@ -54,6 +54,7 @@ async fn listed(api: &Api, user: &TestUser, query_id: &str) -> Vec<Value> {
 
 /// The report's cards, as the app sees them after a step-up.
 async fn report_cards(api: &Api, user: &TestUser, query_id: &str) -> Vec<Value> {
+    api.allow_next_sms(user).await;
     let reply = api.view_report(user, query_id).await;
     assert_eq!(reply.status, 200, "{reply:?}");
     reply.body.unwrap()["cards"].as_array().unwrap().clone()
@@ -118,7 +119,7 @@ async fn a_disputed_card_reaches_its_bank_with_its_ref_is_acknowledged_and_outli
         .as_array()
         .unwrap()
         .iter()
-        .find(|b| b["bank_code"] == bank.as_str())
+        .find(|b| b["code"] == bank.as_str())
         .unwrap()["service_phone"]
         .clone();
     assert_eq!(acknowledged["service_phone"], phone);
