@@ -711,7 +711,7 @@ impl DisputeStore for MemoryStore {
         let mut d = self.lock();
         let key = (record.query_id, record.card_id.clone());
         if let Some(existing) = d.disputes.get(&key) {
-            return Ok(DisputeCreated::Exists(existing.clone()));
+            return Ok(DisputeCreated::Exists(Box::new(existing.clone())));
         }
         d.disputes.insert(key, record.clone());
         Ok(DisputeCreated::Created)

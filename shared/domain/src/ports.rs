@@ -333,7 +333,7 @@ pub enum DisputeCreated {
     /// This call wrote it.
     Created,
     /// The card already has its dispute: here it is (unchanged).
-    Exists(DisputeRecord),
+    Exists(Box<DisputeRecord>),
 }
 
 /// Disputes of reported cards (decision 157): one per (query, card), kept after the

@@ -59,7 +59,7 @@ async fn twenty_parallel_disputes_of_one_card_write_one<S: Store>(w: &World<S>) 
     for o in outcomes {
         match o.unwrap() {
             DisputeCreated::Created => {}
-            DisputeCreated::Exists(r) => assert_eq!(&r, winner),
+            DisputeCreated::Exists(r) => assert_eq!(&*r, winner),
         }
     }
     assert_eq!(store.disputes(&q).await.unwrap(), vec![winner.clone()]);

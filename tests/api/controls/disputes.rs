@@ -152,7 +152,7 @@ async fn a_disputed_card_reaches_its_bank_with_its_ref_is_acknowledged_and_outli
         .unwrap()
         .iter()
         .find(|c| {
-            c["first4"] == &masked[..4] && c["last4"] == &masked[15..] && c["kind"] == card["kind"]
+            c["first4"] == masked[..4] && c["last4"] == masked[15..] && c["kind"] == card["kind"]
         })
         .expect("the disputed card in the bank's answer")
         .clone();

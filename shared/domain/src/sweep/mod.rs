@@ -148,7 +148,7 @@ impl Sweeper {
             return Ok(false);
         };
         let now = self.clock.now();
-        if r.status != DisputeStatus::Sent || !r.next_attempt_at.is_some_and(|t| t <= now) {
+        if r.status != DisputeStatus::Sent || r.next_attempt_at.is_none_or(|t| t > now) {
             return Ok(false);
         }
         let send = DisputeSend {

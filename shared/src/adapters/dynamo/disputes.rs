@@ -78,7 +78,7 @@ impl DisputeStore for DynamoStore {
             return Ok(DisputeCreated::Created);
         }
         match self.dispute(&r.query_id, &r.card_id).await? {
-            Some(existing) => Ok(DisputeCreated::Exists(existing)),
+            Some(existing) => Ok(DisputeCreated::Exists(Box::new(existing))),
             None => Err(StoreError::Unavailable(
                 "the dispute that refused the write is gone".into(),
             )),
