@@ -948,7 +948,7 @@ mod tests {
             .as_array()
             .unwrap()
             .len();
-        assert_eq!(codes, 30);
+        assert_eq!(codes, 32);
     }
 
     #[test]
