@@ -18,6 +18,7 @@ use crate::adapters::sqs::SqsInquiryQueue;
 use crate::clock::SystemClock;
 use crate::config::ServiceConfig;
 use crate::dispatch::callback::CallbackService;
+use crate::dispatch::dispute::{DisputeSender, DisputeSenderDeps};
 use crate::dispatch::fanout::{Fanout, FanoutDeps};
 use crate::dispatch::gate::SmsLane;
 use crate::dispatch::planner::Planner;
@@ -172,6 +173,14 @@ pub async fn sender() -> Result<Sender, StartupError> {
         clock: Arc::new(SystemClock),
         sleep: Arc::new(TokioSleep),
         bank_timeout,
+        disputes: Some(Arc::new(DisputeSender::new(DisputeSenderDeps {
+            config: c.config.clone(),
+            store: c.store.clone(),
+            client: Arc::new(HttpBankClient::new().map_err(err)?),
+            secrets: bank_secrets(&env.bank_secrets, &c)?,
+            clock: Arc::new(SystemClock),
+            bank_timeout: env.bank_calls.bank_timeout_ms.0,
+        }))),
     }))
 }
 
@@ -266,6 +275,7 @@ pub async fn view_api() -> Result<ViewApi, StartupError> {
                 &env.retiring,
             )?,
             clock: Arc::new(SystemClock),
+            disputes: c.store.clone(),
         }),
         auth: app_authenticator(&env.app_jwt)?,
     })
@@ -282,6 +292,7 @@ pub async fn sweeper() -> Result<Sweeper, StartupError> {
         aggregator,
         clock: Arc::new(SystemClock),
         config: c.config.clone(),
+        disputes: c.store.clone(),
         gate: c.store,
         metrics: Arc::new(EmfMetrics),
     })

@@ -19,6 +19,12 @@ pub enum ServiceError {
     RegionNotInPilot,
     #[error("not found")]
     NotFound,
+    /// A dispute names a card the report does not have.
+    #[error("the report has no card with this card_id")]
+    CardNotFound,
+    /// A dispute of a card whose bank gave no reference for it (decision 157).
+    #[error("this card's bank does not take disputes through the service; call the bank")]
+    DisputeNotSupported,
     #[error("a card query is already in progress")]
     QueryInProgress,
     #[error("the report is not ready yet")]

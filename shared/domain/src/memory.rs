@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 
 use crate::clock::Clock;
 use crate::dispatch::gate::{self, Admission, Gate, Health, Hold, Lane, LanePolicy, Permit};
-use crate::dispatch::queue::{InquiryQueue, LegAttempt, QueueError};
+use crate::dispatch::queue::{DisputeSend, InquiryQueue, LegAttempt, QueueError, QueueMessage};
 use crate::dispatch::sender::Received;
 use crate::model::bank::BankCode;
 use crate::model::ids::{QueryId, UserId, VerificationId};
@@ -19,13 +19,15 @@ use crate::model::phone::PhoneNumber;
 use crate::model::profile::UserProfile;
 use crate::model::purpose::Purpose;
 use crate::ports::{
-    BankNonce, Metric, Metrics, NotifyError, ProfileStore, QueryStore, ReportStore, SettleOutcome,
-    Settlement, SmsSender, StoreError, SubmissionStore, SubmitError,
+    BankNonce, DisputeCreated, DisputeStore, Metric, Metrics, NotifyError, ProfileStore,
+    QueryStore, ReportStore, SettleOutcome, Settlement, SmsSender, StoreError, SubmissionStore,
+    SubmitError,
 };
 use crate::records::{
-    ConsentRecord, DueWork, IdempotencyClaim, IdempotencyRecord, LegRecord, LegState, PasswordSlot,
-    Publication, PublishOutcome, QueryPhase, QueryRecord, ReportView, StoredReport, Submission,
-    SubmitConflict, UserState, VerificationRecord,
+    ConsentRecord, DisputeEnd, DisputeRecord, DisputeStatus, DueWork, IdempotencyClaim,
+    IdempotencyRecord, LegRecord, LegState, PasswordSlot, Publication, PublishOutcome, QueryPhase,
+    QueryRecord, ReportView, StoredReport, Submission, SubmitConflict, UserState,
+    VerificationRecord,
 };
 use crate::rules::password::{self, PasswordPolicy};
 use crate::rules::{admission, deadline, idempotency, retention, sms_code};
@@ -46,6 +48,7 @@ struct Data {
     bank_nonces: HashSet<(BankCode, String)>,
     reports: HashMap<QueryId, StoredReport>,
     notice_claims: HashMap<QueryId, DateTime<Utc>>,
+    disputes: HashMap<(QueryId, String), DisputeRecord>,
     /// Test knob: `ensure_legs` creates this many more legs, then fails once.
     fail_leg_creation_after: Option<usize>,
 }
@@ -688,7 +691,93 @@ impl ReportStore for MemoryStore {
             .take(limit)
             .collect();
         out.append(&mut notices);
+        let mut disputes: Vec<_> = d
+            .disputes
+            .values()
+            .filter(|r| {
+                r.status == DisputeStatus::Sent && r.next_attempt_at.is_some_and(|t| t <= now)
+            })
+            .map(|r| DueWork::Dispute(r.query_id, r.card_id.clone()))
+            .take(limit)
+            .collect();
+        out.append(&mut disputes);
         Ok(out)
+    }
+}
+
+#[async_trait]
+impl DisputeStore for MemoryStore {
+    async fn create_dispute(&self, record: &DisputeRecord) -> Result<DisputeCreated, StoreError> {
+        let mut d = self.lock();
+        let key = (record.query_id, record.card_id.clone());
+        if let Some(existing) = d.disputes.get(&key) {
+            return Ok(DisputeCreated::Exists(Box::new(existing.clone())));
+        }
+        d.disputes.insert(key, record.clone());
+        Ok(DisputeCreated::Created)
+    }
+
+    async fn dispute(
+        &self,
+        query: &QueryId,
+        card_id: &str,
+    ) -> Result<Option<DisputeRecord>, StoreError> {
+        Ok(self
+            .lock()
+            .disputes
+            .get(&(*query, card_id.to_owned()))
+            .cloned())
+    }
+
+    async fn disputes(&self, query: &QueryId) -> Result<Vec<DisputeRecord>, StoreError> {
+        let mut out: Vec<_> = self
+            .lock()
+            .disputes
+            .values()
+            .filter(|r| &r.query_id == query)
+            .cloned()
+            .collect();
+        out.sort_by(|a, b| a.card_id.cmp(&b.card_id));
+        Ok(out)
+    }
+
+    async fn claim_dispute_send(
+        &self,
+        query: &QueryId,
+        card_id: &str,
+        seen_attempts: u32,
+        lease_until: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let mut d = self.lock();
+        let Some(r) = d
+            .disputes
+            .get_mut(&(*query, card_id.to_owned()))
+            .filter(|r| r.status == DisputeStatus::Sent && r.attempts == seen_attempts)
+        else {
+            return Ok(false);
+        };
+        r.attempts += 1;
+        r.next_attempt_at = Some(lease_until);
+        Ok(true)
+    }
+
+    async fn end_dispute_send(
+        &self,
+        query: &QueryId,
+        card_id: &str,
+        attempt: u32,
+        end: &DisputeEnd,
+    ) -> Result<bool, StoreError> {
+        let mut d = self.lock();
+        let Some(r) = d
+            .disputes
+            .get_mut(&(*query, card_id.to_owned()))
+            .filter(|r| r.status == DisputeStatus::Sent && r.attempts == attempt)
+        else {
+            return Ok(false);
+        };
+        *r = r.ended(end);
+        Ok(true)
     }
 }
 
@@ -962,7 +1051,7 @@ impl Gate for MemoryGate {
 /// One queued message.
 #[derive(Debug, Clone)]
 struct Queued {
-    attempt: LegAttempt,
+    attempt: QueueMessage,
     receipt: String,
     visible_at: DateTime<Utc>,
     received: u32,
@@ -999,7 +1088,40 @@ impl MemoryQueue {
 
     /// Every message still queued (received or not), in order.
     pub fn queued(&self) -> Vec<LegAttempt> {
-        self.lock().iter().map(|q| q.attempt.clone()).collect()
+        self.lock()
+            .iter()
+            .filter_map(|q| match &q.attempt {
+                QueueMessage::Leg(a) => Some(a.clone()),
+                QueueMessage::Dispute(_) => None,
+            })
+            .collect()
+    }
+
+    /// Every dispute send still queued, in order.
+    pub fn queued_disputes(&self) -> Vec<DisputeSend> {
+        self.lock()
+            .iter()
+            .filter_map(|q| match &q.attempt {
+                QueueMessage::Dispute(d) => Some(d.clone()),
+                QueueMessage::Leg(_) => None,
+            })
+            .collect()
+    }
+
+    fn push(&self, messages: impl IntoIterator<Item = QueueMessage>) {
+        let now = self.clock.now();
+        let mut dedup = self.dedup.lock().unwrap_or_else(|e| e.into_inner());
+        let mut queued = self.lock();
+        for m in messages {
+            if dedup.insert(m.dedup_id()) {
+                queued.push(Queued {
+                    attempt: m,
+                    receipt: String::new(),
+                    visible_at: now,
+                    received: 0,
+                });
+            }
+        }
     }
 
     /// Receives up to `max` messages, as the event source mapping does: each group's
@@ -1058,19 +1180,12 @@ impl MemoryQueue {
 #[async_trait]
 impl InquiryQueue for MemoryQueue {
     async fn enqueue(&self, attempts: &[LegAttempt]) -> Result<(), QueueError> {
-        let now = self.clock.now();
-        let mut dedup = self.dedup.lock().unwrap_or_else(|e| e.into_inner());
-        let mut messages = self.lock();
-        for a in attempts {
-            if dedup.insert(a.dedup_id()) {
-                messages.push(Queued {
-                    attempt: a.clone(),
-                    receipt: String::new(),
-                    visible_at: now,
-                    received: 0,
-                });
-            }
-        }
+        self.push(attempts.iter().cloned().map(QueueMessage::Leg));
+        Ok(())
+    }
+
+    async fn enqueue_disputes(&self, sends: &[DisputeSend]) -> Result<(), QueueError> {
+        self.push(sends.iter().cloned().map(QueueMessage::Dispute));
         Ok(())
     }
 

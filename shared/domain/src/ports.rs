@@ -12,9 +12,9 @@ use crate::model::profile::UserProfile;
 use crate::model::purpose::Purpose;
 use crate::model::sealed::Sealed;
 use crate::records::{
-    DueWork, IdempotencyClaim, IdempotencyRecord, LegRecord, LegState, PasswordSlot, Publication,
-    PublishOutcome, QueryRecord, ReportView, StoredReport, Submission, SubmitConflict, UserState,
-    VerificationRecord,
+    DisputeEnd, DisputeRecord, DueWork, IdempotencyClaim, IdempotencyRecord, LegRecord, LegState,
+    PasswordSlot, Publication, PublishOutcome, QueryRecord, ReportView, StoredReport, Submission,
+    SubmitConflict, UserState, VerificationRecord,
 };
 pub use crate::rules::password::PasswordPolicy;
 
@@ -325,6 +325,54 @@ pub trait ReportStore: Send + Sync {
 
     /// Timed work due at `now`, at most `limit` entries of each kind.
     async fn due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<DueWork>, StoreError>;
+}
+
+/// What creating a dispute found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DisputeCreated {
+    /// This call wrote it.
+    Created,
+    /// The card already has its dispute: here it is (unchanged).
+    Exists(Box<DisputeRecord>),
+}
+
+/// Disputes of reported cards (decision 157): one per (query, card), kept after the
+/// report is gone (neither `ReportStore::delete_report` nor `expire` touches them).
+#[async_trait]
+pub trait DisputeStore: Send + Sync {
+    /// Writes `record` only if its card has no dispute yet; of any number of concurrent
+    /// callers for one card exactly one gets `Created`, the others the stored one.
+    async fn create_dispute(&self, record: &DisputeRecord) -> Result<DisputeCreated, StoreError>;
+
+    async fn dispute(
+        &self,
+        query: &QueryId,
+        card_id: &str,
+    ) -> Result<Option<DisputeRecord>, StoreError>;
+
+    /// The query's disputes, by `card_id`.
+    async fn disputes(&self, query: &QueryId) -> Result<Vec<DisputeRecord>, StoreError>;
+
+    /// Takes send `seen_attempts + 1` of a dispute still `Sent`: counts it and moves the
+    /// due time to `lease_until` (a crashed send is sent again then); `false` when
+    /// another sender got there first or the dispute is final.
+    async fn claim_dispute_send(
+        &self,
+        query: &QueryId,
+        card_id: &str,
+        seen_attempts: u32,
+        lease_until: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+
+    /// Records how send `attempt` ended, only while the dispute is `Sent` at that
+    /// attempt; `false` (nothing written) otherwise.
+    async fn end_dispute_send(
+        &self,
+        query: &QueryId,
+        card_id: &str,
+        attempt: u32,
+        end: &DisputeEnd,
+    ) -> Result<bool, StoreError>;
 }
 
 /// An operator metric: what the alarms watch (`infra/template.yaml`).

@@ -327,4 +327,98 @@ pub enum DueWork {
     Expiry(QueryId),
     /// A report whose SMS notice is not confirmed sent.
     Notify(QueryId),
+    /// A dispute still to be sent to its bank (the query and the card's `card_id`).
+    Dispute(QueryId, String),
+}
+
+/// Where a dispute is (decision 157).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum DisputeStatus {
+    /// Recorded; being sent to the bank (again, after a transient failure) until it
+    /// acknowledges or the give-up time passes.
+    Sent,
+    /// The bank opened a case (`case_id`).
+    Acknowledged,
+    /// The bank refused it for good, or it was not acknowledged in time.
+    Failed,
+}
+
+/// A person's dispute of one reported card ("this card is not mine"): one per card of a
+/// report, kept after the report is gone. Card data is the masked card only; the
+/// bank's opaque `card_ref` is kept only while the dispute is still to be sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DisputeRecord {
+    pub dispute_id: String,
+    pub query_id: QueryId,
+    pub user_id: UserId,
+    /// The card's id in the report (`<BANK>-<n>`), unique within it.
+    pub card_id: String,
+    pub bank: BankCode,
+    /// The inquiry whose answer named the card.
+    pub inquiry_id: String,
+    pub card: crate::model::card::MaskedCard,
+    /// The bank's reference of the card, until the dispute is final.
+    #[serde(default)]
+    pub card_ref: Option<crate::model::card::CardRef>,
+    pub status: DisputeStatus,
+    #[serde(with = "rfc3339")]
+    pub created_at: DateTime<Utc>,
+    /// Sends claimed so far.
+    #[serde(default)]
+    pub attempts: u32,
+    /// When the next send is due (the sweeper's due index); `None` once final.
+    #[serde(default, with = "rfc3339::option")]
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub case_id: Option<String>,
+    #[serde(default, with = "rfc3339::option")]
+    pub acknowledged_at: Option<DateTime<Utc>>,
+    /// Why it failed (stable code, for operators).
+    #[serde(default)]
+    pub failure: Option<String>,
+    #[serde(default, with = "rfc3339::option")]
+    pub failed_at: Option<DateTime<Utc>>,
+}
+
+/// How a claimed dispute send ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DisputeEnd {
+    Acknowledged {
+        case_id: String,
+        at: DateTime<Utc>,
+    },
+    Failed {
+        failure: String,
+        at: DateTime<Utc>,
+    },
+    /// Send again at `at`.
+    Retry {
+        at: DateTime<Utc>,
+    },
+}
+
+impl DisputeRecord {
+    /// The record after `end` (what the stores write).
+    pub fn ended(&self, end: &DisputeEnd) -> Self {
+        let mut r = self.clone();
+        match end {
+            DisputeEnd::Acknowledged { case_id, at } => {
+                r.status = DisputeStatus::Acknowledged;
+                r.case_id = Some(case_id.clone());
+                r.acknowledged_at = Some(*at);
+                r.card_ref = None;
+                r.next_attempt_at = None;
+            }
+            DisputeEnd::Failed { failure, at } => {
+                r.status = DisputeStatus::Failed;
+                r.failure = Some(failure.clone());
+                r.failed_at = Some(*at);
+                r.card_ref = None;
+                r.next_attempt_at = None;
+            }
+            DisputeEnd::Retry { at } => r.next_attempt_at = Some(*at),
+        }
+        r
+    }
 }

@@ -15,6 +15,7 @@ use crate::bank::signing::{self, SignatureHeaders};
 use crate::clock::{Clock, ManualClock};
 use crate::config::{ServiceConfig, DEFAULT_CONFIG};
 use crate::dispatch::client::{BankClient, BankReply, TransportError};
+use crate::dispatch::dispute::{DisputeSender, DisputeSenderDeps};
 use crate::dispatch::fanout::{Fanout, FanoutDeps};
 use crate::dispatch::planner::Planner;
 use crate::dispatch::secrets::BankSecrets;
@@ -95,6 +96,8 @@ pub enum Script {
     Malformed,
     /// Answers FOUND with a full card number in the card.
     Leak,
+    /// A dispute's answer, signed: ACKNOWLEDGED with this case id.
+    DisputeAck(&'static str),
 }
 
 /// Plays the banks: each call pops the bank's next scripted reply (the last one repeats).
@@ -183,6 +186,12 @@ impl BankClient for ScriptedBanks {
                 &signing::BankSecret::new(vec![0xEE; 32]).unwrap(),
             )),
             Script::Malformed => Ok(signed(b"{not json".to_vec(), secret)),
+            Script::DisputeAck(case_id) => Ok(signed(
+                json!({"dispute_id": inquiry["dispute_id"], "case_id": case_id, "status": "ACKNOWLEDGED"})
+                    .to_string()
+                    .into_bytes(),
+                secret,
+            )),
             Script::Leak => {
                 let mut v: Value =
                     serde_json::from_slice(&answer("FOUND", &[("DEBIT", "62221234")])).unwrap();
@@ -290,6 +299,14 @@ impl BankWorld {
             clock: clock.clone(),
             sleep: Arc::new(ClockSleep(clock.clone())),
             bank_timeout: TimeDelta::seconds(5),
+            disputes: Some(Arc::new(DisputeSender::new(DisputeSenderDeps {
+                config: config.clone(),
+                store: store.clone(),
+                client: banks.clone(),
+                secrets: secrets.clone(),
+                clock: clock.clone(),
+                bank_timeout: StdDuration::from_secs(5),
+            }))),
         }));
         Self {
             config,

@@ -1,11 +1,14 @@
 //! The inquiry queue (`dispatch::queue`) on Amazon SQS: one FIFO queue, message group =
-//! the bank, de-duplication id = `<query_id>.<bank>.<attempt>`.
+//! the bank, de-duplication id = `<query_id>.<bank>.<attempt>` (a dispute's send:
+//! `dispute.<dispute_id>.<attempt>`).
 
 use async_trait::async_trait;
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 
 use crate::adapters::redact::sdk_error;
-use crate::dispatch::queue::{InquiryQueue, LegAttempt, QueueError, ENQUEUE_BATCH};
+use crate::dispatch::queue::{
+    DisputeSend, InquiryQueue, LegAttempt, QueueError, QueueMessage, ENQUEUE_BATCH,
+};
 
 pub struct SqsInquiryQueue {
     client: aws_sdk_sqs::Client,
@@ -18,7 +21,7 @@ impl SqsInquiryQueue {
     }
 }
 
-fn entry(i: usize, a: &LegAttempt) -> Result<SendMessageBatchRequestEntry, QueueError> {
+fn entry(i: usize, a: &QueueMessage) -> Result<SendMessageBatchRequestEntry, QueueError> {
     SendMessageBatchRequestEntry::builder()
         .id(i.to_string())
         .message_body(a.body())
@@ -28,11 +31,10 @@ fn entry(i: usize, a: &LegAttempt) -> Result<SendMessageBatchRequestEntry, Queue
         .map_err(|e| QueueError::Unavailable(e.to_string()))
 }
 
-#[async_trait]
-impl InquiryQueue for SqsInquiryQueue {
-    async fn enqueue(&self, attempts: &[LegAttempt]) -> Result<(), QueueError> {
+impl SqsInquiryQueue {
+    async fn send(&self, messages: &[QueueMessage]) -> Result<(), QueueError> {
         // In order, one batch after the other: a group's order is the order sent.
-        for chunk in attempts.chunks(ENQUEUE_BATCH) {
+        for chunk in messages.chunks(ENQUEUE_BATCH) {
             let entries = chunk
                 .iter()
                 .enumerate()
@@ -58,6 +60,20 @@ impl InquiryQueue for SqsInquiryQueue {
             }
         }
         Ok(())
+    }
+}
+
+#[async_trait]
+impl InquiryQueue for SqsInquiryQueue {
+    async fn enqueue(&self, attempts: &[LegAttempt]) -> Result<(), QueueError> {
+        let messages: Vec<QueueMessage> = attempts.iter().cloned().map(QueueMessage::Leg).collect();
+        self.send(&messages).await
+    }
+
+    async fn enqueue_disputes(&self, sends: &[DisputeSend]) -> Result<(), QueueError> {
+        let messages: Vec<QueueMessage> =
+            sends.iter().cloned().map(QueueMessage::Dispute).collect();
+        self.send(&messages).await
     }
 
     async fn pause(&self, receipt: &str, secs: i32) -> Result<(), QueueError> {

@@ -42,10 +42,12 @@ impl ApiError {
             Malformed(_) | IdempotencyKeyRequired | InvalidCursor => 400,
             Unauthenticated => 401,
             NotRealNameVerified | RegionNotInPilot | CursorExpired => 403,
-            NotFound => 404,
-            QueryInProgress | ReportNotReady | AlreadyAnswered | IdempotencyInProgress { .. } => {
-                409
-            }
+            NotFound | CardNotFound => 404,
+            QueryInProgress
+            | ReportNotReady
+            | AlreadyAnswered
+            | DisputeNotSupported
+            | IdempotencyInProgress { .. } => 409,
             ReportExpired { .. } | ReportDeleted { .. } => 410,
             InvalidBanks(_)
             | ConsentRequired
@@ -78,6 +80,8 @@ impl ApiError {
             NotRealNameVerified => "NOT_REAL_NAME_VERIFIED",
             RegionNotInPilot => "REGION_NOT_IN_PILOT",
             NotFound => "NOT_FOUND",
+            CardNotFound => "CARD_NOT_FOUND",
+            DisputeNotSupported => "DISPUTE_NOT_SUPPORTED",
             QueryInProgress => "QUERY_IN_PROGRESS",
             ReportNotReady => "REPORT_NOT_READY",
             AlreadyAnswered => "ALREADY_ANSWERED",

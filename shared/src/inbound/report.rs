@@ -1,5 +1,7 @@
 //! The view-report function: `GET /v1/card-queries`, `GET /v1/card-queries/{query_id}`,
-//! `POST /v1/card-queries/{query_id}/report` and `DELETE` of it (step-up every time).
+//! `POST /v1/card-queries/{query_id}/report` and `DELETE` of it (step-up every time),
+//! `POST /v1/card-queries/{query_id}/disputes` (dispute a card, step-up) and `GET` of
+//! it (the query's disputes: decision 157).
 
 use std::sync::Arc;
 
@@ -15,7 +17,9 @@ use super::error::ApiError;
 use super::extract::{Caller, JsonBody, Param};
 use super::response::Json;
 use super::{authenticated, finish, limited, refuse_other_methods, Authenticates};
+use crate::report::dispute::Disputed;
 use crate::report::view::{CodeInput, ReportAccess, StepUp, ViewService};
+use crate::rules::dispute::is_card_id;
 use crate::security::app_jwt::AppAuthenticator;
 
 pub struct ViewApi {
@@ -38,17 +42,20 @@ type Api = State<Arc<ViewApi>>;
 const QUERIES: &str = "/v1/card-queries";
 const QUERY: &str = "/v1/card-queries/{query_id}";
 const REPORT: &str = "/v1/card-queries/{query_id}/report";
+const DISPUTES: &str = "/v1/card-queries/{query_id}/disputes";
 
 pub fn router(api: Arc<ViewApi>) -> Router {
     let routes = Router::new()
         .route(QUERIES, get(list))
         .route(QUERY, get(detail))
-        .route(REPORT, limited(post(report).delete(delete_report)));
+        .route(REPORT, limited(post(report).delete(delete_report)))
+        .route(DISPUTES, limited(post(dispute).get(disputes)));
     let routes = authenticated(routes, api.clone());
     // POST /v1/card-queries is the submit-query function's.
     let routes = refuse_other_methods(routes, QUERIES, "GET, POST");
     let routes = refuse_other_methods(routes, QUERY, "GET");
     let routes = refuse_other_methods(routes, REPORT, "POST, DELETE");
+    let routes = refuse_other_methods(routes, DISPUTES, "GET, POST");
     finish(routes, api)
 }
 
@@ -90,6 +97,60 @@ async fn delete_report(
 ) -> Result<Response, ApiError> {
     api.service.delete(&user, &id, step_up(body)?).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// "This card is not mine": 201 with the new dispute, 200 with the one the card
+/// already had (a repeat, or the loser of a race).
+async fn dispute(
+    State(api): Api,
+    Caller(user): Caller,
+    Param(id): Param,
+    JsonBody { body, .. }: JsonBody<DisputeRequest>,
+) -> Result<Response, ApiError> {
+    if !is_card_id(&body.card_id) {
+        return Err(ApiError::Malformed(
+            "card_id is a card_id of the report (e.g. ICBC-1)".into(),
+        ));
+    }
+    let proof = match (body.verification, body.face_token) {
+        (Some(verification), None) => StepUp::Code { verification },
+        (None, Some(face_token)) => StepUp::Face { face_token },
+        _ => {
+            return Err(ApiError::Malformed(
+                "give exactly one of verification and face_token".into(),
+            ))
+        }
+    };
+    let disputed = api
+        .service
+        .dispute(&user, &id, &body.card_id, proof)
+        .await?;
+    let status = match disputed {
+        Disputed::Created(_) => StatusCode::CREATED,
+        Disputed::Existing(_) => StatusCode::OK,
+    };
+    Ok(Json(status, disputed.view()).into_response())
+}
+
+/// The query's disputes, also after its report is gone.
+async fn disputes(
+    State(api): Api,
+    Caller(user): Caller,
+    Param(id): Param,
+) -> Result<Response, ApiError> {
+    let disputes = api.service.disputes(&user, &id).await?;
+    Ok(Json(StatusCode::OK, serde_json::json!({ "disputes": disputes })).into_response())
+}
+
+/// The body of a dispute: the card and exactly one DISPUTE_CARD step-up proof.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DisputeRequest {
+    card_id: String,
+    #[serde(default)]
+    verification: Option<CodeInput>,
+    #[serde(default)]
+    face_token: Option<String>,
 }
 
 /// The body of a report request or deletion: exactly one step-up proof; for viewing, a

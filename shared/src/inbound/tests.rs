@@ -69,6 +69,7 @@ fn routers() -> Routers {
     }));
     let view = report::router(Arc::new(ViewApi {
         service: ViewService::new(ViewDeps {
+            disputes: w.store.clone(),
             config: w.config.clone(),
             queries: w.store.clone(),
             reports: w.store.clone(),

@@ -27,7 +27,7 @@ use shared::model::bank::BankCode;
 use shared::model::ids::{QueryId, UserId, VerificationId};
 use shared::model::purpose::Purpose;
 use shared::model::timestamp;
-use shared::ports::{QueryStore, ReportStore, SubmissionStore};
+use shared::ports::{DisputeStore, QueryStore, ReportStore, SubmissionStore};
 use shared::records::{
     ConsentRecord, IdempotencyRecord, QueryPhase, QueryRecord, Submission, UserState,
     VerificationRecord,
@@ -35,6 +35,7 @@ use shared::records::{
 use testkit::submission::Fixture;
 use tokio::sync::Barrier;
 
+mod dispute_store;
 mod gate;
 mod inquiry_queue;
 mod profile_store;
@@ -43,9 +44,9 @@ mod report_store;
 mod sms_sender;
 mod submission_store;
 
-/// Everything a contract case may call: the three store ports.
-pub trait Store: SubmissionStore + QueryStore + ReportStore {}
-impl<T: SubmissionStore + QueryStore + ReportStore> Store for T {}
+/// Everything a contract case may call: the four store ports.
+pub trait Store: SubmissionStore + QueryStore + ReportStore + DisputeStore {}
+impl<T: SubmissionStore + QueryStore + ReportStore + DisputeStore> Store for T {}
 
 /// One case's world: a store of its own, a user it may write, and the instant it runs
 /// at (whole seconds, as the table stores instants).

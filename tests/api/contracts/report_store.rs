@@ -29,7 +29,11 @@ contract!(
 );
 
 /// What aggregation writes for `q`, from the user's state as it is now.
-async fn publication<S: Store>(w: &World<S>, q: QueryId, at: DateTime<Utc>) -> Publication {
+pub(super) async fn publication<S: Store>(
+    w: &World<S>,
+    q: QueryId,
+    at: DateTime<Utc>,
+) -> Publication {
     let state = w.store.user_state(&w.user).await.unwrap();
     Publication {
         report: StoredReport {

@@ -1,6 +1,7 @@
 //! The user's own controls over a query, end to end through the local stack: deleting
 //! the report early (`deletion`), the log of every time it was shown (`view_log`), the
-//! report read in pages (`pages`).
+//! report read in pages (`pages`), disputing a card ("this card is not mine",
+//! `disputes`).
 //!
 //! ```text
 //! python3 infra/local/stack.py exec --with-api -- cargo test -p system-tests --test api controls::
@@ -12,6 +13,7 @@ use serde_json::{json, Value};
 use testkit::api::{Api, Reply, TestUser};
 
 mod deletion;
+mod disputes;
 mod pages;
 mod view_log;
 

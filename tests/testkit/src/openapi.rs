@@ -670,11 +670,11 @@ mod tests {
             },
             "cards": [
                 {"bank_code": "ICBC", "bank_name": "工商银行", "kind": "DEBIT",
-                 "masked_number": "6222 **** **** 1234"},
+                 "masked_number": "6222 **** **** 1234", "card_id": "ICBC-2", "disputable": true},
                 {"bank_code": "ICBC", "bank_name": "工商银行", "kind": "DEBIT",
-                 "masked_number": "6212 **** **** 0001"},
+                 "masked_number": "6212 **** **** 0001", "card_id": "ICBC-1", "disputable": true},
                 {"bank_code": "ICBC", "bank_name": "工商银行", "kind": "CREDIT",
-                 "masked_number": "6258 **** **** 9876"}
+                 "masked_number": "6258 **** **** 9876", "card_id": "ICBC-3", "disputable": false}
             ],
             "notices": ["报告内容以银行记录为准。"],
             "next_cursor": null,
@@ -700,6 +700,8 @@ mod tests {
             ("GET", "/v1/card-queries/{query_id}"),
             ("POST", "/v1/card-queries/{query_id}/report"),
             ("DELETE", "/v1/card-queries/{query_id}/report"),
+            ("POST", "/v1/card-queries/{query_id}/disputes"),
+            ("GET", "/v1/card-queries/{query_id}/disputes"),
             ("POST", "/v1/bank-callbacks/{bank_code}"),
         ] {
             assert!(
@@ -707,7 +709,7 @@ mod tests {
                 "{m} {p} is documented"
             );
         }
-        assert_eq!(ops.len(), 9, "{ops:?}");
+        assert_eq!(ops.len(), 11, "{ops:?}");
     }
 
     /// The bank protocol loads like the contract, every schema in it compiles, and its
@@ -946,7 +948,7 @@ mod tests {
             .as_array()
             .unwrap()
             .len();
-        assert_eq!(codes, 30);
+        assert_eq!(codes, 32);
     }
 
     #[test]

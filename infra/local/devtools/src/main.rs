@@ -97,6 +97,7 @@ enum FacePurpose {
     SubmitQuery,
     ViewReport,
     DeleteReport,
+    DisputeCard,
 }
 
 impl From<FacePurpose> for Purpose {
@@ -105,6 +106,7 @@ impl From<FacePurpose> for Purpose {
             FacePurpose::SubmitQuery => Purpose::SubmitQuery,
             FacePurpose::ViewReport => Purpose::ViewReport,
             FacePurpose::DeleteReport => Purpose::DeleteReport,
+            FacePurpose::DisputeCard => Purpose::DisputeCard,
         }
     }
 }

@@ -85,6 +85,14 @@ impl BankEndpoint {
         url
     }
 
+    /// `{endpoint}/card-disputes`.
+    pub fn disputes(&self) -> Url {
+        let mut url = self.0.clone();
+        let path = format!("{}/card-disputes", url.path().trim_end_matches('/'));
+        url.set_path(&path);
+        url
+    }
+
     pub fn as_str(&self) -> &str {
         self.0.as_str().trim_end_matches('/')
     }

@@ -3,6 +3,7 @@
 
 pub mod callback;
 pub mod client;
+pub mod dispute;
 pub mod fanout;
 pub mod gate;
 #[cfg(any(test, feature = "test-util"))]

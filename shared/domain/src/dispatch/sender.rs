@@ -19,9 +19,10 @@ use chrono::TimeDelta;
 use tokio::task::{Id, JoinSet};
 use tracing::{error, info, warn};
 
+use super::dispute::DisputeSender;
 use super::fanout::Fanout;
 use super::gate::{Admission, Gate, Health, Hold, Lane, LanePolicy};
-use super::queue::{InquiryQueue, LegAttempt};
+use super::queue::{InquiryQueue, QueueMessage};
 use crate::clock::Clock;
 use crate::config::ServiceConfig;
 use crate::model::bank::BankCode;
@@ -64,6 +65,9 @@ pub struct SenderDeps {
     pub sleep: Arc<dyn Sleep>,
     /// The bank call's timeout (as the fan-out's client uses it).
     pub bank_timeout: TimeDelta,
+    /// Sends the disputes queued with the inquiries (decision 157); without it a
+    /// dispute message is dropped.
+    pub disputes: Option<Arc<DisputeSender>>,
 }
 
 pub struct Sender {
@@ -100,6 +104,13 @@ impl Running {
     }
 }
 
+/// What a message asks to send, once found still due.
+#[derive(Clone)]
+enum Work {
+    Leg(crate::records::QueryRecord, crate::records::LegRecord),
+    Dispute(Arc<DisputeSender>, crate::records::DisputeRecord),
+}
+
 /// Why a bank's remaining messages stop for this batch.
 enum Stop {
     Pause(chrono::DateTime<chrono::Utc>, Hold),
@@ -122,10 +133,10 @@ impl Sender {
     /// Handles one batch; returns the ids of the messages to report as failures (the
     /// queue delivers them again).
     pub async fn handle(&self, batch: Vec<Received>) -> Vec<String> {
-        let mut groups: BTreeMap<BankCode, Vec<(Received, LegAttempt)>> = BTreeMap::new();
+        let mut groups: BTreeMap<BankCode, Vec<(Received, QueueMessage)>> = BTreeMap::new();
         for m in batch {
-            match LegAttempt::parse(&m.body) {
-                Some(a) => groups.entry(a.bank.clone()).or_default().push((m, a)),
+            match QueueMessage::parse(&m.body) {
+                Some(a) => groups.entry(a.bank().clone()).or_default().push((m, a)),
                 // Not ours to retry: a malformed message would come back forever.
                 None => {
                     warn!(message_id = %m.message_id, "inquiry message not understood; dropped")
@@ -141,18 +152,29 @@ impl Sender {
     }
 
     /// One bank's messages, in order.
-    async fn bank_group(&self, messages: Vec<(Received, LegAttempt)>) -> Vec<String> {
+    async fn bank_group(&self, messages: Vec<(Received, QueueMessage)>) -> Vec<String> {
         let mut failed = Vec::new();
         let mut running = Running::default();
         let mut rest = messages.into_iter();
         let mut stop = None;
         'messages: for (m, a) in rest.by_ref() {
-            let current = match self
-                .d
-                .fanout
-                .pending_attempt(&a.query_id, &a.bank, a.attempt)
-                .await
-            {
+            let current = match &a {
+                QueueMessage::Leg(a) => self
+                    .d
+                    .fanout
+                    .pending_attempt(&a.query_id, &a.bank, a.attempt)
+                    .await
+                    .map(|c| c.map(|(query, leg)| Work::Leg(query, leg))),
+                // A dispute (decision 157): the same gate, its own send.
+                QueueMessage::Dispute(d) => match &self.d.disputes {
+                    Some(disputes) => disputes
+                        .pending(d)
+                        .await
+                        .map(|c| c.map(|r| Work::Dispute(disputes.clone(), r))),
+                    None => Ok(None),
+                },
+            };
+            let current = match current {
                 Ok(c) => c,
                 Err(e) => {
                     error!(message_id = %m.message_id, error = %e, "inquiry not sent; will retry");
@@ -160,12 +182,12 @@ impl Sender {
                     break;
                 }
             };
-            let Some((query, leg)) = current else {
-                info!(query_id = %a.query_id, bank = %a.bank, attempt = a.attempt, "inquiry no longer due; dropped");
+            let Some(work) = current else {
+                info!(message_id = %m.message_id, bank = %a.bank(), "inquiry no longer due; dropped");
                 continue;
             };
-            let lane = Lane::Bank(a.bank.clone());
-            let policy = self.policy(&a.bank);
+            let lane = Lane::Bank(a.bank().clone());
+            let policy = self.policy(a.bank());
             loop {
                 let now = self.d.clock.now();
                 let admission = match self.d.gate.admit(&lane, &policy, now).await {
@@ -179,9 +201,17 @@ impl Sender {
                 match admission {
                     Admission::Go(permit) => {
                         let d = self.d.clone();
+                        let work = work.clone();
                         let task = running.tasks.spawn(async move {
-                            let sent = d.fanout.send_leg(&query, &leg).await;
-                            let health = sent.as_ref().map_or(Health::Neutral, |(_, h)| *h);
+                            let sent = match &work {
+                                Work::Leg(query, leg) => {
+                                    d.fanout.send_leg(query, leg).await.map(|(_, h)| h)
+                                }
+                                Work::Dispute(disputes, r) => {
+                                    disputes.send(r).await.map(|(_, h)| h)
+                                }
+                            };
+                            let health = sent.as_ref().map_or(Health::Neutral, |h| *h);
                             let now = d.clock.now();
                             if let Err(e) = d.gate.finish(&permit, health, &policy, now).await {
                                 // The slot's lease frees it; the send itself happened.

@@ -169,6 +169,7 @@ impl Burst {
             clock: w.clock.clone(),
             sleep: Arc::new(ClockSleep(w.clock.clone())),
             bank_timeout: TimeDelta::seconds(5),
+            disputes: None,
         }));
         Self {
             w,
@@ -368,6 +369,7 @@ async fn a_bank_that_never_recovers_settles_no_response_by_the_deadline() {
     let qs = b.submit(8, &["CMB", "ICBC"]).await;
     let metrics = Arc::new(RecordingMetrics::default());
     let sweeper = Sweeper {
+        disputes: b.w.store.clone(),
         queries: b.w.store.clone(),
         reports: b.w.store.clone(),
         planner: b.planner.clone(),

@@ -10,6 +10,8 @@ pub enum Purpose {
     ViewReport,
     /// Deleting a report before its 7 days (the user's right to deletion).
     DeleteReport,
+    /// Disputing a reported card ("this card is not mine"): decision 157.
+    DisputeCard,
 }
 
 impl Purpose {
@@ -18,6 +20,7 @@ impl Purpose {
             Purpose::SubmitQuery => "SUBMIT_QUERY",
             Purpose::ViewReport => "VIEW_REPORT",
             Purpose::DeleteReport => "DELETE_REPORT",
+            Purpose::DisputeCard => "DISPUTE_CARD",
         }
     }
 }
@@ -32,6 +35,7 @@ mod tests {
             Purpose::SubmitQuery,
             Purpose::ViewReport,
             Purpose::DeleteReport,
+            Purpose::DisputeCard,
         ] {
             assert_eq!(serde_json::to_value(p).unwrap(), p.as_str());
         }

@@ -48,6 +48,10 @@ pub struct ReportCard {
     pub kind: CardKind,
     /// `6222 **** **** 1234`
     pub masked_number: String,
+    /// The card's id in this report (`rules::dispute::card_id`): what a dispute names.
+    pub card_id: String,
+    /// Whether the card can be disputed (its bank gave a `card_ref` for it).
+    pub disputable: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -187,6 +191,44 @@ pub fn content(query: &QueryRecord, legs: &[LegRecord]) -> ReportContent {
     ReportContent { banks }
 }
 
+/// A responding bank's cards in the report's order (masked card, then ref), each with
+/// its card id: the order and the ids are the same every time the report is opened.
+pub fn ordered_cards(bank: &BankCode, mut cards: Vec<AnsweredCard>) -> Vec<(String, AnsweredCard)> {
+    cards.sort();
+    cards
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| (crate::rules::dispute::card_id(bank.as_str(), i + 1), c))
+        .collect()
+}
+
+/// The card `card_id` names in the report, with its bank's place in the report; only
+/// that bank's answer is opened. `None` when the report has no such card.
+pub fn find_card<'a, E>(
+    content: &'a ReportContent,
+    card_id: &str,
+    mut cards_of: impl FnMut(&ReportedBank, &Sealed) -> Result<Vec<AnsweredCard>, E>,
+) -> Result<Option<(&'a ReportedBank, AnsweredCard)>, E> {
+    let Some((code, _)) = card_id.split_once('-') else {
+        return Ok(None);
+    };
+    let Some(bank) = content
+        .banks
+        .iter()
+        .find(|b| b.bank_code.as_str() == code && b.status == BankStatus::Responded)
+    else {
+        return Ok(None);
+    };
+    let Some(sealed) = &bank.answer else {
+        return Ok(None);
+    };
+    let card = ordered_cards(&bank.bank_code, cards_of(bank, sealed)?)
+        .into_iter()
+        .find(|(id, _)| id == card_id)
+        .map(|(_, c)| (bank, c));
+    Ok(card)
+}
+
 /// The report as the app receives it, from the opened content: `cards_of` opens a
 /// responding bank's answer.
 pub fn render<E>(
@@ -216,12 +258,7 @@ pub fn render<E>(
         };
         if let (BankStatus::Responded, Some(sealed)) = (bank.status, &bank.answer) {
             // The app contract has no `card_ref`: only the masked card leaves.
-            let mut bank_cards: Vec<_> = cards_of(bank, sealed)?
-                .iter()
-                .map(AnsweredCard::masked)
-                .collect();
-            bank_cards.sort();
-            for card in bank_cards {
+            for (card_id, card) in ordered_cards(code, cards_of(bank, sealed)?) {
                 match card.kind {
                     CardKind::Debit => row.debit_cards += 1,
                     CardKind::Credit => row.credit_cards += 1,
@@ -230,7 +267,9 @@ pub fn render<E>(
                     bank_code: code.to_string(),
                     bank_name: name.clone(),
                     kind: card.kind,
-                    masked_number: card.masked_number(),
+                    masked_number: card.masked().masked_number(),
+                    card_id,
+                    disputable: card.card_ref.is_some(),
                 });
             }
         }

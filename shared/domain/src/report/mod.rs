@@ -3,6 +3,7 @@
 pub mod aggregate;
 pub mod body;
 pub mod crypto;
+pub mod dispute;
 pub mod paging;
 pub mod view;
 

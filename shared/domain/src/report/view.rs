@@ -18,7 +18,7 @@ use crate::model::ids::{QueryId, UserId};
 use crate::model::purpose::Purpose;
 use crate::model::step_up::StepUpMethod;
 use crate::model::timestamp::rfc3339;
-use crate::ports::{QueryStore, ReportStore, SubmissionStore};
+use crate::ports::{DisputeStore, QueryStore, ReportStore, SubmissionStore};
 use crate::records::{LegRecord, LegState, QueryPhase, QueryRecord, ReportView, StoredReport};
 use crate::security::face::FaceVerifier;
 use crate::security::sms_code::CodeHasher;
@@ -139,10 +139,12 @@ pub struct ViewDeps {
     pub face: Arc<FaceVerifier>,
     pub opener: ReportOpener,
     pub clock: Arc<dyn Clock>,
+    /// Disputes of the report's cards (decision 157).
+    pub disputes: Arc<dyn DisputeStore>,
 }
 
 pub struct ViewService {
-    d: ViewDeps,
+    pub(super) d: ViewDeps,
     cursors: CursorKey,
 }
 
@@ -169,7 +171,11 @@ impl ViewService {
     }
 
     /// The caller's own query; anything else is "not found".
-    async fn own_query(&self, user: &UserId, id: &str) -> Result<QueryRecord, ServiceError> {
+    pub(super) async fn own_query(
+        &self,
+        user: &UserId,
+        id: &str,
+    ) -> Result<QueryRecord, ServiceError> {
         let id = QueryId::parse(id).map_err(|_| ServiceError::NotFound)?;
         self.d
             .queries
@@ -203,7 +209,7 @@ impl ViewService {
     }
 
     /// The 410 for a report that is gone: expired, or deleted by the user.
-    fn gone(&self, q: &QueryRecord, now: DateTime<Utc>) -> ServiceError {
+    pub(super) fn gone(&self, q: &QueryRecord, now: DateTime<Utc>) -> ServiceError {
         let view = QueryView::of(q, now);
         let deleted = view.report_status == "DELETED";
         let query = serde_json::to_value(view).unwrap_or_default();
@@ -216,7 +222,7 @@ impl ViewService {
 
     /// The report's state allows viewing or deleting it; otherwise the refusal, decided
     /// before any step-up proof is used up.
-    fn readable(&self, q: &QueryRecord, now: DateTime<Utc>) -> Result<(), ServiceError> {
+    pub(super) fn readable(&self, q: &QueryRecord, now: DateTime<Utc>) -> Result<(), ServiceError> {
         match QueryView::of(q, now).report_status {
             "READY" => Ok(()),
             "EXPIRED" | "DELETED" => Err(self.gone(q, now)),
@@ -225,7 +231,7 @@ impl ViewService {
     }
 
     /// The 410 after the report was found missing: the record as it is now says why.
-    async fn gone_now(&self, q: &QueryRecord, now: DateTime<Utc>) -> ServiceError {
+    pub(super) async fn gone_now(&self, q: &QueryRecord, now: DateTime<Utc>) -> ServiceError {
         match self.d.queries.query(&q.query_id).await {
             Ok(Some(current)) => self.gone(&current, now),
             Ok(None) => self.gone(q, now),
@@ -323,7 +329,7 @@ impl ViewService {
         Ok(())
     }
 
-    async fn step_up(
+    pub(super) async fn step_up(
         &self,
         user: &UserId,
         proof: StepUp,
@@ -381,17 +387,40 @@ pub fn open_report(
     q: &QueryRecord,
     stored: &StoredReport,
 ) -> Result<body::Report, ServiceError> {
-    let integrity = |why: &str| {
-        warn!(query_id = %q.query_id, check = why, "stored report failed its integrity check");
-        ServiceError::internal(format!("report integrity: {why}"))
-    };
+    let content = open_content(opener, user, q, stored)?;
+    body::render(
+        &q.query_id.to_string(),
+        stored.generated_at,
+        stored.expires_at,
+        &content,
+        &config.banks,
+        |bank, sealed| {
+            body::open_answer(opener, q, bank, sealed)
+                .map_err(|_| integrity(q, "bank answer envelope"))
+        },
+    )
+}
+
+fn integrity(q: &QueryRecord, why: &str) -> ServiceError {
+    warn!(query_id = %q.query_id, check = why, "stored report failed its integrity check");
+    ServiceError::internal(format!("report integrity: {why}"))
+}
+
+/// The report's opened content (each bank's outcome and still sealed answer), after the
+/// integrity checks of [`open_report`].
+pub fn open_content(
+    opener: &ReportOpener,
+    user: &UserId,
+    q: &QueryRecord,
+    stored: &StoredReport,
+) -> Result<body::ReportContent, ServiceError> {
     if stored.query_id != q.query_id || &stored.user_id != user || &q.user_id != user {
-        return Err(integrity("owner"));
+        return Err(integrity(q, "owner"));
     }
     if q.report_generated_at != Some(stored.generated_at)
         || q.report_expires_at != Some(stored.expires_at)
     {
-        return Err(integrity("times"));
+        return Err(integrity(q, "times"));
     }
     let binding = Binding::Report {
         query: &q.query_id,
@@ -401,20 +430,8 @@ pub fn open_report(
     };
     let plain = opener
         .open(&binding, &stored.sealed)
-        .map_err(|_| integrity("report envelope"))?;
-    let content: body::ReportContent =
-        serde_json::from_slice(&plain).map_err(|_| integrity("report content"))?;
-    body::render(
-        &q.query_id.to_string(),
-        stored.generated_at,
-        stored.expires_at,
-        &content,
-        &config.banks,
-        |bank, sealed| {
-            body::open_answer(opener, q, bank, sealed)
-                .map_err(|_| integrity("bank answer envelope"))
-        },
-    )
+        .map_err(|_| integrity(q, "report envelope"))?;
+    serde_json::from_slice(&plain).map_err(|_| integrity(q, "report content"))
 }
 
 /// A leg's progress as the user sees it. A pending leg is `QUEUED` until its first send

@@ -14,6 +14,7 @@
 //! | Retention: a report lives 7 days, then it is deleted | [`retention`] |
 //! | Idempotency keys: replay, in-progress lease, retention | [`idempotency`] |
 //! | Admission to a bank or the SMS channel: rate permits, in-flight slots, circuit breaker | [`admission`] |
+//! | Disputes: sent until acknowledged, given up after 72 hours; card ids | [`dispute`] |
 //! | View log: every view of a report with its step-up method, the latest 50 kept | [`view_log`] |
 //!
 //! Masking is a property of the values, not of a use case: a card shows its first 4 and
@@ -29,6 +30,7 @@ pub mod admission;
 pub mod china_day;
 pub mod cooldown;
 pub mod deadline;
+pub mod dispute;
 pub mod idempotency;
 pub mod password;
 pub mod retention;

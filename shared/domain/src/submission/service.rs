@@ -66,6 +66,7 @@ pub fn code_sms_text(code: &str, purpose: Purpose, validity_minutes: i64) -> Str
         Purpose::SubmitQuery => "提交一键查卡申请",
         Purpose::ViewReport => "查看一键查卡报告",
         Purpose::DeleteReport => "删除一键查卡报告",
+        Purpose::DisputeCard => "申报一键查卡报告中的非本人银行卡",
     };
     format!(
         "【云闪付】您正在{action}，验证码{code}，{validity_minutes}分钟内有效。\
@@ -143,8 +144,8 @@ impl SubmissionService {
     ) -> Result<VerificationCreated, ServiceError> {
         let profile = match req.purpose {
             Purpose::SubmitQuery => self.eligible_profile(user).await?,
-            // Viewing or deleting a report only needs the person to be who they are.
-            Purpose::ViewReport | Purpose::DeleteReport => self
+            // Viewing, deleting or disputing in a report only needs the person to be who they are.
+            Purpose::ViewReport | Purpose::DeleteReport | Purpose::DisputeCard => self
                 .profile(user)
                 .await?
                 .filter(|p| p.real_name_verified)

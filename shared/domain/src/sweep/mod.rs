@@ -6,7 +6,9 @@
 //! - legs due for a retry are queued again (the bank-inquiry function sends them
 //!   through the bank's gate);
 //! - reports past their 7 days are deleted (the record stays, EXPIRED);
-//! - reports whose SMS notice is not confirmed are notified.
+//! - reports whose SMS notice is not confirmed are notified;
+//! - disputes due to be sent (new, or again after a failed send) are queued for the
+//!   bank-inquiry function (decision 157).
 //!
 //! Within one run the work goes most pressing first: expiry (a local delete, and the
 //! privacy promise), then notices and deadlines, and retries last. The run stops taking
@@ -22,9 +24,10 @@ use crate::clock::Clock;
 use crate::config::ServiceConfig;
 use crate::dispatch::gate::{Gate, Lane};
 use crate::dispatch::planner::Planner;
+use crate::dispatch::queue::DisputeSend;
 use crate::model::ids::QueryId;
-use crate::ports::{Metric, Metrics, QueryStore, ReportStore, StoreError};
-use crate::records::DueWork;
+use crate::ports::{DisputeStore, Metric, Metrics, QueryStore, ReportStore, StoreError};
+use crate::records::{DisputeStatus, DueWork};
 use crate::report::aggregate::Aggregator;
 
 /// Entries of each kind taken per run (the next run takes the rest).
@@ -39,6 +42,8 @@ pub struct SweepStats {
     pub retries: usize,
     pub expired: usize,
     pub notified: usize,
+    /// Dispute sends queued.
+    pub disputes: usize,
     pub errors: usize,
     /// Left for the next run: the time budget ran out.
     pub deferred: usize,
@@ -53,6 +58,7 @@ pub struct Sweeper {
     pub config: Arc<ServiceConfig>,
     pub gate: Arc<dyn Gate>,
     pub metrics: Arc<dyn Metrics>,
+    pub disputes: Arc<dyn DisputeStore>,
 }
 
 impl Sweeper {
@@ -96,6 +102,10 @@ impl Sweeper {
                     .notify(q)
                     .await
                     .map(|sent| stats.notified += usize::from(sent)),
+                DueWork::Dispute(q, card_id) => self
+                    .queue_dispute(q, card_id)
+                    .await
+                    .map(|queued| stats.disputes += usize::from(queued)),
             };
             if let Err(e) = result {
                 stats.errors += 1;
@@ -131,6 +141,27 @@ impl Sweeper {
         }
     }
 
+    /// Queues the dispute's next send if it is still due (the record is the outbox: a
+    /// dispute written and never queued is queued here).
+    async fn queue_dispute(&self, q: &QueryId, card_id: &str) -> Result<bool, StoreError> {
+        let Some(r) = self.disputes.dispute(q, card_id).await? else {
+            return Ok(false);
+        };
+        let now = self.clock.now();
+        if r.status != DisputeStatus::Sent || r.next_attempt_at.is_none_or(|t| t > now) {
+            return Ok(false);
+        }
+        let send = DisputeSend {
+            dispute_id: r.dispute_id,
+            query_id: r.query_id,
+            card_id: r.card_id,
+            bank: r.bank,
+            attempt: r.attempts + 1,
+        };
+        self.planner.queue.enqueue_disputes(&[send]).await?;
+        Ok(true)
+    }
+
     /// Closes a query at its deadline from whatever answered: the aggregator settles the
     /// silent banks NO_RESPONSE and publishes.
     async fn deadline(&self, id: &QueryId) -> Result<(), StoreError> {
@@ -145,6 +176,7 @@ fn order(item: &DueWork) -> u8 {
         DueWork::Notify(_) => 1,
         DueWork::Deadline(_) => 2,
         DueWork::Retry(..) => 3,
+        DueWork::Dispute(..) => 4,
     }
 }
 

@@ -109,6 +109,7 @@ async fn expiry_is_done_first_retries_are_queued_not_sent_and_stop_before_the_de
     w.clock.set(expires + TimeDelta::seconds(1));
     let queue = Arc::new(MemoryQueue::new(w.clock.clone()));
     let sweeper = Sweeper {
+        disputes: w.store.clone(),
         queries: w.store.clone(),
         reports: w.store.clone(),
         planner: Arc::new(Planner {

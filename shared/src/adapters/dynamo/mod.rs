@@ -9,6 +9,7 @@
 //! | query | `QUERY#<query>` | `QUERY` (gsi1: `USER#<user>` / `QUERY#<query>`) |
 //! | consent | `QUERY#<query>` | `CONSENT` |
 //! | bank leg | `QUERY#<query>` | `LEG#<bank>` |
+//! | dispute of a report's card | `QUERY#<query>` | `DISPUTE#<card_id>` (kept after the report: decision 157) |
 //! | bank nonce | `BANKNONCE#<bank>#<nonce>` | `BANKNONCE` |
 //! | gate of a lane (bank, SMS) | `GATE#<lane>` | `RATE#<i>`, `FLIGHT#<i>`, `CIRCUIT` (see `gate`) |
 //!
@@ -16,6 +17,7 @@
 //! `ttl` (epoch seconds). Items with timed work carry `due_pk`/`due_at` (the sparse
 //! `due` index the sweeper reads), `due_pk` sharded as `<KIND>#<0-7>`.
 
+mod disputes;
 mod gate;
 mod queries;
 mod reports;

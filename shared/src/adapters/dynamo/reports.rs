@@ -509,7 +509,7 @@ impl ReportStore for DynamoStore {
 
     async fn due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<DueWork>, StoreError> {
         let mut out = Vec::new();
-        for kind in ["DEADLINE", "RETRY", "EXPIRY", "NOTIFY"] {
+        for kind in ["DEADLINE", "RETRY", "EXPIRY", "NOTIFY", "DISPUTE"] {
             let mut taken = 0;
             for shard in 0..DUE_SHARDS {
                 if taken >= limit {
@@ -542,6 +542,10 @@ impl ReportStore for DynamoStore {
                         "DEADLINE" => DueWork::Deadline(query),
                         "EXPIRY" => DueWork::Expiry(query),
                         "NOTIFY" => DueWork::Notify(query),
+                        "DISPUTE" => match text("sk").strip_prefix("DISPUTE#") {
+                            Some(card_id) => DueWork::Dispute(query, card_id.to_owned()),
+                            None => continue,
+                        },
                         _ => {
                             let bank = text("sk");
                             let Some(code) = bank.strip_prefix("LEG#") else {

@@ -278,7 +278,17 @@ async fn the_report_json_follows_the_contract_and_holds_no_card_number() {
     for c in cards {
         let mut k: Vec<&str> = c.as_object().unwrap().keys().map(String::as_str).collect();
         k.sort();
-        assert_eq!(k, ["bank_code", "bank_name", "kind", "masked_number"]);
+        assert_eq!(
+            k,
+            [
+                "bank_code",
+                "bank_name",
+                "card_id",
+                "disputable",
+                "kind",
+                "masked_number"
+            ]
+        );
         assert!(c["kind"] == "DEBIT" || c["kind"] == "CREDIT");
     }
     assert!(cards

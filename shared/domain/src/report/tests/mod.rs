@@ -125,6 +125,7 @@ fn world_on_channel(scripts: &[(&str, Vec<Script>)], rate: u32) -> World {
         metrics: metrics.clone(),
     }));
     let view = ViewService::new(ViewDeps {
+        disputes: store.clone(),
         config: config.clone(),
         queries: store.clone(),
         reports: store.clone(),
@@ -143,6 +144,7 @@ fn world_on_channel(scripts: &[(&str, Vec<Script>)], rate: u32) -> World {
         clock: clock.clone(),
     });
     let sweeper = Sweeper {
+        disputes: store.clone(),
         queries: store.clone(),
         reports: store.clone(),
         planner: base.planner.clone(),
@@ -407,6 +409,7 @@ impl World {
 mod aggregation;
 mod building;
 mod deletion;
+mod disputes;
 mod expiry;
 mod integrity;
 mod listing;
