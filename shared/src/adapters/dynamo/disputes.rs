@@ -37,18 +37,9 @@ impl DynamoStore {
         condition: &str,
         values: Vec<(&str, AttributeValue)>,
     ) -> Result<bool, StoreError> {
-        let mut req = self
-            .client
-            .update_item()
-            .table_name(&self.tables.main)
-            .set_key(Some(key(query_pk(query), dispute_sk(card_id))))
-            .update_expression(update)
-            .condition_expression(condition)
-            .expression_attribute_names("#status", "status");
-        for (k, v) in values {
-            req = req.expression_attribute_values(k, v);
-        }
-        written(req.send().await)
+        let key = key(query_pk(query), dispute_sk(card_id));
+        self.update_where(key, update, condition, &[("#status", "status")], &values)
+            .await
     }
 }
 

@@ -232,21 +232,18 @@ impl DynamoStore {
         holder: &str,
         until: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        written(
-            self.client
-                .update_item()
-                .table_name(&self.tables.main)
-                .set_key(Some(key(lane_pk(lane), format!("RATE#{permit}"))))
-                .update_expression("SET #until = :until, #ttl = :ttl REMOVE holder")
-                .condition_expression("holder = :h")
-                .expression_attribute_names("#until", "until")
-                .expression_attribute_names("#ttl", "ttl")
-                .expression_attribute_values(":until", millis(until))
-                .expression_attribute_values(":ttl", ttl_at(until + TimeDelta::days(1)))
-                .expression_attribute_values(":h", s(holder))
-                .send()
-                .await,
+        self.update_where(
+            key(lane_pk(lane), format!("RATE#{permit}")),
+            "SET #until = :until, #ttl = :ttl REMOVE holder",
+            "holder = :h",
+            &[("#until", "until"), ("#ttl", "ttl")],
+            &[
+                (":until", millis(until)),
+                (":ttl", ttl_at(until + TimeDelta::days(1))),
+                (":h", s(holder)),
+            ],
         )
+        .await
     }
 
     async fn release_slot(&self, lane: &Lane, slot: u32, holder: &str) -> Result<bool, StoreError> {
@@ -270,17 +267,8 @@ impl DynamoStore {
         condition: &str,
         values: &[(&str, AttributeValue)],
     ) -> Result<bool, StoreError> {
-        let mut req = self
-            .client
-            .update_item()
-            .table_name(&self.tables.main)
-            .set_key(Some(key(lane_pk(lane), CIRCUIT.into())))
-            .update_expression(update)
-            .condition_expression(condition);
-        for (k, v) in values {
-            req = req.expression_attribute_values(*k, v.clone());
-        }
-        written(req.send().await)
+        let key = key(lane_pk(lane), CIRCUIT.into());
+        self.update_where(key, update, condition, &[], values).await
     }
 
     async fn release_probe(&self, lane: &Lane, holder: &str) -> Result<bool, StoreError> {

@@ -90,6 +90,34 @@ where
     StoreError::Unavailable(crate::adapters::redact::sdk_error(&e))
 }
 
+impl DynamoStore {
+    /// One `UpdateItem` of the main table's item `key` under `condition` (`names` for
+    /// attribute names that are reserved words): `false` when the condition refused it.
+    pub(crate) async fn update_where(
+        &self,
+        key: Item,
+        update: &str,
+        condition: &str,
+        names: &[(&str, &str)],
+        values: &[(&str, AttributeValue)],
+    ) -> Result<bool, StoreError> {
+        let mut req = self
+            .client
+            .update_item()
+            .table_name(&self.tables.main)
+            .set_key(Some(key))
+            .update_expression(update)
+            .condition_expression(condition);
+        for (k, v) in names {
+            req = req.expression_attribute_names(*k, *v);
+        }
+        for (k, v) in values {
+            req = req.expression_attribute_values(*k, v.clone());
+        }
+        written(req.send().await)
+    }
+}
+
 /// The outcome of a conditional write: `true` written, `false` refused by its condition.
 pub(crate) fn written<T, E, R>(result: Result<T, SdkError<E, R>>) -> Result<bool, StoreError>
 where

@@ -45,18 +45,9 @@ impl DynamoStore {
         condition: &str,
         values: &[(&str, AttributeValue)],
     ) -> Result<bool, StoreError> {
-        let mut req = self
-            .client
-            .update_item()
-            .table_name(&self.tables.main)
-            .set_key(Some(key(query_pk(id), leg_sk(bank))))
-            .update_expression(update)
-            .condition_expression(condition)
-            .expression_attribute_names("#state", "state");
-        for (k, v) in values {
-            req = req.expression_attribute_values(*k, v.clone());
-        }
-        written(req.send().await)
+        let key = key(query_pk(id), leg_sk(bank));
+        self.update_where(key, update, condition, &[("#state", "state")], values)
+            .await
     }
 
     /// Counts a settled leg on its query once: the query item keeps the set of banks
