@@ -87,3 +87,107 @@ async fn launcher_starts_healthy_services_and_stops_them_all() {
     assert!(busy.is_empty(), "ports still listening: {busy:?}");
     assert!(!state_file.exists(), "the state file is removed on stop");
 }
+
+#[test]
+fn a_failed_command_keeps_the_stacks_logs_and_says_where() {
+    let root = testkit::workspace_root();
+    let out = Command::new("python3")
+        .arg(root.join("infra/local/stack.py"))
+        .args(["exec", "--", "sh", "-c", "exit 3"])
+        .current_dir(&root)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "the command's exit code");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("sh exited 3; the stack's logs are kept in"))
+        .unwrap_or_else(|| panic!("no word of the kept logs: {stderr}"));
+    let pid = line
+        .split("*-")
+        .nth(1)
+        .and_then(|r| r.split(".log").next())
+        .unwrap_or_else(|| panic!("no launcher pid in {line:?}"));
+    let dynamodb_log = root.join(format!(".local/logs/dynamodb-{pid}.log"));
+    assert!(dynamodb_log.exists(), "{} is kept", dynamodb_log.display());
+    for service in ["dynamodb", "sns", "sns-throttle"] {
+        let _ = std::fs::remove_file(root.join(format!(".local/logs/{service}-{pid}.log")));
+    }
+}
+
+#[test]
+fn the_failure_digest_names_function_errors_and_the_pumps_failed_or_slow_invocations() {
+    let root = testkit::workspace_root();
+    let dir = std::env::temp_dir().join(format!(
+        "digest-test-{}",
+        ulid::Ulid::generate().to_string().to_lowercase()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let function = dir.join("fn-aggregate-report-1.log");
+    std::fs::write(
+        &function,
+        [
+            "=== 2026-12-02T01:07:17 $ target/debug/aggregate-report",
+            r#"{"level":"INFO","fields":{"message":"report published"}}"#,
+            r#"{"level":"WARN","fields":{"message":"callback refused"}}"#,
+            r#"{"level":"ERROR","fields":{"message":"stream record failed; it will be retried"}}"#,
+        ]
+        .join("\n"),
+    )
+    .unwrap();
+    let pump = dir.join("pump.log");
+    std::fs::write(
+        &pump,
+        [
+            r#"{"function":"aggregate-report","outcome":"ok","ms":120}"#,
+            r#"{"function":"aggregate-report","outcome":"ok","ms":61000}"#,
+            r#"{"function":"bank-inquiry","outcome":"function_error","ms":40}"#,
+            r#"{"level":"info","msg":"event sources"}"#,
+        ]
+        .join("\n"),
+    )
+    .unwrap();
+    let script = format!(
+        "import sys; sys.path.insert(0, {lib:?}); from pathlib import Path; \
+         from localstack.digest import digest; \
+         print('\\n'.join(digest([('fn-aggregate-report-1', Path({f:?})), ('pump', Path({p:?})), \
+         ('dynamodb', Path({f:?}))])))",
+        lib = root.join("infra/local").display().to_string(),
+        f = function.display().to_string(),
+        p = pump.display().to_string(),
+    );
+    let out = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("fn-aggregate-report-1: 1 lines of trouble"),
+        "{text}"
+    );
+    assert!(text.contains("stream record failed"), "{text}");
+    assert!(
+        !text.contains("callback refused"),
+        "warnings are the tests' own: {text}"
+    );
+    assert!(!text.contains("report published"), "{text}");
+    assert!(text.contains("pump: 2 lines of trouble"), "{text}");
+    assert!(
+        text.contains("61000") && text.contains("function_error"),
+        "{text}"
+    );
+    assert!(
+        !text.contains(r#""ms":120"#),
+        "a quick ok invocation: {text}"
+    );
+    assert!(
+        !text.contains("dynamodb"),
+        "only the pump and the functions: {text}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -3,7 +3,6 @@
 //! all match `functions/bank-protocol.yaml`.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 use serde_json::{json, Value};
 use testkit::api::{Api, UserKind};
@@ -40,7 +39,7 @@ async fn fan_out_inquiries_answers_and_callbacks_match_the_bank_protocol() {
     let accepted = api.submit_query(&user, &["ICBC", "CMB"]).await;
     let query_id = accepted["query_id"].as_str().unwrap().to_owned();
     let record = api
-        .wait_report(&user, &query_id, Duration::from_secs(60))
+        .wait_report(&user, &query_id, testkit::api::PIPELINE_WAIT)
         .await;
     assert_eq!(record["report_status"], "READY", "{record}");
 

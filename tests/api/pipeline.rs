@@ -11,7 +11,7 @@ use shared::model::purpose::Purpose;
 use testkit::api::{bank_cards, report_cards, Api, TestUser, UserKind};
 use testkit::journey::{self, past, ready_sms_of, set_times, ALL_BANKS};
 
-const REPORT_WAIT: Duration = Duration::from_secs(60);
+const REPORT_WAIT: Duration = testkit::api::PIPELINE_WAIT;
 
 async fn ready_report(api: &Api, user: &TestUser, banks: &[&str]) -> (String, Value) {
     let accepted = api.submit_query(user, banks).await;
@@ -404,7 +404,7 @@ async fn fifty_users_at_once_get_fifty_reports_and_fifty_sms() {
                     .submit_query(&user, &["ICBC", "CMB", "CCB", "BOC"])
                     .await;
                 let id = accepted["query_id"].as_str().unwrap().to_owned();
-                let record = api.wait_report(&user, &id, Duration::from_secs(120)).await;
+                let record = api.wait_report(&user, &id, REPORT_WAIT).await;
                 (user, id, record)
             })
         })

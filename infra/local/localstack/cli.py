@@ -16,10 +16,11 @@ from pathlib import Path
 DESCRIPTION = "Local AWS stack for the card-lookup project: DynamoDB Local + the moto SNS server."
 
 from .common import (
-    DATA_DIR, DEFAULT_API_PORT, DEFAULT_BANK_SIM_PORT, DEFAULT_DYNAMODB_PORT,
+    DATA_DIR, LOG_DIR, DEFAULT_API_PORT, DEFAULT_BANK_SIM_PORT, DEFAULT_DYNAMODB_PORT,
     DEFAULT_SCHEDULE_EVERY_S, DEFAULT_SNS_PORT, DEFAULT_STATE, LOCAL, STOP_GRACE_S, StackError,
     WATCH_INTERVAL_S, dynamodb_healthy, http, pid_alive, read_state, rel, say, sns_healthy,
 )
+from .digest import digest
 from .install import ensure_installed
 from .supervise import Stack
 
@@ -107,7 +108,15 @@ def cmd_exec(opts: argparse.Namespace, cmd: list[str]) -> int:
         say(f"stopping: {reason}; terminating {cmd[0]} (pid {child.pid})")
         _stop_command(child, stack.signal_received)
     died = stack.child_died() and reason is not None and stack.signal_received is None
-    stack.stop(clean=not died)
+    failed = child.returncode != 0 and stack.signal_received is None
+    if failed:
+        lines = digest([(s.name, s.log) for s in stack.services])
+        say(f"{cmd[0]} exited {child.returncode}; the stack's logs are kept in "
+            f"{rel(LOG_DIR)}/*-{os.getpid()}.log; what they hold as trouble: "
+            f"{'' if lines else 'nothing'}")
+        for line in lines:
+            say(line)
+    stack.stop(clean=not (died or failed))
     rc = child.returncode
     if rc < 0:
         rc = 128 - rc

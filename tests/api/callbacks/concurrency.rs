@@ -45,10 +45,7 @@ async fn sixteen_concurrent_callbacks_make_one_report_and_one_sms() {
         assert_eq!(reply.status, 204, "{bank}: {reply:?}");
     }
 
-    let record = b
-        .api
-        .wait_report(&p.user, &p.query_id, Duration::from_secs(60))
-        .await;
+    let record = b.api.wait_report(&p.user, &p.query_id, super::WAIT).await;
     assert_eq!(record["report_status"], "READY", "{record}");
     b.api.allow_next_sms(&p.user).await;
     let reply = b.api.view_report(&p.user, &p.query_id).await;

@@ -35,7 +35,7 @@ mod malformed;
 mod ownership;
 mod signature;
 
-const WAIT: Duration = Duration::from_secs(60);
+const WAIT: Duration = testkit::api::PIPELINE_WAIT;
 
 type Item = HashMap<String, AttributeValue>;
 

@@ -17,7 +17,7 @@ mod disputes;
 mod pages;
 mod view_log;
 
-const REPORT_WAIT: Duration = Duration::from_secs(60);
+const REPORT_WAIT: Duration = testkit::api::PIPELINE_WAIT;
 
 /// A submitted query whose report is READY (not yet viewed): its id.
 async fn ready_query(api: &Api, user: &TestUser, banks: &[&str]) -> String {

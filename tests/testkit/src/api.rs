@@ -28,6 +28,14 @@ pub struct Api {
     pub spec: &'static OpenApi,
 }
 
+/// How long a test of the shared stack waits for the pipeline to get somewhere (a leg
+/// sent, a report out). Tests of one binary run side by side, and a query's legs are
+/// sent in submission order per bank: one submitted beside
+/// `fifty_users_at_once_get_fifty_reports_and_fifty_sms` waits behind its 200 legs at the
+/// same banks, ~30 s on an idle 2-core machine and past 60 s in a CI run that failed on
+/// the old 60 s. Time enough for that burst twice over, not a cure for a lost report.
+pub const PIPELINE_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UserKind {
     /// Real-name, in a pilot region (Shanghai).
@@ -495,12 +503,45 @@ impl Api {
             if body["report_status"] != "PENDING" {
                 return body;
             }
-            assert!(
-                start.elapsed() < timeout,
-                "no report after {timeout:?}: {body}"
-            );
+            if start.elapsed() >= timeout {
+                let item = self.query_bookkeeping(query_id).await;
+                panic!("no report after {timeout:?}: {body}; the query item's bookkeeping: {item}");
+            }
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
+    }
+
+    /// What the pipeline keeps on the query item to decide when it is ready (no card
+    /// data): tells a report that was never triggered (`unsettled` above 0) from one
+    /// whose trigger was lost or is late (0, phase still COLLECTING).
+    pub async fn query_bookkeeping(&self, query_id: &str) -> String {
+        let got = self
+            .clients
+            .dynamodb
+            .get_item()
+            .table_name(&self.tables.main)
+            .key("pk", AttributeValue::S(format!("QUERY#{query_id}")))
+            .key("sk", AttributeValue::S("QUERY".into()))
+            .consistent_read(true)
+            .send()
+            .await;
+        let item = match got {
+            Ok(out) => out.item.unwrap_or_default(),
+            Err(e) => return format!("unreadable: {e}"),
+        };
+        let fields = [
+            "phase",
+            "unsettled",
+            "settled_banks",
+            "due_pk",
+            "due_at",
+            "notified_at",
+        ];
+        let shown: Vec<String> = fields
+            .iter()
+            .map(|f| format!("{f}={:?}", item.get(*f)))
+            .collect();
+        shown.join(" ")
     }
 
     /// Views the report with a fresh VIEW_REPORT code. A view the local watch lost
