@@ -162,7 +162,16 @@ pub async fn planner() -> Result<Planner, StartupError> {
 pub async fn sender() -> Result<Sender, StartupError> {
     let env = BankInquiryEnv::from_env().map_err(err)?;
     let c = common(&env.common).await?;
-    let fanout = fanout_from(&c, &env.bank_secrets, &env.bank_calls, &env.report)?;
+    // One HTTP client and one parse of the secrets, for inquiries and disputes alike.
+    let client: Arc<HttpBankClient> = Arc::new(HttpBankClient::new());
+    let secrets = bank_secrets(&env.bank_secrets, &c)?;
+    let fanout = fanout_from(
+        &c,
+        secrets.clone(),
+        client.clone(),
+        &env.bank_calls,
+        &env.report,
+    )?;
     let bank_timeout = chrono::TimeDelta::from_std(env.bank_calls.bank_timeout_ms.0)
         .map_err(|_| err("BANK_TIMEOUT_MS is too long"))?;
     Ok(Sender::new(SenderDeps {
@@ -176,8 +185,8 @@ pub async fn sender() -> Result<Sender, StartupError> {
         disputes: Some(Arc::new(DisputeSender::new(DisputeSenderDeps {
             config: c.config.clone(),
             store: c.store.clone(),
-            client: Arc::new(HttpBankClient::new().map_err(err)?),
-            secrets: bank_secrets(&env.bank_secrets, &c)?,
+            client,
+            secrets,
             clock: Arc::new(SystemClock),
             bank_timeout: env.bank_calls.bank_timeout_ms.0,
         }))),
@@ -186,17 +195,18 @@ pub async fn sender() -> Result<Sender, StartupError> {
 
 fn fanout_from(
     c: &Common,
-    secrets: &BankSecretsEnv,
+    secrets: BankSecrets,
+    client: Arc<HttpBankClient>,
     calls: &BankCallsEnv,
     report: &ReportSealEnv,
 ) -> Result<Fanout, StartupError> {
     let (config, store) = (c.config.clone(), c.store.clone());
     Ok(Fanout::new(FanoutDeps {
-        secrets: bank_secrets(secrets, c)?,
+        secrets,
         config,
         profiles: store.clone(),
         store,
-        client: Arc::new(HttpBankClient::new().map_err(err)?),
+        client,
         clock: Arc::new(SystemClock),
         callback_base: calls.callback_base(),
         bank_timeout: calls.bank_timeout_ms.0,

@@ -179,7 +179,7 @@ async fn main() {
         config,
         store: f.store.clone(),
         profiles: f.store.clone(),
-        client: Arc::new(HttpBankClient::new().expect("HTTP client")),
+        client: Arc::new(HttpBankClient::new()),
         clock: Arc::new(SystemClock),
         // Every bank answers at once: no callback is ever made.
         callback_base: "http://127.0.0.1:9".into(),

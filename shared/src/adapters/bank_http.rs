@@ -11,27 +11,46 @@ use crate::dispatch::client::{BankClient, BankReply, TransportError};
 /// Bank replies larger than this are not read (an answer is a few KiB).
 const MAX_REPLY_BYTES: usize = 256 * 1024;
 
+/// Built on the first bank call, not at start: the TLS verifier reads the system's
+/// trust store (here ~290 certificate files, about 7 ms, half of bank-inquiry's cold
+/// start — `make bench-coldstart`), which an instance that sends nothing never needs.
+/// The AWS SDK's clients load theirs at their first connection in the same way.
 pub struct HttpBankClient {
-    http: reqwest::Client,
+    http: tokio::sync::OnceCell<reqwest::Client>,
     /// Logs one line per call for the cost benchmark (`adapters::metering`).
     metered: bool,
 }
 
 impl HttpBankClient {
-    pub fn new() -> Result<Self, String> {
-        let http = reqwest::Client::builder()
-            // An inquiry carries the subject's name, ID number and our signature headers:
-            // a redirect would re-send them to wherever `Location` points. None is
-            // followed; fan-out treats a 3xx as the bank's error.
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(Duration::from_secs(3))
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build()
-            .map_err(|e| e.to_string())?;
-        Ok(Self {
-            http,
+    pub fn new() -> Self {
+        Self {
+            http: tokio::sync::OnceCell::new(),
             metered: crate::adapters::metering::enabled(),
-        })
+        }
+    }
+
+    async fn http(&self) -> Result<&reqwest::Client, TransportError> {
+        self.http
+            .get_or_try_init(|| async {
+                reqwest::Client::builder()
+                    // An inquiry carries the subject's name, ID number and our signature
+                    // headers: a redirect would re-send them to wherever `Location`
+                    // points. None is followed; fan-out treats a 3xx as the bank's error.
+                    .redirect(reqwest::redirect::Policy::none())
+                    .connect_timeout(Duration::from_secs(3))
+                    .pool_idle_timeout(Duration::from_secs(30))
+                    .build()
+                    // No trust store: every send fails as a transport error (the leg is
+                    // retried, and the failures show in the logs and the circuit).
+                    .map_err(|e| TransportError::Other(format!("bank HTTP client: {e}")))
+            })
+            .await
+    }
+}
+
+impl Default for HttpBankClient {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
@@ -52,7 +71,8 @@ impl BankClient for HttpBankClient {
         timeout: Duration,
     ) -> Result<BankReply, TransportError> {
         let mut req = self
-            .http
+            .http()
+            .await?
             .post(url)
             .timeout(timeout)
             .header("content-type", "application/json");
@@ -150,7 +170,6 @@ mod tests {
                 signature: "0".repeat(64),
             };
             let reply = HttpBankClient::new()
-                .unwrap()
                 .post(
                     &format!("{bank}/card-inquiries"),
                     &headers,

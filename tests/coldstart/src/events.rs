@@ -36,6 +36,8 @@ pub enum Event {
     QueryModified,
     /// EventBridge's "Scheduled Event" (the sweeper's rate rule).
     Scheduled,
+    /// An SQS FIFO batch of one leg attempt (what the inquiry queue delivers).
+    InquiryMessage,
 }
 
 fn now() -> (u64, u128) {
@@ -153,6 +155,31 @@ fn stream_event(world: &World, name: &str, n: u64) -> Value {
     }]})
 }
 
+/// A leg attempt of the unknown query: the sender reads the leg, finds none and
+/// acknowledges the message, with no gate admission and no bank call.
+fn inquiry_event(n: u64) -> Value {
+    let body = json!({"query_id": UNKNOWN_QUERY, "bank": CALLBACK_BANK, "attempt": 1}).to_string();
+    let millis = now().1;
+    json!({"Records": [{
+        "messageId": format!("00000000-0000-4000-8000-{n:012x}"),
+        "receiptHandle": format!("bench-receipt-{n}"),
+        "body": body,
+        "attributes": {
+            "ApproximateReceiveCount": "1",
+            "SentTimestamp": millis.to_string(),
+            "SenderId": "000000000000",
+            "ApproximateFirstReceiveTimestamp": millis.to_string(),
+            "MessageGroupId": CALLBACK_BANK,
+            "MessageDeduplicationId": format!("{UNKNOWN_QUERY}.{CALLBACK_BANK}.1.{n}"),
+            "SequenceNumber": format!("{:020}", 100_000_000 + n),
+        },
+        "messageAttributes": {},
+        "eventSource": "aws:sqs",
+        "eventSourceARN": "arn:aws:sqs:us-east-1:000000000000:cold-InquiryQueue.fifo",
+        "awsRegion": "us-east-1",
+    }]})
+}
+
 fn scheduled_event(n: u64) -> Value {
     json!({
         "version": "0",
@@ -177,6 +204,7 @@ impl Event {
             Event::QueryInserted => stream_event(world, "INSERT", n),
             Event::QueryModified => stream_event(world, "MODIFY", n),
             Event::Scheduled => scheduled_event(n),
+            Event::InquiryMessage => inquiry_event(n),
         };
         event.to_string().into_bytes()
     }
@@ -188,7 +216,8 @@ impl Event {
         let ok = match self {
             Event::Eligibility | Event::ListQueries => v["statusCode"] == 200,
             Event::BankCallback => v["statusCode"] == 404,
-            Event::QueryInserted | Event::QueryModified => v["batchItemFailures"]
+            Event::QueryInserted | Event::QueryModified | Event::InquiryMessage => v
+                ["batchItemFailures"]
                 .as_array()
                 .is_some_and(|f| f.is_empty()),
             Event::Scheduled => v["errors"] == 0,
@@ -254,6 +283,23 @@ mod tests {
         assert_eq!(r["eventName"], "INSERT");
         assert_eq!(r["dynamodb"]["NewImage"]["entity"]["S"], "QUERY");
         assert_eq!(r["dynamodb"]["NewImage"]["query_id"]["S"], UNKNOWN_QUERY);
+    }
+
+    #[test]
+    fn inquiry_messages_are_one_leg_attempt_of_the_unknown_query_with_ids_of_their_own() {
+        let a: Value = serde_json::from_slice(&Event::InquiryMessage.build(&world(), 1)).unwrap();
+        let b: Value = serde_json::from_slice(&Event::InquiryMessage.build(&world(), 2)).unwrap();
+        let r = &a["Records"][0];
+        assert_eq!(r["eventSource"], "aws:sqs");
+        let body: Value = serde_json::from_str(r["body"].as_str().unwrap()).unwrap();
+        // LegAttempt denies unknown fields: exactly these three.
+        assert_eq!(
+            body,
+            json!({"query_id": UNKNOWN_QUERY, "bank": CALLBACK_BANK, "attempt": 1})
+        );
+        assert_eq!(r["attributes"]["MessageGroupId"], CALLBACK_BANK);
+        assert_ne!(r["messageId"], b["Records"][0]["messageId"]);
+        assert_ne!(r["receiptHandle"], b["Records"][0]["receiptHandle"]);
     }
 
     #[test]

@@ -56,12 +56,13 @@ const STREAM_PEER: &str = "python-stream";
 
 /// Our functions: name, event, the template's timeout, the peer doing the same kind of
 /// work (HTTP or event-driven).
-const FUNCTIONS: [(&str, Event, u64, &str); 6] = [
+const FUNCTIONS: [(&str, Event, u64, &str); 7] = [
     ("submit-query", Event::Eligibility, 10, HTTP_PEER),
     ("view-report", Event::ListQueries, 10, HTTP_PEER),
     ("bank-callback", Event::BankCallback, 10, HTTP_PEER),
     ("bank-fanout", Event::QueryInserted, 60, STREAM_PEER),
     ("aggregate-report", Event::QueryModified, 30, STREAM_PEER),
+    ("bank-inquiry", Event::InquiryMessage, 60, STREAM_PEER),
     ("sweep", Event::Scheduled, 280, STREAM_PEER),
 ];
 

@@ -65,8 +65,11 @@ pub fn prepare(devtools_bin: &Path, prefix: &str, work: &Path) -> Result<World, 
             config,
         ],
     )?;
+    // The inquiry queue the fan-out writes to and the inquiry sender reads (moto).
+    let queues = devtools(devtools_bin, &["queues", "--prefix", prefix])?;
     let env: Vec<(String, String)> = listing
         .lines()
+        .chain(queues.lines())
         .filter_map(|l| l.split_once('='))
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
