@@ -122,6 +122,21 @@ impl<S> World<S> {
         (self.unsettled)(q).await
     }
 
+    /// Writes an item of the main table as it is, for a state only a crash leaves (the
+    /// DynamoDB world only).
+    pub async fn put_main_item(&self, item: std::collections::HashMap<String, AttributeValue>) {
+        let f = self.fixture.as_ref().expect("a DynamoDB world");
+        f.env
+            .clients
+            .dynamodb
+            .put_item()
+            .table_name(f.env.table("CardLookupTable"))
+            .set_item(Some(item))
+            .send()
+            .await
+            .expect("the item is stored");
+    }
+
     /// Writes an item of the users table as the app's user system would (the DynamoDB
     /// world only).
     pub async fn put_users_item(&self, item: std::collections::HashMap<String, AttributeValue>) {

@@ -69,11 +69,23 @@ async fn a_leg_settles_once_whatever_the_concurrency_and_a_bank_nonce_works_once
         .filter(|o| matches!(o, Ok(SettleOutcome::Settled)))
         .count();
     assert_eq!(settled, 1, "{outcomes:?}");
+    // 20 settles without a nonce (fan-out's answer, the deadline) for a third leg.
+    let third = &legs[2].bank;
+    let outcomes = at_once(20, |_| store.settle(&q, third, &settlement, None)).await;
+    let settled = outcomes
+        .iter()
+        .filter(|o| matches!(o, Ok(SettleOutcome::Settled)))
+        .count();
+    let refused = outcomes
+        .iter()
+        .filter(|o| matches!(o, Ok(SettleOutcome::AlreadySettled(_))))
+        .count();
+    assert_eq!((settled, refused), (1, 19), "{outcomes:?}");
     let after = store.legs(&q).await.unwrap();
-    assert_eq!(after.iter().filter(|l| l.state.is_settled()).count(), 2);
+    assert_eq!(after.iter().filter(|l| l.state.is_settled()).count(), 3);
     assert_eq!(
         w.unsettled(q).await,
-        Some((legs.len() - 2) as u64),
+        Some((legs.len() - 3) as u64),
         "each leg counted down once"
     );
     // A settled leg stays as it was settled.

@@ -19,6 +19,7 @@ contract!(
     a_report_is_published_once_and_releases_the_lock,
     a_query_to_500_banks_publishes_clears_every_answer_and_deletes_every_leg,
     a_report_of_megabytes_reads_back_whole_and_expires_or_is_deleted_whole,
+    a_report_of_kilobytes_is_stored_beside_its_item_and_goes_with_it,
     twenty_parallel_notice_claims_let_one_sender_through,
     a_notice_claim_given_back_unsent_lets_one_next_sender_through_at_once,
     an_expired_report_is_gone_and_its_query_expired,
@@ -438,6 +439,78 @@ async fn a_report_of_megabytes_reads_back_whole_and_expires_or_is_deleted_whole<
             assert_eq!(n, 0, "no report item or part is left");
         }
     }
+}
+
+/// A usual report (16 banks: tens of KB) keeps its ciphertext beside the report item,
+/// out of the publication's transaction (decision 146); it reads back whole, expiry and
+/// deletion take all of it, and a deletion asked again removes a part that an
+/// interrupted one left.
+async fn a_report_of_kilobytes_is_stored_beside_its_item_and_goes_with_it<S: Store>(w: &World<S>) {
+    let store = &*w.store;
+    let text: String = (0..40_000u32)
+        .map(|i| {
+            char::from(
+                b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+                    [(i % 61) as usize],
+            )
+        })
+        .collect();
+    for delete in [false, true] {
+        let q = submitted(store, &w.user, w.now).await;
+        let mut p = publication(w, q, w.now).await;
+        p.report.sealed.ciphertext = text.clone();
+        assert_eq!(store.publish(&p).await.unwrap(), PublishOutcome::Published);
+        assert_eq!(store.report(&q).await.unwrap(), Some(p.report.clone()));
+        if let Some(n) = w.items_of(q, "REPORTPART#").await {
+            assert_eq!(n, 1, "40 KB in one part");
+        }
+        // Lost by the other publication of a race: its parts are never read.
+        let mut loser = publication(w, q, w.now).await;
+        loser.report.sealed.ciphertext = text.chars().rev().collect();
+        assert_eq!(
+            store.publish(&loser).await.unwrap(),
+            PublishOutcome::AlreadyClosed
+        );
+        assert_eq!(store.report(&q).await.unwrap(), Some(p.report.clone()));
+        if delete {
+            assert!(store.delete_report(&q, w.now).await.unwrap());
+        } else {
+            store.expire(&q).await.unwrap();
+        }
+        assert!(store.report(&q).await.unwrap().is_none());
+        if let Some(n) = w.items_of(q, "REPORT").await {
+            assert_eq!(n, 0, "no report item or part is left");
+        }
+    }
+    // A deletion that died after its commit, before the parts went: asked again, it
+    // answers as for a deleted report and removes them.
+    let q = submitted(store, &w.user, w.now).await;
+    let mut p = publication(w, q, w.now).await;
+    p.report.sealed.ciphertext = text.clone();
+    store.publish(&p).await.unwrap();
+    assert!(store.delete_report(&q, w.now).await.unwrap());
+    if w.items_of(q, "REPORT").await.is_some() {
+        use aws_sdk_dynamodb::types::AttributeValue as A;
+        w.put_main_item(std::collections::HashMap::from([
+            ("pk".to_owned(), A::S(format!("QUERY#{q}"))),
+            (
+                "sk".to_owned(),
+                A::S("REPORTPART#0123456789abcdef#00000".into()),
+            ),
+            ("entity".to_owned(), A::S("REPORT_PART".into())),
+            ("ciphertext".to_owned(), A::S(text.clone())),
+        ]))
+        .await;
+        assert_eq!(w.items_of(q, "REPORTPART#").await, Some(1));
+    }
+    assert!(!store.delete_report(&q, w.now).await.unwrap());
+    if let Some(n) = w.items_of(q, "REPORT").await {
+        assert_eq!(n, 0, "the left part is gone");
+    }
+    assert_eq!(
+        store.query(&q).await.unwrap().unwrap().phase,
+        QueryPhase::Deleted
+    );
 }
 
 /// Twenty notice steps clearing the answers at once: every answer goes, every outcome

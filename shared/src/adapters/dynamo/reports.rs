@@ -39,17 +39,21 @@ fn build_err(e: aws_sdk_dynamodb::error::BuildError) -> StoreError {
     StoreError::Corrupt(e.to_string())
 }
 
-/// The most ciphertext one report item carries; a larger report is stored in parts of
-/// this size (an item is at most 400 KB, and a report to 500 banks can reach megabytes:
-/// decision 123).
+/// The most ciphertext one part carries (an item is at most 400 KB, and a report to 500
+/// banks can reach megabytes: decision 123).
 pub const REPORT_PART_BYTES: usize = 300 * 1024;
+/// The most ciphertext kept in the report item itself. Anything larger goes into parts,
+/// written before and outside the publication's transaction, where every kilobyte is
+/// billed twice: a 16-bank report (tens of KB) cost 160 of a query's 496 WRU there
+/// (decision 146).
+pub const INLINE_REPORT_BYTES: usize = 1024;
 
 fn part_sk(set: &str, i: usize) -> String {
     format!("REPORTPART#{set}#{i:05}")
 }
 
 impl DynamoStore {
-    /// Stores a report's ciphertext past [`REPORT_PART_BYTES`] in parts, before the
+    /// Stores a report's ciphertext past [`INLINE_REPORT_BYTES`] in parts, before the
     /// report itself is committed: `(set, count)`, or `None` when it fits one item. Each
     /// publication writes a set of its own, so a publication that loses the race to
     /// another never overwrites the winner's parts (the loser's expire with their TTL).
@@ -58,7 +62,7 @@ impl DynamoStore {
         r: &StoredReport,
     ) -> Result<Option<(String, usize)>, StoreError> {
         let text = &r.sealed.ciphertext;
-        if text.len() <= REPORT_PART_BYTES {
+        if text.len() <= INLINE_REPORT_BYTES {
             return Ok(None);
         }
         let set = format!("{:016x}", rand::random::<u64>());
@@ -439,6 +443,12 @@ impl ReportStore for DynamoStore {
         let Some(query) = crate::ports::QueryStore::query(self, id).await? else {
             return Ok(false);
         };
+        if query.phase == QueryPhase::Deleted {
+            // A deletion that committed and then failed to remove the parts (the call
+            // was answered 5xx, so the app asks again): this one finishes it.
+            self.delete_report_parts(id).await?;
+            return Ok(false);
+        }
         if query.phase != QueryPhase::Reported {
             return Ok(false);
         }
