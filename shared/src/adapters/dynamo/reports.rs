@@ -403,6 +403,11 @@ impl ReportStore for DynamoStore {
     }
 
     async fn expire(&self, id: &QueryId) -> Result<(), StoreError> {
+        // The parts first: past its expiry the report is refused by time whatever is
+        // stored, and a failure after this leaves the due entry (on the report item) for
+        // the next sweep, where parts deleted after the commit would be left to the TTL,
+        // days past the 7 the user was promised.
+        self.delete_report_parts(id).await?;
         let pk = query_pk(id);
         let delete = Delete::builder()
             .table_name(&self.tables.main)
@@ -427,7 +432,7 @@ impl ReportStore for DynamoStore {
             .send()
             .await;
         let Err(err) = result else {
-            return self.delete_report_parts(id).await;
+            return Ok(());
         };
         let reasons = cancellation_reasons(err)?;
         if reasons.get(1).map(String::as_str) == Some("ConditionalCheckFailed") {
