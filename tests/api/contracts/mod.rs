@@ -122,30 +122,19 @@ impl<S> World<S> {
         (self.unsettled)(q).await
     }
 
-    /// Writes an item of the main table as it is, for a state only a crash leaves (the
-    /// DynamoDB world only).
-    pub async fn put_main_item(&self, item: std::collections::HashMap<String, AttributeValue>) {
+    /// Writes an item as it is into the template's table `logical_id`: one the app's user
+    /// system writes, or a state only a crash leaves (the DynamoDB world only).
+    pub async fn put_item(
+        &self,
+        logical_id: &str,
+        item: std::collections::HashMap<String, AttributeValue>,
+    ) {
         let f = self.fixture.as_ref().expect("a DynamoDB world");
         f.env
             .clients
             .dynamodb
             .put_item()
-            .table_name(f.env.table("CardLookupTable"))
-            .set_item(Some(item))
-            .send()
-            .await
-            .expect("the item is stored");
-    }
-
-    /// Writes an item of the users table as the app's user system would (the DynamoDB
-    /// world only).
-    pub async fn put_users_item(&self, item: std::collections::HashMap<String, AttributeValue>) {
-        let f = self.fixture.as_ref().expect("a DynamoDB world");
-        f.env
-            .clients
-            .dynamodb
-            .put_item()
-            .table_name(f.env.table("UsersTable"))
+            .table_name(f.env.table(logical_id))
             .set_item(Some(item))
             .send()
             .await

@@ -46,7 +46,7 @@ impl Profiles for World<DynamoStore> {
     fn put_profile(&self, profile: UserProfile) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             let item = shared::adapters::dynamo::to_item(&profile, &[]).unwrap();
-            self.put_users_item(item).await;
+            self.put_item("UsersTable", item).await;
         })
     }
 
@@ -58,7 +58,7 @@ impl Profiles for World<DynamoStore> {
             )
             .unwrap();
             item.insert("id_number".into(), AttributeValue::S(BAD_ID_NUMBER.into()));
-            self.put_users_item(item).await;
+            self.put_item("UsersTable", item).await;
         })
     }
 }

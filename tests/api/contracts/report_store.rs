@@ -429,15 +429,21 @@ async fn a_report_of_megabytes_reads_back_whole_and_expires_or_is_deleted_whole<
         if let Some(n) = w.items_of(q, "REPORTPART#").await {
             assert_eq!(n, 9, "2.5 MB in parts of 300 KB");
         }
-        if delete {
-            assert!(store.delete_report(&q, w.now).await.unwrap());
-        } else {
-            store.expire(&q).await.unwrap();
-        }
-        assert!(store.report(&q).await.unwrap().is_none());
-        if let Some(n) = w.items_of(q, "REPORT").await {
-            assert_eq!(n, 0, "no report item or part is left");
-        }
+        expire_or_delete_whole(w, q, delete).await;
+    }
+}
+
+/// Deletes (by the user) or expires `q`'s report and checks that no item of it is left.
+async fn expire_or_delete_whole<S: Store>(w: &World<S>, q: QueryId, delete: bool) {
+    let store = &*w.store;
+    if delete {
+        assert!(store.delete_report(&q, w.now).await.unwrap());
+    } else {
+        store.expire(&q).await.unwrap();
+    }
+    assert!(store.report(&q).await.unwrap().is_none());
+    if let Some(n) = w.items_of(q, "REPORT").await {
+        assert_eq!(n, 0, "no report item or part is left");
     }
 }
 
@@ -472,15 +478,7 @@ async fn a_report_of_kilobytes_is_stored_beside_its_item_and_goes_with_it<S: Sto
             PublishOutcome::AlreadyClosed
         );
         assert_eq!(store.report(&q).await.unwrap(), Some(p.report.clone()));
-        if delete {
-            assert!(store.delete_report(&q, w.now).await.unwrap());
-        } else {
-            store.expire(&q).await.unwrap();
-        }
-        assert!(store.report(&q).await.unwrap().is_none());
-        if let Some(n) = w.items_of(q, "REPORT").await {
-            assert_eq!(n, 0, "no report item or part is left");
-        }
+        expire_or_delete_whole(w, q, delete).await;
     }
     // A deletion that died after its commit, before the parts went: asked again, it
     // answers as for a deleted report and removes them.
@@ -491,15 +489,18 @@ async fn a_report_of_kilobytes_is_stored_beside_its_item_and_goes_with_it<S: Sto
     assert!(store.delete_report(&q, w.now).await.unwrap());
     if w.items_of(q, "REPORT").await.is_some() {
         use aws_sdk_dynamodb::types::AttributeValue as A;
-        w.put_main_item(std::collections::HashMap::from([
-            ("pk".to_owned(), A::S(format!("QUERY#{q}"))),
-            (
-                "sk".to_owned(),
-                A::S("REPORTPART#0123456789abcdef#00000".into()),
-            ),
-            ("entity".to_owned(), A::S("REPORT_PART".into())),
-            ("ciphertext".to_owned(), A::S(text.clone())),
-        ]))
+        w.put_item(
+            "CardLookupTable",
+            std::collections::HashMap::from([
+                ("pk".to_owned(), A::S(format!("QUERY#{q}"))),
+                (
+                    "sk".to_owned(),
+                    A::S("REPORTPART#0123456789abcdef#00000".into()),
+                ),
+                ("entity".to_owned(), A::S("REPORT_PART".into())),
+                ("ciphertext".to_owned(), A::S(text.clone())),
+            ]),
+        )
         .await;
         assert_eq!(w.items_of(q, "REPORTPART#").await, Some(1));
     }
