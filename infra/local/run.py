@@ -33,6 +33,8 @@ BANKS = ["ICBC", "ABC", "BOC", "CCB", "BOCOM", "PSBC", "CMB", "SPDB", "CITIC", "
          "CMBC", "CGB", "PAB", "CIB", "CZB"]
 # Some banks answer by callback, as real ones may.
 CALLBACK_BANKS = ["CMB", "CCB", "PAB", "CIB"]
+# A bank leg is done in these progress statuses (functions/openapi.yaml, LegStatus).
+SETTLED = {"RESPONDED", "NO_RESPONSE", "FAILED"}
 OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
@@ -137,7 +139,8 @@ def demo(state: dict) -> None:
     say("\n== 3. fan-out, bank answers and callbacks, aggregation (watching progress)")
     while True:
         _, rec, _ = request("GET", f"{api}/v1/card-queries/{qid}", headers=auth)
-        done = sum(1 for p in rec["progress"] if p["status"] != "PENDING")
+        # Settled only: QUEUED and RETRYING (issue 17) are legs still waiting to be sent.
+        done = sum(1 for p in rec["progress"] if p["status"] in SETTLED)
         if rec["report_status"] != "PENDING":
             break
         if time.monotonic() - started > 120:
