@@ -233,77 +233,69 @@ impl QueryStore for DynamoStore {
         let sealed: Vec<_> = st.sealed.iter().collect();
         let cards: AttributeValue = serde_dynamo::to_attribute_value(&sealed)
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let mut leg_update = Update::builder()
-            .table_name(&self.tables.main)
-            .set_key(Some(key(query_pk(id), leg_sk(bank))))
-            .update_expression(
-                "SET #state = :state, sealed_cards = :cards, settled_at = :at \
-                 REMOVE next_attempt_at, due_pk, due_at",
-            )
-            .condition_expression("attribute_exists(pk) AND #state IN (:pending, :accepted)")
-            .expression_attribute_names("#state", "state")
-            .expression_attribute_values(":state", state_name(st.state))
-            .expression_attribute_values(":cards", cards)
-            .expression_attribute_values(":at", s(crate::model::timestamp::format(st.at)))
-            .expression_attribute_values(":pending", state_name(LegState::Pending))
-            .expression_attribute_values(":accepted", state_name(LegState::Accepted));
         // Optional attributes go in as SETs only when present.
-        let mut extra = Vec::new();
+        let mut sets = vec![
+            "#state = :state",
+            "sealed_cards = :cards",
+            "settled_at = :at",
+        ];
+        let mut values = vec![
+            (":state", state_name(st.state)),
+            (":cards", cards),
+            (":at", s(crate::model::timestamp::format(st.at))),
+            (":pending", state_name(LegState::Pending)),
+            (":accepted", state_name(LegState::Accepted)),
+        ];
         if let Some(f) = &st.failure {
-            extra.push("failure = :failure");
-            leg_update = leg_update.expression_attribute_values(":failure", s(f.clone()));
+            sets.push("failure = :failure");
+            values.push((":failure", s(f.clone())));
         }
         if let Some(d) = &st.answer_digest {
-            extra.push("answer_digest = :digest");
-            leg_update = leg_update.expression_attribute_values(":digest", s(d.clone()));
+            sets.push("answer_digest = :digest");
+            values.push((":digest", s(d.clone())));
         }
-        if !extra.is_empty() {
-            leg_update = leg_update.update_expression(format!(
-                "SET #state = :state, sealed_cards = :cards, settled_at = :at, {} \
-                 REMOVE next_attempt_at, due_pk, due_at",
-                extra.join(", ")
-            ));
-        }
-        let leg_update = leg_update
-            .build()
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let nonce_put = nonce
-            .map(|n| {
-                aws_sdk_dynamodb::types::Put::builder()
-                    .table_name(&self.tables.main)
-                    .set_item(Some(nonce_item(bank, n)))
-                    .condition_expression("attribute_not_exists(pk)")
-                    .build()
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))
-            })
-            .transpose()?;
-
+        let update = format!(
+            "SET {} REMOVE next_attempt_at, due_pk, due_at",
+            sets.join(", ")
+        );
+        let condition = "attribute_exists(pk) AND #state IN (:pending, :accepted)";
+        let leg_key = key(query_pk(id), leg_sk(bank));
         // The leg (and its nonce) first, then the count on the query in a write of its
         // own: one transaction over both made every settle of a query collide with every
         // other on the query item, and 200 legs settling at once exhausted the retries.
-        let Some(nonce_put) = nonce_put else {
+        let Some(nonce) = nonce else {
             // No nonce (fan-out's answers, the deadline's NO_RESPONSE): the leg alone, as
             // a plain conditional update. A transaction of one item bought nothing and
             // was billed twice its size (the sealed cards): 96 of a query's 496 WRU in
             // `make bench-cost`.
-            let result = self
-                .client
-                .update_item()
-                .table_name(leg_update.table_name())
-                .set_key(Some(leg_update.key().clone()))
-                .update_expression(leg_update.update_expression())
-                .set_condition_expression(leg_update.condition_expression().map(str::to_owned))
-                .set_expression_attribute_names(leg_update.expression_attribute_names().cloned())
-                .set_expression_attribute_values(leg_update.expression_attribute_values().cloned())
-                .send()
-                .await;
-            return if written(result)? {
+            let written = self
+                .update_where(leg_key, &update, condition, &[("#state", "state")], &values)
+                .await?;
+            return if written {
                 self.count_settled(id, bank).await?;
                 Ok(SettleOutcome::Settled)
             } else {
                 self.already_settled(id, bank).await
             };
         };
+        let nonce_put = aws_sdk_dynamodb::types::Put::builder()
+            .table_name(&self.tables.main)
+            .set_item(Some(nonce_item(bank, nonce)))
+            .condition_expression("attribute_not_exists(pk)")
+            .build()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let mut leg_update = Update::builder()
+            .table_name(&self.tables.main)
+            .set_key(Some(leg_key))
+            .update_expression(update)
+            .condition_expression(condition)
+            .expression_attribute_names("#state", "state");
+        for (k, v) in values {
+            leg_update = leg_update.expression_attribute_values(k, v);
+        }
+        let leg_update = leg_update
+            .build()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         for attempt in 0..=CONFLICT_RETRIES {
             let mut req = self.client.transact_write_items().transact_items(
                 TransactWriteItem::builder()

@@ -47,6 +47,8 @@ pub const REPORT_PART_BYTES: usize = 300 * 1024;
 /// billed twice: a 16-bank report (tens of KB) cost 160 of a query's 496 WRU there
 /// (decision 146).
 pub const INLINE_REPORT_BYTES: usize = 1024;
+/// The most report parts a user's deletion removes inside its transaction (900 KB).
+const PARTS_DELETED_AT_ONCE: usize = 3;
 
 fn part_sk(set: &str, i: usize) -> String {
     format!("REPORTPART#{set}#{i:05}")
@@ -56,7 +58,8 @@ impl DynamoStore {
     /// Stores a report's ciphertext past [`INLINE_REPORT_BYTES`] in parts, before the
     /// report itself is committed: `(set, count)`, or `None` when it fits one item. Each
     /// publication writes a set of its own, so a publication that loses the race to
-    /// another never overwrites the winner's parts (the loser's expire with their TTL).
+    /// another never overwrites the winner's parts (the loser's go with the report's
+    /// expiry or deletion, or their TTL).
     async fn put_report_parts(
         &self,
         r: &StoredReport,
@@ -135,23 +138,7 @@ impl DynamoStore {
     /// Deletes every part of the query's report (of any publication).
     async fn delete_report_parts(&self, id: &QueryId) -> Result<(), StoreError> {
         let pk = query_pk(id);
-        let query = self
-            .client
-            .query()
-            .table_name(&self.tables.main)
-            .key_condition_expression("pk = :pk AND begins_with(sk, :part)")
-            .expression_attribute_values(":pk", s(pk.clone()))
-            .expression_attribute_values(":part", s("REPORTPART#"))
-            .projection_expression("sk")
-            .consistent_read(true);
-        let sks: Vec<String> = all_items(query)
-            .await?
-            .into_iter()
-            .filter_map(|mut item| match item.remove("sk") {
-                Some(AttributeValue::S(sk)) => Some(sk),
-                _ => None,
-            })
-            .collect();
+        let sks = self.report_part_sks(id).await?;
         let deletes = sks.into_iter().map(|sk| {
             self.client
                 .delete_item()
@@ -164,6 +151,28 @@ impl DynamoStore {
             r.map_err(unavailable)?;
         }
         Ok(())
+    }
+
+    /// The sort keys of every part of the query's report (of any publication).
+    async fn report_part_sks(&self, id: &QueryId) -> Result<Vec<String>, StoreError> {
+        let pk = query_pk(id);
+        let query = self
+            .client
+            .query()
+            .table_name(&self.tables.main)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :part)")
+            .expression_attribute_values(":pk", s(pk.clone()))
+            .expression_attribute_values(":part", s("REPORTPART#"))
+            .projection_expression("sk")
+            .consistent_read(true);
+        Ok(all_items(query)
+            .await?
+            .into_iter()
+            .filter_map(|mut item| match item.remove("sk") {
+                Some(AttributeValue::S(sk)) => Some(sk),
+                _ => None,
+            })
+            .collect())
     }
 
     /// Records an instant (`:at`) on an existing query item.
@@ -448,12 +457,6 @@ impl ReportStore for DynamoStore {
         let Some(query) = crate::ports::QueryStore::query(self, id).await? else {
             return Ok(false);
         };
-        if query.phase == QueryPhase::Deleted {
-            // A deletion that committed and then failed to remove the parts (the call
-            // was answered 5xx, so the app asks again): this one finishes it.
-            self.delete_report_parts(id).await?;
-            return Ok(false);
-        }
         if query.phase != QueryPhase::Reported {
             return Ok(false);
         }
@@ -473,10 +476,16 @@ impl ReportStore for DynamoStore {
             .map_err(build_err)?;
         let mut items = vec![TransactWriteItem::builder().update(mark).build()];
         // The report item carries its expiry's due entry: deleting it removes that too.
-        // The legs the transaction cannot hold go right after it commits: they hold only
-        // outcomes (the cards left them when the report was published), and the record
-        // says DELETED from the commit on, whatever is left.
+        // A usual report's ciphertext (its part or two) goes in the same commit: nothing
+        // of it outlives the deletion. Only a report of megabytes (more parts than
+        // `PARTS_DELETED_AT_ONCE`, which could pass the transaction's 4 MB) loses its
+        // parts right after the commit. The legs the transaction cannot hold go right
+        // after it too: they hold only outcomes (the cards left them when the report
+        // was published), and the record says DELETED from the commit on.
+        let parts = self.report_part_sks(id).await?;
+        let parts_after = parts.len() > PARTS_DELETED_AT_ONCE;
         let mut sks: Vec<String> = std::iter::once("REPORT".to_owned())
+            .chain(parts.into_iter().filter(|_| !parts_after))
             .chain(query.banks.iter().map(|b| format!("LEG#{b}")))
             .collect();
         let after = sks.split_off(sks.len().min(TRANSACTION_ITEMS - items.len()));
@@ -503,7 +512,9 @@ impl ReportStore for DynamoStore {
                 for r in results {
                     r.map_err(unavailable)?;
                 }
-                self.delete_report_parts(id).await?;
+                if parts_after {
+                    self.delete_report_parts(id).await?;
+                }
                 return Ok(true);
             };
             let reasons = cancellation_reasons(err)?;
