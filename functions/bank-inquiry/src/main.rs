@@ -2,7 +2,7 @@ use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use shared::dispatch::sender::Received;
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     shared::telemetry::init();
     let sender = shared::bootstrap::sender().await?;

@@ -2,7 +2,7 @@ use std::sync::Arc;
 
 use lambda_http::Error;
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     shared::telemetry::init();
     let api = shared::bootstrap::submission_api().await?;

@@ -1,6 +1,6 @@
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     shared::telemetry::init();
     let sweeper = shared::bootstrap::sweeper().await?;
