@@ -18,7 +18,8 @@ use crate::records::{
 };
 pub use crate::rules::password::PasswordPolicy;
 
-#[derive(Debug, thiserror::Error)]
+// Clone: one failed round trip of a batch read is every entry's error.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("the item changed concurrently")]
     Conflict,
@@ -40,6 +41,17 @@ pub enum SubmitError {
 #[async_trait]
 pub trait ProfileStore: Send + Sync {
     async fn profile(&self, user: &UserId) -> Result<Option<UserProfile>, StoreError>;
+
+    /// What [`ProfileStore::profile`] reads for each of `users`, in order; a store that
+    /// can reads them in one round trip (the sender's batch, decision 148). A profile
+    /// that does not parse is its own entry's error; a failed round trip, every entry's.
+    async fn profiles(&self, users: &[UserId]) -> Vec<Result<Option<UserProfile>, StoreError>> {
+        let mut out = Vec::with_capacity(users.len());
+        for u in users {
+            out.push(self.profile(u).await);
+        }
+        out
+    }
 }
 
 /// State of the submission path.
@@ -213,6 +225,9 @@ pub enum SettleOutcome {
     NonceReused,
 }
 
+/// One entry of [`QueryStore::query_legs`]: the query record and the leg, each if stored.
+pub type QueryLegRead = Result<(Option<QueryRecord>, Option<LegRecord>), StoreError>;
+
 /// Queries and their per-bank legs (fan-out, callbacks, sweeper).
 #[async_trait]
 pub trait QueryStore: Send + Sync {
@@ -221,6 +236,21 @@ pub trait QueryStore: Send + Sync {
     async fn legs(&self, id: &QueryId) -> Result<Vec<LegRecord>, StoreError>;
 
     async fn leg(&self, id: &QueryId, bank: &BankCode) -> Result<Option<LegRecord>, StoreError>;
+
+    /// For each `(query, bank)` of `keys`, in order, what [`QueryStore::query`] and
+    /// [`QueryStore::leg`] read (consistently); a store that can reads them all in one
+    /// round trip (the sender's batch, decision 148). A record that does not parse is
+    /// its own entry's error; a failed round trip, every entry's.
+    async fn query_legs(&self, keys: &[(QueryId, BankCode)]) -> Vec<QueryLegRead> {
+        let mut out = Vec::with_capacity(keys.len());
+        for (id, bank) in keys {
+            out.push(match self.query(id).await {
+                Ok(q) => self.leg(id, bank).await.map(|l| (q, l)),
+                Err(e) => Err(e),
+            });
+        }
+        out
+    }
 
     /// Creates, `Pending`, each leg of `query.banks` that does not exist yet, in bounded
     /// batches; an existing leg is never touched. Safe to repeat and to run

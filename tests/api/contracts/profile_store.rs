@@ -18,6 +18,7 @@ contract!(
     a_stored_profile_reads_back_as_written,
     a_user_without_a_profile_is_none,
     a_profile_that_does_not_parse_is_corrupt_and_quotes_none_of_it,
+    profiles_read_together_are_what_reading_them_one_by_one_gives,
 );
 
 /// How a case writes the users table (which the service only reads).
@@ -120,4 +121,43 @@ where
     w.put_profile(seed::profile(fine.as_str(), 43, true, "31"))
         .await;
     assert!(w.store.profile(&fine).await.unwrap().is_some());
+}
+
+/// `profiles` (the sender's one read for a batch, decision 148): in order, a repeated
+/// user, a user without a profile, and a corrupt profile that is its own entry's error
+/// only, past one `BatchGetItem`'s 100 keys.
+async fn profiles_read_together_are_what_reading_them_one_by_one_gives<S>(w: &World<S>)
+where
+    S: ProfileStore,
+    World<S>: Profiles,
+{
+    let stored: Vec<UserId> = (0..105).map(|_| new_user()).collect();
+    for (i, u) in stored.iter().enumerate() {
+        w.put_profile(seed::profile(u.as_str(), 100 + i as u32, true, "31"))
+            .await;
+    }
+    let corrupt = new_user();
+    w.put_corrupt_profile(corrupt.clone()).await;
+    let absent = new_user();
+    let mut users = stored.clone();
+    users.extend([absent, corrupt, stored[3].clone()]);
+    let read = w.store.profiles(&users).await;
+    assert_eq!(read.len(), users.len());
+    for (u, r) in stored.iter().zip(&read) {
+        let p = r.as_ref().unwrap().as_ref().expect("a stored profile");
+        assert_eq!(&p.user_id, u);
+        let alone = w.store.profile(u).await.unwrap().unwrap();
+        assert_eq!(p.id_number, alone.id_number);
+    }
+    assert!(read[105].as_ref().unwrap().is_none(), "no profile");
+    match &read[106] {
+        Err(StoreError::Corrupt(said)) => assert!(!said.contains("11010519"), "{said}"),
+        other => panic!(
+            "expected a corrupt-data error, got {:?}",
+            other.as_ref().map(|p| p.is_some())
+        ),
+    }
+    let again = read[107].as_ref().unwrap().as_ref().unwrap();
+    assert_eq!(again.user_id, stored[3]);
+    assert!(w.store.profiles(&[]).await.is_empty());
 }

@@ -15,6 +15,7 @@ contract!(
     a_leg_settles_once_whatever_the_concurrency_and_a_bank_nonce_works_once,
     one_sender_gets_each_attempt_and_an_accepted_leg_still_settles,
     a_settle_of_no_leg_writes_nothing_and_keeps_its_nonce,
+    queries_and_legs_read_together_are_what_reading_them_one_by_one_gives,
 );
 
 /// Settled, already settled, nonce reused: how many of each.
@@ -285,4 +286,48 @@ async fn two_hundred_legs_settling_at_once_count_their_query_down_exactly<S: Sto
         "{again:?}"
     );
     assert_eq!(w.unsettled(q).await, Some(0), "counted once each");
+}
+
+/// `query_legs` (the sender's one read for a batch, decision 148): past one
+/// `BatchGetItem`'s 100 keys, with a repeated key, a leg that does not exist and a query
+/// that does not, each entry is what `query` and `leg` read one by one, in order.
+async fn queries_and_legs_read_together_are_what_reading_them_one_by_one_gives<S: Store>(
+    w: &World<S>,
+) {
+    let store = &*w.store;
+    let banks = many_banks(120);
+    let sub = prepared_for(store, &w.user, w.now, &banks).await;
+    store.submit(&sub).await.unwrap();
+    store.ensure_legs(&sub.query).await.unwrap();
+    let q = sub.query.query_id;
+    let settled = Settlement {
+        state: LegState::Answered,
+        failure: None,
+        sealed: None,
+        answer_digest: Some("d".into()),
+        at: w.now,
+    };
+    store.settle(&q, &banks[7], &settled, None).await.unwrap();
+    let mut keys: Vec<(QueryId, shared::model::bank::BankCode)> =
+        banks.iter().map(|b| (q, b.clone())).collect();
+    keys.push((q, banks[7].clone()));
+    keys.push((q, bank("NOLEG")));
+    keys.push((QueryId::generate(), banks[0].clone()));
+    let together = store.query_legs(&keys).await;
+    assert_eq!(together.len(), keys.len());
+    for ((id, b), read) in keys.iter().zip(&together) {
+        let alone = (
+            store.query(id).await.unwrap(),
+            store.leg(id, b).await.unwrap(),
+        );
+        assert_eq!(read.as_ref().unwrap(), &alone, "{id} {b}");
+    }
+    let state = |i: usize| together[i].as_ref().unwrap().1.as_ref().map(|l| l.state);
+    assert_eq!(state(7), Some(LegState::Answered));
+    assert_eq!(state(120), Some(LegState::Answered), "the repeated key");
+    assert_eq!(state(0), Some(LegState::Pending));
+    let no_leg = together[121].as_ref().unwrap();
+    assert!(no_leg.0.is_some() && no_leg.1.is_none());
+    assert_eq!(together[122].as_ref().unwrap(), &(None, None));
+    assert!(store.query_legs(&[]).await.is_empty());
 }

@@ -2,6 +2,7 @@
 //! that comes back at once is settled directly, a 202 waits for the callback, transient
 //! failures are retried with backoff until the deadline (the sweeper re-sends due legs).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,7 +17,8 @@ use crate::bank::{retry, signing};
 use crate::clock::Clock;
 use crate::config::ServiceConfig;
 use crate::model::bank::BankCode;
-use crate::model::ids::QueryId;
+use crate::model::ids::{QueryId, UserId};
+use crate::model::profile::UserProfile;
 use crate::model::timestamp;
 use crate::ports::{ProfileStore, QueryStore, SettleOutcome, Settlement, StoreError};
 use crate::records::{LegRecord, LegState, QueryRecord};
@@ -56,6 +58,15 @@ pub struct Fanout {
     d: FanoutDeps,
 }
 
+/// A queued attempt still to be made, with what its send needs.
+#[derive(Clone)]
+pub struct PendingLeg {
+    pub query: QueryRecord,
+    pub leg: LegRecord,
+    /// The subject's profile as read with the leg (`None`: the person left).
+    pub profile: Arc<Result<Option<UserProfile>, StoreError>>,
+}
+
 impl Fanout {
     pub fn new(deps: FanoutDeps) -> Self {
         Self { d: deps }
@@ -85,27 +96,59 @@ impl Fanout {
         Ok(out)
     }
 
-    /// The query and leg of one queued attempt, if that attempt is still to be made at
-    /// `now`: the query collecting, the leg pending, due, and at the attempt before
-    /// this one. A redelivered or superseded message gets `None`.
-    pub async fn pending_attempt(
+    /// For each queued attempt `(query, bank, attempt)`, in order: the query, the leg and
+    /// the subject's profile if that attempt is still to be made now (the query
+    /// collecting, the leg pending, due, and at the attempt before this one), `None` for
+    /// a redelivered or superseded message. The queries and legs of all of them are read
+    /// in one round trip, their profiles in another (decision 148); a stale read is safe,
+    /// as the claim before the call decides.
+    pub async fn pending_attempts(
         &self,
-        id: &QueryId,
-        bank: &BankCode,
-        attempt: u32,
-    ) -> Result<Option<(QueryRecord, LegRecord)>, StoreError> {
-        let Some(query) = self.d.store.query(id).await? else {
-            return Ok(None);
-        };
+        wanted: &[(QueryId, BankCode, u32)],
+    ) -> Vec<Result<Option<PendingLeg>, StoreError>> {
+        let keys: Vec<(QueryId, BankCode)> =
+            wanted.iter().map(|(q, b, _)| (*q, b.clone())).collect();
+        let read = self.d.store.query_legs(&keys).await;
         let now = self.d.clock.now();
-        if !planner::collecting(&query, now) {
-            return Ok(None);
-        }
-        let Some(leg) = self.d.store.leg(id, bank).await? else {
-            return Ok(None);
+        let current: Vec<Result<Option<(QueryRecord, LegRecord)>, StoreError>> = read
+            .into_iter()
+            .zip(wanted)
+            .map(|(r, (_, _, attempt))| {
+                let (Some(query), Some(leg)) = r? else {
+                    return Ok(None);
+                };
+                let current = planner::collecting(&query, now)
+                    && planner::due(&leg, now)
+                    && leg.attempts.checked_add(1) == Some(*attempt);
+                Ok(current.then_some((query, leg)))
+            })
+            .collect();
+        let mut users: Vec<UserId> = current
+            .iter()
+            .filter_map(|c| c.as_ref().ok()?.as_ref().map(|(q, _)| q.user_id.clone()))
+            .collect();
+        users.sort();
+        users.dedup();
+        let profiles: HashMap<UserId, Result<Option<UserProfile>, StoreError>> = if users.is_empty()
+        {
+            HashMap::new()
+        } else {
+            let read = self.d.profiles.profiles(&users).await;
+            users.into_iter().zip(read).collect()
         };
-        let current = planner::due(&leg, now) && leg.attempts.checked_add(1) == Some(attempt);
-        Ok(current.then_some((query, leg)))
+        current
+            .into_iter()
+            .map(|c| {
+                Ok(c?.map(|(query, leg)| {
+                    let profile = profiles.get(&query.user_id).cloned().unwrap_or(Ok(None));
+                    PendingLeg {
+                        query,
+                        leg,
+                        profile: Arc::new(profile),
+                    }
+                }))
+            })
+            .collect()
     }
 
     /// Makes the leg's next attempt (claimed first: of any number of concurrent callers
@@ -115,7 +158,23 @@ impl Fanout {
         q: &QueryRecord,
         leg: &LegRecord,
     ) -> Result<(LegOutcome, Health), StoreError> {
-        let Some(profile) = self.d.profiles.profile(&q.user_id).await? else {
+        let profile = self.d.profiles.profile(&q.user_id).await?;
+        self.send_with(q, leg, profile.as_ref()).await
+    }
+
+    /// [`Fanout::send_leg`] with the profile read by [`Fanout::pending_attempts`].
+    pub async fn send_pending(&self, p: &PendingLeg) -> Result<(LegOutcome, Health), StoreError> {
+        let profile = p.profile.as_ref().as_ref().map_err(Clone::clone)?;
+        self.send_with(&p.query, &p.leg, profile.as_ref()).await
+    }
+
+    async fn send_with(
+        &self,
+        q: &QueryRecord,
+        leg: &LegRecord,
+        profile: Option<&UserProfile>,
+    ) -> Result<(LegOutcome, Health), StoreError> {
+        let Some(profile) = profile else {
             // The person left the app's user system: nobody to ask about.
             let out = self.settle_failed(q, leg, "SUBJECT_UNAVAILABLE").await?;
             return Ok((out, Health::Neutral));

@@ -5,7 +5,7 @@
 //!
 //! Idempotent: planning again queues the same attempts, which the queue's
 //! de-duplication id absorbs (and, past its window, the sender drops as no longer
-//! current: `Fanout::pending_attempt`). Nothing here needs a bank's secret: the
+//! current: `Fanout::pending_attempts`). Nothing here needs a bank's secret: the
 //! functions that plan never hold one.
 
 use std::sync::Arc;

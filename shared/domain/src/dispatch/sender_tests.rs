@@ -524,3 +524,30 @@ async fn gate_contract_on_memory() {
     )
     .await;
 }
+
+/// A batch's records are read together (decision 148), but a profile that does not parse
+/// fails its own message only: the bank's other messages in the batch are sent, and that
+/// one comes back for another try, unsent.
+#[tokio::test]
+async fn a_corrupt_profile_fails_its_own_message_not_the_rest_of_its_batch() {
+    let b = Burst::new();
+    let qs = b.submit(3, &["CZB"]).await;
+    b.w.store.corrupt_profile(&user("u1"));
+    let batch = b.queue.receive(10);
+    assert_eq!(batch.len(), 3);
+    let failed = b.sender.handle(batch.clone()).await;
+    let of_u1: Vec<String> = batch
+        .iter()
+        .filter(|m| m.body.contains(&qs[1].to_string()))
+        .map(|m| m.message_id.clone())
+        .collect();
+    assert_eq!(failed, of_u1);
+    assert_eq!(
+        b.bank.queries("CZB"),
+        vec![qs[0].to_string(), qs[2].to_string()]
+    );
+    assert_eq!(
+        b.states(&qs, "CZB").await,
+        vec![LegState::Accepted, LegState::Pending, LegState::Accepted]
+    );
+}

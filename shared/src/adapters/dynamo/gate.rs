@@ -18,11 +18,11 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, ReturnValue};
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use chrono::{DateTime, TimeDelta, Utc};
 use rand::seq::SliceRandom;
 
-use super::{all_items, key, n, s, ttl_at, unavailable, written, DynamoStore, Item};
+use super::{all_items, key, n, s, ttl_at, written, DynamoStore, Item};
 use crate::dispatch::gate::{self, Admission, Gate, Health, Hold, Lane, LanePolicy, Permit};
 use crate::ports::StoreError;
 use crate::rules::admission::{self, Circuit, CircuitGate, Probe};
@@ -31,8 +31,6 @@ const CIRCUIT: &str = "CIRCUIT";
 /// When a probe was taken by someone else between our read and our write, try again
 /// after this long (the winner's lease is not known without another read).
 const PROBE_LOST_RETRY: TimeDelta = TimeDelta::milliseconds(500);
-/// `BatchGetItem` takes at most 100 keys.
-const BATCH_GET: usize = 100;
 
 fn lane_pk(lane: &Lane) -> String {
     format!("GATE#{}", lane.key())
@@ -138,6 +136,10 @@ impl DynamoStore {
             .query()
             .table_name(&self.tables.main)
             .key_condition_expression("pk = :pk")
+            // Only what admission compares: under load a lane holds tens of live
+            // permits and slots, read at every admission (decision 148).
+            .projection_expression("sk, #until, failures, open_until, probe_holder, probe_until")
+            .expression_attribute_names("#until", "until")
             .expression_attribute_values(":pk", s(lane_pk(lane)))
             .consistent_read(true);
         for item in all_items(query).await? {
@@ -523,45 +525,16 @@ impl Gate for DynamoStore {
 
     async fn open_circuits(&self, lanes: &[Lane]) -> Result<Vec<Lane>, StoreError> {
         let by_pk: HashMap<String, &Lane> = lanes.iter().map(|l| (lane_pk(l), l)).collect();
+        let mut keys: Vec<Item> = by_pk
+            .keys()
+            .map(|pk| key(pk.clone(), CIRCUIT.into()))
+            .collect();
+        keys.sort_by_key(|k| k.get("pk").and_then(|v| v.as_s().ok()).cloned());
         let mut open = Vec::new();
-        for chunk in lanes.chunks(BATCH_GET) {
-            let mut keys: Vec<Item> = chunk
-                .iter()
-                .map(|l| key(lane_pk(l), CIRCUIT.into()))
-                .collect();
-            // Unprocessed keys (throttling) are asked for again, a few times.
-            for _ in 0..5 {
-                if keys.is_empty() {
-                    break;
-                }
-                let request = KeysAndAttributes::builder()
-                    .set_keys(Some(keys))
-                    .build()
-                    .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-                let out = self
-                    .client
-                    .batch_get_item()
-                    .request_items(&self.tables.main, request)
-                    .send()
-                    .await
-                    .map_err(unavailable)?;
-                for item in out
-                    .responses
-                    .and_then(|mut r| r.remove(&self.tables.main))
-                    .unwrap_or_default()
-                {
-                    let lane = text(&item, "pk").and_then(|pk| by_pk.get(&pk).copied());
-                    if let Some(lane) =
-                        lane.filter(|_| admission::is_open(&circuit_of(Some(&item))))
-                    {
-                        open.push(lane.clone());
-                    }
-                }
-                keys = out
-                    .unprocessed_keys
-                    .and_then(|mut u| u.remove(&self.tables.main))
-                    .map(|k| k.keys)
-                    .unwrap_or_default();
+        for item in self.batch_get(&self.tables.main, keys, false).await? {
+            let lane = text(&item, "pk").and_then(|pk| by_pk.get(&pk).copied());
+            if let Some(lane) = lane.filter(|_| admission::is_open(&circuit_of(Some(&item)))) {
+                open.push(lane.clone());
             }
         }
         open.sort();

@@ -31,7 +31,7 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{AttributeValue, Put};
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, Put};
 use aws_sdk_dynamodb::Client;
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::de::DeserializeOwned;
@@ -41,6 +41,11 @@ use crate::model::ids::{QueryId, UserId};
 use crate::model::profile::UserProfile;
 use crate::ports::{ProfileStore, StoreError};
 use crate::records::UserState;
+
+/// `BatchGetItem` takes at most 100 keys.
+pub(crate) const BATCH_GET: usize = 100;
+/// Rounds of a `BatchGetItem` chunk while keys come back unprocessed.
+const BATCH_GET_ROUNDS: u32 = 5;
 
 /// Shards of each kind of timed work in the `due` index.
 pub const DUE_SHARDS: u8 = 8;
@@ -264,6 +269,59 @@ impl DynamoStore {
         Ok(out.item)
     }
 
+    /// The items of `keys` in `table` that exist, in any order, in `BatchGetItem`s of at
+    /// most [`BATCH_GET`] keys (`keys` distinct, as the operation requires). Keys left
+    /// unprocessed (throttling) are asked for again a few times, then it is an error:
+    /// never an item reported absent that was not read.
+    pub(crate) async fn batch_get(
+        &self,
+        table: &str,
+        keys: Vec<Item>,
+        consistent: bool,
+    ) -> Result<Vec<Item>, StoreError> {
+        let mut found = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(BATCH_GET) {
+            let mut keys = chunk.to_vec();
+            for round in 0..BATCH_GET_ROUNDS {
+                if round > 0 {
+                    tokio::time::sleep(std::time::Duration::from_millis(25 << round)).await;
+                }
+                let request = KeysAndAttributes::builder()
+                    .set_keys(Some(keys))
+                    .consistent_read(consistent)
+                    .build()
+                    .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+                let out = self
+                    .client
+                    .batch_get_item()
+                    .request_items(table, request)
+                    .send()
+                    .await
+                    .map_err(unavailable)?;
+                found.extend(
+                    out.responses
+                        .and_then(|mut r| r.remove(table))
+                        .unwrap_or_default(),
+                );
+                keys = out
+                    .unprocessed_keys
+                    .and_then(|mut u| u.remove(table))
+                    .map(|k| k.keys)
+                    .unwrap_or_default();
+                if keys.is_empty() {
+                    break;
+                }
+            }
+            if !keys.is_empty() {
+                return Err(StoreError::Unavailable(format!(
+                    "{} keys left unprocessed by BatchGetItem",
+                    keys.len()
+                )));
+            }
+        }
+        Ok(found)
+    }
+
     fn state_put(
         &self,
         user: &UserId,
@@ -312,5 +370,32 @@ impl ProfileStore for DynamoStore {
                     .map_err(|e| StoreError::Corrupt(crate::adapters::redact::serde_error(&e)))
             })
             .transpose()
+    }
+
+    async fn profiles(&self, users: &[UserId]) -> Vec<Result<Option<UserProfile>, StoreError>> {
+        let mut distinct: Vec<&UserId> = users.iter().collect();
+        distinct.sort();
+        distinct.dedup();
+        let keys = distinct
+            .iter()
+            .map(|u| HashMap::from([("user_id".to_owned(), s(u.as_str()))]))
+            .collect();
+        let items = match self.batch_get(&self.tables.users, keys, false).await {
+            Ok(items) => items,
+            Err(e) => return users.iter().map(|_| Err(e.clone())).collect(),
+        };
+        let by_user: HashMap<String, Item> = items
+            .into_iter()
+            .filter_map(|i| Some((i.get("user_id")?.as_s().ok()?.clone(), i)))
+            .collect();
+        users
+            .iter()
+            .map(|u| match by_user.get(u.as_str()) {
+                None => Ok(None),
+                Some(i) => serde_dynamo::from_item(i.clone())
+                    .map(Some)
+                    .map_err(|e| StoreError::Corrupt(crate::adapters::redact::serde_error(&e))),
+            })
+            .collect()
     }
 }

@@ -8,7 +8,7 @@ use sha2::Digest;
 use super::*;
 use crate::model::bank::BankCode;
 use crate::model::ids::QueryId;
-use crate::ports::{BankNonce, QueryStore, SettleOutcome, Settlement, StoreError};
+use crate::ports::{BankNonce, QueryLegRead, QueryStore, SettleOutcome, Settlement, StoreError};
 use crate::records::{LegRecord, LegState, QueryRecord};
 
 fn leg_sk(bank: &BankCode) -> String {
@@ -117,6 +117,48 @@ impl QueryStore for DynamoStore {
             .await?
             .map(from_item)
             .transpose()
+    }
+
+    async fn query_legs(&self, keys: &[(QueryId, BankCode)]) -> Vec<QueryLegRead> {
+        let mut distinct: Vec<(String, String)> = keys
+            .iter()
+            .flat_map(|(id, bank)| {
+                [
+                    (query_pk(id), "QUERY".to_owned()),
+                    (query_pk(id), leg_sk(bank)),
+                ]
+            })
+            .collect();
+        distinct.sort();
+        distinct.dedup();
+        let request = distinct.into_iter().map(|(pk, sk)| key(pk, sk)).collect();
+        let items = match self.batch_get(&self.tables.main, request, true).await {
+            Ok(items) => items,
+            Err(e) => return keys.iter().map(|_| Err(e.clone())).collect(),
+        };
+        let by_key: HashMap<(String, String), Item> = items
+            .into_iter()
+            .filter_map(|i| {
+                let pk = i.get("pk")?.as_s().ok()?.clone();
+                let sk = i.get("sk")?.as_s().ok()?.clone();
+                Some(((pk, sk), i))
+            })
+            .collect();
+        fn record<T: serde::de::DeserializeOwned>(
+            by_key: &HashMap<(String, String), Item>,
+            pk: String,
+            sk: String,
+        ) -> Result<Option<T>, StoreError> {
+            by_key.get(&(pk, sk)).cloned().map(from_item).transpose()
+        }
+        keys.iter()
+            .map(|(id, bank)| {
+                Ok((
+                    record(&by_key, query_pk(id), "QUERY".into())?,
+                    record(&by_key, query_pk(id), leg_sk(bank))?,
+                ))
+            })
+            .collect()
     }
 
     async fn ensure_legs(&self, query: &QueryRecord) -> Result<usize, StoreError> {
