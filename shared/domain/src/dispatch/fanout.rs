@@ -140,7 +140,11 @@ impl Fanout {
             .into_iter()
             .map(|c| {
                 Ok(c?.map(|(query, leg)| {
-                    let profile = profiles.get(&query.user_id).cloned().unwrap_or(Ok(None));
+                    // An entry the store did not give back is no "no profile": the
+                    // message comes back instead of the leg settling unasked.
+                    let profile = profiles.get(&query.user_id).cloned().unwrap_or_else(|| {
+                        Err(StoreError::Unavailable("a profile was not read".into()))
+                    });
                     PendingLeg {
                         query,
                         leg,

@@ -169,7 +169,11 @@ impl Sender {
         let mut stop = None;
         'messages: for (m, a) in rest.by_ref() {
             let current = match &a {
-                QueueMessage::Leg(_) => legs.next().unwrap_or(Ok(None)).map(|c| c.map(Work::Leg)),
+                // A message whose records were not read comes back; it is not dropped.
+                QueueMessage::Leg(_) => legs
+                    .next()
+                    .unwrap_or_else(|| Err(StoreError::Unavailable("a leg was not read".into())))
+                    .map(|c| c.map(Work::Leg)),
                 // A dispute (decision 157): the same gate, its own send.
                 QueueMessage::Dispute(d) => match &self.d.disputes {
                     Some(disputes) => disputes
