@@ -3,7 +3,7 @@
 
 STACK := python3 infra/local/stack.py
 
-.PHONY: run test install fmt lint lint-infra build-arm64 load load-private bench-burst bench-release bench-cost bench-coldstart sam-build
+.PHONY: run test install fmt lint lint-infra build-arm64 load load-private bench-burst bench-release bench-cost bench-sdk-call bench-coldstart sam-build
 
 run:
 	python3 infra/local/run.py
@@ -30,6 +30,14 @@ load-private:
 bench-release:
 	cargo build --quiet --locked -p load-bench
 	$(STACK) exec --with-api --release -- cargo run --quiet --locked -p load-bench --bin load-bench -- --users $(USERS) --clients $(CLIENTS)
+
+# What one DynamoDB call costs our process in CPU (not part of `make test`): sequential
+# GetItem, conditional PutItem and Query calls with the client the functions build, a
+# release build on a current-thread runtime, against a private DynamoDB Local; the floor
+# under bench-release's CPU per query.
+bench-sdk-call:
+	cargo build --quiet --locked --release -p load-bench --bin sdk-call-bench
+	$(STACK) exec -- target/release/sdk-call-bench --compare-stall-protection-off
 
 # Cost per query (not part of `make test`): QUERIES 16-bank queries, CLIENTS_COST at a
 # time, through a private stack of release builds whose functions meter every AWS call

@@ -52,6 +52,15 @@ pub async fn aws_config() -> aws_config::SdkConfig {
     aws_config::defaults(BehaviorVersion::latest()).load().await
 }
 
+/// The DynamoDB client every function uses (and `sdk-call-bench` measures).
+pub fn dynamo_client(sdk: &aws_config::SdkConfig) -> aws_sdk_dynamodb::Client {
+    let mut dynamo = aws_sdk_dynamodb::config::Builder::from(sdk);
+    if metering::enabled() {
+        dynamo = dynamo.interceptor(Metering);
+    }
+    aws_sdk_dynamodb::Client::from_conf(dynamo.build())
+}
+
 /// What every function needs: configuration, AWS configuration, the store.
 struct Common {
     config: Arc<ServiceConfig>,
@@ -68,12 +77,8 @@ async fn common(env: &CommonEnv) -> Result<Common, StartupError> {
     config.require_real_banks().map_err(err)?;
     let config = Arc::new(config);
     let sdk = aws_config().await;
-    let mut dynamo = aws_sdk_dynamodb::config::Builder::from(&sdk);
-    if metering::enabled() {
-        dynamo = dynamo.interceptor(Metering);
-    }
     let store = Arc::new(DynamoStore::new(
-        aws_sdk_dynamodb::Client::from_conf(dynamo.build()),
+        dynamo_client(&sdk),
         Tables {
             main: env.table_name.clone(),
             users: env.users_table_name.clone(),
