@@ -137,13 +137,18 @@ impl DynamoStore {
 
     /// Deletes every part of the query's report (of any publication).
     async fn delete_report_parts(&self, id: &QueryId) -> Result<(), StoreError> {
-        let pk = query_pk(id);
         let sks = self.report_part_sks(id).await?;
+        self.delete_items(&query_pk(id), sks).await
+    }
+
+    /// Deletes the items `sks` of partition `pk`, a few at a time (unconditional: the
+    /// callers delete what no one writes again).
+    async fn delete_items(&self, pk: &str, sks: Vec<String>) -> Result<(), StoreError> {
         let deletes = sks.into_iter().map(|sk| {
             self.client
                 .delete_item()
                 .table_name(&self.tables.main)
-                .set_key(Some(key(pk.clone(), sk)))
+                .set_key(Some(key(pk.to_owned(), sk)))
                 .send()
         });
         let results: Vec<_> = at_most_a_few(deletes).await;
@@ -501,17 +506,7 @@ impl ReportStore for DynamoStore {
         loop {
             let result = self.transact(items.clone()).await;
             let Err(err) = result else {
-                let deletes = after.into_iter().map(|sk| {
-                    self.client
-                        .delete_item()
-                        .table_name(&self.tables.main)
-                        .set_key(Some(key(pk.clone(), sk)))
-                        .send()
-                });
-                let results: Vec<_> = at_most_a_few(deletes).await;
-                for r in results {
-                    r.map_err(unavailable)?;
-                }
+                self.delete_items(&pk, after).await?;
                 if parts_after {
                     self.delete_report_parts(id).await?;
                 }
