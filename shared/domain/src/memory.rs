@@ -85,6 +85,11 @@ impl MemoryStore {
         self.lock().corrupt_profiles.insert(user.clone());
     }
 
+    /// Ends [`Self::corrupt_profile`]: a fault that passes.
+    pub fn repair_profile(&self, user: &UserId) {
+        self.lock().corrupt_profiles.remove(user);
+    }
+
     pub fn queries(&self) -> Vec<QueryRecord> {
         self.lock().queries.values().cloned().collect()
     }

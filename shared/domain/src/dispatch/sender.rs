@@ -52,8 +52,12 @@ impl Sleep for TokioSleep {
     }
 }
 
-/// How long the rest of a bank's batch is held back after a store error on one of its
-/// messages: soon back, but behind the failed one (order kept).
+/// How long a message that met a store error (and the rest of its bank's batch, behind
+/// it) stays hidden before it is tried again. Short, because while any of a bank's
+/// messages is hidden, FIFO delivers none of that bank's others: left to the queue's
+/// 6-minute visibility timeout, one transient error would stall the bank's whole lane
+/// that long. A message that keeps failing costs a receive every 2 s until the
+/// RedrivePolicy dead-letters it; the sweeper settles its leg at the deadline.
 const AFTER_ERROR_PAUSE_SECS: i32 = 2;
 
 pub struct SenderDeps {
@@ -79,7 +83,7 @@ pub struct Sender {
 #[derive(Default)]
 struct Running {
     tasks: JoinSet<Result<(), StoreError>>,
-    messages: HashMap<Id, String>,
+    messages: HashMap<Id, Received>,
 }
 
 impl Running {
@@ -87,8 +91,8 @@ impl Running {
         self.tasks.is_empty()
     }
 
-    /// Waits for one send to end; the message to report as failed, if it failed.
-    async fn next_failed(&mut self) -> Option<Option<String>> {
+    /// Waits for one send to end; the message to retry, if it failed.
+    async fn next_failed(&mut self) -> Option<Option<Received>> {
         let ended = self.tasks.join_next_with_id().await?;
         let (id, result) = match ended {
             Ok((id, r)) => (id, r.map_err(|e| e.to_string())),
@@ -96,9 +100,12 @@ impl Running {
             // from being sent twice).
             Err(e) => (e.id(), Err(e.to_string())),
         };
-        let message = self.messages.remove(&id).unwrap_or_default();
+        // Every task is spawned with its message: none is missing.
+        let Some(message) = self.messages.remove(&id) else {
+            return Some(None);
+        };
         Some(result.err().map(|e| {
-            error!(message_id = %message, error = %e, "inquiry not recorded; will retry");
+            error!(message_id = %message.message_id, error = %e, "inquiry not recorded; will retry");
             message
         }))
     }
@@ -226,7 +233,7 @@ impl Sender {
                             }
                             sent.map(drop)
                         });
-                        running.messages.insert(task.id(), m.message_id);
+                        running.messages.insert(task.id(), m);
                         continue 'messages;
                     }
                     // One of our own sends ending frees a slot (or settles the probe):
@@ -235,8 +242,8 @@ impl Sender {
                         hold: Hold::InFlight | Hold::ProbeRunning,
                         ..
                     } if !running.is_empty() => {
-                        if let Some(Some(id)) = running.next_failed().await {
-                            failed.push(id);
+                        if let Some(Some(m)) = running.next_failed().await {
+                            failed.push(self.retry_soon(m).await);
                         }
                     }
                     Admission::Wait { until, hold }
@@ -272,16 +279,28 @@ impl Sender {
                 );
             }
             for m in held {
-                if let Err(e) = self.d.queue.pause(&m.receipt, secs).await {
-                    // It comes back after the queue's visibility timeout instead.
-                    warn!(message_id = %m.message_id, error = %e, "pause not set");
-                }
-                failed.push(m.message_id);
+                failed.push(self.pause(m, secs).await);
             }
         }
         while let Some(ended) = running.next_failed().await {
-            failed.extend(ended);
+            if let Some(m) = ended {
+                failed.push(self.retry_soon(m).await);
+            }
         }
         failed
+    }
+
+    /// Hides `m` for `secs`; its id, to report as failed (the queue brings it back then).
+    async fn pause(&self, m: Received, secs: i32) -> String {
+        if let Err(e) = self.d.queue.pause(&m.receipt, secs).await {
+            // It comes back after the queue's visibility timeout instead.
+            warn!(message_id = %m.message_id, error = %e, "pause not set");
+        }
+        m.message_id
+    }
+
+    /// A message whose send failed: back after [`AFTER_ERROR_PAUSE_SECS`].
+    async fn retry_soon(&self, m: Received) -> String {
+        self.pause(m, AFTER_ERROR_PAUSE_SECS).await
     }
 }

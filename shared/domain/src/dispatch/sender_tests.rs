@@ -551,3 +551,38 @@ async fn a_corrupt_profile_fails_its_own_message_not_the_rest_of_its_batch() {
         vec![LegState::Accepted, LegState::Pending, LegState::Accepted]
     );
 }
+
+/// A send that fails (a store error) comes back within seconds, not after the queue's
+/// 6-minute visibility timeout: while it is hidden, FIFO holds back every later message
+/// of its bank, so the timeout would stall the bank's whole lane (a burst once lost a
+/// query to it at the end of a CI run).
+#[tokio::test]
+async fn a_failed_send_is_retried_in_seconds_and_its_bank_keeps_moving() {
+    let b = Burst::new();
+    let qs = b.submit(3, &["CZB"]).await;
+    b.w.store.corrupt_profile(&user("u1"));
+    let batch = b.queue.receive(10);
+    let failed = b.sender.handle(batch.clone()).await;
+    b.queue.complete(&batch, &failed);
+    assert_eq!(failed.len(), 1);
+    b.w.store.repair_profile(&user("u1"));
+    let later = b.submit(1, &["CZB"]).await;
+
+    // Hidden for the error pause, and the bank's later message behind it...
+    b.w.clock.advance(TimeDelta::seconds(1));
+    assert!(b.queue.receive(10).is_empty());
+    // ...then both go, in order, long before a visibility timeout.
+    b.w.clock.advance(TimeDelta::seconds(1));
+    b.pump().await;
+    assert!(b.queue.queued().is_empty(), "{:?}", b.queue.queued());
+    assert_eq!(
+        b.bank.queries("CZB"),
+        vec![
+            qs[0].to_string(),
+            qs[2].to_string(),
+            qs[1].to_string(),
+            later[0].to_string()
+        ]
+    );
+    assert_eq!(b.states(&qs, "CZB").await, vec![LegState::Accepted; 3]);
+}
